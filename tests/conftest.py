@@ -1,0 +1,37 @@
+"""Shared fixtures: bundled networks, the shared benchmark networks, the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NETWORKS = ROOT / "networks"
+DATA = ROOT / "data"
+SHARED_NETWORKS = Path(os.environ.get("TWIN_SHARED", ROOT.parent / "shared")) / "networks"
+
+
+def wntr_network(name: str) -> Path:
+    """Path of a network shipped with WNTR (Net1, Net3, Net6, ky4, ky10...)."""
+    import wntr
+
+    return Path(wntr.__file__).parent / "library" / "networks" / f"{name}.inp"
+
+
+@pytest.fixture
+def ltown_inp() -> Path:
+    """L-Town (BattLeDIM 2020, CC BY 4.0), from ../shared/networks."""
+    path = SHARED_NETWORKS / "L-TOWN.inp"
+    if not path.exists():
+        pytest.skip(f"L-Town not found at {path}; set TWIN_SHARED to the shared folder")
+    return path
+
+
+@pytest.fixture
+def twin_cli():
+    """Run the ``twin`` CLI in-process; returns the exit status. Read output with capsys."""
+    from twin.cli import main
+
+    return lambda *args: main([str(a) for a in args])

@@ -1,0 +1,48 @@
+"""Project-wide defaults, in one place.
+
+Library code reads these values and never writes them; every function that
+uses one accepts an argument that overrides it. Units are SI unless the name
+says otherwise.
+"""
+
+from __future__ import annotations
+
+#: Projected metric CRS used internally for Yingtan: CGCS2000 / 3-degree
+#: Gauss-Kruger CM 117E. EPSG:32650 (UTM 50N) is common too.
+DEFAULT_CRS = "EPSG:4548"
+
+#: CRS of maps (Leaflet) and of the meter registry's lon/lat columns.
+MAP_CRS = "EPSG:4326"
+
+#: Local time zone of the utility; "days" and the night window are local.
+TIMEZONE = "Asia/Shanghai"
+
+#: UTC offset written into synthetic timestamps (ISO 8601).
+UTC_OFFSET = "+08:00"
+
+#: Largest distance from a customer meter to its pipe for the join, metres.
+SNAP_DISTANCE_M = 50.0
+
+#: Tolerance for joining line ends into nodes when a GIS layer has no
+#: topology, metres.
+SNAP_TOLERANCE_M = 0.5
+
+#: Local-time window for the minimum night flow, hours [start, end).
+NIGHT_START_HOUR = 2
+NIGHT_END_HOUR = 4
+
+#: Logger and flow-meter reporting interval, seconds.
+LOGGER_INTERVAL_S = 900
+
+#: Hydraulic time step of the simulations, seconds.
+HYDRAULIC_STEP_S = 900
+
+#: BattLeDIM's criterion: a localisation is correct within this pipe distance
+#: of the leak, metres.
+LOCALISATION_RADIUS_M = 300.0
+
+#: Share of the candidate score held by the candidate zone.
+CANDIDATE_ZONE_SHARE = 0.9
+
+#: Rows per chunk when reading large readings files.
+READ_CHUNK_ROWS = 1_000_000
