@@ -1,0 +1,496 @@
+"""The meter registry: read, validate and join meters to the pipe network.
+
+Three kinds of device are registered (``../shared/DESIGN.md``):
+
+- ``customer``: a billing meter with a cumulative register (m³), located by
+  lon/lat and snapped to its nearest pipe by :func:`join_meters`;
+- ``pressure``: a pressure logger on a network node (``node_id``); on a tank
+  the "pressure" is the water level;
+- ``flow``: a flow meter on a network link (``link_id``).
+
+Examples
+--------
+>>> meters = read_meters("meters.csv", crs="GCJ02")          # doctest: +SKIP
+>>> meters, rejected = validate_meters(meters, network)      # doctest: +SKIP
+>>> join = join_meters(meters, network, max_distance_m=50)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from twin import settings
+from twin.errors import InputError, MeterError, require_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twin.network import Network
+
+log = logging.getLogger(__name__)
+
+#: Device kinds of the registry.
+KINDS: tuple[str, ...] = ("customer", "pressure", "flow")
+
+#: Columns every registry must have.
+REQUIRED_COLUMNS: tuple[str, ...] = ("meter_id", "kind", "lon", "lat")
+
+#: Margin around the network's bounding box inside which a meter is "in the
+#: network's area", metres.
+AREA_MARGIN_M = 2000.0
+
+_JOIN_COLUMNS = ["link_id", "position", "start_node", "end_node", "distance_m", "matched"]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _clean_str(s: pd.Series) -> pd.Series:
+    """Strip strings; empty strings and nulls become ``pd.NA``; dtype ``string``."""
+    out = s.astype("string").str.strip()
+    return out.mask(out.isna() | (out == ""), pd.NA)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt", ".gz"):
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        else:
+            raise MeterError(
+                f"unsupported meter registry format {suffix!r}",
+                path=path,
+                fix="give a .csv or .parquet file",
+            )
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        if isinstance(exc, MeterError):
+            raise
+        raise MeterError(
+            f"cannot read the meter registry ({type(exc).__name__}: {exc})",
+            path=path,
+            fix="give a CSV with a header row (meter_id,kind,lon,lat,node_id,link_id) or a Parquet file",
+        ) from exc
+    return df
+
+
+def meters_from_frame(
+    df: pd.DataFrame, *, crs: Any = settings.MAP_CRS, source: str | Path = "meters"
+) -> gpd.GeoDataFrame:
+    """Normalise a raw registry table into the registry GeoDataFrame.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Columns ``meter_id``, ``kind``, ``lon``, ``lat`` and optionally
+        ``node_id``, ``link_id`` and any extra columns (kept as they are).
+    crs : any pyproj input or ``"GCJ02"`` / ``"BD09"``
+        CRS of the ``lon``/``lat`` columns (x first). Converted to EPSG:4326.
+    source : str or Path
+        Name of the file, for error messages.
+
+    Returns
+    -------
+    GeoDataFrame
+        As :func:`read_meters`.
+    """
+    df = df.copy()
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise MeterError(
+            f"meter registry lacks the column(s) {', '.join(missing)} (has {', '.join(df.columns) or 'none'})",
+            path=source,
+            fix="the registry needs meter_id, kind, lon, lat (and node_id / link_id for loggers)",
+        )
+    for col in ("node_id", "link_id"):
+        if col not in df.columns:
+            df[col] = pd.NA
+    df["source_row"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    df["meter_id"] = _clean_str(df["meter_id"])
+    df["kind"] = _clean_str(df["kind"]).str.lower()
+    df["node_id"] = _clean_str(df["node_id"])
+    df["link_id"] = _clean_str(df["link_id"])
+    x = pd.to_numeric(df["lon"], errors="coerce").to_numpy(dtype=np.float64)
+    y = pd.to_numeric(df["lat"], errors="coerce").to_numpy(dtype=np.float64)
+    if len(df) and not _is_wgs84(crs):
+        from twin.crs import transform_xy
+
+        ok = np.isfinite(x) & np.isfinite(y)
+        tx = np.full_like(x, np.nan)
+        ty = np.full_like(y, np.nan)
+        if ok.any():
+            tx[ok], ty[ok] = transform_xy(x[ok], y[ok], from_crs=crs, to_crs=settings.MAP_CRS)
+        x, y = tx, ty
+    df["lon"] = x
+    df["lat"] = y
+    geom = gpd.points_from_xy(x, y)
+    geom[~(np.isfinite(x) & np.isfinite(y))] = None
+    out = gpd.GeoDataFrame(df, geometry=geom, crs=settings.MAP_CRS)
+    out = out.set_index("meter_id", drop=True)
+    out.index.name = "meter_id"
+    return out
+
+
+def _is_wgs84(crs: Any) -> bool:
+    if crs is None:
+        return True
+    if isinstance(crs, str) and crs.strip().upper() in ("EPSG:4326", "WGS84", "4326"):
+        return True
+    from twin.crs import is_pseudo_crs, parse_crs
+
+    if is_pseudo_crs(crs):
+        return False
+    return parse_crs(crs, what="meters CRS").equals(parse_crs(settings.MAP_CRS))
+
+
+def read_meters(path: str | Path, *, crs: Any = settings.MAP_CRS) -> gpd.GeoDataFrame:
+    """Read a meter registry (``.csv`` or ``.parquet``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The registry, one row per device (DESIGN.md data contract).
+    crs : any pyproj input or ``"GCJ02"`` / ``"BD09"``, default ``"EPSG:4326"``
+        CRS of the file's ``lon``/``lat`` columns. Chinese web-map
+        coordinates (Amap/Tencent GCJ-02, Baidu BD-09) are converted to WGS84.
+
+    Returns
+    -------
+    GeoDataFrame
+        In EPSG:4326, index ``meter_id`` (string; not yet checked for
+        duplicates), columns ``kind`` (lower case), ``lon``, ``lat`` (WGS84
+        degrees, NaN where unreadable), ``node_id``, ``link_id`` (string or
+        NA), ``source_row`` (1-based data row in the file), any extra columns,
+        and Point geometry (None where the coordinates are missing).
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    MeterError
+        The file cannot be read or lacks a required column.
+    """
+    p = require_file(path, what="meter registry")
+    df = _read_table(p)
+    meters = meters_from_frame(df, crs=crs, source=p)
+    meters.attrs["source"] = str(p)
+    return meters
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _network_bbox(network: "Network") -> tuple[float, float, float, float]:
+    b = network.nodes.geometry.total_bounds
+    if not np.all(np.isfinite(b)):
+        b = network.links.geometry.total_bounds
+    return tuple(float(v) for v in b)  # type: ignore[return-value]
+
+
+def _to_network_xy(lon: np.ndarray, lat: np.ndarray, network: "Network") -> tuple[np.ndarray, np.ndarray]:
+    from twin.crs import transform_xy
+
+    x = np.full_like(lon, np.nan, dtype=np.float64)
+    y = np.full_like(lat, np.nan, dtype=np.float64)
+    ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    if ok.any():
+        x[ok], y[ok] = transform_xy(lon[ok], lat[ok], from_crs=settings.MAP_CRS, to_crs=network.crs)
+    return x, y
+
+
+def validate_meters(
+    meters: gpd.GeoDataFrame,
+    network: "Network | None" = None,
+    *,
+    area_margin_m: float = AREA_MARGIN_M,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Split a registry into usable meters and rejected rows with a reason.
+
+    Checks, in this order (a row gets the first reason that applies):
+    missing ``meter_id``; duplicate ``meter_id`` (identical repeats: the first
+    is kept; conflicting rows with the same ID: all rejected); unknown
+    ``kind``; missing or non-numeric coordinates (customer meters only:
+    loggers may sit at their node's / link's place); lon/lat swapped; outside
+    the network's area (bounding box of the nodes plus ``area_margin_m``);
+    pressure logger without a known ``node_id``; flow meter without a known
+    ``link_id``.
+
+    Parameters
+    ----------
+    meters : GeoDataFrame
+        As returned by :func:`read_meters` (EPSG:4326).
+    network : Network, optional
+        When given, coordinates are checked against its area and loggers /
+        flow meters against its nodes / links. Without it only the checks
+        that need no network run (a latitude beyond ±90° whose longitude would
+        be a valid latitude still counts as swapped).
+    area_margin_m : float, default 2000
+        Margin around the network's bounding box, metres.
+
+    Returns
+    -------
+    meters : GeoDataFrame
+        The usable rows, unique index ``meter_id``, same columns.
+    rejected : DataFrame
+        The other rows: ``meter_id`` (column), ``source_row``, ``kind``,
+        ``lon``, ``lat``, ``node_id``, ``link_id``, ``reason``.
+
+    Raises
+    ------
+    MeterError
+        When a required column is missing (a fatal problem, not a row problem).
+    """
+    missing = [c for c in ("kind", "lon", "lat", "node_id", "link_id") if c not in meters.columns]
+    if missing:
+        raise MeterError(
+            f"meter table lacks the column(s) {', '.join(missing)}",
+            path=meters.attrs.get("source"),
+            fix="read the registry with twin.meters.read_meters",
+        )
+    n = len(meters)
+    reason = np.full(n, None, dtype=object)
+
+    def mark(mask: np.ndarray, text: str | np.ndarray) -> None:
+        sel = mask & pd.isna(reason)
+        if isinstance(text, np.ndarray):
+            reason[sel] = text[sel]
+        else:
+            reason[sel] = text
+
+    ids = pd.Series(meters.index, dtype="string")
+    mark(ids.isna().to_numpy(), "missing meter_id")
+
+    # duplicates: identical repeats keep the first row; conflicting rows all go
+    cols = ["kind", "lon", "lat", "node_id", "link_id"]
+    frame = pd.DataFrame({c: meters[c].to_numpy() for c in cols})
+    frame["meter_id"] = ids.to_numpy()
+    dup_any = frame["meter_id"].duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    if dup_any.any():
+        n_variants = frame.loc[dup_any].astype("string").fillna("").drop_duplicates().groupby("meter_id").size()
+        conflicting = frame["meter_id"].isin(n_variants.index[n_variants > 1]).to_numpy() & dup_any
+        later = frame["meter_id"].duplicated(keep="first").to_numpy() & ids.notna().to_numpy()
+        mark(conflicting, "duplicate meter_id with conflicting attributes")
+        mark(later, "duplicate meter_id (repeated row)")
+
+    kind = meters["kind"].astype("string")
+    mark(~kind.isin(KINDS).fillna(False).to_numpy(), np.array([f"unknown kind {k!r} (expected customer, pressure or flow)" for k in kind.fillna("")], dtype=object))
+
+    lon = meters["lon"].to_numpy(dtype=np.float64)
+    lat = meters["lat"].to_numpy(dtype=np.float64)
+    is_customer = (kind == "customer").fillna(False).to_numpy()
+    no_xy = ~(np.isfinite(lon) & np.isfinite(lat))
+    mark(no_xy & is_customer, "missing or non-numeric lon/lat")
+    has_xy = ~no_xy
+    invalid_range = has_xy & ((np.abs(lat) > 90) | (np.abs(lon) > 180))
+    swapped_range = invalid_range & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
+
+    if network is not None:
+        xmin, ymin, xmax, ymax = _network_bbox(network)
+        xmin, ymin, xmax, ymax = xmin - area_margin_m, ymin - area_margin_m, xmax + area_margin_m, ymax + area_margin_m
+        x, y = _to_network_xy(lon, lat, network)
+        inside = (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
+        sx, sy = _to_network_xy(lat, lon, network)
+        inside_swapped = (sx >= xmin) & (sx <= xmax) & (sy >= ymin) & (sy <= ymax)
+        mark(has_xy & ~inside & inside_swapped, "lon/lat swapped (the point falls in the network area with lon and lat exchanged)")
+        mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
+        mark(invalid_range, "lon/lat out of range")
+        dist = np.hypot(np.maximum(np.maximum(xmin - x, x - xmax), 0), np.maximum(np.maximum(ymin - y, y - ymax), 0))
+        out_text = np.array([f"outside the network area ({d / 1000:.1f} km beyond its bounding box)" for d in np.nan_to_num(dist)], dtype=object)
+        mark(has_xy & ~inside, out_text)
+        node_ids = set(map(str, network.nodes.index))
+        link_ids = set(map(str, network.links.index))
+        node_known = meters["node_id"].astype("string").isin(node_ids).fillna(False).to_numpy()
+        link_known = meters["link_id"].astype("string").isin(link_ids).fillna(False).to_numpy()
+    else:
+        mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
+        mark(invalid_range, "lon/lat out of range")
+        node_known = meters["node_id"].notna().to_numpy()
+        link_known = meters["link_id"].notna().to_numpy()
+    is_pressure = (kind == "pressure").fillna(False).to_numpy()
+    is_flow = (kind == "flow").fillna(False).to_numpy()
+    mark(is_pressure & meters["node_id"].isna().to_numpy(), "pressure logger without node_id")
+    mark(is_pressure & ~node_known, np.array([f"pressure logger on unknown node {v!r}" for v in meters["node_id"].astype("string").fillna("")], dtype=object))
+    mark(is_flow & meters["link_id"].isna().to_numpy(), "flow meter without link_id")
+    mark(is_flow & ~link_known, np.array([f"flow meter on unknown link {v!r}" for v in meters["link_id"].astype("string").fillna("")], dtype=object))
+
+    bad = pd.notna(reason)
+    good = meters.loc[~bad].copy()
+    if network is not None and len(good):
+        # loggers without coordinates sit where their node / link is
+        fill = good.geometry.isna() | good.geometry.is_empty
+        if fill.any():
+            pts = []
+            for mid, row in good.loc[fill].iterrows():
+                if row["kind"] == "pressure":
+                    g = network.nodes.geometry.loc[row["node_id"]]
+                else:
+                    g = network.links.geometry.loc[row["link_id"]].interpolate(0.5, normalized=True)
+                pts.append(g)
+            gs = gpd.GeoSeries(pts, index=good.index[fill], crs=network.crs).to_crs(settings.MAP_CRS)
+            good.loc[fill, "geometry"] = gs.values
+            good.loc[fill, "lon"] = gs.x.values
+            good.loc[fill, "lat"] = gs.y.values
+    rejected = pd.DataFrame(
+        {
+            "meter_id": ids[bad].to_numpy(),
+            "source_row": meters["source_row"].to_numpy()[bad] if "source_row" in meters else np.flatnonzero(bad) + 1,
+            "kind": kind[bad].to_numpy(),
+            "lon": lon[bad],
+            "lat": lat[bad],
+            "node_id": meters["node_id"].astype("string").to_numpy()[bad],
+            "link_id": meters["link_id"].astype("string").to_numpy()[bad],
+            "reason": reason[bad].astype(str),
+        }
+    )
+    log.info(
+        "validated %s meters: %s usable, %s rejected", f"{n:,}", f"{len(good):,}", f"{len(rejected):,}"
+    )
+    return good, rejected
+
+
+# --------------------------------------------------------------------------- join
+
+
+def join_meters(
+    meters: gpd.GeoDataFrame,
+    network: "Network",
+    *,
+    max_distance_m: float = settings.SNAP_DISTANCE_M,
+) -> pd.DataFrame:
+    """Snap every customer meter to its nearest pipe.
+
+    Meters are projected into ``network.crs`` (metres); the candidate pipes
+    within ``max_distance_m`` come from a shapely STRtree. The nearest wins;
+    pipes at the same distance (to 1 µm) are tied and the smallest
+    ``link_id`` (string order) wins, so the result does not depend on the
+    order of the input. The position along the pipe is
+    ``line.project(point, normalized=True)`` on the pipe's geometry, which
+    runs from ``start_node`` to ``end_node``.
+
+    Parameters
+    ----------
+    meters : GeoDataFrame
+        Registry (any CRS; EPSG:4326 from :func:`read_meters`). Only rows of
+        kind ``customer`` are joined.
+    network : Network
+        The network; only links of type ``pipe`` are candidates.
+    max_distance_m : float, default 50
+        Largest meter-to-pipe distance, metres.
+
+    Returns
+    -------
+    DataFrame
+        Index ``meter_id`` (customer meters only, every one of them), columns
+        ``link_id`` (NA when unmatched), ``position`` (0..1 from
+        ``start_node``), ``start_node``, ``end_node``, ``distance_m`` (to the
+        joined pipe, or to the nearest pipe when unmatched; NaN without
+        coordinates), ``matched`` (bool) and ``nearest_link_id`` (the nearest
+        pipe whatever its distance). Consumption goes ``1 - position`` to
+        ``start_node`` and ``position`` to ``end_node``.
+    """
+    if max_distance_m is None or not np.isfinite(max_distance_m) or max_distance_m < 0:
+        raise InputError(
+            f"max_distance_m must be a non-negative number of metres, got {max_distance_m!r}",
+            fix="give a distance such as 50",
+        )
+    cust = meters.loc[meters["kind"].astype("string").eq("customer").fillna(False).to_numpy()]
+    if cust.crs is None:
+        cust = cust.set_crs(settings.MAP_CRS)
+    pts = cust.geometry.to_crs(network.crs)
+    pts_arr = np.asarray(pts.values, dtype=object)
+    has_pt = ~(shapely.is_missing(pts_arr) | shapely.is_empty(pts_arr))
+    has_pt &= np.isfinite(shapely.get_x(np.where(has_pt, pts_arr, shapely.Point(0, 0))))
+
+    pipes = network.links.loc[network.links["link_type"].astype("string").eq("pipe").fillna(False).to_numpy()]
+    pipes = pipes.loc[~(pipes.geometry.isna() | pipes.geometry.is_empty)]
+    # sort pipes by ID so that tree indices follow the tie-break order
+    pipes = pipes.iloc[np.argsort(pipes.index.astype(str).to_numpy(), kind="stable")]
+    lines = np.asarray(pipes.geometry.values, dtype=object)
+    link_ids = pipes.index.astype(str).to_numpy()
+    n = len(cust)
+    out = pd.DataFrame(
+        {
+            "link_id": pd.array([pd.NA] * n, dtype="string"),
+            "position": np.full(n, np.nan),
+            "start_node": pd.array([pd.NA] * n, dtype="string"),
+            "end_node": pd.array([pd.NA] * n, dtype="string"),
+            "distance_m": np.full(n, np.nan),
+            "matched": np.zeros(n, dtype=bool),
+            "nearest_link_id": pd.array([pd.NA] * n, dtype="string"),
+        },
+        index=pd.Index(cust.index.astype(str), name="meter_id"),
+    )
+    if n == 0 or len(lines) == 0:
+        if len(lines) == 0 and n:
+            log.warning("network has no pipes: none of %d customer meters joined", n)
+        return out
+    tree = shapely.STRtree(lines)
+    q_idx = np.flatnonzero(has_pt)
+    qpts = pts_arr[q_idx]
+    # candidates within the limit, all of them, then the nearest with a tie-break
+    pi, ti = tree.query(qpts, predicate="dwithin", distance=max_distance_m)
+    if len(pi):
+        d = shapely.distance(qpts[pi], lines[ti])
+        key = np.round(d, 6)
+        order = np.lexsort((ti, key, pi))  # ti ascending = link_id ascending
+        pi, ti, d = pi[order], ti[order], d[order]
+        first = np.ones(len(pi), dtype=bool)
+        first[1:] = pi[1:] != pi[:-1]
+        pi, ti, d = pi[first], ti[first], d[first]
+        rows = q_idx[pi]
+        pos = shapely.line_locate_point(lines[ti], qpts[pi], normalized=True)
+        pos = np.where(np.isfinite(pos), pos, 0.5)  # zero-length pipe
+        out.iloc[rows, out.columns.get_loc("link_id")] = link_ids[ti]
+        out.iloc[rows, out.columns.get_loc("position")] = np.clip(pos, 0.0, 1.0)
+        out.iloc[rows, out.columns.get_loc("start_node")] = pipes["start_node"].astype(str).to_numpy()[ti]
+        out.iloc[rows, out.columns.get_loc("end_node")] = pipes["end_node"].astype(str).to_numpy()[ti]
+        out.iloc[rows, out.columns.get_loc("distance_m")] = d
+        out.iloc[rows, out.columns.get_loc("matched")] = True
+        out.iloc[rows, out.columns.get_loc("nearest_link_id")] = link_ids[ti]
+    # unmatched meters: distance to the nearest pipe, for the report
+    un = q_idx[~out["matched"].to_numpy()[q_idx]]
+    if len(un):
+        ui, uti = tree.query_nearest(pts_arr[un], all_matches=False)
+        ud = shapely.distance(pts_arr[un][ui], lines[uti])
+        out.iloc[un[ui], out.columns.get_loc("distance_m")] = ud
+        out.iloc[un[ui], out.columns.get_loc("nearest_link_id")] = link_ids[uti]
+    n_match = int(out["matched"].sum())
+    log.info(
+        "joined %s of %s customer meters within %g m; %s unmatched",
+        f"{n_match:,}", f"{n:,}", max_distance_m, f"{n - n_match:,}",
+    )
+    return out
+
+
+def node_weights(join: pd.DataFrame) -> pd.DataFrame:
+    """Long table of how each joined meter's consumption splits onto nodes.
+
+    Parameters
+    ----------
+    join : DataFrame
+        From :func:`join_meters`.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``meter_id``, ``node_id``, ``weight`` (0..1; the two weights
+        of a meter sum to 1). Unmatched meters are left out.
+    """
+    j = join.loc[join["matched"].astype(bool)]
+    mids = j.index.astype(str).to_numpy()
+    pos = j["position"].to_numpy(dtype=np.float64)
+    w = pd.DataFrame(
+        {
+            "meter_id": np.concatenate([mids, mids]),
+            "node_id": np.concatenate([j["start_node"].astype(str).to_numpy(), j["end_node"].astype(str).to_numpy()]),
+            "weight": np.concatenate([1.0 - pos, pos]),
+        }
+    )
+    return w.groupby(["meter_id", "node_id"], as_index=False, sort=True)["weight"].sum()

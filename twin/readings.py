@@ -1,0 +1,520 @@
+"""Readings: read raw rows and classify each one as accepted or quarantined.
+
+Every input row ends in exactly one place: accepted (a reading), quarantined
+with a reason, or skipped because the very same row is already stored (a
+re-ingest). The rules live in one SQL classifier (:func:`classify`) that runs
+in DuckDB, used both by :func:`validate_readings` (an in-memory table) and by
+:meth:`twin.store.Store.ingest` (a file-backed staging table, bounded memory).
+
+Quarantine reasons (:data:`REASONS`), the first that applies wins:
+
+``malformed_row``
+    more fields than the header.
+``unknown_meter``
+    empty ``meter_id`` or one that is not in the registry.
+``rejected_meter``
+    the meter is in the registry file but was rejected by
+    :func:`twin.meters.validate_meters` (see the store's ``meter_quarantine``).
+``unparseable_timestamp``
+    empty or not an ISO 8601 date-time.
+``timestamp_without_offset``
+    a local time without a UTC offset: ambiguous, refused.
+``missing_value`` / ``non_numeric_value``
+    empty (or ``NA``/``null``) / not a finite number.
+``negative_value``
+    a negative customer register or pressure (flows may be negative).
+``future_timestamp``
+    later than ``now`` plus 10 minutes.
+``duplicate``
+    a second row for the same meter and instant in the file, or one that
+    differs from the stored value for that instant.
+``register_backwards``
+    a customer register lower than the reading before it while the reading
+    after it resumes at the earlier level (a misread).
+``implausible_jump``
+    a customer register rising faster than ``max_flow_m3h`` (a spike that
+    falls back, or a step), or a pressure spike larger than
+    ``pressure_spike_m`` that returns.
+
+A customer register that drops and stays down (meter replaced or rolled over)
+is **accepted** with ``flag = 'reset'``; consumption is computed across it by
+:func:`twin.demand.meter_consumption`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twin import settings
+from twin.errors import ReadingsError, require_file
+
+log = logging.getLogger(__name__)
+
+#: Quarantine reasons, in order of precedence.
+REASONS: tuple[str, ...] = (
+    "malformed_row",
+    "unknown_meter",
+    "rejected_meter",
+    "unparseable_timestamp",
+    "timestamp_without_offset",
+    "missing_value",
+    "non_numeric_value",
+    "negative_value",
+    "future_timestamp",
+    "duplicate",
+    "register_backwards",
+    "implausible_jump",
+)
+
+#: Columns a readings file must have.
+REQUIRED_COLUMNS: tuple[str, ...] = ("meter_id", "timestamp", "value")
+
+#: Largest plausible flow through a customer meter, m³/h (DN50 commercial
+#: meters reach ~40 m³/h; residential DN15-20 ~3-5 m³/h).
+MAX_FLOW_M3H = 40.0
+
+#: A register step always allowed whatever the interval, m³.
+MIN_JUMP_M3 = 2.0
+
+#: Pressure change that, going and coming back, marks a spike, m.
+PRESSURE_SPIKE_M = 30.0
+
+#: Register resolution: smaller decreases are rounding, not going backwards, m³.
+REGISTER_TOLERANCE_M3 = 0.0005
+
+#: Tolerance for timestamps in the future (clock drift), seconds.
+FUTURE_TOLERANCE_S = 600
+
+_ISO = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+_OFFSET = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_readings(
+    path: str | Path, *, chunk_rows: int = settings.READ_CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """Iterate over a readings file in chunks of raw rows.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.csv`` or ``.parquet`` in the DESIGN.md long format.
+    chunk_rows : int
+        Rows per chunk.
+
+    Yields
+    ------
+    DataFrame
+        Columns ``meter_id``, ``timestamp``, ``value`` as strings exactly as
+        read (None for empty fields), and ``source_row`` (1-based data row).
+
+    Raises
+    ------
+    ReadingsError
+        Unsupported format or a required column missing.
+    """
+    p = require_file(path, what="readings")
+    suffix = p.suffix.lower()
+    start = 1
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(p)
+        _check_columns(pf.schema_arrow.names, p)
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(REQUIRED_COLUMNS)):
+            df = batch.to_pandas()
+            out = _as_raw_strings(df, start)
+            start += len(out)
+            yield out
+    elif suffix in (".csv", ".gz", ".txt"):
+        try:
+            reader = pd.read_csv(p, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+            for df in reader:
+                df.columns = [str(c).strip().lower() for c in df.columns]
+                _check_columns(df.columns, p)
+                out = _as_raw_strings(df, start)
+                start += len(out)
+                yield out
+        except pd.errors.ParserError as exc:
+            raise ReadingsError(
+                f"cannot parse the readings CSV ({exc})",
+                path=p,
+                fix="check the delimiter and quoting; rows need meter_id,timestamp,value",
+            ) from exc
+    else:
+        raise ReadingsError(f"unsupported readings format {suffix!r}", path=p, fix="give a .csv or .parquet file")
+
+
+def _check_columns(names: Any, path: Path) -> None:
+    names = [str(c).strip().lower() for c in names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise ReadingsError(
+            f"readings lack the column(s) {', '.join(missing)} (has {', '.join(names) or 'none'})",
+            path=path,
+            fix="the long format needs meter_id,timestamp,value (DESIGN.md)",
+        )
+
+
+def _as_raw_strings(df: pd.DataFrame, start: int) -> pd.DataFrame:
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    for c in REQUIRED_COLUMNS:
+        col = df[c]
+        if isinstance(col.dtype, pd.DatetimeTZDtype):
+            s = col.map(lambda t: t.isoformat() if pd.notna(t) else None)
+        else:
+            s = col.astype(object).where(col.notna(), None)
+            s = s.map(lambda v: v if v is None or isinstance(v, str) else repr(v) if isinstance(v, float) else str(v))
+        out[c] = s.to_numpy(dtype=object)
+    out["source_row"] = np.arange(start, start + len(df), dtype=np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def classify(
+    con: Any,
+    *,
+    stage: str,
+    meters: str,
+    rejected_meters: str | None,
+    stored_readings: str | None,
+    stored_quarantine: str | None,
+    now: pd.Timestamp,
+    groups: int = 1,
+    max_flow_m3h: float = MAX_FLOW_M3H,
+    min_jump_m3: float = MIN_JUMP_M3,
+    pressure_spike_m: float = PRESSURE_SPIKE_M,
+    tolerance_m3: float = REGISTER_TOLERANCE_M3,
+    progress: Any = None,
+) -> str:
+    """Classify every staged row in SQL; return the name of the result table.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A connection whose session ``TimeZone`` is UTC.
+    stage : str
+        Table ``(source_row BIGINT, meter_id, timestamp, value VARCHAR,
+        extra_fields BOOLEAN)``.
+    meters : str
+        Table of the usable registry: ``meter_id``, ``kind``.
+    rejected_meters : str or None
+        Table with a ``meter_id`` column of registry rows that were rejected.
+    stored_readings, stored_quarantine : str or None
+        Tables already in the store (``readings(meter_id, ts, value, kind)``,
+        ``quarantine(meter_id, timestamp, value)`` raw) for duplicate checks
+        and sequence context.
+    now : Timestamp
+        tz-aware "now" for the future check.
+    groups : int
+        The sequence checks run per group of meters (hash of the ID) to bound
+        the memory of the window functions.
+    max_flow_m3h, min_jump_m3, pressure_spike_m, tolerance_m3 : float
+        Thresholds, see the module docstring.
+    progress : callable, optional
+        ``progress(done, total)`` after each group.
+
+    Returns
+    -------
+    str
+        Temp table ``classified(source_row, meter_id, timestamp, value,
+        mid, ts, v, kind, reason, flag)`` where ``reason`` is NULL for an
+        accepted row, ``'skipped'`` for a row already stored, otherwise a
+        quarantine reason; ``flag`` is ``'reset'`` for an accepted register
+        reset.
+    """
+    now_utc = pd.Timestamp(now).tz_convert("UTC") + pd.Timedelta(seconds=FUTURE_TOLERANCE_S)
+    now_sql = f"TIMESTAMPTZ {_sql_str(now_utc.strftime('%Y-%m-%d %H:%M:%S+00'))}"
+    rej_join = (
+        f"LEFT JOIN (SELECT DISTINCT meter_id FROM {rejected_meters}) rj ON rj.meter_id = s.mid"
+        if rejected_meters
+        else "LEFT JOIN (SELECT NULL::VARCHAR AS meter_id WHERE FALSE) rj ON rj.meter_id = s.mid"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _parsed AS
+        WITH s AS (
+            SELECT source_row, meter_id, "timestamp", value, extra_fields,
+                   nullif(trim(meter_id), '') AS mid,
+                   regexp_replace(upper(trim("timestamp")), '\\s+(Z|[+-]\\d{{2}}(:?\\d{{2}})?)$', '\\1') AS tsn,
+                   nullif(trim(value), '') AS vs
+            FROM {stage}
+        )
+        SELECT s.source_row, s.meter_id, s."timestamp", s.value, s.mid,
+               m.kind,
+               CASE WHEN regexp_matches(s.tsn, '{_ISO}{_OFFSET}')
+                    THEN try_cast(s.tsn AS TIMESTAMPTZ) END AS ts,
+               try_cast(s.vs AS DOUBLE) AS v,
+               CASE
+                 WHEN s.extra_fields THEN 'malformed_row'
+                 WHEN s.mid IS NULL THEN 'unknown_meter'
+                 WHEN m.meter_id IS NULL AND rj.meter_id IS NOT NULL THEN 'rejected_meter'
+                 WHEN m.meter_id IS NULL THEN 'unknown_meter'
+                 WHEN s.tsn IS NULL OR s.tsn = '' THEN 'unparseable_timestamp'
+                 WHEN NOT regexp_matches(s.tsn, '{_OFFSET}')
+                      AND try_cast(s.tsn AS TIMESTAMP) IS NOT NULL THEN 'timestamp_without_offset'
+                 WHEN NOT regexp_matches(s.tsn, '{_ISO}{_OFFSET}')
+                      OR try_cast(s.tsn AS TIMESTAMPTZ) IS NULL THEN 'unparseable_timestamp'
+                 WHEN s.vs IS NULL OR lower(s.vs) IN ('na', 'n/a', 'null', 'none', '-') THEN 'missing_value'
+                 WHEN try_cast(s.vs AS DOUBLE) IS NULL OR NOT isfinite(try_cast(s.vs AS DOUBLE)) THEN 'non_numeric_value'
+                 WHEN try_cast(s.vs AS DOUBLE) < 0 AND m.kind IN ('customer', 'pressure') THEN 'negative_value'
+                 WHEN try_cast(s.tsn AS TIMESTAMPTZ) > {now_sql} THEN 'future_timestamp'
+               END AS reason
+        FROM s
+        LEFT JOIN {meters} m ON m.meter_id = s.mid
+        {rej_join}
+        """
+    )
+    # rows already quarantined once (same raw text): a re-ingest, skipped
+    if stored_quarantine:
+        con.execute(
+            f"""
+            UPDATE _parsed p SET reason = 'skipped'
+            FROM (SELECT DISTINCT meter_id, "timestamp", value FROM {stored_quarantine}) q
+            WHERE p.reason IS NOT NULL
+              AND q.meter_id IS NOT DISTINCT FROM p.meter_id
+              AND q."timestamp" IS NOT DISTINCT FROM p."timestamp"
+              AND q.value IS NOT DISTINCT FROM p.value
+            """
+        )
+    # duplicates in the file (first row wins) and against the store
+    con.execute(
+        """
+        UPDATE _parsed p SET reason = 'duplicate' FROM (
+            SELECT source_row, row_number() OVER (PARTITION BY mid, ts ORDER BY source_row) AS k
+            FROM _parsed WHERE reason IS NULL
+        ) d WHERE d.source_row = p.source_row AND d.k > 1
+        """
+    )
+    if stored_readings:
+        con.execute(
+            f"""
+            UPDATE _parsed p SET reason = CASE WHEN r.value = p.v THEN 'skipped' ELSE 'duplicate' END
+            FROM {stored_readings} r
+            WHERE p.reason IS NULL AND r.meter_id = p.mid AND r.ts = p.ts
+            """
+        )
+    # the same raw row twice in the file, both refused: the second one is the
+    # duplicate (first row wins), so a re-ingest finds it in quarantine once
+    con.execute(
+        """
+        UPDATE _parsed p SET reason = 'duplicate' FROM (
+            SELECT source_row, row_number() OVER (
+                PARTITION BY meter_id, "timestamp", value ORDER BY source_row) AS k
+            FROM _parsed WHERE reason IS NOT NULL AND reason NOT IN ('skipped', 'duplicate')
+        ) d WHERE d.source_row = p.source_row AND d.k > 1
+        """
+    )
+    con.execute("ALTER TABLE _parsed ADD COLUMN flag VARCHAR")
+    con.execute("ALTER TABLE _parsed ADD COLUMN grp INTEGER")
+    groups = max(1, int(groups))
+    con.execute(f"UPDATE _parsed SET grp = (hash(mid) % {groups})::INTEGER WHERE reason IS NULL")
+
+    rate = float(max_flow_m3h) / 3600.0
+    jump = f"greatest({float(min_jump_m3)}, {rate} * epoch(ts - prev_ts))"
+    tol = float(tolerance_m3)
+    spike = float(pressure_spike_m)
+    for g in range(groups):
+        stored_ctx = ""
+        if stored_readings:
+            stored_ctx = f"""
+            UNION ALL
+            SELECT NULL::BIGINT, r.meter_id, r.ts, r.value, r.kind, TRUE
+            FROM {stored_readings} r
+            SEMI JOIN (SELECT DISTINCT mid FROM _parsed WHERE grp = {g} AND kind IN ('customer', 'pressure')) k
+                 ON k.mid = r.meter_id
+            WHERE r.kind IN ('customer', 'pressure')
+              AND r.ts BETWEEN (SELECT min(ts) - INTERVAL 7 DAY FROM _parsed WHERE grp = {g})
+                           AND (SELECT max(ts) + INTERVAL 7 DAY FROM _parsed WHERE grp = {g})
+            """
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _seq AS
+            WITH ctx AS (
+                SELECT source_row, mid, ts, v, kind, FALSE AS stored
+                FROM _parsed WHERE grp = {g} AND kind IN ('customer', 'pressure')
+                {stored_ctx}
+            ),
+            w1 AS (
+                SELECT *, lag(v) OVER w AS prev_v, lead(v) OVER w AS next_v, lag(ts) OVER w AS prev_ts
+                FROM ctx WINDOW w AS (PARTITION BY mid ORDER BY ts)
+            ),
+            p1 AS (
+                SELECT *, CASE
+                    WHEN stored THEN NULL
+                    WHEN kind = 'customer' AND prev_v IS NOT NULL AND v - prev_v > {jump}
+                         AND next_v IS NOT NULL AND next_v < v - {tol} THEN 'implausible_jump'
+                    WHEN kind = 'customer' AND prev_v IS NOT NULL AND v < prev_v - {tol}
+                         AND next_v IS NOT NULL AND next_v >= prev_v - {tol} THEN 'register_backwards'
+                    WHEN kind = 'customer' AND prev_v IS NOT NULL AND v < prev_v - {tol}
+                         AND next_v IS NULL AND v > 0.5 * prev_v THEN 'register_backwards'
+                    WHEN kind = 'pressure' AND prev_v IS NOT NULL AND next_v IS NOT NULL
+                         AND abs(v - prev_v) > {spike} AND abs(v - next_v) > {spike}
+                         AND sign(v - prev_v) = sign(v - next_v) THEN 'implausible_jump'
+                END AS r1
+                FROM w1
+            ),
+            w2 AS (
+                SELECT source_row, mid, ts, v, kind, stored,
+                       lag(v) OVER w AS prev_v, lag(ts) OVER w AS prev_ts
+                FROM p1 WHERE r1 IS NULL
+                WINDOW w AS (PARTITION BY mid ORDER BY ts)
+            )
+            SELECT source_row, r1 AS reason, NULL AS flag FROM p1 WHERE r1 IS NOT NULL
+            UNION ALL
+            SELECT source_row,
+                   CASE WHEN kind = 'customer' AND prev_v IS NOT NULL AND v >= prev_v - {tol}
+                             AND v - prev_v > {jump} THEN 'implausible_jump' END,
+                   CASE WHEN kind = 'customer' AND prev_v IS NOT NULL AND v < prev_v - {tol}
+                        THEN 'reset' END
+            FROM w2 WHERE NOT stored
+            """
+        )
+        con.execute(
+            """
+            UPDATE _parsed p SET reason = s.reason, flag = s.flag
+            FROM _seq s WHERE s.source_row = p.source_row AND (s.reason IS NOT NULL OR s.flag IS NOT NULL)
+            """
+        )
+        if progress is not None:
+            progress(g + 1, groups)
+    con.execute("DROP TABLE IF EXISTS _seq")
+    return "_parsed"
+
+
+def validate_readings(
+    raw: pd.DataFrame,
+    meters: pd.DataFrame,
+    *,
+    now: pd.Timestamp | str | None = None,
+    rejected_meters: pd.DataFrame | None = None,
+    stored: pd.DataFrame | None = None,
+    **thresholds: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw readings into accepted and quarantined rows (in memory).
+
+    Parameters
+    ----------
+    raw : DataFrame
+        Columns ``meter_id``, ``timestamp``, ``value`` (strings as read) and
+        optionally ``source_row`` (1-based; made up if absent).
+    meters : DataFrame
+        The usable registry: index or column ``meter_id``, column ``kind``.
+    now : Timestamp or str, optional
+        "Now" for the future check (default: the current time).
+    rejected_meters : DataFrame, optional
+        Rejected registry rows (column ``meter_id``), for ``rejected_meter``.
+    stored : DataFrame, optional
+        Readings already accepted (``meter_id``, ``timestamp``, ``value``),
+        for duplicate and sequence checks.
+    **thresholds
+        ``max_flow_m3h``, ``min_jump_m3``, ``pressure_spike_m``,
+        ``tolerance_m3`` (see :func:`classify`).
+
+    Returns
+    -------
+    accepted : DataFrame
+        ``meter_id``, ``timestamp`` (``datetime64[ns, UTC]``), ``value``
+        (float64), ``kind``, ``flag`` (``'reset'`` or None), ``source_row``;
+        sorted by meter and time.
+    quarantined : DataFrame
+        The raw columns, ``source_row`` and ``reason``; rows identical to
+        stored readings get ``reason = 'skipped'``.
+    """
+    import duckdb
+
+    raw = raw.copy()
+    for c in REQUIRED_COLUMNS:
+        if c not in raw.columns:
+            raise ReadingsError(f"readings lack the column {c!r}", fix="give meter_id,timestamp,value")
+    if "source_row" not in raw.columns:
+        raw["source_row"] = np.arange(1, len(raw) + 1, dtype=np.int64)
+    stage = pd.DataFrame(
+        {
+            "source_row": raw["source_row"].to_numpy(dtype=np.int64),
+            "meter_id": _obj_str(raw["meter_id"]),
+            "timestamp": _obj_str(raw["timestamp"]),
+            "value": _obj_str(raw["value"]),
+            "extra_fields": np.zeros(len(raw), dtype=bool),
+        }
+    )
+    m = meters.reset_index() if "meter_id" not in meters.columns else meters
+    reg = pd.DataFrame({"meter_id": m["meter_id"].astype(str).to_numpy(), "kind": m["kind"].astype(str).to_numpy()})
+    now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    if now_ts.tzinfo is None:
+        raise ReadingsError("`now` must carry a time zone", fix="give e.g. '2026-03-09T00:00:00+08:00'")
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_stage_df", stage)
+        con.register("_meters_df", reg)
+        con.execute("CREATE TEMP TABLE _stage AS SELECT * FROM _stage_df")
+        con.execute("CREATE TEMP TABLE _meters AS SELECT * FROM _meters_df")
+        rej_name = None
+        if rejected_meters is not None and len(rejected_meters):
+            con.register("_rej_df", pd.DataFrame({"meter_id": rejected_meters["meter_id"].astype(str).to_numpy()}))
+            rej_name = "_rej_df"
+        st_name = None
+        if stored is not None and len(stored):
+            st = pd.DataFrame(
+                {
+                    "meter_id": stored["meter_id"].astype(str).to_numpy(),
+                    "ts": pd.to_datetime(stored["timestamp"], utc=True),
+                    "value": stored["value"].to_numpy(dtype=np.float64),
+                }
+            )
+            st = st.merge(reg, on="meter_id", how="left")
+            con.register("_stored_df", st)
+            st_name = "_stored_df"
+        table = classify(
+            con,
+            stage="_stage",
+            meters="_meters",
+            rejected_meters=rej_name,
+            stored_readings=st_name,
+            stored_quarantine=None,
+            now=now_ts,
+            **thresholds,
+        )
+        acc = con.execute(
+            f"""SELECT mid AS meter_id, ts AS "timestamp", v AS value, kind, flag, source_row
+                FROM {table} WHERE reason IS NULL ORDER BY mid, ts"""
+        ).df()
+        qua = con.execute(
+            f"""SELECT meter_id, "timestamp", value, source_row, reason
+                FROM {table} WHERE reason IS NOT NULL ORDER BY source_row"""
+        ).df()
+    finally:
+        con.close()
+    acc["timestamp"] = _as_utc_ns(acc["timestamp"])
+    acc["value"] = acc["value"].astype(np.float64)
+    log.info(
+        "validated %s readings: %s accepted, %s quarantined",
+        f"{len(raw):,}", f"{len(acc):,}", f"{int((qua['reason'] != 'skipped').sum()):,}",
+    )
+    return acc, qua
+
+
+def _obj_str(s: pd.Series) -> np.ndarray:
+    vals = s.astype(object).where(s.notna(), None).to_numpy(dtype=object)
+    return np.array([v if v is None or isinstance(v, str) else str(v) for v in vals], dtype=object)
+
+
+def _as_utc_ns(s: pd.Series) -> pd.Series:
+    """Any datetime-like Series as ``datetime64[ns, UTC]``."""
+    out = pd.to_datetime(s, utc=True)
+    return out.astype("datetime64[ns, UTC]")
