@@ -278,7 +278,103 @@ def _section_at(lines: list[str], line_no: int) -> str | None:
     return None
 
 
-def _load_inp(path: Path) -> wntr.network.WaterNetworkModel:
+_INP_SECTIONS = {
+    "[OPTIONS]", "[TITLE]", "[JUNCTIONS]", "[RESERVOIRS]", "[TANKS]", "[PIPES]", "[PUMPS]", "[VALVES]",
+    "[EMITTERS]", "[CURVES]", "[PATTERNS]", "[ENERGY]", "[STATUS]", "[CONTROLS]", "[RULES]", "[DEMANDS]",
+    "[QUALITY]", "[REACTIONS]", "[SOURCES]", "[MIXING]", "[TIMES]", "[REPORT]", "[COORDINATES]",
+    "[VERTICES]", "[LABELS]", "[BACKDROP]", "[TAGS]", "[END]",
+}
+# Section -> (minimum fields, columns that must be numbers, what the line holds).
+_INP_LAYOUT = {
+    "[JUNCTIONS]": (2, (1, 2), "ID elevation [demand [pattern]]"),
+    "[RESERVOIRS]": (2, (1,), "ID head [pattern]"),
+    "[TANKS]": (6, (1, 2, 3, 4, 5), "ID elevation init_level min_level max_level diameter [min_vol [curve]]"),
+    "[PIPES]": (6, (3, 4, 5), "ID node1 node2 length diameter roughness [minor_loss [status]]"),
+    "[PUMPS]": (4, (), "ID node1 node2 HEAD curve | POWER kW"),
+    "[VALVES]": (6, (3,), "ID node1 node2 diameter type setting [minor_loss]"),
+    "[COORDINATES]": (3, (1, 2), "node X Y"),
+    "[VERTICES]": (3, (1, 2), "link X Y"),
+}
+
+
+def _canonical_section(header: str) -> str:
+    sec = header.split()[0].upper()
+    if sec in _INP_SECTIONS:
+        return sec
+    for alt in (sec.replace("]", "S]"), sec.replace("S]", "]")):
+        if alt in _INP_SECTIONS:
+            return alt
+    return sec
+
+
+def _prescan_inp(path: Path, lines: list[str]) -> set[str]:
+    """Check section names, field counts and numbers line by line, naming the first bad line.
+
+    WNTR's own messages for these cases are cryptic ("'NoneType' object has
+    no attribute 'factor'" for a truncated file), so the common mistakes are
+    caught here first with the line number and what the line should hold.
+    Returns the IDs listed in ``[COORDINATES]``.
+    """
+    with_xy: set[str] = set()
+    section = None
+    seen_end = False
+    last = max((i for i, ln in enumerate(lines, start=1) if ln.strip()), default=0)
+    for i, raw in enumerate(lines, start=1):
+        body = raw.split(";", 1)[0].strip()
+        if not body:
+            continue
+        if body.startswith("["):
+            section = _canonical_section(body)
+            if section not in _INP_SECTIONS:
+                raise NetworkError(
+                    f"line {i}: unknown section {body.split()[0]!r}",
+                    path=path,
+                    fix="correct the section name (EPANET sections: [JUNCTIONS], [PIPES], [COORDINATES]...) "
+                    "or delete the section",
+                )
+            if section == "[END]":
+                seen_end = True
+                break
+            continue
+        if section is None:
+            raise NetworkError(
+                f"line {i}: text before the first [SECTION] header ({body[:40]!r})",
+                path=path,
+                fix="start the file with a section such as [TITLE] or [JUNCTIONS], or comment the line with ';'",
+            )
+        layout = _INP_LAYOUT.get(section)
+        if layout is None:
+            continue
+        n_min, numeric, form = layout
+        fields = body.split()
+        if section == "[COORDINATES]":
+            with_xy.add(fields[0])
+        if len(fields) < n_min:
+            hint = " (the file looks truncated)" if i == last else ""
+            raise NetworkError(
+                f"line {i} in {section}: {len(fields)} fields, expected at least {n_min} "
+                f"({form}){hint}",
+                path=path,
+                fix="complete the line or export the network again from EPANET",
+            )
+        for col in numeric:
+            if col < len(fields):
+                try:
+                    float(fields[col])
+                except ValueError:
+                    raise NetworkError(
+                        f"line {i} in {section}: {fields[col]!r} is not a number (element {fields[0]}, "
+                        f"field {col + 1} of '{form}')",
+                        path=path,
+                        element=None,
+                        fix="write a plain number with '.' as the decimal mark",
+                    ) from None
+    if not seen_end:
+        log.warning("%s has no [END] line: the file may be truncated", path)
+    return with_xy
+
+
+def _load_inp(path: Path) -> tuple[wntr.network.WaterNetworkModel, set[str]]:
     text_ok = True
     try:
         raw = path.read_bytes()
@@ -296,10 +392,17 @@ def _load_inp(path: Path) -> wntr.network.WaterNetworkModel:
             path=path,
             fix="save the .inp as UTF-8 text (EPANET: File > Export > Network)",
         )
+    lines = raw.decode("utf-8").splitlines()
+    with_xy = _prescan_inp(path, lines)
     try:
         wn = wntr.network.WaterNetworkModel(str(path))
     except Exception as exc:  # WNTR raises EpanetException, ValueError, KeyError, RuntimeError...
-        raise _inp_error(path, exc) from exc
+        err = _inp_error(path, exc)
+        if not any(ln.strip().upper().startswith("[END]") for ln in lines):
+            err = NetworkError(
+                f"{err.reason} (the file has no [END] line: it looks truncated)", path=path, fix=err.fix
+            )
+        raise err from exc
     if wn.num_nodes == 0:
         raise NetworkError(
             "no nodes found: the file has no [JUNCTIONS], [RESERVOIRS] or [TANKS] data",
@@ -312,9 +415,7 @@ def _load_inp(path: Path) -> wntr.network.WaterNetworkModel:
             path=path,
             fix="check that the file is complete",
         )
-    if "[END]" not in raw.decode("utf-8").upper():
-        log.warning("%s has no [END] line: the file may be truncated", path)
-    return wn
+    return wn, with_xy
 
 
 def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
@@ -326,16 +427,16 @@ def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
         )
     src = parse_crs(crs, what="--crs")
     dst = internal_crs(src, to_crs)
-    wn = _load_inp(path)
+    wn, with_xy = _load_inp(path)
     names = list(wn.node_name_list)
-    coords = np.array([wn.get_node(n).coordinates for n in names], dtype=float).reshape(-1, 2)
-    missing = [n for n in names if wn.get_node(n).coordinates is None]
+    missing = [n for n in names if n not in with_xy]
     if missing:
         raise NetworkError(
-            f"{len(missing)} nodes have no coordinates, e.g. {missing[:3]}",
+            f"{len(missing)} of {len(names)} nodes have no coordinates, e.g. {missing[:3]}",
             path=path,
-            fix="add them to the [COORDINATES] section",
+            fix="add them to the [COORDINATES] section (a file cut short loses that section at its end)",
         )
+    coords = np.array([wn.get_node(n).coordinates for n in names], dtype=float).reshape(-1, 2)
     if src.is_projected:
         ratio = _inp_length_ratio(wn, dict(zip(names, map(tuple, coords))))
         if degrees_declared_as_metres(coords[:, 0], coords[:, 1], src, length_ratio=ratio):
