@@ -1,9 +1,72 @@
-"""CLI commands of the synth stage (filled in by the issue that builds the stage)."""
+"""CLI commands of the synth stage: ``twin synth city`` and ``twin synth readings``."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from twin.errors import InputError
+
+log = logging.getLogger(__name__)
+
+synth_app = typer.Typer(
+    name="synth",
+    help="Synthetic data: the Yingtan reference city and realistic smart-water readings.",
+    no_args_is_help=True,
+)
+
+
+@synth_app.command("city")
+def city(
+    size: str = typer.Option("small", "--size", help="small (~1,000 pipes, ~10,000 customers) or city "
+                                                     "(20,000+ pipes, 130,000 customers)."),
+    seed: int = typer.Option(2026, "--seed", help="Seed of every random draw; same seed, same files."),
+    out: Path = typer.Option(..., "--out", help="Output directory (created)."),
+) -> None:
+    """Build the Yingtan reference network: yingtan-SIZE.inp (EPSG:4548) and yingtan-SIZE.gpkg."""
+    from twin.synth.city import synth_city
+
+    if size not in ("small", "city"):
+        raise InputError(f"unknown size {size!r}", element="--size", fix="use --size small or --size city")
+    paths = synth_city(size=size, seed=seed, out_dir=out)
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
+
+
+@synth_app.command("readings")
+def readings(
+    network: Path = typer.Option(..., "--network", help="The utility's EPANET .inp."),
+    crs: str = typer.Option("EPSG:4548", "--crs", help="CRS of the .inp coordinates (projected), e.g. EPSG:32650."),
+    days: int = typer.Option(7, "--days", help="Days to simulate (whole local days; 3+ with a leak)."),
+    leak: str = typer.Option("random", "--leak", help="A pipe ID, 'random' or 'none'."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw; same seed, same bytes."),
+    out: Path = typer.Option(..., "--out", help="Output directory (created)."),
+    leak_flow_lps: Optional[float] = typer.Option(None, "--leak-flow-lps",
+                                                  help="Mean leak flow, L/s (default 1-6 % of demand)."),
+    start: str = typer.Option("2026-03-02", "--start", help="Local date of the first day (UTC+8)."),
+    customers: Optional[Path] = typer.Option(None, "--customers",
+                                             help="Customers layer (GeoPackage layer 'customers'); default: "
+                                                  "NETWORK.gpkg beside the .inp if it has one."),
+    readings_format: str = typer.Option("csv", "--format", help="Readings file format: csv or parquet."),
+    shift_to_yingtan: bool = typer.Option(False, "--shift-to-yingtan",
+                                          help="Move a network in local coordinates (e.g. L-Town) into "
+                                               "Yingtan; writes the shifted network.inp beside the data."),
+) -> None:
+    """Simulate a true network and write meters.csv, readings.csv and truth.json."""
+    from twin.synth.readings import synth_readings
+
+    paths = synth_readings(
+        network, crs=crs, days=days, leak=leak, seed=seed, out_dir=out, customers=customers,
+        leak_flow_lps=leak_flow_lps, start=start, readings_format=readings_format,
+        shift_to_yingtan=shift_to_yingtan,
+    )
+    for kind, path in paths.items():
+        typer.echo(f"{kind}: {path}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the twin app."""
+    app.add_typer(synth_app, name="synth")

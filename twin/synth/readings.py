@@ -647,6 +647,7 @@ def synth_readings(
     readings_format: str = "csv",
     logger_share: float = 0.04,
     target_nrw_pct: tuple[float, float] = (10.5, 11.5),
+    shift_to_yingtan: bool = False,
 ) -> dict[str, Path]:
     """Simulate a true network and write synthetic meters, readings and truth.
 
@@ -685,6 +686,12 @@ def synth_readings(
     target_nrw_pct : (float, float)
         Range of the background non-revenue water before the burst, % of
         system input.
+    shift_to_yingtan : bool
+        Translate the network (by whole hundreds of CRS units) so that its
+        centre lies in Yingtan (117.04 E, 28.25 N), and write the shifted
+        copy as ``network.inp`` in ``out_dir``: meters and maps then land in
+        the city, and the pair (``network.inp``, ``meters.csv``) is
+        consistent. For networks in local coordinates such as L-Town.
 
     Returns
     -------
@@ -722,6 +729,13 @@ def synth_readings(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    shift = None
+    if shift_to_yingtan:
+        shift = _shift_to_yingtan(wn0, geo)
+        import wntr
+
+        wntr.network.write_inpfile(wn0, str(out / "network.inp"),
+                                   units=wn0.options.hydraulic.inpfile_units)
     nodes = _node_table(wn0)
     links = _link_table(wn0, nodes, geo)
     links["length_m"] = np.where(links.link_type == "pipe", links.length_m, 0.0)
@@ -918,6 +932,8 @@ def synth_readings(
         "value": pa.array(val[order]),
     })
     paths = {"meters": out / "meters.csv", "truth": out / "truth.json"}
+    if shift is not None:
+        paths["network"] = out / "network.inp"
     _write_meters(meters, paths["meters"])
     if readings_format == "parquet":
         paths["readings"] = out / "readings.parquet"
@@ -933,6 +949,7 @@ def synth_readings(
         "days": days,
         "crs": geo.crs.to_string(),
         "network": Path(network_path).name,
+        "shift_crs_units": shift,
         "start": _iso(np.array([0]), start_ts)[0].as_py(),
         "timezone_offset": UTC_OFFSET,
         "step_s": STEP_S,
@@ -976,6 +993,25 @@ def synth_readings(
         else "none",
     )
     return paths
+
+
+#: Centre of Yingtan's central urban area (Yuehu district), lon/lat degrees.
+YINGTAN_LONLAT = (117.04, 28.25)
+
+
+def _shift_to_yingtan(wn, geo: _Geo) -> list[float]:
+    """Translate ``wn`` in place so its bounding-box centre lies in Yingtan; return (dx, dy)."""
+    xy = np.array([n.coordinates for _, n in wn.nodes()], dtype=float)
+    cx, cy = (xy.min(0) + xy.max(0)) / 2.0
+    tx, ty = pyproj.Transformer.from_crs("EPSG:4326", geo.crs, always_xy=True).transform(*YINGTAN_LONLAT)
+    dx, dy = round((tx - cx) / 100.0) * 100.0, round((ty - cy) / 100.0) * 100.0
+    for _, node in wn.nodes():
+        x, y = node.coordinates
+        node.coordinates = (x + dx, y + dy)
+    for _, link in wn.links():
+        if getattr(link, "vertices", None):
+            link.vertices = [(x + dx, y + dy) for x, y in link.vertices]
+    return [dx, dy]
 
 
 def _check_days(days: Any) -> int:
