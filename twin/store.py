@@ -1,0 +1,668 @@
+"""The readings store: one embedded DuckDB file, nothing to start.
+
+Tables
+------
+``meters``
+    The usable registry (``meter_id``, ``kind``, ``lon``, ``lat`` WGS84,
+    ``node_id``, ``link_id``, extra columns), the latest row per meter.
+``meter_quarantine``
+    Registry rows refused by :func:`twin.meters.validate_meters`, with ``reason``.
+``meter_join``
+    Customer meters snapped to pipes (:func:`twin.meters.join_meters`), when an
+    ingest was given the network.
+``readings``
+    ``meter_id``, ``ts`` (TIMESTAMPTZ, UTC), ``value`` (DOUBLE: m³ register,
+    m pressure head, L/s flow), ``kind``, ``flag`` (``'reset'`` where a
+    customer register restarts), ``ingest_id``.
+``quarantine``
+    Every refused row as read (strings), with ``source`` file, ``source_row``
+    and ``reason``.
+``ingests``
+    One row per ingest with its counts.
+``balance``
+    Written by ``twin balance``.
+
+Ingest runs in SQL with bounded memory (``memory_limit``, default 1 GB; the
+CSV/Parquet readers stream, and the sequence checks run per group of meters).
+The session ``TimeZone`` is UTC so that TIMESTAMPTZ never depends on the
+machine. DuckDB allows one writing process per file; other processes may
+open it ``read_only=True`` when no writer holds it, and any number of
+threads may share a :class:`Store`'s connection through cursors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from twin import settings
+from twin.errors import InputError, ReadingsError, TwinError, require_file
+from twin.readings import REASONS, REQUIRED_COLUMNS, classify
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+
+    from twin.network import Network
+
+log = logging.getLogger(__name__)
+
+#: Staged rows per group for the sequence checks (bounds window memory).
+ROWS_PER_GROUP = 8_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    meter_id VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, value DOUBLE NOT NULL,
+    kind VARCHAR, flag VARCHAR, ingest_id INTEGER);
+CREATE TABLE IF NOT EXISTS quarantine (
+    ingest_id INTEGER, source VARCHAR, source_row BIGINT, meter_id VARCHAR,
+    "timestamp" VARCHAR, value VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS ingests (
+    ingest_id INTEGER, started_at TIMESTAMPTZ, meters_file VARCHAR, readings_file VARCHAR,
+    readings_sha256_head VARCHAR, rows_in BIGINT, accepted BIGINT, quarantined BIGINT,
+    duplicates_skipped BIGINT, resets BIGINT, seconds DOUBLE, summary VARCHAR);
+CREATE TABLE IF NOT EXISTS meter_quarantine (
+    ingest_id INTEGER, source VARCHAR, source_row BIGINT, meter_id VARCHAR, kind VARCHAR,
+    lon DOUBLE, lat DOUBLE, node_id VARCHAR, link_id VARCHAR, reason VARCHAR);
+"""
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did; the counts add up.
+
+    Attributes
+    ----------
+    rows_in : int
+        Data rows in the readings file.
+    accepted : int
+        Rows stored as readings.
+    quarantined : dict[str, int]
+        Rows refused, by reason (see :data:`twin.readings.REASONS`).
+    duplicates_skipped : int
+        Rows identical to ones already stored (readings or quarantine): a
+        re-ingest adds nothing.
+    resets : int
+        Accepted customer readings flagged as a register reset.
+    meters_in, meters_accepted : int
+        Registry rows read and usable.
+    meters_rejected : dict[str, int]
+        Registry rows refused, by reason.
+    joined, unmatched : int
+        Customer meters joined to a pipe / not (only with a network).
+    seconds : float
+        Wall time.
+    ingest_id : int
+    """
+
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    duplicates_skipped: int = 0
+    resets: int = 0
+    meters_in: int = 0
+    meters_accepted: int = 0
+    meters_rejected: dict[str, int] = field(default_factory=dict)
+    joined: int | None = None
+    unmatched: int | None = None
+    seconds: float = 0.0
+    ingest_id: int = 0
+
+    @property
+    def quarantined_total(self) -> int:
+        """Rows quarantined, all reasons."""
+        return int(sum(self.quarantined.values()))
+
+    @property
+    def adds_up(self) -> bool:
+        """Whether ``rows_in == accepted + quarantined + duplicates_skipped``."""
+        return self.rows_in == self.accepted + self.quarantined_total + self.duplicates_skipped
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary."""
+        d = asdict(self)
+        d["quarantined_total"] = self.quarantined_total
+        d["adds_up"] = self.adds_up
+        return d
+
+
+def _file_head_hash(path: Path, nbytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(nbytes))
+    h.update(str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _q(value: str | Path) -> str:
+    """SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _utc_ns(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(s, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _as_utc(value: Any, what: str) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        raise InputError(f"{what} {value!r} has no time zone", fix="give a tz-aware time, e.g. 2026-03-02T00:00+08:00")
+    return ts.tz_convert("UTC")
+
+
+class Store:
+    """A DuckDB file holding meters, readings and what was quarantined.
+
+    Parameters
+    ----------
+    path : str or Path, default ``":memory:"``
+        The database file (created when missing) or ``":memory:"``.
+    read_only : bool, default False
+        Open an existing file read-only (several processes may do so when no
+        process writes).
+    memory_limit : str, default ``"1GB"``
+        DuckDB's memory limit; larger work spills to a temporary directory.
+    threads : int, optional
+        DuckDB worker threads (default: DuckDB's choice).
+
+    Examples
+    --------
+    >>> with Store("yingtan.duckdb") as store:                       # doctest: +SKIP
+    ...     summary = store.ingest("meters.csv", "readings.csv")
+    ...     flows = store.series("flow")
+    """
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        read_only: bool = False,
+        memory_limit: str = "1GB",
+        threads: int | None = None,
+    ) -> None:
+        import duckdb
+
+        self.path = str(path)
+        if read_only and self.path != ":memory:":
+            require_file(self.path, what="store")
+        if self.path != ":memory:" and not read_only:
+            parent = Path(self.path).parent
+            if not parent.exists():
+                raise InputError(
+                    "the store's folder does not exist", path=self.path, fix=f"create {parent} first"
+                )
+        try:
+            self.con: duckdb.DuckDBPyConnection = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise InputError(
+                f"cannot open the store ({str(exc).splitlines()[0]})",
+                path=self.path,
+                fix="give a DuckDB file (or a new path); close other programs writing to it",
+            ) from exc
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute(f"SET memory_limit = {_q(memory_limit)}")
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        self.read_only = read_only
+        self._current_rejected: pd.DataFrame | None = None
+        if not read_only:
+            self.con.execute(_SCHEMA)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def has_table(self, name: str) -> bool:
+        """Whether a table of that name exists."""
+        n = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchall()[0][0]
+        return bool(n)
+
+    def _df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        """Replace table ``name`` with a DataFrame (geometry columns dropped)."""
+        frame = pd.DataFrame(df).copy()
+        if "geometry" in frame.columns:
+            frame = frame.drop(columns="geometry")
+        self.con.register("_write_df", frame)
+        try:
+            self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _write_df')
+        finally:
+            self.con.unregister("_write_df")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table as a DataFrame (TIMESTAMPTZ columns as UTC)."""
+        if not self.has_table(name):
+            raise InputError(f"the store has no table {name!r}", path=self.path, fix="ingest or compute it first")
+        return self._df(f'SELECT * FROM "{name}"')
+
+    # ------------------------------------------------------------------ meters
+
+    def ingest_meters(
+        self,
+        meters_path: str | Path,
+        *,
+        meters_crs: Any = settings.MAP_CRS,
+        network: "Network | None" = None,
+        max_distance_m: float = settings.SNAP_DISTANCE_M,
+        ingest_id: int | None = None,
+    ) -> IngestSummary:
+        """Read, validate and store a meter registry (and its join to ``network``).
+
+        Rows for meters already stored replace them. Returns a summary with
+        the meter counts only.
+        """
+        from twin.meters import join_meters, read_meters, validate_meters
+
+        ingest_id = self._next_ingest_id() if ingest_id is None else ingest_id
+        raw = read_meters(meters_path, crs=meters_crs)
+        good, rejected = validate_meters(raw, network)
+        table = pd.DataFrame(good.drop(columns="geometry")).reset_index()
+        table["meter_id"] = table["meter_id"].astype(str)
+        for c in ("kind", "node_id", "link_id"):
+            table[c] = table[c].astype("string")
+        table["ingest_id"] = ingest_id
+        if self.has_table("meters"):
+            old = self._df("SELECT * FROM meters")
+            old = old.loc[~old["meter_id"].isin(table["meter_id"])]
+            table = pd.concat([old, table], ignore_index=True) if len(old) else table
+        self.write_table("meters", table)
+        if len(rejected):
+            rj = rejected.copy()
+            rj.insert(0, "ingest_id", ingest_id)
+            rj.insert(1, "source", str(meters_path))
+            self.con.register("_rj", rj)
+            self.con.execute(
+                "INSERT INTO meter_quarantine SELECT ingest_id, source, source_row, meter_id, kind, lon, lat, "
+                "node_id, link_id, reason FROM _rj"
+            )
+            self.con.unregister("_rj")
+        summary = IngestSummary(
+            meters_in=len(raw),
+            meters_accepted=len(good),
+            meters_rejected=_reason_counts(rejected["reason"]) if len(rejected) else {},
+            ingest_id=ingest_id,
+        )
+        self._current_rejected = rejected
+        if network is not None:
+            join = join_meters(good, network, max_distance_m=max_distance_m)
+            j = join.reset_index()
+            if self.has_table("meter_join"):
+                old = self._df("SELECT * FROM meter_join")
+                old = old.loc[~old["meter_id"].isin(j["meter_id"])]
+                j = pd.concat([old, j], ignore_index=True) if len(old) else j
+            self.write_table("meter_join", j)
+            summary.joined = int(join["matched"].sum())
+            summary.unmatched = int((~join["matched"]).sum())
+        return summary
+
+    def meters(self) -> gpd.GeoDataFrame:
+        """The stored registry, as :func:`twin.meters.read_meters` returns it (EPSG:4326)."""
+        if not self.has_table("meters"):
+            raise InputError("the store holds no meters yet", path=self.path, fix="run `twin ingest --meters ...` first")
+        df = self._df("SELECT * FROM meters ORDER BY meter_id")
+        geom = gpd.points_from_xy(df["lon"], df["lat"])
+        out = gpd.GeoDataFrame(df.drop(columns=["ingest_id"], errors="ignore"), geometry=geom, crs=settings.MAP_CRS)
+        return out.set_index("meter_id")
+
+    def join(self) -> pd.DataFrame | None:
+        """The stored meter join (index ``meter_id``), or None when never computed."""
+        if not self.has_table("meter_join"):
+            return None
+        j = self._df("SELECT * FROM meter_join ORDER BY meter_id").set_index("meter_id")
+        j["matched"] = j["matched"].astype(bool)
+        return j
+
+    # ------------------------------------------------------------------ readings
+
+    def _next_ingest_id(self) -> int:
+        return int(self.con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchall()[0][0])
+
+    def _stage(self, path: Path) -> int:
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            src = f"read_parquet({_q(path)}, file_row_number = true)"
+            cols = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            lower = {c.lower().strip(): c for c in cols}
+            self._check_reading_columns(lower, path)
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _stage AS SELECT
+                    file_row_number + 1 AS source_row,
+                    CAST("{lower['meter_id']}" AS VARCHAR) AS meter_id,
+                    CAST("{lower['timestamp']}" AS VARCHAR) AS "timestamp",
+                    CAST("{lower['value']}" AS VARCHAR) AS value,
+                    FALSE AS extra_fields
+                    FROM {src}"""
+            )
+        elif suffix in (".csv", ".txt", ".gz"):
+            src = (
+                f"read_csv({_q(path)}, all_varchar = true, header = true, null_padding = true, "
+                "strict_mode = false, auto_detect = true)"
+            )
+            try:
+                cols = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            except Exception as exc:  # duckdb.Error
+                raise ReadingsError(
+                    f"cannot read the readings CSV ({str(exc).splitlines()[0]})",
+                    path=path,
+                    fix="give a comma-separated file with a header meter_id,timestamp,value",
+                ) from exc
+            lower = {c.lower().strip(): c for c in cols}
+            self._check_reading_columns(lower, path)
+            extra = [c for k, c in lower.items() if k.startswith("column") and k[6:].isdigit()]
+            extra_sql = " OR ".join(f'"{c}" IS NOT NULL' for c in extra) or "FALSE"
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _stage AS SELECT
+                    row_number() OVER () AS source_row,
+                    "{lower['meter_id']}" AS meter_id, "{lower['timestamp']}" AS "timestamp",
+                    "{lower['value']}" AS value, ({extra_sql}) AS extra_fields
+                    FROM {src}"""
+            )
+        else:
+            raise ReadingsError(f"unsupported readings format {suffix!r}", path=path, fix="give a .csv or .parquet file")
+        return int(self.con.execute("SELECT count(*) FROM _stage").fetchall()[0][0])
+
+    @staticmethod
+    def _check_reading_columns(lower: dict[str, str], path: Path) -> None:
+        missing = [c for c in REQUIRED_COLUMNS if c not in lower]
+        if missing:
+            raise ReadingsError(
+                f"readings lack the column(s) {', '.join(missing)} (has {', '.join(lower) or 'none'})",
+                path=path,
+                fix="the long format needs meter_id,timestamp,value (DESIGN.md)",
+            )
+
+    def ingest(
+        self,
+        meters_path: str | Path | None,
+        readings_path: str | Path | None,
+        *,
+        meters_crs: Any = settings.MAP_CRS,
+        network: "Network | None" = None,
+        now: Any = None,
+        max_distance_m: float = settings.SNAP_DISTANCE_M,
+        progress: Callable[[str, int, int], None] | None = None,
+        **thresholds: float,
+    ) -> IngestSummary:
+        """Load a registry and/or a readings file; every row ends in one place.
+
+        Parameters
+        ----------
+        meters_path : str or Path, optional
+            Meter registry (``.csv``/``.parquet``); None to use the stored one.
+        readings_path : str or Path, optional
+            Readings in the long format (``.csv``/``.parquet``).
+        meters_crs : any pyproj input or ``"GCJ02"`` / ``"BD09"``
+            CRS of the registry's lon/lat.
+        network : Network, optional
+            Validates the registry against the network and stores the join.
+        now : Timestamp, optional
+            "Now" for the future-timestamp check (default: the current time).
+        max_distance_m : float
+            Join distance, metres.
+        progress : callable, optional
+            ``progress(phase, done, total)``.
+        **thresholds
+            Passed to :func:`twin.readings.classify`.
+
+        Returns
+        -------
+        IngestSummary
+            ``rows_in == accepted + sum(quarantined) + duplicates_skipped``.
+        """
+        if self.read_only:
+            raise InputError("the store is open read-only", path=self.path, fix="open it without read_only to ingest")
+        t0 = time.perf_counter()
+        ingest_id = self._next_ingest_id()
+        self._current_rejected = None
+        if meters_path is not None:
+            summary = self.ingest_meters(
+                meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
+                ingest_id=ingest_id,
+            )
+        else:
+            summary = IngestSummary(ingest_id=ingest_id)
+        if readings_path is not None:
+            rp = require_file(readings_path, what="readings")
+            if not self.has_table("meters"):
+                raise InputError(
+                    "no meter registry: readings cannot be checked against meters",
+                    path=rp,
+                    fix="give --meters meters.csv with the first ingest",
+                )
+            now_ts = pd.Timestamp.now(tz="UTC") if now is None else _as_utc(now, "now")
+            if progress:
+                progress("staging", 0, 1)
+            rows_in = self._stage(rp)
+            if progress:
+                progress("staging", 1, 1)
+            if self._current_rejected is not None and len(self._current_rejected):
+                self.con.register("_rej_ids", pd.DataFrame({"meter_id": self._current_rejected["meter_id"].astype(str)}))
+                rej = "_rej_ids"
+            else:
+                self.con.execute("CREATE OR REPLACE TEMP VIEW _rej_hist AS SELECT meter_id FROM meter_quarantine")
+                rej = "_rej_hist"
+            groups = max(1, math.ceil(rows_in / ROWS_PER_GROUP))
+            table = classify(
+                self.con,
+                stage="_stage",
+                meters="meters",
+                rejected_meters=rej,
+                stored_readings="readings",
+                stored_quarantine="quarantine",
+                now=now_ts,
+                groups=groups,
+                progress=(lambda d, t: progress("checking", d, t)) if progress else None,
+                **thresholds,
+            )
+            if progress:
+                progress("writing", 0, 1)
+            self.con.execute(
+                f"""INSERT INTO readings SELECT mid, ts, v, kind, flag, {ingest_id}
+                    FROM {table} WHERE reason IS NULL ORDER BY ts, mid"""
+            )
+            self.con.execute(
+                f"""INSERT INTO quarantine SELECT {ingest_id}, {_q(rp)}, source_row, meter_id, "timestamp", value, reason
+                    FROM {table} WHERE reason IS NOT NULL AND reason <> 'skipped' ORDER BY source_row"""
+            )
+            counts = dict(
+                self.con.execute(
+                    f"SELECT coalesce(reason, 'accepted'), count(*) FROM {table} GROUP BY ALL"
+                ).fetchall()
+            )
+            resets = int(self.con.execute(f"SELECT count(*) FROM {table} WHERE reason IS NULL AND flag = 'reset'").fetchall()[0][0])
+            self.con.execute(f"DROP TABLE IF EXISTS {table}")
+            self.con.execute("DROP TABLE IF EXISTS _stage")
+            if progress:
+                progress("writing", 1, 1)
+            summary.rows_in = rows_in
+            summary.accepted = int(counts.pop("accepted", 0))
+            summary.duplicates_skipped = int(counts.pop("skipped", 0))
+            summary.quarantined = {r: int(counts[r]) for r in REASONS if r in counts}
+            summary.resets = resets
+            if not summary.adds_up:  # a bug, not bad input
+                raise TwinError(f"ingest counts do not add up: {summary.as_dict()}")
+        summary.seconds = time.perf_counter() - t0
+        self.con.execute(
+            "INSERT INTO ingests VALUES (?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ingest_id,
+                str(meters_path) if meters_path is not None else None,
+                str(readings_path) if readings_path is not None else None,
+                _file_head_hash(Path(readings_path)) if readings_path is not None else None,
+                summary.rows_in,
+                summary.accepted,
+                summary.quarantined_total,
+                summary.duplicates_skipped,
+                summary.resets,
+                summary.seconds,
+                json.dumps(summary.as_dict()),
+            ],
+        )
+        log.info(
+            "ingested %s rows: %s accepted, %s quarantined, %s already stored (%.1f s)",
+            f"{summary.rows_in:,}", f"{summary.accepted:,}", f"{summary.quarantined_total:,}",
+            f"{summary.duplicates_skipped:,}", summary.seconds,
+        )
+        return summary
+
+    def readings(
+        self,
+        *,
+        kind: str | None = None,
+        meter_ids: Sequence[str] | None = None,
+        start: Any = None,
+        end: Any = None,
+    ) -> pd.DataFrame:
+        """Stored readings in long format.
+
+        Parameters
+        ----------
+        kind : {"customer", "pressure", "flow"}, optional
+        meter_ids : sequence of str, optional
+        start, end : tz-aware time, optional
+            Half-open interval ``[start, end)``.
+
+        Returns
+        -------
+        DataFrame
+            ``meter_id``, ``timestamp`` (``datetime64[ns, UTC]``), ``value``
+            (float64), ``flag`` (``'reset'`` or None); sorted by meter, time.
+        """
+        where, params = ["TRUE"], []
+        if kind is not None:
+            from twin.meters import KINDS
+
+            if kind not in KINDS:
+                raise InputError(f"unknown meter kind {kind!r}", fix="use customer, pressure or flow")
+            where.append("kind = ?")
+            params.append(kind)
+        if start is not None:
+            where.append("ts >= CAST(? AS TIMESTAMPTZ)")
+            params.append(_as_utc(start, "start").isoformat())
+        if end is not None:
+            where.append("ts < CAST(? AS TIMESTAMPTZ)")
+            params.append(_as_utc(end, "end").isoformat())
+        sql = f"SELECT meter_id, ts AS \"timestamp\", value, flag FROM readings WHERE {' AND '.join(where)}"
+        if meter_ids is not None:
+            self.con.register("_ids", pd.DataFrame({"meter_id": [str(m) for m in meter_ids]}))
+            sql += " AND meter_id IN (SELECT meter_id FROM _ids)"
+        df = self._df(sql + " ORDER BY meter_id, ts", params)
+        if meter_ids is not None:
+            self.con.unregister("_ids")
+        df["timestamp"] = _utc_ns(df["timestamp"])
+        df["value"] = df["value"].astype(np.float64)
+        df["meter_id"] = df["meter_id"].astype(str)
+        return df
+
+    def series(
+        self,
+        kind: str,
+        *,
+        meter_ids: Sequence[str] | None = None,
+        start: Any = None,
+        end: Any = None,
+        freq_s: int = settings.LOGGER_INTERVAL_S,
+    ) -> pd.DataFrame:
+        """Logger readings on a regular grid.
+
+        Each reading goes to the nearest grid instant (readings a few seconds
+        late still count); several readings for one instant are averaged;
+        instants without a reading are NaN.
+
+        Parameters
+        ----------
+        kind : {"pressure", "flow"}
+            Pressure head (m) or flow (L/s, positive start-to-end).
+        meter_ids : sequence of str, optional
+        start, end : tz-aware time, optional
+        freq_s : int, default 900
+            Grid step, seconds.
+
+        Returns
+        -------
+        DataFrame
+            Index ``timestamp`` (``datetime64[ns, UTC]``, every ``freq_s``
+            from the first to the last reading), columns meter IDs (sorted).
+        """
+        if kind not in ("pressure", "flow"):
+            raise InputError(f"series are for loggers (pressure, flow), not {kind!r}", fix="use Store.readings for customer registers")
+        step = int(freq_s)
+        where, params = ["kind = ?"], [kind]
+        if start is not None:
+            where.append("ts >= CAST(? AS TIMESTAMPTZ)")
+            params.append(_as_utc(start, "start").isoformat())
+        if end is not None:
+            where.append("ts < CAST(? AS TIMESTAMPTZ)")
+            params.append(_as_utc(end, "end").isoformat())
+        ids_sql = ""
+        if meter_ids is not None:
+            self.con.register("_ids", pd.DataFrame({"meter_id": [str(m) for m in meter_ids]}))
+            ids_sql = " AND meter_id IN (SELECT meter_id FROM _ids)"
+        df = self._df(
+            f"""SELECT meter_id, CAST(round(epoch(ts) / {step}) AS BIGINT) * {step} AS t, avg(value) AS value
+                FROM readings WHERE {' AND '.join(where)}{ids_sql} GROUP BY ALL""",
+            params,
+        )
+        if meter_ids is not None:
+            self.con.unregister("_ids")
+        if df.empty:
+            cols = sorted(str(m) for m in meter_ids) if meter_ids is not None else []
+            return pd.DataFrame(columns=cols, index=pd.DatetimeIndex([], tz="UTC", name="timestamp"), dtype=float)
+        wide = df.pivot(index="t", columns="meter_id", values="value")
+        grid = np.arange(int(wide.index.min()), int(wide.index.max()) + step, step, dtype=np.int64)
+        wide = wide.reindex(grid)
+        wide.index = pd.DatetimeIndex(pd.to_datetime(grid, unit="s", utc=True).astype("datetime64[ns, UTC]"), name="timestamp")
+        wide.columns = pd.Index([str(c) for c in wide.columns], name="meter_id")
+        return wide.sort_index(axis=1).astype(np.float64)
+
+    def quarantine(self, *, reason: str | None = None) -> pd.DataFrame:
+        """Quarantined readings rows (``source``, ``source_row``, raw columns, ``reason``)."""
+        sql, params = "SELECT * FROM quarantine", []
+        if reason is not None:
+            sql += " WHERE reason = ?"
+            params.append(reason)
+        return self._df(sql + " ORDER BY ingest_id, source_row", params)
+
+    def ingests(self) -> pd.DataFrame:
+        """The ingest log."""
+        return self._df("SELECT * FROM ingests ORDER BY ingest_id")
+
+    def time_range(self, kind: str | None = None) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """First and last reading time (UTC), or None when empty."""
+        sql = "SELECT min(ts) AS a, max(ts) AS b FROM readings"
+        params: list[Any] = []
+        if kind:
+            sql += " WHERE kind = ?"
+            params.append(kind)
+        df = self._df(sql, params)
+        if df.empty or pd.isna(df["a"].iloc[0]):
+            return None
+        return pd.Timestamp(df["a"].iloc[0]).tz_convert("UTC"), pd.Timestamp(df["b"].iloc[0]).tz_convert("UTC")
+
+
+def _reason_counts(reasons: pd.Series) -> dict[str, int]:
+    """Count reasons by their first words (before any quoted detail)."""
+    key = reasons.astype(str).str.replace(r"\s*[\('].*$", "", regex=True)
+    return {str(k): int(v) for k, v in key.value_counts().sort_index().items()}
