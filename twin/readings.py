@@ -279,18 +279,6 @@ def classify(
         {rej_join}
         """
     )
-    # rows already quarantined once (same raw text): a re-ingest, skipped
-    if stored_quarantine:
-        con.execute(
-            f"""
-            UPDATE _parsed p SET reason = 'skipped'
-            FROM (SELECT DISTINCT meter_id, "timestamp", value FROM {stored_quarantine}) q
-            WHERE p.reason IS NOT NULL
-              AND q.meter_id IS NOT DISTINCT FROM p.meter_id
-              AND q."timestamp" IS NOT DISTINCT FROM p."timestamp"
-              AND q.value IS NOT DISTINCT FROM p.value
-            """
-        )
     # duplicates in the file (first row wins) and against the store
     con.execute(
         """
@@ -393,6 +381,18 @@ def classify(
         if progress is not None:
             progress(g + 1, groups)
     con.execute("DROP TABLE IF EXISTS _seq")
+    # rows already quarantined once (same raw text): a re-ingest, skipped
+    if stored_quarantine:
+        con.execute(
+            f"""
+            UPDATE _parsed p SET reason = 'skipped'
+            FROM (SELECT DISTINCT meter_id, "timestamp", value FROM {stored_quarantine}) q
+            WHERE p.reason IS NOT NULL AND p.reason <> 'skipped'
+              AND q.meter_id IS NOT DISTINCT FROM p.meter_id
+              AND q."timestamp" IS NOT DISTINCT FROM p."timestamp"
+              AND q.value IS NOT DISTINCT FROM p.value
+            """
+        )
     return "_parsed"
 
 
