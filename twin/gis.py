@@ -1,0 +1,953 @@
+"""GIS layers in and out: GeoPackage, GeoJSON and Shapefile pipe networks.
+
+Utilities keep their networks as GIS layers, not EPANET files: pipes as
+LineStrings, sometimes with a node layer and start/end node columns, often
+without. :func:`read_gis_network` turns such layers into a
+:class:`twin.network.Network` (with a WNTR model built from them, so
+hydraulics can run); :func:`write_gis_network` writes a network back.
+
+Layers
+------
+- GeoPackage: layers ``pipes`` (LineStrings; required), ``nodes`` (Points)
+  and ``valves`` (isolation valves, Points), found by name; a file with a
+  single line layer uses it as the pipes whatever its name.
+- GeoJSON / Shapefile: one layer per file. ``net.geojson`` holds the pipes;
+  ``net_nodes.geojson`` and ``net_valves.geojson`` beside it are read as the
+  nodes and valves when present (likewise ``net_nodes.shp``...).
+
+Columns
+-------
+Recognised case-insensitively under common names (see :data:`PIPE_COLUMNS`,
+:data:`NODE_COLUMNS`); pass ``columns={"diameter": "DN", "zone": "DMA"}`` to
+name them explicitly. Diameters are read in millimetres or metres
+(``diameter_unit="auto"`` decides from the column name, ``*_mm`` / ``*_m``,
+or else from the values: a median above 5 means millimetres).
+
+Topology
+--------
+With ``start_node`` / ``end_node`` columns the topology is taken as given
+(line ends are moved onto their nodes when within ``snap_tolerance_m``).
+Without them, line ends closer than ``snap_tolerance_m`` are merged into one
+node (a KD-tree over all ends), matched to the node layer's points when there
+is one. Snapping guesses, so a snapped network that falls apart is refused
+with the widest gap named (``allow_disconnected=True`` imports it anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pyproj
+import shapely
+import wntr
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from twin import settings
+from twin.crs import degrees_declared_as_metres, is_pseudo_crs, parse_crs, transform_xy
+from twin.errors import CRSError, NetworkError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NODE_COLUMNS", "PIPE_COLUMNS", "VALVE_COLUMNS", "read_gis_network", "write_gis_network"]
+
+#: Canonical pipe attribute -> column names tried (case-insensitive), first match wins.
+PIPE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "link_id": ("link_id", "pipe_id", "pipeid", "id", "name", "gid"),
+    "link_type": ("link_type",),
+    "start_node": ("start_node", "from_node", "node1", "fnode", "from_id", "us_node"),
+    "end_node": ("end_node", "to_node", "node2", "tnode", "to_id", "ds_node"),
+    "length": ("length_m", "length", "len", "pipe_length"),
+    "diameter": ("diameter_m", "diameter_mm", "diameter", "diam", "dn", "dia"),
+    "roughness": ("roughness", "hw_c", "c_factor", "chw", "rough"),
+    "material": ("material", "mat", "pipe_material"),
+    "install_year": ("install_year", "inst_year", "year", "install_yr", "installed", "install_date", "laid_year"),
+    "zone": ("zone", "dma", "district", "pressure_zone"),
+    "status": ("status",),
+    "minor_loss": ("minor_loss",),
+    "valve_type": ("valve_type",),
+    "setting": ("setting",),
+    "pump_curve": ("pump_curve",),
+    "pump_power_w": ("pump_power_w", "pump_pw_w"),
+}
+
+#: Canonical node attribute -> column names tried.
+NODE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "node_id": ("node_id", "nodeid", "id", "name", "gid"),
+    "node_type": ("node_type", "type", "kind"),
+    "elevation": ("elevation_m", "elev_m", "elevation", "elev", "z", "ground_level"),
+    "base_demand": ("base_demand_m3s", "demand_m3s"),
+    "demand_lps": ("demand_lps", "base_demand_lps"),
+    "zone": ("zone", "dma", "district", "pressure_zone"),
+    "init_level": ("init_level_m", "init_lvl_m", "init_level"),
+    "min_level": ("min_level_m", "min_lvl_m", "min_level"),
+    "max_level": ("max_level_m", "max_lvl_m", "max_level"),
+    "tank_diameter": ("tank_diameter_m", "tank_dia_m", "tank_diameter"),
+}
+
+#: Canonical isolation-valve attribute -> column names tried.
+VALVE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "valve_id": ("valve_id", "valveid", "id", "name", "gid"),
+    "link_id": ("link_id", "pipe_id", "pipeid"),
+    "node_id": ("node_id", "nodeid"),
+}
+
+_NODE_TYPES = {
+    "junction": "junction", "j": "junction", "node": "junction", "": "junction",
+    "reservoir": "reservoir", "source": "reservoir", "r": "reservoir",
+    "tank": "tank", "t": "tank", "storage": "tank",
+}
+
+#: Short names of long columns, for Shapefiles (10-character dBase fields).
+_SHP_NAMES = {
+    "install_year": "inst_year", "pump_power_w": "pump_pw_w", "elevation_m": "elev_m",
+    "base_demand_m3s": "demand_m3s", "init_level_m": "init_lvl_m", "min_level_m": "min_lvl_m",
+    "max_level_m": "max_lvl_m", "tank_diameter_m": "tank_dia_m",
+}
+
+#: Tank geometry used when the node layer does not give it, metres.
+TANK_DEFAULTS = {"init_level": 2.0, "min_level": 0.0, "max_level": 5.0, "tank_diameter": 10.0}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sibling(path: Path, layer: str) -> Path:
+    return path.with_name(f"{path.stem}_{layer}{path.suffix}")
+
+
+def _find_layers(path: Path, pipes_layer: str | None, nodes_layer: str | None, valves_layer: str | None):
+    """(pipes source, nodes source or None, valves source or None); each a (path, layer name or None)."""
+    suffix = path.suffix.lower()
+    if suffix != ".gpkg":
+        nodes = _sibling(path, "nodes")
+        valves = _sibling(path, "valves")
+        return (
+            (path, None),
+            (nodes, None) if nodes.exists() else None,
+            (valves, None) if valves.exists() else None,
+        )
+    try:
+        info = pyogrio.list_layers(path)
+    except Exception as exc:
+        raise NetworkError(f"cannot open as a GeoPackage ({exc})", path=path,
+                           fix="check that the file is a valid .gpkg (open it in QGIS)") from exc
+    names = {str(n): str(g or "") for n, g in info}
+    lower = {n.lower(): n for n in names}
+
+    def pick(given: str | None, default: str) -> str | None:
+        if given is not None:
+            if given not in names:
+                raise NetworkError(f"no layer {given!r}; layers are {sorted(names)}", path=path,
+                                   fix="name one of the existing layers")
+            return given
+        return lower.get(default)
+
+    pipes = pick(pipes_layer, "pipes")
+    if pipes is None:
+        lines = [n for n, g in names.items() if "LINE" in g.upper()]
+        if len(lines) == 1:
+            pipes = lines[0]
+        else:
+            raise NetworkError(
+                f"no 'pipes' layer and {len(lines)} line layers ({sorted(lines)})",
+                path=path,
+                fix="pass pipes_layer= (CLI: --pipes-layer) naming the pipe layer",
+            )
+    nodes = pick(nodes_layer, "nodes")
+    valves = pick(valves_layer, "valves")
+    return (path, pipes), (path, nodes) if nodes else None, (path, valves) if valves else None
+
+
+def _read_layer(src: tuple[Path, str | None], what: str) -> gpd.GeoDataFrame:
+    path, layer = src
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gdf = gpd.read_file(path, layer=layer, engine="pyogrio", use_arrow=True)
+    except Exception as exc:
+        where = f"layer {layer!r}" if layer else what
+        raise NetworkError(f"cannot read {where} ({' '.join(str(exc).split())[:200]})", path=path,
+                           fix="check that the file is a valid GIS file (open it in QGIS)") from exc
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
+        raise NetworkError(f"the {what} layer has no geometry", path=path, fix="give a layer with geometries")
+    return gdf
+
+
+def _resolve_columns(
+    gdf: gpd.GeoDataFrame,
+    candidates: Mapping[str, tuple[str, ...]],
+    explicit: Mapping[str, str] | None,
+    *,
+    path: Path,
+    what: str,
+) -> dict[str, str]:
+    """Canonical name -> column of ``gdf`` (explicit mapping first, then the known aliases)."""
+    lower = {str(c).lower(): c for c in gdf.columns if c != gdf.geometry.name}
+    found: dict[str, str] = {}
+    explicit = dict(explicit or {})
+    for key, col in explicit.items():
+        if key not in candidates:
+            continue
+        if col not in gdf.columns and str(col).lower() not in lower:
+            raise NetworkError(
+                f"the {what} layer has no column {col!r} (given for {key}); columns are "
+                f"{sorted(map(str, lower.values()))}",
+                path=path,
+                fix="correct the column name in the columns mapping (CLI: --column KEY=NAME)",
+            )
+        found[key] = col if col in gdf.columns else lower[str(col).lower()]
+    taken = set(found.values())
+    for key, names in candidates.items():
+        if key in found:
+            continue
+        for name in names:
+            col = lower.get(name)
+            if col is not None and col not in taken:
+                found[key] = col
+                taken.add(col)
+                break
+    return found
+
+
+def _ids(values: pd.Series | None, n: int, prefix: str) -> pd.Index:
+    if values is None:
+        return pd.Index([f"{prefix}{i + 1}" for i in range(n)], dtype=object)
+    s = values.astype("string").str.strip()
+    return pd.Index(s.to_numpy(dtype=object, na_value=None), dtype=object)
+
+
+def _require_ids(ids: pd.Index, *, path: Path, what: str, col: str) -> None:
+    missing = np.flatnonzero(pd.isna(ids) | (ids.astype(str) == ""))
+    if missing.size:
+        raise NetworkError(
+            f"{missing.size} {what} features have no ID in column {col!r} (e.g. feature {int(missing[0]) + 1})",
+            path=path, row=int(missing[0]) + 1,
+            fix=f"fill the {col!r} column, or drop it to have IDs generated",
+        )
+    dup = ids[ids.duplicated()].unique()
+    if len(dup):
+        raise NetworkError(
+            f"{len(dup)} duplicate {what} IDs in column {col!r}, e.g. {list(map(str, dup[:5]))}",
+            path=path, element=str(dup[0]),
+            fix="make the IDs unique",
+        )
+
+
+def _numeric(gdf: gpd.GeoDataFrame, col: str | None, *, path: Path, what: str, ids: pd.Index) -> np.ndarray:
+    if col is None:
+        return np.full(len(gdf), np.nan)
+    raw = gdf[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna() & raw.notna() & (raw.astype("string").str.strip() != "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise NetworkError(
+            f"column {col!r} of the {what} layer holds {int(bad.sum())} non-numeric values, e.g. {raw.iloc[i]!r}",
+            path=path, row=i + 1, element=str(ids[i]),
+            fix="write plain numbers with '.' as the decimal mark",
+        )
+    return num.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _years(gdf: gpd.GeoDataFrame, col: str | None) -> pd.Series:
+    if col is None:
+        return pd.Series(pd.NA, index=range(len(gdf)), dtype="Int64")
+    raw = gdf[col]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return pd.Series(raw.dt.year.to_numpy(), dtype="Int64")
+    num = pd.to_numeric(raw, errors="coerce")
+    if num.notna().sum() < raw.notna().sum():  # dates as text
+        dates = pd.to_datetime(raw.astype("string"), errors="coerce", format="mixed")
+        num = num.fillna(pd.Series(dates.dt.year.to_numpy(), index=num.index))
+    return pd.Series(np.round(num.to_numpy(dtype=float, na_value=np.nan)), dtype="Float64").astype("Int64")
+
+
+def _strings(gdf: gpd.GeoDataFrame, col: str | None) -> pd.Series:
+    if col is None:
+        return pd.Series(pd.NA, index=range(len(gdf)), dtype="string")
+    s = gdf[col].astype("string").str.strip()
+    s = s.mask(s == "")
+    return pd.Series(s.to_numpy(), dtype="string")
+
+
+def _layer_crs(gdf: gpd.GeoDataFrame, crs: Any, *, path: Path, what: str):
+    """The CRS of the layer's coordinates: ``crs`` if given (overriding the file's), else the file's."""
+    if crs is not None:
+        if is_pseudo_crs(crs):
+            return str(crs).upper().replace("-", "")
+        given = parse_crs(crs, what="--crs")
+        if gdf.crs is not None and not pyproj.CRS(gdf.crs).equals(given):
+            log.warning("%s: the %s layer says %s; using the given %s", path.name, what,
+                        pyproj.CRS(gdf.crs).to_string(), given.to_string())
+        return given
+    if gdf.crs is None:
+        raise CRSError(f"the {what} layer has no coordinate reference system", path=path,
+                       fix="pass --crs naming the CRS of its coordinates (e.g. EPSG:4548)")
+    return pyproj.CRS(gdf.crs)
+
+
+def _transform_geoms(geoms: np.ndarray, src: Any, dst: pyproj.CRS) -> np.ndarray:
+    if not is_pseudo_crs(src) and pyproj.CRS(src).equals(dst):
+        return geoms
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x, y = transform_xy(xy[:, 0], xy[:, 1], from_crs=src, to_crs=dst)
+        return np.column_stack([x, y])
+
+    out = shapely.transform(geoms, fn)
+    coords = shapely.get_coordinates(out)
+    if coords.size and not np.isfinite(coords).all():
+        raise CRSError(f"coordinates cannot be transformed from {src} to {dst.to_string()}",
+                       fix="check --crs: the coordinates do not fit it")
+    return out
+
+
+def _check_degrees(coords: np.ndarray, src: Any, *, path: Path, ratio: float | None) -> None:
+    if is_pseudo_crs(src):
+        return
+    if degrees_declared_as_metres(coords[:, 0], coords[:, 1], src, length_ratio=ratio):
+        raise CRSError(
+            f"coordinates look like lon/lat degrees (x {coords[:, 0].min():.4f}..{coords[:, 0].max():.4f}, "
+            f"y {coords[:, 1].min():.4f}..{coords[:, 1].max():.4f}) but {pyproj.CRS(src).to_string()} is in metres",
+            path=path,
+            fix="pass --crs EPSG:4326 (or the layer's real geographic CRS) instead",
+        )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_gis_network(
+    path: str | Path,
+    *,
+    crs: Any = None,
+    to_crs: Any = None,
+    columns: Mapping[str, str] | None = None,
+    pipes_layer: str | None = None,
+    nodes_layer: str | None = None,
+    valves_layer: str | None = None,
+    snap_tolerance_m: float = settings.SNAP_TOLERANCE_M,
+    diameter_unit: str = "auto",
+    default_roughness: float = 100.0,
+    allow_disconnected: bool = False,
+    valve_snap_m: float = 5.0,
+):
+    """Read a pipe network from GIS layers.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.gpkg``, ``.geojson`` or ``.shp`` (see the module docstring for the
+        layers and sibling files).
+    crs : any pyproj input or "GCJ02" / "BD09", optional
+        CRS of the coordinates; overrides the file's own (needed when the
+        file has none, e.g. a Shapefile without ``.prj``).
+    to_crs : any pyproj input, optional
+        Projected metric CRS to hold the network in (default: the layer's CRS
+        if projected, else ``settings.DEFAULT_CRS``).
+    columns : mapping, optional
+        Canonical attribute -> column name, for pipes, nodes and valves alike
+        (``{"diameter": "DN_MM", "zone": "DMA", "elevation": "Z"}``).
+    pipes_layer, nodes_layer, valves_layer : str, optional
+        GeoPackage layer names (default ``pipes``, ``nodes``, ``valves``).
+    snap_tolerance_m : float
+        Line ends closer than this (metres, in the internal CRS) are one node;
+        also the largest gap allowed between a line end and its declared node.
+    diameter_unit : {"auto", "mm", "m"}
+        Unit of the diameter column.
+    default_roughness : float
+        Hazen-Williams C for pipes without a roughness value.
+    allow_disconnected : bool
+        Import a snapped network even when it falls into several parts.
+    valve_snap_m : float
+        Largest distance from an isolation valve to the pipe it is put on, metres.
+
+    Returns
+    -------
+    twin.network.Network
+        With a WNTR model (SI, LPS for ``.inp`` output, Hazen-Williams)
+        built from the layers.
+
+    Raises
+    ------
+    NetworkError
+        Unreadable layers, null or non-line geometries, missing or duplicate
+        IDs, non-numeric attributes, unknown node references, line ends away
+        from their nodes, a snapped network that falls apart.
+    CRSError
+        No CRS, unknown CRS, degrees declared as metres.
+    """
+    from twin.network import Network, _log_import, internal_crs
+
+    path = Path(path)
+    if diameter_unit not in ("auto", "mm", "m"):
+        raise NetworkError(f"diameter_unit {diameter_unit!r} is not one of 'auto', 'mm', 'm'", path=path)
+    if not snap_tolerance_m > 0:
+        raise NetworkError(f"snap_tolerance_m must be positive, got {snap_tolerance_m}", path=path)
+    pipes_src, nodes_src, valves_src = _find_layers(path, pipes_layer, nodes_layer, valves_layer)
+    pipes = _read_layer(pipes_src, "pipes")
+    if pipes.empty:
+        raise NetworkError("the pipes layer has no features", path=path, fix="give a layer with pipe LineStrings")
+    src = _layer_crs(pipes, crs, path=path, what="pipes")
+    dst = internal_crs(None if is_pseudo_crs(src) else pyproj.CRS(src), to_crs)
+
+    pcols = _resolve_columns(pipes, PIPE_COLUMNS, columns, path=path, what="pipes")
+    id_col = pcols.get("link_id")
+    link_ids = _ids(pipes[id_col] if id_col else None, len(pipes), "P")
+    _require_ids(link_ids, path=path, what="pipe", col=id_col or "link_id")
+
+    geoms = _clean_lines(pipes.geometry.to_numpy(), link_ids, path=path)
+    length_attr = _numeric(pipes, pcols.get("length"), path=path, what="pipes", ids=link_ids)
+    raw_coords = shapely.get_coordinates(geoms)
+    src_len = shapely.length(geoms)
+    ok = (src_len > 0) & np.isfinite(length_attr) & (length_attr > 0)
+    ratio = float(np.median(length_attr[ok] / src_len[ok])) if ok.sum() >= 3 else None
+    _check_degrees(raw_coords, src, path=path, ratio=ratio)
+    geoms = _transform_geoms(geoms, src, dst)
+    geom_len = shapely.length(geoms)
+
+    # Attributes.
+    diameter = _numeric(pipes, pcols.get("diameter"), path=path, what="pipes", ids=link_ids)
+    diameter = _diameter_m(diameter, pcols.get("diameter"), diameter_unit)
+    roughness = _numeric(pipes, pcols.get("roughness"), path=path, what="pipes", ids=link_ids)
+    roughness = np.where(np.isfinite(roughness), roughness, default_roughness)
+    length = np.where(np.isfinite(length_attr), length_attr, geom_len)
+    link_type = _strings(pipes, pcols.get("link_type")).str.lower().fillna("pipe")
+    bad_type = ~link_type.isin(["pipe", "pump", "valve"])
+    if bad_type.any():
+        i = int(np.flatnonzero(bad_type.to_numpy())[0])
+        raise NetworkError(f"link_type {link_type.iloc[i]!r} is not pipe, pump or valve", path=path,
+                           row=i + 1, element=str(link_ids[i]), fix="correct the link_type column")
+    is_pipe = (link_type == "pipe").to_numpy()
+    length = np.where(is_pipe, length, np.nan)
+    if pcols.get("diameter") is None:
+        log.warning("%s: no diameter column; pipes get NaN diameters (name it with columns={'diameter': ...})",
+                    path.name)
+
+    # Nodes layer.
+    node_layer = None
+    ncols: dict[str, str] = {}
+    if nodes_src is not None:
+        node_layer = _read_layer(nodes_src, "nodes")
+        node_layer = node_layer[~(node_layer.geometry.isna() | node_layer.geometry.is_empty)].copy()
+        ncols = _resolve_columns(node_layer, NODE_COLUMNS, columns, path=nodes_src[0], what="nodes")
+        node_src_crs = _layer_crs(node_layer, crs, path=nodes_src[0], what="nodes")
+        pts = shapely.force_2d(node_layer.geometry.to_numpy())
+        if not np.all(shapely.get_type_id(pts) == 0):
+            raise NetworkError("the nodes layer holds non-Point geometries", path=nodes_src[0],
+                               fix="give Points in the nodes layer")
+        node_layer = gpd.GeoDataFrame(
+            node_layer.drop(columns=node_layer.geometry.name),
+            geometry=_transform_geoms(pts, node_src_crs, dst), crs=dst,
+        ).reset_index(drop=True)
+        nid_col = ncols.get("node_id")
+        node_ids_layer = _ids(node_layer[nid_col] if nid_col else None, len(node_layer), "N")
+        _require_ids(node_ids_layer, path=nodes_src[0], what="node", col=nid_col or "node_id")
+        node_layer.index = node_ids_layer
+
+    # Topology.
+    has_topology = "start_node" in pcols and "end_node" in pcols
+    if has_topology:
+        start, end, node_xy = _explicit_topology(
+            pipes, pcols, geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m
+        )
+        first = shapely.get_coordinates(shapely.get_point(geoms, 0))
+        geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
+        del first
+    else:
+        start, end, node_xy = _snap_topology(geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m,
+                                             allow_disconnected=allow_disconnected)
+        geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
+
+    nodes = _node_table(node_xy, node_layer, ncols, path=path, crs=dst, columns_given=columns)
+    links = gpd.GeoDataFrame(
+        {
+            "link_type": link_type.to_numpy(dtype=object),
+            "start_node": np.asarray(start, dtype=object),
+            "end_node": np.asarray(end, dtype=object),
+            "length_m": length,
+            "diameter_m": diameter,
+            "roughness": np.where(is_pipe, roughness, np.nan),
+            "material": _strings(pipes, pcols.get("material")).to_numpy(),
+            "install_year": _years(pipes, pcols.get("install_year")).to_numpy(),
+            "zone": _strings(pipes, pcols.get("zone")).to_numpy(),
+            "status": _strings(pipes, pcols.get("status")).str.lower().fillna("open").to_numpy(dtype=object),
+            "valve_type": _strings(pipes, pcols.get("valve_type")).str.upper().to_numpy(),
+            "setting": _numeric(pipes, pcols.get("setting"), path=path, what="pipes", ids=link_ids),
+            "minor_loss": np.nan_to_num(
+                _numeric(pipes, pcols.get("minor_loss"), path=path, what="pipes", ids=link_ids), nan=0.0),
+        },
+        index=pd.Index(link_ids, name="link_id"),
+        geometry=geoms,
+        crs=dst,
+    )
+    links["material"] = links["material"].astype("string")
+    links["install_year"] = links["install_year"].astype("Int64")
+    links["zone"] = links["zone"].astype("string")
+    links["valve_type"] = links["valve_type"].astype("string")
+    extras = {
+        "pump_curve": _strings(pipes, pcols.get("pump_curve")).to_numpy(),
+        "pump_power_w": _numeric(pipes, pcols.get("pump_power_w"), path=path, what="pipes", ids=link_ids),
+    }
+    wn = _build_wn(nodes, links, extras, node_layer, ncols, path=path)
+    valves = _read_valves(valves_src, links, crs=crs, dst=dst, columns=columns, max_m=valve_snap_m)
+    net = Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
+    _log_import(net)
+    return net
+
+
+def _clean_lines(geoms: np.ndarray, ids: pd.Index, *, path: Path) -> np.ndarray:
+    """2D LineStrings, MultiLineStrings merged; null / empty / other types refused with their IDs."""
+    null = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if null.any():
+        bad = np.flatnonzero(null)
+        raise NetworkError(
+            f"{bad.size} pipes have no geometry (null or empty), e.g. {', '.join(map(str, ids[bad[:5]]))}",
+            path=path, row=int(bad[0]) + 1,
+            fix="draw or delete those features",
+        )
+    geoms = shapely.force_2d(geoms)
+    tid = shapely.get_type_id(geoms)
+    multi = tid == 5
+    if multi.any():
+        merged = shapely.line_merge(geoms[multi])
+        geoms = geoms.copy()
+        geoms[multi] = merged
+        tid = shapely.get_type_id(geoms)
+    bad = np.flatnonzero(tid != 1)
+    if bad.size:
+        kinds = shapely.get_type_id(geoms[bad[:1]])
+        kind = {0: "Point", 5: "MultiLineString with separate parts", 3: "Polygon"}.get(int(kinds[0]), "non-line")
+        raise NetworkError(
+            f"{bad.size} pipes are not single lines, e.g. {ids[bad[0]]} is a {kind}",
+            path=path, row=int(bad[0]) + 1, element=str(ids[bad[0]]),
+            fix="split multi-part pipes into one feature per part, with their own IDs",
+        )
+    return geoms
+
+
+def _diameter_m(values: np.ndarray, col: str | None, unit: str) -> np.ndarray:
+    if col is None:
+        return values
+    if unit == "auto":
+        name = str(col).lower()
+        if name.endswith("_mm") or name in ("dn",):
+            unit = "mm"
+        elif name.endswith("_m"):
+            unit = "m"
+        else:
+            finite = values[np.isfinite(values) & (values > 0)]
+            unit = "mm" if finite.size and float(np.median(finite)) > 5.0 else "m"
+    return values / 1000.0 if unit == "mm" else values
+
+
+def _ends(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = shapely.get_coordinates(shapely.get_point(geoms, 0))
+    b = shapely.get_coordinates(shapely.get_point(geoms, -1))
+    return a, b
+
+
+def _move_ends(geoms: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Put each line's first/last vertex exactly on its node's coordinates (vectorised)."""
+    coords, index = shapely.get_coordinates(geoms, return_index=True)
+    counts = np.bincount(index, minlength=len(geoms))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    last = first + counts - 1
+    coords = coords.copy()
+    coords[first] = a
+    coords[last] = b
+    return shapely.linestrings(coords, indices=index)
+
+
+def _explicit_topology(pipes, pcols, geoms, node_layer, link_ids, *, path: Path, tol: float):
+    s = _strings(pipes, pcols["start_node"])
+    e = _strings(pipes, pcols["end_node"])
+    miss = s.isna() | e.isna()
+    if miss.any():
+        i = int(np.flatnonzero(miss.to_numpy())[0])
+        raise NetworkError(f"{int(miss.sum())} pipes lack a start or end node ID", path=path, row=i + 1,
+                           element=str(link_ids[i]), fix="fill the start/end node columns, or drop both columns to "
+                           "build the topology by snapping line ends")
+    start = s.to_numpy(dtype=object)
+    end = e.to_numpy(dtype=object)
+    a, b = _ends(geoms)
+    if node_layer is not None:
+        node_xy = pd.DataFrame(shapely.get_coordinates(node_layer.geometry.to_numpy()), index=node_layer.index,
+                               columns=["x", "y"])
+        known = node_xy.index
+        unknown = ~(pd.Index(start).isin(known) & pd.Index(end).isin(known))
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            raise NetworkError(
+                f"{int(unknown.sum())} pipes refer to nodes missing from the nodes layer, e.g. pipe "
+                f"{link_ids[i]} ({start[i]} -> {end[i]})",
+                path=path, row=i + 1, element=str(link_ids[i]),
+                fix="add those nodes to the nodes layer or correct the start/end columns",
+            )
+        sa = node_xy.loc[start].to_numpy()
+        eb = node_xy.loc[end].to_numpy()
+        d_direct = np.maximum(np.hypot(*(a - sa).T), np.hypot(*(b - eb).T))
+        d_flip = np.maximum(np.hypot(*(b - sa).T), np.hypot(*(a - eb).T))
+        gap = np.minimum(d_direct, d_flip)
+        flip = d_flip < d_direct
+        if flip.any():
+            log.warning("%s: %d pipes were drawn from their end node to their start node; reversed",
+                        path.name, int(flip.sum()))
+            geoms[flip] = shapely.reverse(geoms[flip])
+        far = gap > tol
+        if far.any():
+            i = int(np.argmax(gap))
+            raise NetworkError(
+                f"{int(far.sum())} pipes do not end at their nodes (worst: {link_ids[i]}, {gap[i]:.2f} m away; "
+                f"tolerance {tol:g} m)",
+                path=path, row=i + 1, element=str(link_ids[i]),
+                fix="correct the geometry or the start/end node columns, or raise the snap tolerance "
+                "(--snap-tolerance)",
+            )
+        return start, end, node_xy
+    # No node layer: node positions from the line ends; all ends of one node must agree.
+    ids = np.concatenate([start, end])
+    xy = np.vstack([a, b])
+    df = pd.DataFrame(xy, columns=["x", "y"])
+    df["node"] = ids
+    first = df.groupby("node", sort=False)[["x", "y"]].first()
+    spread = np.hypot(*(xy - first.loc[ids].to_numpy()).T)
+    far = spread > tol
+    if far.any():
+        i = int(np.argmax(spread))
+        lid = link_ids[i % len(link_ids)]
+        raise NetworkError(
+            f"line ends of node {ids[i]} are up to {spread[i]:.2f} m apart (e.g. pipe {lid}; tolerance {tol:g} m)",
+            path=path, element=str(lid),
+            fix="correct the geometry or the start/end node columns, or raise the snap tolerance (--snap-tolerance)",
+        )
+    return start, end, first
+
+
+def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow_disconnected: bool):
+    """Node IDs of each line's ends by merging ends within ``tol`` (KD-tree + connected components)."""
+    n = len(geoms)
+    a, b = _ends(geoms)
+    xy = np.vstack([a, b])
+    tree = cKDTree(xy)
+    pairs = tree.query_pairs(tol, output_type="ndarray")
+    m = len(xy)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    n_clusters, label = connected_components(graph, directed=False)
+    sums = np.zeros((n_clusters, 2))
+    np.add.at(sums, label, xy)
+    centre = sums / np.bincount(label, minlength=n_clusters)[:, None]
+    cluster_ids = np.empty(n_clusters, dtype=object)
+    if node_layer is not None and len(node_layer):
+        node_pts = shapely.get_coordinates(node_layer.geometry.to_numpy())
+        dist, idx = cKDTree(node_pts).query(centre, distance_upper_bound=tol)
+        hit = np.isfinite(dist)
+        cluster_ids[hit] = node_layer.index.to_numpy()[idx[hit]]
+        centre[hit] = node_pts[idx[hit]]
+        taken = set(map(str, node_layer.index))
+        dup = pd.Series(cluster_ids[hit]).duplicated()
+        if dup.any():
+            nid = pd.Series(cluster_ids[hit])[dup].iloc[0]
+            raise NetworkError(f"several separate line ends snap to node {nid}", path=path, element=str(nid),
+                               fix="lower the snap tolerance or correct the geometry")
+    else:
+        hit = np.zeros(n_clusters, dtype=bool)
+        taken = set()
+    new = np.flatnonzero(~hit)
+    names = [f"J{i + 1}" for i in range(len(new) + len(taken))]
+    names = [nm for nm in names if nm not in taken][: len(new)]
+    cluster_ids[new] = np.asarray(names, dtype=object)
+    start = cluster_ids[label[:n]]
+    end = cluster_ids[label[n:]]
+    same = start == end
+    if same.any():
+        i = int(np.flatnonzero(same)[0])
+        raise NetworkError(
+            f"{int(same.sum())} pipes have both ends within the snap tolerance ({tol:g} m) of one node, e.g. "
+            f"{link_ids[i]}",
+            path=path, row=i + 1, element=str(link_ids[i]),
+            fix="delete these zero-length pipes or lower the snap tolerance (--snap-tolerance)",
+        )
+    # Connectivity of the snapped network.
+    edges = coo_matrix((np.ones(n), (label[:n], label[n:])), shape=(n_clusters, n_clusters))
+    n_parts, part = connected_components(edges, directed=False)
+    if n_parts > 1 and not allow_disconnected:
+        degree = np.bincount(label, minlength=n_clusters)
+        dangling = np.flatnonzero(degree[label] == 1)
+        gap_txt = ""
+        if dangling.size:
+            d, j = tree.query(xy[dangling], k=min(8, m))
+            d = np.atleast_2d(d)
+            j = np.atleast_2d(j)
+            other = part[label[np.clip(j, 0, m - 1)]] != part[label[dangling]][:, None]
+            d = np.where(other & np.isfinite(d), d, np.inf)
+            best = d.min(axis=1)
+            k = int(np.argmin(best))
+            if np.isfinite(best[k]):
+                end_i = dangling[k]
+                gap_txt = (f"; the narrowest gap is {best[k]:.2f} m, at an end of pipe "
+                           f"{link_ids[end_i % n]}")
+        sizes = np.bincount(part)
+        raise NetworkError(
+            f"line ends do not meet: snapping ends within {tol:g} m leaves {n_parts} separate parts "
+            f"(largest {sizes.max()} of {n_clusters} nodes){gap_txt}",
+            path=path,
+            fix="join the lines in the GIS, add start/end node columns, raise the snap tolerance "
+            "(--snap-tolerance), or import anyway with allow_disconnected",
+        )
+    node_xy = pd.DataFrame(centre, index=pd.Index(cluster_ids, dtype=object), columns=["x", "y"])
+    log.info("snapped %d line ends into %d nodes within %g m", m, n_clusters, tol)
+    return start, end, node_xy
+
+
+def _node_table(node_xy: pd.DataFrame, node_layer, ncols, *, path: Path, crs, columns_given) -> gpd.GeoDataFrame:
+    ids = node_xy.index
+    n = len(ids)
+    node_type = pd.Series("junction", index=ids, dtype=object)
+    elevation = pd.Series(np.nan, index=ids)
+    demand = pd.Series(0.0, index=ids)
+    zone = pd.Series(pd.NA, index=ids, dtype="string")
+    if node_layer is not None:
+        layer = node_layer.reindex(ids)
+        if "node_type" in ncols:
+            raw = layer[ncols["node_type"]].astype("string").str.strip().str.lower().fillna("")
+            mapped = raw.map(_NODE_TYPES)
+            bad = mapped.isna()
+            if bad.any():
+                nid = bad[bad].index[0]
+                raise NetworkError(
+                    f"node type {raw[nid]!r} is not junction, reservoir or tank", path=path, element=str(nid),
+                    fix="correct the node_type column",
+                )
+            node_type = mapped.astype(object)
+        lids = pd.Index(layer.index)
+        if "elevation" in ncols:
+            elevation = pd.Series(_numeric(layer, ncols["elevation"], path=path, what="nodes", ids=lids), index=ids)
+        if "base_demand" in ncols:
+            demand = pd.Series(_numeric(layer, ncols["base_demand"], path=path, what="nodes", ids=lids),
+                               index=ids).fillna(0.0)
+        elif "demand_lps" in ncols:
+            demand = pd.Series(_numeric(layer, ncols["demand_lps"], path=path, what="nodes", ids=lids) / 1000.0,
+                               index=ids).fillna(0.0)
+        if "zone" in ncols:
+            zone = pd.Series(_strings(layer, ncols["zone"]).to_numpy(), index=ids, dtype="string")
+    if elevation.isna().all() and n:
+        log.warning("%s: no node elevations (node layer column 'elevation'); 0 m used, pressures will be heads",
+                    path.name)
+    df = pd.DataFrame(
+        {"node_type": node_type.to_numpy(), "elevation_m": elevation.to_numpy(),
+         "base_demand_m3s": demand.to_numpy(), "zone": zone.to_numpy()},
+        index=pd.Index(ids, name="node_id", dtype=object),
+    )
+    df["zone"] = df["zone"].astype("string")
+    return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(node_xy["x"], node_xy["y"]), crs=crs)
+
+
+def _build_wn(nodes, links, extras, node_layer, ncols, *, path: Path) -> wntr.network.WaterNetworkModel:
+    """A WNTR model (SI, Hazen-Williams, LPS when written) from the node and link tables."""
+    wn = wntr.network.WaterNetworkModel()
+    wn.options.hydraulic.inpfile_units = "LPS"
+    wn.options.hydraulic.headloss = "H-W"
+    xs = nodes.geometry.x.to_numpy()
+    ys = nodes.geometry.y.to_numpy()
+    elev = np.nan_to_num(nodes["elevation_m"].to_numpy(dtype=float), nan=0.0)
+    demand = nodes["base_demand_m3s"].to_numpy(dtype=float)
+    zones = nodes["zone"].to_numpy(dtype=object, na_value=None)
+    layer = node_layer.reindex(nodes.index) if node_layer is not None else None
+
+    def tank_value(nid: str, key: str) -> float:
+        if layer is not None and key in ncols:
+            v = pd.to_numeric(pd.Series([layer.at[nid, ncols[key]]]), errors="coerce").iloc[0]
+            if pd.notna(v):
+                return float(v)
+        return TANK_DEFAULTS[key]
+
+    for nid, kind, x, y, z, q, zn in zip(nodes.index, nodes["node_type"], xs, ys, elev, demand, zones):
+        if kind == "junction":
+            wn.add_junction(nid, base_demand=float(q), elevation=float(z), coordinates=(float(x), float(y)))
+        elif kind == "reservoir":
+            wn.add_reservoir(nid, base_head=float(z), coordinates=(float(x), float(y)))
+        else:
+            wn.add_tank(nid, elevation=float(z), init_level=tank_value(nid, "init_level"),
+                        min_level=tank_value(nid, "min_level"), max_level=tank_value(nid, "max_level"),
+                        diameter=tank_value(nid, "tank_diameter"), coordinates=(float(x), float(y)))
+        if zn is not None:
+            wn.get_node(nid).tag = str(zn)
+
+    coords, index = shapely.get_coordinates(links.geometry.to_numpy(), return_index=True)
+    counts = np.bincount(index, minlength=len(links))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    ltype = links["link_type"].to_numpy()
+    status = links["status"].to_numpy()
+    zones_l = links["zone"].to_numpy(dtype=object, na_value=None)
+    vtype = links["valve_type"].to_numpy(dtype=object, na_value=None)
+    curves = extras["pump_curve"]
+    power = extras["pump_power_w"]
+    for i, (lid, s, e) in enumerate(zip(links.index, links["start_node"], links["end_node"])):
+        kind = ltype[i]
+        st = str(status[i])
+        if kind == "pipe":
+            wn.add_pipe(lid, s, e, length=float(links["length_m"].iat[i]), diameter=float(links["diameter_m"].iat[i]),
+                        roughness=float(links["roughness"].iat[i]), minor_loss=float(links["minor_loss"].iat[i]),
+                        initial_status="CLOSED" if st == "closed" else "OPEN", check_valve=st == "cv")
+        elif kind == "valve":
+            vt = vtype[i] or "TCV"
+            setting = links["setting"].iat[i]
+            wn.add_valve(lid, s, e, diameter=float(links["diameter_m"].iat[i]), valve_type=vt,
+                         minor_loss=float(links["minor_loss"].iat[i]),
+                         initial_setting=float(setting) if np.isfinite(setting) else 0.0,
+                         initial_status={"closed": "CLOSED", "open": "OPEN"}.get(st, "ACTIVE"))
+        else:
+            curve = curves[i]
+            if curve is not None and not pd.isna(curve):
+                try:
+                    pts = [tuple(map(float, p)) for p in json.loads(str(curve))]
+                except (ValueError, TypeError) as exc:
+                    raise NetworkError(f"pump_curve is not a JSON list of [flow m3/s, head m] pairs: {curve!r}",
+                                       path=path, element=str(lid), fix="correct the pump_curve column") from exc
+                cname = f"curve_{lid}"
+                wn.add_curve(cname, "HEAD", pts)
+                wn.add_pump(lid, s, e, pump_type="HEAD", pump_parameter=cname,
+                            initial_status="CLOSED" if st == "closed" else "OPEN")
+            elif np.isfinite(power[i]):
+                wn.add_pump(lid, s, e, pump_type="POWER", pump_parameter=float(power[i]),
+                            initial_status="CLOSED" if st == "closed" else "OPEN")
+            else:
+                raise NetworkError("pump without pump_curve or pump_power_w", path=path, element=str(lid),
+                                   fix="give a pump_curve (JSON [[flow_m3s, head_m], ...]) or pump_power_w")
+        link = wn.get_link(lid)
+        if counts[i] > 2:
+            link.vertices = [tuple(p) for p in coords[offsets[i] + 1 : offsets[i + 1] - 1].tolist()]
+        if zones_l[i] is not None:
+            link.tag = str(zones_l[i])
+    return wn
+
+
+def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.GeoDataFrame:
+    from twin.network import empty_valves
+
+    if valves_src is None:
+        return empty_valves(dst)
+    layer = _read_layer(valves_src, "valves")
+    path = valves_src[0]
+    layer = layer[~(layer.geometry.isna() | layer.geometry.is_empty)].reset_index(drop=True)
+    if layer.empty:
+        return empty_valves(dst)
+    vcols = _resolve_columns(layer, VALVE_COLUMNS, columns, path=path, what="valves")
+    ids = _ids(layer[vcols["valve_id"]] if "valve_id" in vcols else None, len(layer), "V")
+    _require_ids(ids, path=path, what="valve", col=vcols.get("valve_id", "valve_id"))
+    src = _layer_crs(layer, crs, path=path, what="valves")
+    pts = _transform_geoms(shapely.force_2d(layer.geometry.to_numpy()), src, dst)
+    link_id = _strings(layer, vcols.get("link_id"))
+    node_id = _strings(layer, vcols.get("node_id"))
+    pipes = links[links["link_type"] == "pipe"]
+    need = link_id.isna().to_numpy()
+    if need.any() and len(pipes):
+        tree = shapely.STRtree(pipes.geometry.to_numpy())
+        (vi, pi), dist = tree.query_nearest(pts[need], max_distance=max_m, return_distance=True, all_matches=False)
+        found = np.full(int(need.sum()), None, dtype=object)
+        found[vi] = pipes.index.to_numpy()[pi]
+        vals = link_id.to_numpy(dtype=object, na_value=None)
+        vals[need] = found
+        link_id = pd.Series(vals, dtype="string")
+        unmatched = int(pd.isna(found).sum())
+        if unmatched:
+            log.warning("%s: %d isolation valves are more than %g m from any pipe; left unassigned",
+                        path.name, unmatched, max_m)
+    known = link_id.notna() & link_id.isin(links.index)
+    if (link_id.notna() & ~known).any():
+        bad = link_id[link_id.notna() & ~known].iloc[0]
+        raise NetworkError(f"valve on unknown pipe {bad!r}", path=path, element=str(bad),
+                           fix="correct the valves layer's link_id column")
+    need_node = node_id.isna() & known
+    if need_node.any():
+        sel = np.flatnonzero(need_node.to_numpy())
+        lines = links.geometry.loc[link_id.iloc[sel].to_numpy()].to_numpy()
+        frac = shapely.line_locate_point(lines, pts[sel], normalized=True)
+        ends = np.where(frac < 0.5, links.loc[link_id.iloc[sel], "start_node"], links.loc[link_id.iloc[sel], "end_node"])
+        vals = node_id.to_numpy(dtype=object, na_value=None)
+        vals[sel] = ends
+        node_id = pd.Series(vals, dtype="string")
+    df = pd.DataFrame({"link_id": link_id.to_numpy(), "node_id": node_id.to_numpy()},
+                      index=pd.Index(ids, name="valve_id"))
+    df = df.astype({"link_id": "string", "node_id": "string"})
+    return gpd.GeoDataFrame(df, geometry=pts, crs=dst)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _pump_columns(network) -> tuple[list, list]:
+    wn = network.wn
+    curve, power = [], []
+    for lid in network.links.index:
+        c = None
+        pw = np.nan
+        if network.links.at[lid, "link_type"] == "pump" and lid in wn.pump_name_list:
+            pump = wn.get_link(lid)
+            if pump.pump_type == "HEAD" and pump.pump_curve_name:
+                c = json.dumps([list(map(float, p)) for p in wn.get_curve(pump.pump_curve_name).points])
+            elif pump.pump_type == "POWER":
+                pw = float(pump.power)  # WNTR holds W
+        curve.append(c)
+        power.append(pw)
+    return curve, power
+
+
+def write_gis_network(network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
+    """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    links = network.links.copy()
+    curve, power = _pump_columns(network)
+    links["pump_curve"] = pd.Series(curve, index=links.index, dtype="string")
+    links["pump_power_w"] = power
+    nodes = network.nodes.copy()
+    wn = network.wn
+    for key, attr in (("init_level_m", "init_level"), ("min_level_m", "min_level"), ("max_level_m", "max_level"),
+                      ("tank_diameter_m", "diameter")):
+        vals = [float(getattr(wn.get_node(n), attr)) if t == "tank" and n in wn.tank_name_list else np.nan
+                for n, t in zip(nodes.index, nodes["node_type"])]
+        nodes[key] = vals
+    layers = {"pipes": links, "nodes": nodes, "valves": network.valves.copy()}
+    out: list[Path] = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".gpkg" and path.exists():
+        path.unlink()
+    driver = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".shp": "ESRI Shapefile"}[suffix]
+    for name, gdf in layers.items():
+        if name == "valves" and gdf.empty:
+            continue
+        gdf = gdf.reset_index()
+        if suffix == ".shp":  # dBase field names hold 10 characters
+            gdf = gdf.rename(columns=_SHP_NAMES)
+        if not pyproj.CRS(gdf.crs).equals(to_crs):
+            gdf = gdf.to_crs(to_crs)
+        for col in gdf.columns:
+            if col != gdf.geometry.name and (str(gdf[col].dtype) in ("string", "str") or gdf[col].dtype == object):
+                gdf[col] = gdf[col].astype(object).where(gdf[col].notna(), None)
+        if suffix == ".gpkg":
+            target, layer = path, name
+        else:
+            target, layer = (path if name == "pipes" else _sibling(path, name)), None
+            if target.exists():
+                target.unlink()
+        try:
+            gdf.to_file(target, layer=layer, driver=driver, engine="pyogrio")
+        except Exception as exc:
+            raise NetworkError(f"cannot write the {name} layer ({exc})", path=target) from exc
+        if target not in out:
+            out.append(target)
+    log.info("wrote %s: %d links, %d nodes, %d valves (%s)", path.name, len(links), len(nodes),
+             len(network.valves), to_crs.to_string())
+    return out
