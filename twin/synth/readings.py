@@ -507,7 +507,7 @@ def _demand_model(cust: pd.DataFrame, days: int, start: pd.Timestamp,
     personal = np.exp(rng.normal(0.0, 0.15, n))
     personal /= personal.mean()
     wd = np.array([_WEEKDAY[c] for c in CLASSES])  # (3, 7)
-    dow = (start.dayofweek + np.arange(days)) % 7
+    dow = (start.day_of_week + np.arange(days)) % 7
     dayfac = wd[cls_idx][:, dow] * np.exp(rng.normal(0.0, 0.12, (n, days)))
     return _Demand(
         base_m3s=cust.base_demand_m3_per_day.to_numpy() * personal / 86400.0,
