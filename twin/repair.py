@@ -1,0 +1,775 @@
+"""Repair planning: from leak candidates to work orders a crew can execute.
+
+For each candidate pipe (the top N of a localisation, or its candidate zone)
+:func:`plan_repairs` finds
+
+- the **valves to close**: the boundary of the valve segment holding the pipe
+  (:mod:`twin.valves`); valves marked inoperable are left out, so the segment
+  grows to the next valves out;
+- the **isolated segment** and any part of the network **cut off** from every
+  source (reservoir or tank) by the closure;
+- the **customers affected**: the customer meters joined
+  (:func:`twin.meters.join_meters`) to an isolated or cut-off pipe, and among
+  them the **critical** ones (hospitals, schools, industry... by
+  ``customer_class``);
+- the **demand not served** (L/s) at the isolated and cut-off nodes, and the
+  **pressure drop elsewhere** from a pressure-driven (PDD) simulation of the
+  closure against the same simulation without it (EPANET 2.2 through WNTR's
+  toolkit, in a temporary directory, one input file for every order);
+- the **water lost per day** until the repair (from the candidate's leak
+  flow) and a **priority**.
+
+Candidates whose pipes share a segment make one work order (one closure
+covers them all). :func:`write_plan` writes ``work_orders.csv``,
+``work_orders.geojson`` (EPSG:4326), ``valves.geojson`` and one printable HTML
+sheet per order with a small inline-SVG map.
+
+Units: flows in L/s, volumes in m³, pressure head in m, lengths in m; geometry
+in the network's projected CRS until written (GeoJSON in EPSG:4326).
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import shapely
+from scipy.sparse.csgraph import connected_components
+
+from twin import settings
+from twin.errors import InputError, SimulationError, UnknownElementError
+from twin.valves import Segments, valve_layer, valve_segments
+
+log = logging.getLogger(__name__)
+
+#: Customer classes (case-insensitive substrings of ``customer_class``)
+#: counted as critical: an outage needs advance notice and alternative supply.
+CRITICAL_CLASSES = ("hospital", "clinic", "school", "industrial", "industry", "critical",
+                    "fire", "care", "dialysis")
+
+#: Expected loss (m³/day) from which an order is priority class P1, resp. P2.
+P1_LOSS_M3_DAY = 100.0
+P2_LOSS_M3_DAY = 20.0
+
+#: Pressure head below which a node counts as not served, metres.
+SERVICE_PRESSURE_M = 10.0
+
+#: Time of day of the closure simulation (local morning peak), seconds after
+#: the start of the demand patterns.
+SIM_TIME_S = 8 * 3600
+
+_EN_NODECOUNT, _EN_LINKCOUNT = 0, 2
+_EN_BASEDEMAND, _EN_DEMAND, _EN_PRESSURE = 1, 9, 11
+_EN_INITSTATUS = 4
+
+ORDER_COLUMNS = [
+    "order_id", "priority", "priority_class", "rank", "link_id", "candidate_links",
+    "score_share", "leak_flow_lps", "water_lost_m3_per_day", "expected_loss_m3_per_day",
+    "valves_to_close", "n_valves", "inoperable_nearby", "isolated_links", "isolated_length_m",
+    "n_isolated_nodes", "cut_off_links", "customers_affected", "customer_ids",
+    "critical_customers", "critical_customer_ids", "advance_notice", "demand_not_served_lps",
+    "max_pressure_drop_m", "max_drop_node", "nodes_below_service", "shortfall_elsewhere_lps",
+    "lon", "lat",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Closure simulation
+# --------------------------------------------------------------------------- #
+
+
+class ClosureSimulator:
+    """Steady pressure-driven simulations of a network with links closed.
+
+    The model is copied (the caller's is not changed), its demands collapsed
+    to their value at ``sim_time_s`` (base demand × pattern, every category),
+    switched to EPANET's pressure-driven analysis and written once to a
+    temporary directory; each closure then only changes link statuses and
+    node demands through the EPANET toolkit and solves one snapshot.
+
+    Parameters
+    ----------
+    wn : wntr.network.WaterNetworkModel
+        The hydraulic model (SI units).
+    sim_time_s : int
+        Time of day of the snapshot, seconds after the patterns' start.
+    required_pressure_m, minimum_pressure_m : float
+        PDD pressures: full demand at and above ``required_pressure_m``, none
+        at or below ``minimum_pressure_m`` (head, m).
+
+    Notes
+    -----
+    Use as a context manager; the temporary directory is removed on exit.
+    Results are in L/s and m (the file is written in LPS units).
+    """
+
+    def __init__(
+        self,
+        wn: Any,
+        *,
+        sim_time_s: int = SIM_TIME_S,
+        required_pressure_m: float = 20.0,
+        minimum_pressure_m: float = 0.0,
+    ) -> None:
+        self.wn = wn
+        self.sim_time_s = int(sim_time_s)
+        self.required_pressure_m = required_pressure_m
+        self.minimum_pressure_m = minimum_pressure_m
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._en: Any = None
+
+    def __enter__(self) -> ClosureSimulator:
+        import warnings
+
+        import wntr
+        from wntr.epanet.toolkit import ENepanet
+
+        wn = copy.deepcopy(self.wn)
+        t = self.sim_time_s
+        wn.add_pattern("twin_const", [1.0])
+        for _, junction in wn.junctions():
+            total = float(sum(ts.at(t) for ts in junction.demand_timeseries_list))
+            junction.demand_timeseries_list.clear()
+            junction.add_demand(total, "twin_const")
+        opts = wn.options
+        opts.hydraulic.pattern = "twin_const"
+        opts.hydraulic.demand_model = "PDD"
+        opts.hydraulic.required_pressure = float(self.required_pressure_m)
+        opts.hydraulic.minimum_pressure = float(self.minimum_pressure_m)
+        opts.time.duration = 0
+        opts.time.pattern_start = t
+        opts.quality.parameter = "NONE"
+        self._tmp = tempfile.TemporaryDirectory(prefix="twin-repair-")
+        base = Path(self._tmp.name) / "closure"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wntr.network.write_inpfile(wn, str(base.with_suffix(".inp")), units="LPS")
+        en = ENepanet(version=2.2)
+        try:
+            en.ENopen(str(base.with_suffix(".inp")), str(base.with_suffix(".rpt")),
+                      str(base.with_suffix(".bin")))
+            en.ENopenH()
+        except Exception as exc:  # EpanetException
+            raise SimulationError(f"EPANET cannot open the closure model: {exc}",
+                                  fix="validate the network (twin network check)") from exc
+        self._en = en
+        n_nodes = en.ENgetcount(_EN_NODECOUNT)
+        self.node_ids = [en.ENgetnodeid(i) for i in range(1, n_nodes + 1)]
+        self._node_index = {n: i + 1 for i, n in enumerate(self.node_ids)}
+        self._base_demand = {i: en.ENgetnodevalue(i, _EN_BASEDEMAND) for i in range(1, n_nodes + 1)}
+        self.junction_ids = list(wn.junction_name_list)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._en is not None:
+            try:
+                self._en.ENcloseH()
+                self._en.ENclose()
+            except Exception:  # pragma: no cover - best effort
+                pass
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def run(self, *, closed_links: Iterable[str] = (), dry_nodes: Iterable[str] = ()) -> pd.DataFrame:
+        """Solve one snapshot with ``closed_links`` closed and no demand at ``dry_nodes``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index node_id (every node), columns ``pressure_m`` and
+            ``demand_lps`` (delivered, PDD).
+        """
+        en = self._en
+        if en is None:
+            raise RuntimeError("use ClosureSimulator as a context manager")
+        link_idx = [en.ENgetlinkindex(str(lk)) for lk in closed_links]
+        old_status = [en.ENgetlinkvalue(i, _EN_INITSTATUS) for i in link_idx]
+        node_idx = [self._node_index[str(n)] for n in dry_nodes if str(n) in self._node_index]
+        try:
+            for i in link_idx:
+                en.ENsetlinkvalue(i, _EN_INITSTATUS, 0.0)
+            for i in node_idx:
+                en.ENsetnodevalue(i, _EN_BASEDEMAND, 0.0)
+            en.ENinitH(0)
+            en.ENrunH()
+            n = len(self.node_ids)
+            pressure = np.fromiter((en.ENgetnodevalue(i, _EN_PRESSURE) for i in range(1, n + 1)),
+                                   float, n)
+            demand = np.fromiter((en.ENgetnodevalue(i, _EN_DEMAND) for i in range(1, n + 1)),
+                                 float, n)
+        except Exception as exc:
+            raise SimulationError(f"EPANET failed on the closure: {exc}",
+                                  fix="check the valve layer and the network's connectivity") from exc
+        finally:
+            for i, s in zip(link_idx, old_status):
+                en.ENsetlinkvalue(i, _EN_INITSTATUS, s)
+            for i in node_idx:
+                en.ENsetnodevalue(i, _EN_BASEDEMAND, self._base_demand[i])
+        return pd.DataFrame({"pressure_m": pressure, "demand_lps": demand},
+                            index=pd.Index(self.node_ids, name="node_id"))
+
+
+# --------------------------------------------------------------------------- #
+# Isolation
+# --------------------------------------------------------------------------- #
+
+
+def cut_off(network: Any, segments: Segments, segment: int, closed_valves: Sequence[str]) -> tuple[
+    pd.Index, pd.Index
+]:
+    """Nodes and links left without any source when ``segment`` is isolated.
+
+    The isolated segment itself is not included. A part of the network is cut
+    off when no reservoir or tank remains connected to it once the segment's
+    links are out of service and ``closed_valves`` are shut.
+
+    Returns
+    -------
+    (pandas.Index, pandas.Index)
+        node IDs and link IDs cut off.
+    """
+    nodes = network.nodes
+    links = network.links
+    nn, nl = len(nodes), len(links)
+    node_pos = pd.Series(np.arange(nn), index=nodes.index.astype(str))
+    start = node_pos.reindex(links["start_node"].astype(str)).to_numpy().astype(np.int64)
+    end = node_pos.reindex(links["end_node"].astype(str)).to_numpy().astype(np.int64)
+    in_seg_link = segments.link_segment.to_numpy() == segment
+    in_seg_node = segments.node_segment.reindex(nodes.index.astype(str)).to_numpy() == segment
+    closed_link_ids = segments.valves.loc[list(closed_valves), "link_id"].astype(str)
+    out_link = in_seg_link | links.index.astype(str).isin(closed_link_ids)
+    if "status" in links.columns:
+        out_link |= links["status"].astype(str).str.lower().eq("closed").to_numpy()
+    keep = ~out_link & ~in_seg_node[start] & ~in_seg_node[end]
+    g = sp.coo_matrix((np.ones(int(keep.sum())), (start[keep], end[keep])), shape=(nn, nn))
+    _, label = connected_components(g, directed=False)
+    source = nodes["node_type"].isin(["reservoir", "tank"]).to_numpy() & ~in_seg_node
+    fed = np.zeros(label.max() + 1, dtype=bool)
+    fed[label[source]] = True
+    dry_node = ~fed[label] & ~in_seg_node
+    dry_link = ~in_seg_link & (dry_node[start] | dry_node[end])
+    return nodes.index.astype(str)[dry_node], links.index.astype(str)[dry_link]
+
+
+def _critical_mask(classes: pd.Series, critical: Sequence[str]) -> pd.Series:
+    text = classes.astype("string").str.lower().fillna("")
+    mask = pd.Series(False, index=classes.index)
+    for word in critical:
+        mask |= text.str.contains(str(word).lower(), regex=False)
+    return mask
+
+
+def _check_candidates(candidates: pd.DataFrame, network: Any) -> pd.DataFrame:
+    missing = [c for c in ("rank", "link_id") if c not in candidates.columns]
+    if missing:
+        raise InputError(
+            f"candidates table lacks column(s) {', '.join(missing)}", element="candidates",
+            fix="give candidates.csv as written by `twin localise` (rank, link_id, score, ...)",
+        )
+    c = candidates.copy()
+    c["link_id"] = c["link_id"].astype(str)
+    c["rank"] = pd.to_numeric(c["rank"], errors="coerce")
+    if c["rank"].isna().any():
+        row = int(np.flatnonzero(c["rank"].isna().to_numpy())[0]) + 1
+        raise InputError("rank is not a number", row=row, element="candidates",
+                         fix="give integer ranks, 1 = most likely")
+    unknown = ~c["link_id"].isin(network.links.index.astype(str))
+    if unknown.any():
+        row = int(np.flatnonzero(unknown.to_numpy())[0]) + 1
+        raise UnknownElementError(
+            f"candidate link {c.loc[unknown, 'link_id'].iloc[0]!r} is not in the network",
+            row=row, element="candidates",
+            fix="plan with the network the candidates were computed on",
+        )
+    if "score" not in c.columns:
+        c["score"] = 1.0 / c["rank"]
+    if "leak_flow_lps" not in c.columns:
+        c["leak_flow_lps"] = np.nan
+    return c.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
+def plan_repairs(
+    network: Any,
+    *,
+    candidates: pd.DataFrame,
+    join: pd.DataFrame | None = None,
+    top_n: int | None = 10,
+    zone: bool = False,
+    inoperable_valves: Iterable[str] = (),
+    valves: gpd.GeoDataFrame | str | Path | None = None,
+    meters: pd.DataFrame | None = None,
+    critical_classes: Sequence[str] = CRITICAL_CLASSES,
+    simulate: bool = True,
+    sim_time_s: int = SIM_TIME_S,
+    service_pressure_m: float = SERVICE_PRESSURE_M,
+    seed: int | None = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> gpd.GeoDataFrame:
+    """Work orders for the repair of the candidate pipes.
+
+    Parameters
+    ----------
+    network : twin.network.Network
+        Network in a projected CRS (metres) with its WNTR model.
+    candidates : pandas.DataFrame
+        ``rank``, ``link_id``, ``score``; optionally ``leak_flow_lps``, ``lon``,
+        ``lat`` (WGS84), ``in_candidate_zone`` (as written by ``twin localise``).
+    join : pandas.DataFrame, optional
+        :func:`twin.meters.join_meters` output (index ``meter_id``; ``link_id``,
+        ``matched``). Without it no customer is counted.
+    top_n : int or None
+        Plan the ``top_n`` best-ranked candidates (None: all).
+    zone : bool
+        Plan the candidates ``in_candidate_zone`` instead of the top N.
+    inoperable_valves : iterable of str
+        Valve IDs that cannot be closed; the next valves out are used.
+    valves : GeoDataFrame or path, optional
+        Valve layer; default the network's, else generated (N-1, ``seed``);
+        see :func:`twin.valves.valve_layer`.
+    meters : pandas.DataFrame, optional
+        Meter registry with a ``customer_class`` column (index ``meter_id``),
+        to find critical customers.
+    critical_classes : sequence of str
+        Substrings of ``customer_class`` that mark a critical customer.
+    simulate : bool
+        Run the PDD closure simulations (pressure drop, shortfall elsewhere).
+    sim_time_s : int
+        Time of the simulated snapshot after the patterns' start, s.
+    service_pressure_m : float
+        Pressure head below which a node counts as under-served, m.
+    seed : int or None
+        Seed of a generated valve layer.
+    progress : callable, optional
+        ``progress(done, total)`` after each order.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per work order (columns :data:`ORDER_COLUMNS`), sorted by
+        ``priority`` (1 = first); geometry: the isolated pipes
+        (MultiLineString) in ``network.crs``. ``attrs["valves"]`` holds the
+        valve layer used.
+    """
+    cands = _check_candidates(candidates, network)
+    total_score = float(cands["score"].clip(lower=0).sum()) or 1.0
+    if zone:
+        if "in_candidate_zone" not in cands.columns:
+            raise InputError("candidates have no in_candidate_zone column", element="candidates",
+                             fix="plan the top N instead (--top N)")
+        chosen = cands[cands["in_candidate_zone"].astype(str).str.lower().isin(["true", "1", "yes"])]
+    else:
+        chosen = cands if top_n is None else cands.head(int(top_n))
+    vl = valve_layer(network, valves=valves, seed=seed)
+    segs = valve_segments(network, vl, inoperable=inoperable_valves)
+    all_segs = valve_segments(network, vl) if list(inoperable_valves) else segs
+    inoperable = set(map(str, inoperable_valves))
+
+    links = network.links
+    link_ids = links.index.astype(str)
+    length = links["length_m"].fillna(0.0) if "length_m" in links else links.geometry.length
+    length.index = link_ids
+    # customers per link
+    cust = pd.DataFrame(columns=["link_id"])
+    if join is not None and len(join):
+        j = join.copy()
+        j.index = j.index.astype(str)
+        if "matched" in j.columns:
+            j = j[j["matched"].fillna(False).astype(bool)]
+        cust = j[["link_id"]].dropna().astype({"link_id": str})
+    critical = pd.Series(False, index=cust.index)
+    if meters is not None and "customer_class" in getattr(meters, "columns", []):
+        cls = meters["customer_class"].copy()
+        cls.index = cls.index.astype(str)
+        critical = _critical_mask(cls.reindex(cust.index), critical_classes)
+    by_link = cust.groupby("link_id").groups if len(cust) else {}
+
+    # group candidates by segment
+    seg_of = segs.link_segment
+    groups: dict[int, list[int]] = {}
+    for i, lk in enumerate(chosen["link_id"]):
+        groups.setdefault(int(seg_of[lk]), []).append(i)
+
+    rows = []
+    geoms = []
+    sim_ctx = ClosureSimulator(network.wn, sim_time_s=sim_time_s) if simulate else None
+    baseline = None
+    try:
+        if sim_ctx is not None:
+            sim_ctx.__enter__()
+            baseline = sim_ctx.run()
+        for k, (seg, members) in enumerate(groups.items()):
+            sub = chosen.iloc[members]
+            best = sub.iloc[0]
+            close = list(segs.boundary(seg))
+            seg_links = link_ids[seg_of.to_numpy() == seg]
+            seg_nodes = segs.node_segment.index[segs.node_segment.to_numpy() == seg]
+            dry_nodes, dry_links = cut_off(network, segs, seg, close)
+            # inoperable valves that would have bounded the normal segment
+            nearby = []
+            if inoperable:
+                normal = int(all_segs.link_segment[best["link_id"]])
+                nearby = [v for v in all_segs.boundary(normal) if v in inoperable]
+            out_links = seg_links.append(dry_links)
+            affected = [m for lk in out_links for m in by_link.get(lk, [])]
+            affected = sorted(affected)
+            crit = [m for m in affected if bool(critical.get(m, False))]
+            leak = float(best["leak_flow_lps"]) if pd.notna(best["leak_flow_lps"]) else np.nan
+            share = float(sub["score"].clip(lower=0).sum()) / total_score
+            lost = leak * 86.4 if np.isfinite(leak) else np.nan
+            row: dict[str, Any] = {
+                "rank": int(best["rank"]),
+                "link_id": best["link_id"],
+                "candidate_links": ";".join(sub["link_id"]),
+                "score_share": round(share, 6),
+                "leak_flow_lps": leak,
+                "water_lost_m3_per_day": lost,
+                "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
+                "valves_to_close": ";".join(close),
+                "n_valves": len(close),
+                "inoperable_nearby": ";".join(nearby),
+                "isolated_links": ";".join(seg_links),
+                "isolated_length_m": float(length.reindex(seg_links).sum()),
+                "n_isolated_nodes": len(seg_nodes),
+                "cut_off_links": ";".join(dry_links),
+                "customers_affected": len(affected),
+                "customer_ids": ";".join(affected),
+                "critical_customers": len(crit),
+                "critical_customer_ids": ";".join(crit),
+                "advance_notice": bool(crit),
+                "lon": float(best["lon"]) if "lon" in best and pd.notna(best.get("lon")) else np.nan,
+                "lat": float(best["lat"]) if "lat" in best and pd.notna(best.get("lat")) else np.nan,
+            }
+            out_nodes = seg_nodes.append(dry_nodes)
+            if baseline is not None and sim_ctx is not None:
+                closed = list(seg_links) + list(segs.valves.loc[close, "link_id"].astype(str))
+                res = sim_ctx.run(closed_links=sorted(set(closed)), dry_nodes=out_nodes)
+                junctions = baseline.index.isin(sim_ctx.junction_ids)
+                elsewhere = junctions & ~baseline.index.isin(out_nodes)
+                drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
+                row["demand_not_served_lps"] = float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum())
+                row["max_pressure_drop_m"] = float(drop.max()) if len(drop) else 0.0
+                row["max_drop_node"] = str(drop.idxmax()) if len(drop) else ""
+                row["nodes_below_service"] = int(
+                    ((res["pressure_m"] < service_pressure_m)
+                     & (baseline["pressure_m"] >= service_pressure_m))[elsewhere].sum()
+                )
+                row["shortfall_elsewhere_lps"] = float(
+                    (baseline["demand_lps"] - res["demand_lps"])[elsewhere].clip(lower=0).sum()
+                )
+            else:
+                dem = network.nodes["base_demand_m3s"].copy()
+                dem.index = dem.index.astype(str)
+                row["demand_not_served_lps"] = float(dem.reindex(out_nodes).fillna(0).sum() * 1000)
+                row.update(max_pressure_drop_m=np.nan, max_drop_node="", nodes_below_service=np.nan,
+                           shortfall_elsewhere_lps=np.nan)
+            rows.append(row)
+            geoms.append(shapely.union_all(links.loc[seg_links].geometry.values))
+            if progress is not None:
+                progress(k + 1, len(groups))
+    finally:
+        if sim_ctx is not None:
+            sim_ctx.__exit__(None, None, None)
+
+    orders = pd.DataFrame(rows)
+    if len(orders):
+        # priority: expected loss first; equal losses: fewer customers first
+        key = orders["expected_loss_m3_per_day"].fillna(-1.0)
+        order = np.lexsort((orders["rank"].to_numpy(), orders["customers_affected"].to_numpy(),
+                            -key.to_numpy()))
+        orders = orders.iloc[order].reset_index(drop=True)
+        geoms = [geoms[i] for i in order]
+        orders["priority"] = np.arange(1, len(orders) + 1)
+        loss = orders["expected_loss_m3_per_day"]
+        orders["priority_class"] = np.where(loss >= P1_LOSS_M3_DAY, "P1",
+                                            np.where(loss >= P2_LOSS_M3_DAY, "P2", "P3"))
+        orders["order_id"] = [f"WO-{i:02d}" for i in orders["priority"]]
+    else:
+        orders = pd.DataFrame(columns=ORDER_COLUMNS)
+    orders = orders.reindex(columns=ORDER_COLUMNS)
+    out = gpd.GeoDataFrame(orders, geometry=gpd.GeoSeries(geoms, crs=network.crs), crs=network.crs)
+    out.attrs["valves"] = vl
+    log.info(
+        "planned %d work order(s) for %d candidate(s); %d valves in the layer (%s); "
+        "%d customers affected in total",
+        len(out), len(chosen), len(vl), vl["source"].iloc[0] if len(vl) else "none",
+        int(out["customers_affected"].sum()) if len(out) else 0,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Output files
+# --------------------------------------------------------------------------- #
+
+
+def write_plan(
+    orders: gpd.GeoDataFrame,
+    out_dir: str | Path,
+    network: Any,
+    *,
+    valves: gpd.GeoDataFrame | None = None,
+    join: pd.DataFrame | None = None,
+    meters: gpd.GeoDataFrame | None = None,
+) -> dict[str, Path]:
+    """Write the work orders: CSV, GeoJSON, valve layer and one HTML sheet per order.
+
+    Parameters
+    ----------
+    orders : geopandas.GeoDataFrame
+        :func:`plan_repairs` output.
+    out_dir : str or Path
+        Folder to write into (created).
+    network : twin.network.Network
+    valves : geopandas.GeoDataFrame, optional
+        The valve layer (default ``orders.attrs["valves"]``).
+    join, meters : optional
+        To draw the affected customers on the sheets (meters' own positions
+        when given, else their positions on the pipes).
+
+    Returns
+    -------
+    dict of str to Path
+        ``work_orders``, ``geojson``, ``valves`` and ``sheet:<order_id>`` files.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("the plan output is a file, not a folder", path=out,
+                         fix="give a folder for --out")
+    out.mkdir(parents=True, exist_ok=True)
+    vl = valves if valves is not None else orders.attrs.get("valves")
+    files: dict[str, Path] = {}
+    csv = out / "work_orders.csv"
+    pd.DataFrame(orders.drop(columns="geometry")).to_csv(csv, index=False, float_format="%.6g")
+    files["work_orders"] = csv
+    gj = out / "work_orders.geojson"
+    wgs = orders.to_crs(settings.MAP_CRS)
+    gj.write_text(wgs.to_json(na="null", drop_id=True), encoding="utf-8")
+    files["geojson"] = gj
+    if vl is not None:
+        vpath = out / "valves.geojson"
+        closing = {}
+        for oid, vs in zip(orders["order_id"], orders["valves_to_close"]):
+            for v in str(vs).split(";"):
+                if v:
+                    closing.setdefault(v, []).append(str(oid))
+        v4326 = vl.to_crs(settings.MAP_CRS).reset_index()
+        v4326["closed_by"] = [";".join(closing.get(v, [])) for v in v4326["valve_id"]]
+        vpath.write_text(v4326.to_json(na="null", drop_id=True), encoding="utf-8")
+        files["valves"] = vpath
+    positions = _customer_points(network, join, meters)
+    sheets = out / "sheets"
+    sheets.mkdir(exist_ok=True)
+    for i in range(len(orders)):
+        row = orders.iloc[i]
+        path = sheets / f"{row['order_id']}.html"
+        path.write_text(order_sheet(row, network, valves=vl, customers=positions), encoding="utf-8")
+        files[f"sheet:{row['order_id']}"] = path
+    log.info("wrote %d work order(s) to %s", len(orders), out)
+    return files
+
+
+def read_plan(plan_dir: str | Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame | None]:
+    """Read the work orders and valve layer written by :func:`write_plan` (EPSG:4326)."""
+    d = Path(plan_dir)
+    gj = d / "work_orders.geojson"
+    if not gj.exists():
+        from twin.errors import MissingFileError
+
+        raise MissingFileError("no work_orders.geojson in the plan folder", path=d,
+                               fix="give the --out folder of `twin plan`")
+    orders = gpd.read_file(gj)
+    for col in ("valves_to_close", "isolated_links", "order_id", "link_id"):
+        if col in orders:
+            orders[col] = orders[col].fillna("").astype(str)
+    vpath = d / "valves.geojson"
+    vl = None
+    if vpath.exists():
+        vl = gpd.read_file(vpath)
+        vl["valve_id"] = vl["valve_id"].astype(str)
+        vl = vl.set_index("valve_id")
+    return orders, vl
+
+
+def _customer_points(network: Any, join: pd.DataFrame | None, meters: Any) -> gpd.GeoSeries | None:
+    if join is None or not len(join):
+        return None
+    j = join.copy()
+    j.index = j.index.astype(str)
+    if meters is not None and len(meters):
+        pts = meters.to_crs(network.crs).geometry
+        pts.index = pts.index.astype(str)
+        return pts.reindex(j.index).dropna()
+    if "matched" in j:
+        j = j[j["matched"].fillna(False).astype(bool)]
+    lk = j["link_id"].astype(str)
+    ok = lk.isin(network.links.index.astype(str))
+    j, lk = j[ok], lk[ok]
+    pts = shapely.line_interpolate_point(network.links.loc[lk].geometry.values,
+                                         j["position"].astype(float).clip(0, 1).to_numpy(),
+                                         normalized=True)
+    return gpd.GeoSeries(pts, index=j.index, crs=network.crs)
+
+
+def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
+             customers: gpd.GeoSeries | None, *, width: int = 640, height: int = 420,
+             margin_m: float = 120.0) -> str:
+    """Inline SVG of the isolated segment, valves to close and customers nearby."""
+    seg_ids = [s for s in str(row["isolated_links"]).split(";") if s]
+    links = network.links
+    seg = links.loc[[s for s in seg_ids if s in links.index]]
+    if seg.empty:
+        return ""
+    x0, y0, x1, y1 = seg.total_bounds
+    x0, y0, x1, y1 = x0 - margin_m, y0 - margin_m, x1 + margin_m, y1 + margin_m
+    scale = min(width / max(x1 - x0, 1.0), height / max(y1 - y0, 1.0))
+    box = shapely.box(x0, y0, x1, y1)
+
+    def path(geom: Any) -> str:
+        parts = []
+        for line in getattr(geom, "geoms", [geom]):
+            xy = np.asarray(line.coords)
+            px = (xy[:, 0] - x0) * scale
+            py = height - (xy[:, 1] - y0) * scale
+            parts.append("M" + " L".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py)))
+        return " ".join(parts)
+
+    def pt(p: Any) -> tuple[float, float]:
+        return (p.x - x0) * scale, height - (p.y - y0) * scale
+
+    near = links.iloc[links.sindex.query(box, predicate="intersects")]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" class="sheet-map">',
+           f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#999"/>']
+    for geom in shapely.clip_by_rect(near.geometry.values, x0, y0, x1, y1):
+        if not geom.is_empty:
+            out.append(f'<path d="{path(geom)}" stroke="#9e9e9e" stroke-width="1.5" fill="none"/>')
+    for geom in seg.geometry.values:
+        out.append(f'<path d="{path(geom)}" stroke="#ff6d00" stroke-width="6" fill="none" '
+                   'stroke-opacity="0.8"/>')
+    cand = links.loc[str(row["link_id"])].geometry if str(row["link_id"]) in links.index else None
+    if cand is not None:
+        out.append(f'<path d="{path(cand)}" stroke="#a50026" stroke-width="3" fill="none"/>')
+    if customers is not None:
+        ids = [c for c in str(row["customer_ids"]).split(";") if c]
+        for p in customers.reindex(ids).dropna().values:
+            if box.contains(p):
+                cx, cy = pt(p)
+                out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.5" fill="#43a047"/>')
+    if valves is not None:
+        v = valves.to_crs(network.crs) if valves.crs != network.crs else valves
+        for vid in [s for s in str(row["valves_to_close"]).split(";") if s]:
+            if vid in v.index:
+                cx, cy = pt(v.geometry[vid])
+                out.append(f'<rect x="{cx - 5:.1f}" y="{cy - 5:.1f}" width="10" height="10" '
+                           'fill="#d50000" stroke="#fff"/>')
+                out.append(f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}" font-size="11" '
+                           f'font-family="sans-serif" fill="#000">{html.escape(vid)}</text>')
+    bar = 50.0 if (x1 - x0) < 600 else 100.0
+    out.append(f'<line x1="10" y1="{height - 12}" x2="{10 + bar * scale:.1f}" y2="{height - 12}" '
+               'stroke="#000" stroke-width="3"/>')
+    out.append(f'<text x="10" y="{height - 18}" font-size="11" font-family="sans-serif">'
+               f'{bar:.0f} m</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def order_sheet(row: pd.Series, network: Any, *, valves: gpd.GeoDataFrame | None = None,
+                customers: gpd.GeoSeries | None = None) -> str:
+    """A printable HTML work-order sheet (A4) with an inline SVG map.
+
+    Parameters
+    ----------
+    row : pandas.Series
+        One row of :func:`plan_repairs`.
+    network : twin.network.Network
+    valves : geopandas.GeoDataFrame, optional
+        The valve layer, to draw and locate the valves to close.
+    customers : geopandas.GeoSeries, optional
+        Customer meter positions (index ``meter_id``) in any CRS.
+
+    Returns
+    -------
+    str
+        A complete HTML document with no external resources.
+    """
+    if customers is not None and customers.crs is not None and customers.crs != network.crs:
+        customers = customers.to_crs(network.crs)
+    e = html.escape
+
+    def num(v: Any, nd: int = 1) -> str:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return e(str(v))
+        return "–" if not np.isfinite(f) else f"{f:,.{nd}f}"
+
+    valve_rows = ""
+    close = [s for s in str(row["valves_to_close"]).split(";") if s]
+    for i, vid in enumerate(close, 1):
+        where = ""
+        if valves is not None and vid in valves.index:
+            v = valves.loc[vid]
+            where = f"pipe {e(str(v.get('link_id', '')))}, next to node {e(str(v.get('node_id', '')))}"
+        valve_rows += f"<tr><td>{i}</td><td><b>{e(vid)}</b></td><td>{where}</td><td>☐ closed</td><td>☐ reopened</td></tr>"
+    crit = str(row.get("critical_customer_ids") or "")
+    facts = [
+        ("Priority", f"{row['priority']} ({row['priority_class']})"),
+        ("Suspected pipe", f"{row['link_id']} (candidate rank {row['rank']})"),
+        ("Other candidates in segment", str(row["candidate_links"]).replace(";", ", ")),
+        ("Estimated leak flow", f"{num(row['leak_flow_lps'], 2)} L/s"),
+        ("Water lost per day until repair", f"{num(row['water_lost_m3_per_day'], 1)} m³/day"),
+        ("Expected loss (× score share)", f"{num(row['expected_loss_m3_per_day'], 1)} m³/day"),
+        ("Isolated pipes", f"{len([s for s in str(row['isolated_links']).split(';') if s])} "
+                           f"({num(row['isolated_length_m'], 0)} m)"),
+        ("Customers without water", f"{row['customers_affected']}"),
+        ("Critical customers", f"{row['critical_customers']} {e(crit.replace(';', ', '))}"),
+        ("Demand not served", f"{num(row['demand_not_served_lps'], 2)} L/s"),
+        ("Largest pressure drop elsewhere", f"{num(row['max_pressure_drop_m'], 2)} m "
+                                            f"(node {e(str(row.get('max_drop_node') or '–'))})"),
+        ("Nodes falling below service pressure", num(row["nodes_below_service"], 0)),
+    ]
+    if pd.notna(row.get("lat")) and pd.notna(row.get("lon")):
+        facts.append(("Location (WGS84)", f"{float(row['lat']):.6f}, {float(row['lon']):.6f}"))
+    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{v if k == 'Critical customers' else e(v)}</td></tr>"
+                        for k, v in facts)
+    customers_list = e(str(row["customer_ids"]).replace(";", ", ")) or "none"
+    svg = _svg_map(row, network, valves, customers)
+    notice = ("<p class='warn'>Critical customers are affected: give advance notice and arrange "
+              "alternative supply before closing.</p>" if bool(row.get("advance_notice")) else "")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Work order {e(str(row['order_id']))}</title>
+<style>
+body {{ font: 13px/1.4 sans-serif; margin: 16px; color: #000; }}
+h1 {{ font-size: 20px; margin: 0 0 8px; }}
+table {{ border-collapse: collapse; margin: 6px 0 12px; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: left; vertical-align: top; }}
+th {{ background: #f0f0f0; font-weight: normal; }}
+.warn {{ border: 2px solid #d50000; padding: 6px; font-weight: bold; }}
+.legend span {{ margin-right: 14px; }}
+.sign {{ margin-top: 24px; }}
+@media print {{ body {{ margin: 0; }} @page {{ size: A4; margin: 12mm; }} }}
+</style></head><body>
+<h1>Work order {e(str(row['order_id']))}: isolate and repair pipe {e(str(row['link_id']))}</h1>
+{notice}
+<table>{fact_rows}</table>
+<h2>Valves to close ({len(close)})</h2>
+<table><tr><th>#</th><th>valve</th><th>where</th><th>closed</th><th>reopened</th></tr>{valve_rows}</table>
+<h2>Map</h2>
+{svg}
+<p class="legend"><span style="color:#ff6d00">━ isolated segment</span>
+<span style="color:#a50026">━ suspected pipe</span><span style="color:#d50000">■ valve to close</span>
+<span style="color:#43a047">● customer affected</span></p>
+<h2>Customers affected ({row['customers_affected']})</h2>
+<p>{customers_list}</p>
+<p class="sign">Crew: ____________________ Date/time closed: ____________ Reopened: ____________</p>
+</body></html>
+"""
