@@ -286,10 +286,10 @@ _INP_SECTIONS = {
 }
 # Section -> (minimum fields, columns that must be numbers, what the line holds).
 _INP_LAYOUT = {
-    "[JUNCTIONS]": (2, (1, 2), "ID elevation [demand [pattern]]"),
-    "[RESERVOIRS]": (2, (1,), "ID head [pattern]"),
-    "[TANKS]": (6, (1, 2, 3, 4, 5), "ID elevation init_level min_level max_level diameter [min_vol [curve]]"),
-    "[PIPES]": (6, (3, 4, 5), "ID node1 node2 length diameter roughness [minor_loss [status]]"),
+    "[JUNCTIONS]": (2, (1, 2), "ID elevation, optional demand pattern"),
+    "[RESERVOIRS]": (2, (1,), "ID head, optional pattern"),
+    "[TANKS]": (6, (1, 2, 3, 4, 5), "ID elevation init_level min_level max_level diameter, optional min_vol curve"),
+    "[PIPES]": (6, (3, 4, 5), "ID node1 node2 length diameter roughness, optional minor_loss status"),
     "[PUMPS]": (4, (), "ID node1 node2 HEAD curve | POWER kW"),
     "[VALVES]": (6, (3,), "ID node1 node2 diameter type setting [minor_loss]"),
     "[COORDINATES]": (3, (1, 2), "node X Y"),
@@ -419,6 +419,7 @@ def _load_inp(path: Path) -> tuple[wntr.network.WaterNetworkModel, set[str]]:
 
 
 def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
+    wn, with_xy = _load_inp(path)
     if crs is None:
         raise CRSError(
             "an EPANET .inp file has no coordinate reference system",
@@ -427,7 +428,6 @@ def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
         )
     src = parse_crs(crs, what="--crs")
     dst = internal_crs(src, to_crs)
-    wn, with_xy = _load_inp(path)
     names = list(wn.node_name_list)
     missing = [n for n in names if n not in with_xy]
     if missing:

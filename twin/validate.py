@@ -166,10 +166,12 @@ def validate_network(network: "Network") -> pd.DataFrame:
             outside = outside_area_of_use(x, y, network.crs)
             if outside.any():
                 area = network.crs.area_of_use
+                span = (f"lon {area.west:g}..{area.east:g}, lat {area.south:g}..{area.north:g}"
+                        if area else "unknown")
                 rows.append((
                     "warning", "outside_crs_area", str(nodes.index[np.argmax(outside)]),
                     f"{int(outside.sum())} of {len(nodes)} nodes lie outside the area of use of "
-                    f"{network.crs.to_string()} ({area.name if area else 'unknown'}): local or wrong coordinates?",
+                    f"{network.crs.to_string()} ({span}): local or wrong coordinates?",
                 ))
 
     out = pd.DataFrame(rows, columns=FINDING_COLUMNS)
