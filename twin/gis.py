@@ -703,7 +703,7 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
             f"(largest {sizes.max()} of {n_clusters} nodes){gap_txt}",
             path=path,
             fix="join the lines in the GIS, add start/end node columns, raise the snap tolerance "
-            "(--snap-tolerance), or import anyway with allow_disconnected",
+            "(--snap-tolerance), or import anyway (allow_disconnected=True, --allow-disconnected)",
         )
     node_xy = pd.DataFrame(centre, index=pd.Index(cluster_ids, dtype=object), columns=["x", "y"])
     log.info("snapped %d line ends into %d nodes within %g m", m, n_clusters, tol)
