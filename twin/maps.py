@@ -575,9 +575,9 @@ def crew_map(
 
     # Meters -------------------------------------------------------------------
     if meters is not None and len(meters):
-        counts.update(_meter_layers(m, meters, join, residuals, links, proj, crs))
+        counts.update(_meter_layers(m, meters, join, residuals, links, network.nodes, proj, crs))
     elif join is not None and len(join):
-        counts.update(_meter_layers(m, None, join, residuals, links, proj, crs))
+        counts.update(_meter_layers(m, None, join, residuals, links, network.nodes, proj, crs))
 
     # Valves and the work order -----------------------------------------------
     valve_layer = valves if valves is not None else getattr(network, "valves", None)
@@ -694,6 +694,7 @@ def _meter_layers(
     join: pd.DataFrame | None,
     residuals: pd.Series | pd.DataFrame | None,
     links: gpd.GeoDataFrame,
+    network_nodes: gpd.GeoDataFrame,
     proj: _Projector,
     crs: Any,
 ) -> dict[str, int]:
@@ -744,6 +745,8 @@ def _meter_layers(
 
     # Pressure loggers ---------------------------------------------------------------
     loggers = meters[kind == "pressure"]
+    logger_pts = _device_points(loggers, network_nodes, "node_id", crs)
+    loggers, logger_pts = loggers[_placed(logger_pts)], logger_pts[_placed(logger_pts)]
     if len(loggers):
         tab = pd.DataFrame({"id": loggers.index,
                             "node": loggers.get("node_id")}, index=loggers.index)
@@ -766,23 +769,49 @@ def _meter_layers(
         grp = _group(m, f"Pressure loggers ({len(loggers)})")
         _TwinLayer("points", "loggers", {
             "title": "Pressure logger", "labels": ["ID", *tab.columns[1:].map(str)],
-            "rows": _rows(tab), "coords": proj.flat_points(loggers.geometry.values, meters.crs),
+            "rows": _rows(tab), "coords": proj.flat_points(logger_pts, crs),
             "colour": colour.tolist(), "palette": palette, "radius": 7, "fill": 0.95,
             "tooltip": loggers.index.tolist(),
         }).add_to(grp)
         counts["loggers"] = len(loggers)
     flows = meters[kind == "flow"]
+    flow_pts = _device_points(flows, links, "link_id", crs)
+    flows, flow_pts = flows[_placed(flow_pts)], flow_pts[_placed(flow_pts)]
     if len(flows):
         tab = pd.DataFrame({"id": flows.index, "pipe": flows.get("link_id")}, index=flows.index)
         grp = _group(m, f"Flow meters ({len(flows)})")
         _TwinLayer("points", "flowmeters", {
             "title": "Flow meter", "labels": ["ID", "pipe"], "rows": _rows(tab),
-            "coords": proj.flat_points(flows.geometry.values, meters.crs),
+            "coords": proj.flat_points(flow_pts, crs),
             "colour": [0] * len(flows), "palette": ["#6a1b9a"], "radius": 8, "fill": 0.95,
             "stroke": "#fff", "strokeWeight": 2, "tooltip": flows.index.tolist(),
         }).add_to(grp)
         counts["flowmeters"] = len(flows)
     return counts
+
+
+def _device_points(devices: gpd.GeoDataFrame, places: gpd.GeoDataFrame, column: str,
+                   crs: Any) -> np.ndarray:
+    """Device positions in ``crs``: their own, else their node (or the link's middle)."""
+    own = devices.geometry.to_crs(crs).values
+    missing = shapely.is_missing(own) | shapely.is_empty(own)
+    if missing.any() and column in devices.columns:
+        ids = devices[column].astype("string").to_numpy()[missing]
+        known = pd.Series(ids).isin(places.index.astype(str)).to_numpy()
+        fill = np.array([None] * int(missing.sum()), dtype=object)
+        if known.any():
+            geoms = places.geometry.reindex(pd.Index(ids[known]).astype(str)).values
+            if places.geom_type.isin(["LineString", "MultiLineString"]).any():
+                geoms = shapely.line_interpolate_point(geoms, 0.5, normalized=True)
+            fill[known] = geoms
+        own = own.copy()
+        own[missing] = fill
+    return own
+
+
+def _placed(points: np.ndarray) -> np.ndarray:
+    """True where a point geometry exists and is not empty."""
+    return ~(shapely.is_missing(points) | shapely.is_empty(points))
 
 
 def _split_ids(value: Any) -> list[str]:

@@ -230,19 +230,21 @@ def valves_from_frame(
         out["geometry"] = gdf.to_crs(network.crs).geometry.to_numpy()
         return out
     pts = gdf.to_crs(network.crs)
+    right = pipes[["start_node", "end_node", "geometry"]].assign(pipe_id=pipes.index.astype(str))
     joined = gpd.sjoin_nearest(
-        pts[["geometry"]], pipes[["start_node", "end_node", "geometry"]],
+        pts[["geometry"]], right.reset_index(drop=True),
         how="left", max_distance=max_distance_m, distance_col="distance_m",
     )
-    joined = joined[~joined.index.duplicated(keep="first")]
-    far = joined["index_right"].isna()
+    joined = joined.sort_values(["distance_m", "pipe_id"], kind="stable")
+    joined = joined[~joined.index.duplicated(keep="first")].reindex(pts.index)
+    far = joined["pipe_id"].isna()
     if far.any():
         raise InputError(
             f"{int(far.sum())} valve(s) lie farther than {max_distance_m:g} m from any pipe, "
             f"e.g. {joined.index[far][0]!r}",
             path=source, fix="check the valve layer's CRS or raise max_distance_m",
         )
-    lk = joined["index_right"].astype(str)
+    lk = joined["pipe_id"].astype(str)
     geoms = pipes.loc[lk].geometry.values
     along = shapely.line_locate_point(geoms, joined.geometry.values, normalized=True)
     node = np.where(along <= 0.5, pipes.loc[lk, "start_node"], pipes.loc[lk, "end_node"])
