@@ -63,7 +63,7 @@ def toy_valves(net: Network) -> gpd.GeoDataFrame:
     frame = gpd.GeoDataFrame(
         {"valve_id": [v[0] for v in TOY_VALVES], "link_id": [v[1] for v in TOY_VALVES],
          "node_id": [v[2] for v in TOY_VALVES]},
-        geometry=gpd.GeoSeries.from_xy([X0] * 6, [Y0] * 6, crs=CRS),
+        geometry=gpd.GeoSeries([None] * 6, crs=CRS),  # no survey: placed 2 m from the node
     )
     return valves_from_frame(frame, net)
 

@@ -231,6 +231,21 @@ twin.legend({{ this._parent.get_name() }}, {{ this.html }});
         self.html = _js(legend_html)
 
 
+class _MaxZoom(MacroElement):
+    _template = Template(
+        """
+{% macro script(this, kwargs) %}
+{{ this._parent.get_name() }}.setMaxZoom({{ this.zoom }});
+{% endmacro %}
+"""
+    )
+
+    def __init__(self, zoom: int) -> None:
+        super().__init__()
+        self._name = "MaxZoom"
+        self.zoom = int(zoom)
+
+
 def _group(m: folium.Map, name: str, *, show: bool = True) -> folium.FeatureGroup:
     return folium.FeatureGroup(name=name, show=show).add_to(m)
 
@@ -419,6 +434,7 @@ def crew_map(
         control_scale=True,
         zoom_start=14,
     )
+    _MaxZoom(19).add_to(m)  # markercluster needs it when there is no tile layer
     m.fit_bounds([[float(lat[0]), float(lon[0])], [float(lat[1]), float(lon[1])]])
     m.get_root().header.add_child(Element(f"<style>{_CSS}</style>"), name="twin_css")
     if BASEMAPS[basemap] is not None:

@@ -227,7 +227,10 @@ def valves_from_frame(
                 path=source, element=str(gdf.index[i]), fix="give the end node the valve is next to",
             )
         out = _layer(network, link_ids, node_ids, source, ids=gdf.index)
-        out["geometry"] = gdf.to_crs(network.crs).geometry.to_numpy()
+        if gdf.crs is not None:  # keep surveyed positions; compute the missing ones
+            given = gdf.to_crs(network.crs).geometry.to_numpy()
+            ok = ~(shapely.is_missing(given) | shapely.is_empty(given))
+            out.loc[ok, "geometry"] = given[ok]
         return out
     pts = gdf.to_crs(network.crs)
     right = pipes[["start_node", "end_node", "geometry"]].assign(pipe_id=pipes.index.astype(str))

@@ -1,9 +1,9 @@
 /* twin crew-map helpers (MIT, part of the twin project).
  *
  * Layers are drawn from compact JSON written by twin/maps.py; every function
- * records how many features it drew in window.twinStats and in the DOM
- * (<div id="twin-stats" data-stats="{...}">), which the browser tests read.
- * Errors thrown by any script are written into <div id="twin-errors">.
+ * records how many features it drew in the data-stats attribute (JSON) of a
+ * hidden div with id twin-stats, which the browser tests read. Errors thrown
+ * by any script are written into a hidden div with id twin-errors.
  */
 (function () {
   "use strict";

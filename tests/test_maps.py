@@ -1,0 +1,258 @@
+"""Crew maps: offline HTML, what the layers hold, GCJ-02 shift, and the page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_repair import CRS, X0, Y0, candidates, toy_network, toy_valves
+from twin.crs import transform_xy, wgs84_to_gcj02
+from twin.errors import InputError, UnknownElementError
+from twin.maps import NRW_CLASSES, crew_map, offline_html, save_map
+from twin.meters import join_meters, meters_from_frame
+from twin.repair import plan_repairs
+
+
+def zoned_toy():
+    net = toy_network()
+    zone = {"p0": "A", "p1": "A", "p6": "A", "p2": "B", "p3": "B", "p4": "B", "p5": "B", "p7": "B"}
+    net.links["zone"] = pd.Series(zone).reindex(net.links.index).astype("string")
+    return net
+
+
+def toy_meters(seed: int = 1, n_customers: int = 60):
+    """Customers scattered within 15 m of the toy's pipes, 3 loggers (one without
+    coordinates: it sits at its node), 1 flow meter; WGS84 lon/lat."""
+    rng = np.random.default_rng(seed)
+    x = X0 + rng.uniform(0, 600, n_customers)
+    y = Y0 + rng.choice([0.0, -200.0], n_customers) + rng.uniform(-15, 15, n_customers)
+    lon, lat = transform_xy(x, y, from_crs=CRS, to_crs="EPSG:4326")
+    rows = pd.DataFrame({"meter_id": [f"C{i:03d}" for i in range(n_customers)], "kind": "customer",
+                         "lon": lon, "lat": lat, "node_id": None, "link_id": None,
+                         "customer_class": np.where(np.arange(n_customers) == 0, "hospital", "residential")})
+    lon2, lat2 = transform_xy(np.array([X0 + 400, X0 + 600]), np.array([Y0, Y0]), from_crs=CRS,
+                              to_crs="EPSG:4326")
+    dev = pd.DataFrame({"meter_id": ["P1", "P2", "P3", "F1"], "kind": ["pressure"] * 3 + ["flow"],
+                        "lon": [lon2[0], lon2[1], np.nan, np.nan], "lat": [lat2[0], lat2[1], np.nan, np.nan],
+                        "node_id": ["J3", "J4", "J6", None], "link_id": [None, None, None, "p0"]})
+    return meters_from_frame(pd.concat([rows, dev], ignore_index=True))
+
+
+def balance_table() -> pd.DataFrame:
+    return pd.DataFrame({"dma": ["A", "A", "B", "B"], "date": ["2026-03-02", "2026-03-03"] * 2,
+                         "nrw_pct": [8.0, 9.0, 24.0, 26.0], "siv_m3": [500, 510, 800, 790],
+                         "mnf_lps": [1.1, 1.2, 3.4, 3.3]})
+
+
+def full_map(basemap: str = "none"):
+    net = zoned_toy()
+    meters = toy_meters()
+    join = join_meters(meters, net)
+    cands = candidates(["p2", "p1", "p3", "p5", "p7"])
+    cands["in_candidate_zone"] = [True, True, True, False, False]
+    vl = toy_valves(net)
+    plan = plan_repairs(net, candidates=cands, join=join, valves=vl, simulate=False)
+    residuals = pd.DataFrame({"meter_id": ["P1", "P2", "P3"], "residual_change_m": [-0.04, -0.01, 0.002]})
+    m = crew_map(net, candidates=cands, join=join, meters=meters, balance=balance_table(),
+                 residuals=residuals, plan=plan, valves=vl, basemap=basemap, title="toy")
+    return m, net, meters, join, cands, plan
+
+
+def payload(page: str, name: str) -> dict:
+    """The JSON data of one twin layer in a rendered page."""
+    match = re.search(r'twin\.\w+\(feature_group_\w+, "' + name + r'", (.*?)\);\n', page)
+    assert match, f"layer {name} not in page"
+    return json.loads(match.group(1))
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def test_html_is_self_contained(tmp_path):
+    m, *_ = full_map()
+    path = save_map(m, tmp_path / "map.html")
+    page = path.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", page), "a script is loaded from outside the page"
+    assert not re.search(r"<link[^>]*\bhref=[\"']?(https?:)?//", page), "a stylesheet comes from a CDN"
+    assert "Leaflet 1.9.4" in page and "markerClusterGroup" in page
+    assert "url(images/" not in page  # the layer-control icons are inlined
+    assert "tile.openstreetmap" not in page  # basemap none: no tiles at all
+
+
+def test_same_inputs_give_the_same_page():
+    a, *_ = full_map()
+    b, *_ = full_map()
+    assert offline_html(a) == offline_html(b)
+
+
+def test_pipe_popups_and_colours():
+    m, net, *_ = full_map()
+    page = offline_html(m)
+    pipes = payload(page, "pipes")
+    assert pipes["labels"][:6] == ["ID", "type", "diameter mm", "material", "install year", "length m"]
+    rows = {r[0]: r for r in pipes["rows"]}
+    assert set(rows) == set(net.links.index)
+    assert rows["p5"][2] == 80 and rows["p1"][2] == 150 and rows["p1"][5] == 200.0
+    colour = dict(zip([r[0] for r in pipes["rows"]], pipes["colour"]))
+    assert colour["p2"] == max(colour.values()) > colour["p7"] > 0  # rank 1 darkest, unscored grey
+    assert colour["p0"] == 0 and colour["p4"] == 0
+    # the best candidates are drawn last, on top
+    assert pipes["rows"][-1][0] == "p2"
+
+
+def test_candidates_zone_meters_and_plan_layers():
+    m, net, meters, join, cands, plan = full_map()
+    page = offline_html(m)
+    labels = payload(page, "candidates")
+    assert labels["text"] == ["1", "2", "3", "4", "5"]
+    assert [r[1] for r in labels["rows"]] == list(cands["link_id"])
+    cust = payload(page, "customers")
+    assert len(cust["ids"]) == len(cust["coords"]) // 2 == 60
+    # popups name the pipe each customer was joined to
+    assert cust["links"][cust["ids"].index("C000")] == join.loc["C000", "link_id"]
+    loggers = payload(page, "loggers")
+    assert [r[0] for r in loggers["rows"]] == ["P1", "P2", "P3"]
+    assert "residual_change_m" in loggers["labels"]
+    assert loggers["colour"][0] == 3  # the largest residual gets the strongest colour
+    # P3 has no coordinates: drawn at its node J6
+    lon, lat = transform_xy(np.array([X0]), np.array([Y0 - 200]), from_crs=CRS, to_crs="EPSG:4326")
+    assert loggers["coords"][4:6] == pytest.approx([lat[0], lon[0]], abs=2e-5)
+    first = plan.iloc[0]
+    seg = payload(page, "segment")
+    assert sorted(r[0] for r in seg["rows"]) == sorted(first["isolated_links"].split(";"))
+    close = payload(page, "close")
+    assert sorted(r[0] for r in close["rows"]) == sorted(first["valves_to_close"].split(";"))
+
+
+def test_dmas_coloured_by_nrw():
+    m, *_ = full_map()
+    dmas = payload(offline_html(m), "dmas")
+    colours = {f["properties"]["_popup"].split("DMA ")[1][0]: f["properties"]["_style"]["fillColor"]
+               for f in dmas["features"]}
+    assert colours == {"A": NRW_CLASSES[0][1], "B": NRW_CLASSES[3][1]}  # 8.5 % and 25 % mean
+
+
+def test_amap_shifts_every_geometry_to_gcj02():
+    osm, *_ = full_map("osm")
+    amap, *_ = full_map("amap")
+    a, b = offline_html(osm), offline_html(amap)
+    assert "tile.openstreetmap.org" in a and "autonavi.com" in b
+    for layer in ("pipes", "customers", "loggers"):
+        pa, pb = payload(a, layer), payload(b, layer)
+        flat_a = np.concatenate([np.asarray(c) for c in pa["coords"]]) if layer == "pipes" else np.asarray(pa["coords"])
+        flat_b = np.concatenate([np.asarray(c) for c in pb["coords"]]) if layer == "pipes" else np.asarray(pb["coords"])
+        lat, lon = flat_a[0::2], flat_a[1::2]
+        glon, glat = wgs84_to_gcj02(lon, lat)
+        assert np.abs(flat_b[0::2] - glat).max() < 2e-5 and np.abs(flat_b[1::2] - glon).max() < 2e-5
+        assert np.abs(flat_b[1::2] - lon).min() > 1e-3  # a real shift (hundreds of metres)
+
+
+def test_bad_inputs_are_named():
+    net = toy_network()
+    with pytest.raises(UnknownElementError, match="not in the network"):
+        crew_map(net, candidates=candidates(["p1", "nope"]), basemap="none")
+    with pytest.raises(InputError, match="basemap"):
+        crew_map(net, basemap="google")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="nrw_pct"):
+        crew_map(zoned_toy(), balance=pd.DataFrame({"dma": ["A"], "loss": [3]}), basemap="none")
+
+
+def test_cli_map(tmp_path, twin_cli, capsys):
+    import wntr
+
+    net = toy_network()
+    inp = tmp_path / "toy.inp"
+    wntr.network.write_inpfile(net.wn, str(inp), units="LPS")
+    candidates(["p1", "p3"]).to_csv(tmp_path / "candidates.csv", index=False)
+    rc = twin_cli("plan", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
+                  "--out", tmp_path / "plan", "--no-simulate", "--no-map")
+    assert rc == 0
+    rc = twin_cli("map", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
+                  "--plan", tmp_path / "plan", "--basemap", "none", "--out", tmp_path / "m.html")
+    assert rc == 0
+    page = (tmp_path / "m.html").read_text()
+    assert len(payload(page, "close")["rows"]) >= 1
+    rc = twin_cli("map", "--network", inp, "--crs", CRS, "--basemap", "bing", "--out", tmp_path / "x.html")
+    err = capsys.readouterr().err
+    assert rc == 2 and "basemap" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- browser
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    if os.environ.get("CI"):
+        pytest.fail("headless Chromium is required under CI (Debian package `chromium`)")
+    pytest.skip("chromium not installed (Debian package `chromium`)")
+
+
+def run_chromium(html: Path, tmp_path: Path, *extra: str, budget_ms: int = 8000) -> subprocess.CompletedProcess:
+    """Open a page in headless Chromium with the network cut off; return the finished process."""
+    args = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
+        "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: any CDN request would fail loudly
+        f"--virtual-time-budget={budget_ms}", *extra, html.resolve().as_uri(),
+    ]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_map_opens_offline_in_chromium_and_draws_every_layer(tmp_path):
+    m, net, meters, join, cands, plan = full_map("none")
+    html = save_map(m, tmp_path / "map.html")
+    dom = run_chromium(html, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert console_messages(dom.stderr) == []
+    assert 'id="twin-errors"' not in dom.stdout
+    stats = re.search(r'id="twin-stats" data-stats="([^"]*)"', dom.stdout)
+    assert stats, "the page's layers did not run"
+    counts = json.loads(stats.group(1).replace("&quot;", '"'))
+    first = plan.iloc[0]
+    assert counts == {
+        "dmas": 2, "pipes": len(net.links), "zone": 1, "candidates": 5, "customers": 60,
+        "loggers": 3, "flowmeters": 1, "valves": 6,
+        "segment": len(first["isolated_links"].split(";")),
+        "close": len(first["valves_to_close"].split(";")),
+    }
+    # Leaflet drew the vector layers on a canvas and the rank labels as markers
+    assert "leaflet-zoom-animated" in dom.stdout and "<canvas" in dom.stdout
+    assert dom.stdout.count('class="leaflet-marker-icon twin-rank') == 5
+    shot = tmp_path / "crew-map.png"
+    run = run_chromium(html, tmp_path, f"--screenshot={shot}", "--window-size=1200,800")
+    assert run.returncode == 0 and shot.exists() and shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+def test_work_order_sheet_opens_in_chromium(tmp_path):
+    from twin.repair import write_plan
+
+    net = zoned_toy()
+    meters = toy_meters()
+    join = join_meters(meters, net)
+    plan = plan_repairs(net, candidates=candidates(["p1"]), join=join, valves=toy_valves(net),
+                        simulate=False)
+    files = write_plan(plan, tmp_path / "plan", net, join=join, meters=meters)
+    sheet = files["sheet:WO-01"]
+    dom = run_chromium(sheet, tmp_path, "--dump-dom", budget_ms=2000)
+    assert dom.returncode == 0 and console_messages(dom.stderr) == []
+    assert "<svg" in dom.stdout and "Va" in dom.stdout
+    pdf = tmp_path / "WO-01.pdf"
+    run = run_chromium(sheet, tmp_path, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", budget_ms=2000)
+    assert run.returncode == 0 and pdf.exists() and pdf.read_bytes()[:4] == b"%PDF"
