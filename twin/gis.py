@@ -190,8 +190,15 @@ def _resolve_columns(
     *,
     path: Path,
     what: str,
+    strict: set[str] | None = None,
 ) -> dict[str, str]:
-    """Canonical name -> column of ``gdf`` (explicit mapping first, then the known aliases)."""
+    """Canonical name -> column of ``gdf`` (explicit mapping first, then the known aliases).
+
+    An explicit column missing from the layer raises when its key is in
+    ``strict`` (default: every key of ``candidates``); keys shared with other
+    layers (``zone``, ``link_id``) may be absent from some of them.
+    """
+    strict = set(candidates) if strict is None else strict
     lower = {str(c).lower(): c for c in gdf.columns if c != gdf.geometry.name}
     found: dict[str, str] = {}
     explicit = dict(explicit or {})
@@ -199,6 +206,8 @@ def _resolve_columns(
         if key not in candidates:
             continue
         if col not in gdf.columns and str(col).lower() not in lower:
+            if key not in strict:
+                continue
             raise NetworkError(
                 f"the {what} layer has no column {col!r} (given for {key}); columns are "
                 f"{sorted(map(str, lower.values()))}",
@@ -341,6 +350,7 @@ def read_gis_network(
     default_roughness: float = 100.0,
     allow_disconnected: bool = False,
     valve_snap_m: float = 5.0,
+    default_diameter_m: float | None = None,
 ):
     """Read a pipe network from GIS layers.
 
@@ -371,6 +381,9 @@ def read_gis_network(
         Import a snapped network even when it falls into several parts.
     valve_snap_m : float
         Largest distance from an isolation valve to the pipe it is put on, metres.
+    default_diameter_m : float, optional
+        Diameter for pipes and valves without one. By default such links are
+        refused (a hydraulic model needs every diameter).
 
     Returns
     -------
@@ -430,9 +443,27 @@ def read_gis_network(
                            row=i + 1, element=str(link_ids[i]), fix="correct the link_type column")
     is_pipe = (link_type == "pipe").to_numpy()
     length = np.where(is_pipe, length, np.nan)
-    if pcols.get("diameter") is None:
-        log.warning("%s: no diameter column; pipes get NaN diameters (name it with columns={'diameter': ...})",
-                    path.name)
+    needs_d = is_pipe | (link_type == "valve").to_numpy()
+    no_d = needs_d & ~(diameter > 0)
+    if no_d.any():
+        if default_diameter_m is not None and default_diameter_m > 0:
+            log.warning("%s: %d links without a diameter get %g m", path.name, int(no_d.sum()), default_diameter_m)
+            diameter = np.where(no_d, default_diameter_m, diameter)
+        else:
+            i = int(np.flatnonzero(no_d)[0])
+            what = (f"no diameter column (looked for {', '.join(PIPE_COLUMNS['diameter'])})"
+                    if pcols.get("diameter") is None
+                    else f"{int(no_d.sum())} links have a missing, zero or negative diameter in {pcols['diameter']!r}")
+            raise NetworkError(
+                what, path=path, row=i + 1, element=str(link_ids[i]),
+                fix="fill the diameters, name the column with columns={'diameter': NAME} (CLI: --column "
+                "diameter=NAME), or give default_diameter_m (CLI: --default-diameter-mm)",
+            )
+    short = is_pipe & ~(length > 0)
+    if short.any():
+        i = int(np.flatnonzero(short)[0])
+        raise NetworkError(f"{int(short.sum())} pipes have zero or negative length", path=path, row=i + 1,
+                           element=str(link_ids[i]), fix="correct the length column or the geometry")
 
     # Nodes layer.
     node_layer = None
@@ -440,7 +471,8 @@ def read_gis_network(
     if nodes_src is not None:
         node_layer = _read_layer(nodes_src, "nodes")
         node_layer = node_layer[~(node_layer.geometry.isna() | node_layer.geometry.is_empty)].copy()
-        ncols = _resolve_columns(node_layer, NODE_COLUMNS, columns, path=nodes_src[0], what="nodes")
+        ncols = _resolve_columns(node_layer, NODE_COLUMNS, columns, path=nodes_src[0], what="nodes",
+                                 strict=set(NODE_COLUMNS) - set(PIPE_COLUMNS))
         node_src_crs = _layer_crs(node_layer, crs, path=nodes_src[0], what="nodes")
         pts = shapely.force_2d(node_layer.geometry.to_numpy())
         if not np.all(shapely.get_type_id(pts) == 0):
@@ -788,49 +820,65 @@ def _build_wn(nodes, links, extras, node_layer, ncols, *, path: Path) -> wntr.ne
     counts = np.bincount(index, minlength=len(links))
     offsets = np.concatenate([[0], np.cumsum(counts)])
     ltype = links["link_type"].to_numpy()
-    status = links["status"].to_numpy()
     zones_l = links["zone"].to_numpy(dtype=object, na_value=None)
-    vtype = links["valve_type"].to_numpy(dtype=object, na_value=None)
-    curves = extras["pump_curve"]
-    power = extras["pump_power_w"]
+    arrays = {
+        "status": links["status"].to_numpy(),
+        "valve_type": links["valve_type"].to_numpy(dtype=object, na_value=None),
+        "length": links["length_m"].to_numpy(dtype=float),
+        "diameter": links["diameter_m"].to_numpy(dtype=float),
+        "roughness": links["roughness"].to_numpy(dtype=float),
+        "minor_loss": links["minor_loss"].to_numpy(dtype=float),
+        "setting": links["setting"].to_numpy(dtype=float),
+        "pump_curve": extras["pump_curve"],
+        "pump_power_w": extras["pump_power_w"],
+    }
     for i, (lid, s, e) in enumerate(zip(links.index, links["start_node"], links["end_node"])):
-        kind = ltype[i]
-        st = str(status[i])
-        if kind == "pipe":
-            wn.add_pipe(lid, s, e, length=float(links["length_m"].iat[i]), diameter=float(links["diameter_m"].iat[i]),
-                        roughness=float(links["roughness"].iat[i]), minor_loss=float(links["minor_loss"].iat[i]),
-                        initial_status="CLOSED" if st == "closed" else "OPEN", check_valve=st == "cv")
-        elif kind == "valve":
-            vt = vtype[i] or "TCV"
-            setting = links["setting"].iat[i]
-            wn.add_valve(lid, s, e, diameter=float(links["diameter_m"].iat[i]), valve_type=vt,
-                         minor_loss=float(links["minor_loss"].iat[i]),
-                         initial_setting=float(setting) if np.isfinite(setting) else 0.0,
-                         initial_status={"closed": "CLOSED", "open": "OPEN"}.get(st, "ACTIVE"))
-        else:
-            curve = curves[i]
-            if curve is not None and not pd.isna(curve):
-                try:
-                    pts = [tuple(map(float, p)) for p in json.loads(str(curve))]
-                except (ValueError, TypeError) as exc:
-                    raise NetworkError(f"pump_curve is not a JSON list of [flow m3/s, head m] pairs: {curve!r}",
-                                       path=path, element=str(lid), fix="correct the pump_curve column") from exc
-                cname = f"curve_{lid}"
-                wn.add_curve(cname, "HEAD", pts)
-                wn.add_pump(lid, s, e, pump_type="HEAD", pump_parameter=cname,
-                            initial_status="CLOSED" if st == "closed" else "OPEN")
-            elif np.isfinite(power[i]):
-                wn.add_pump(lid, s, e, pump_type="POWER", pump_parameter=float(power[i]),
-                            initial_status="CLOSED" if st == "closed" else "OPEN")
-            else:
-                raise NetworkError("pump without pump_curve or pump_power_w", path=path, element=str(lid),
-                                   fix="give a pump_curve (JSON [[flow_m3s, head_m], ...]) or pump_power_w")
+        try:
+            _add_link(wn, i, lid, s, e, ltype[i], arrays, path)
+        except ValueError as exc:
+            if isinstance(exc, NetworkError):
+                raise
+            raise NetworkError(f"WNTR refuses this {ltype[i]}: {exc}", path=path, row=i + 1, element=str(lid),
+                               fix="correct its attributes") from exc
         link = wn.get_link(lid)
         if counts[i] > 2:
             link.vertices = [tuple(p) for p in coords[offsets[i] + 1 : offsets[i + 1] - 1].tolist()]
         if zones_l[i] is not None:
             link.tag = str(zones_l[i])
     return wn
+
+
+def _add_link(wn, i: int, lid: str, s: str, e: str, kind: str, a: dict, path: Path) -> None:
+    """Add link ``i`` of the arrays ``a`` to ``wn``."""
+    st = str(a["status"][i])
+    if kind == "pipe":
+        wn.add_pipe(lid, s, e, length=float(a["length"][i]), diameter=float(a["diameter"][i]),
+                    roughness=float(a["roughness"][i]), minor_loss=float(a["minor_loss"][i]),
+                    initial_status="CLOSED" if st == "closed" else "OPEN", check_valve=st == "cv")
+    elif kind == "valve":
+        setting = a["setting"][i]
+        wn.add_valve(lid, s, e, diameter=float(a["diameter"][i]), valve_type=a["valve_type"][i] or "TCV",
+                     minor_loss=float(a["minor_loss"][i]),
+                     initial_setting=float(setting) if np.isfinite(setting) else 0.0,
+                     initial_status={"closed": "CLOSED", "open": "OPEN"}.get(st, "ACTIVE"))
+    else:
+        curve = a["pump_curve"][i]
+        if curve is not None and not pd.isna(curve):
+            try:
+                pts = [tuple(map(float, pt)) for pt in json.loads(str(curve))]
+            except (ValueError, TypeError) as exc:
+                raise NetworkError(f"pump_curve is not a JSON list of [flow m3/s, head m] pairs: {curve!r}",
+                                   path=path, element=str(lid), fix="correct the pump_curve column") from exc
+            cname = f"curve_{lid}"
+            wn.add_curve(cname, "HEAD", pts)
+            wn.add_pump(lid, s, e, pump_type="HEAD", pump_parameter=cname,
+                        initial_status="CLOSED" if st == "closed" else "OPEN")
+        elif np.isfinite(a["pump_power_w"][i]):
+            wn.add_pump(lid, s, e, pump_type="POWER", pump_parameter=float(a["pump_power_w"][i]),
+                        initial_status="CLOSED" if st == "closed" else "OPEN")
+        else:
+            raise NetworkError("pump without pump_curve or pump_power_w", path=path, element=str(lid),
+                               fix="give a pump_curve (JSON [[flow_m3s, head_m], ...]) or pump_power_w")
 
 
 def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.GeoDataFrame:
@@ -843,7 +891,7 @@ def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.G
     layer = layer[~(layer.geometry.isna() | layer.geometry.is_empty)].reset_index(drop=True)
     if layer.empty:
         return empty_valves(dst)
-    vcols = _resolve_columns(layer, VALVE_COLUMNS, columns, path=path, what="valves")
+    vcols = _resolve_columns(layer, VALVE_COLUMNS, columns, path=path, what="valves", strict={"valve_id"})
     ids = _ids(layer[vcols["valve_id"]] if "valve_id" in vcols else None, len(layer), "V")
     _require_ids(ids, path=path, what="valve", col=vcols.get("valve_id", "valve_id"))
     src = _layer_crs(layer, crs, path=path, what="valves")

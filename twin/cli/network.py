@@ -38,10 +38,12 @@ def _parse_columns(values: list[str] | None) -> dict[str, str]:
 
 
 def _gis_options(columns: list[str] | None, snap: Optional[float], pipes_layer: Optional[str],
-                 allow_disconnected: bool, path: Path) -> dict[str, Any]:
+                 allow_disconnected: bool, path: Path, default_diameter_mm: Optional[float] = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if path.suffix.lower() == ".inp":
         return opts
+    if default_diameter_mm is not None:
+        opts["default_diameter_m"] = default_diameter_mm / 1000.0
     cols = _parse_columns(columns)
     if cols:
         opts["columns"] = cols
@@ -67,6 +69,8 @@ def info(
     pipes_layer: Optional[str] = typer.Option(None, "--pipes-layer", help="GeoPackage layer of the pipes."),
     allow_disconnected: bool = typer.Option(False, "--allow-disconnected",
                                             help="GIS: import a snapped network that falls into parts."),
+    default_diameter_mm: Optional[float] = typer.Option(None, "--default-diameter-mm",
+                                                        help="GIS: diameter for pipes without one, mm."),
     max_findings: int = typer.Option(20, "--max-findings", help="Validation rows shown (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and findings as JSON."),
 ) -> None:
@@ -74,7 +78,8 @@ def info(
     from twin.network import read_network, validate_network
 
     net = read_network(file, crs=crs, to_crs=to_crs,
-                       **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, file))
+                       **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, file,
+                                     default_diameter_mm))
     summary = net.summary()
     findings = validate_network(net)
     if as_json:
@@ -130,6 +135,8 @@ def convert(
     pipes_layer: Optional[str] = typer.Option(None, "--pipes-layer", help="GeoPackage layer of the pipes."),
     allow_disconnected: bool = typer.Option(False, "--allow-disconnected",
                                             help="GIS: import a snapped network that falls into parts."),
+    default_diameter_mm: Optional[float] = typer.Option(None, "--default-diameter-mm",
+                                                        help="GIS: diameter for pipes without one, mm."),
 ) -> None:
     """Convert between EPANET .inp and GIS layers, keeping IDs, attributes and vertices."""
     from twin.crs import parse_crs
@@ -143,7 +150,8 @@ def convert(
         target = parse_crs(to_crs, what="--to-crs")
         internal = target if target.is_projected else None
     net = read_network(src, crs=crs, to_crs=internal,
-                       **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, src))
+                       **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, src,
+                                     default_diameter_mm))
     written = write_network(net, out, to_crs=to_crs)
     s = net.summary()
     typer.echo(f"wrote {', '.join(str(p) for p in written)}: {s['pipes']:,} pipes ({s['pipe_length_km']:,.2f} km), "

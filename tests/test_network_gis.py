@@ -1,0 +1,300 @@
+"""twin.gis through read_network: messy utility GIS layers, snapping, columns, units, valves, errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import wntr
+
+from twin.errors import CRSError, NetworkError
+from twin.network import read_network, validate_network, write_network
+
+DATA = Path(__file__).parent / "data" / "network"
+# L-Town's local metres placed in Yingtan (CGCS2000 GK CM 117E).
+OFFSET = np.array([503_000.0, 3_124_000.0])
+
+COLUMNS = {
+    "link_id": "PIPE_ID", "diameter": "DN", "material": "MAT", "install_year": "YEAR", "zone": "DMA",
+    "length": "LEN", "node_id": "NODE_ID", "elevation": "ELEV", "node_type": "KIND",
+}
+
+
+@pytest.fixture(scope="module")
+def ltown_net():
+    from tests.conftest import SHARED_NETWORKS
+
+    path = SHARED_NETWORKS / "L-TOWN.inp"
+    if not path.exists():
+        pytest.skip("L-Town not available")
+    return read_network(path, crs="EPSG:32650")
+
+
+def _messy_layers(net, *, seed: int = 3, jitter_m: float = 0.2):
+    """L-Town as a utility keeps it: odd column names, mm diameters, jittered ends, reversed and
+    multi-part lines, text dates, missing lengths, no topology columns. The pump and the PRVs are
+    rows of the same layer with a ``link_type`` (without them the pipes fall into parts)."""
+    rng = np.random.default_rng(seed)
+    links = net.links
+    n = len(links)
+    coords, idx = shapely.get_coordinates(links.geometry.to_numpy(), return_index=True)
+    coords = coords + OFFSET
+    counts = np.bincount(idx, minlength=n)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    last = first + counts - 1
+    ends = np.concatenate([first, last])
+    angle = rng.uniform(0, 2 * np.pi, ends.size)
+    radius = rng.uniform(0, jitter_m, ends.size)
+    coords[ends] += np.column_stack([np.cos(angle), np.sin(angle)]) * radius[:, None]
+    lines = shapely.linestrings(coords, indices=idx)
+    reverse = rng.random(n) < 0.3
+    lines[reverse] = shapely.reverse(lines[reverse])
+    # a few straight pipes stored as two-part MultiLineStrings that touch in the middle
+    for i in np.flatnonzero((rng.random(n) < 0.05) & (counts == 2)):
+        a, b = np.asarray(lines[i].coords)
+        mid = tuple((a + b) / 2)
+        lines[i] = shapely.MultiLineString([[tuple(a), mid], [mid, tuple(b)]])
+    years = rng.integers(1975, 2024, n).astype(object)
+    as_text = rng.random(n) < 0.2
+    years[as_text] = [f"{y}-06-15" for y in years[as_text]]
+    length = links["length_m"].to_numpy().astype(object)
+    length[rng.random(n) < 0.1] = None
+    zone = np.where(links.geometry.centroid.x.to_numpy() < 1000, "DMA-West", "DMA-East")
+    curve = [json.dumps(net.wn.get_curve(net.wn.get_link(lid).pump_curve_name).points)
+             if t == "pump" else None for lid, t in zip(links.index, links["link_type"])]
+    pipe_gdf = gpd.GeoDataFrame(
+        {
+            "PIPE_ID": links.index.to_numpy(),
+            "link_type": links["link_type"].to_numpy(),
+            "DN": np.round(links["diameter_m"].to_numpy() * 1000),
+            "MAT": rng.choice(["DI", "PE", "PVC", "CI"], n),
+            "YEAR": years.astype(str),
+            "DMA": zone,
+            "LEN": length,
+            "valve_type": links["valve_type"].to_numpy(dtype=object, na_value=None),
+            "setting": links["setting"].to_numpy(),
+            "pump_curve": curve,
+        },
+        geometry=lines,
+        crs="EPSG:4548",
+    )
+    nodes = net.nodes
+    node_gdf = gpd.GeoDataFrame(
+        {
+            "NODE_ID": nodes.index.to_numpy(),
+            "KIND": nodes["node_type"].str.upper().to_numpy(),
+            "ELEV": nodes["elevation_m"].to_numpy(),
+            "base_demand_m3s": nodes["base_demand_m3s"].to_numpy(),
+        },
+        geometry=gpd.points_from_xy(nodes.geometry.x + OFFSET[0], nodes.geometry.y + OFFSET[1]),
+        crs="EPSG:4548",
+    )
+    for key in ("init_level", "min_level", "max_level", "diameter"):
+        node_gdf[f"{'tank_' if key == 'diameter' else ''}{key}_m"] = [
+            getattr(net.wn.get_node(nid), key) if t == "tank" else np.nan
+            for nid, t in zip(nodes.index, nodes["node_type"])]
+    return pipe_gdf, node_gdf
+
+
+def _pressure(wn):
+    wn = copy.deepcopy(wn)
+    wn.options.time.duration = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        res = wntr.sim.EpanetSimulator(wn).run_sim(file_prefix=str(Path(tmp) / "run"))
+    return res.node["pressure"].iloc[0]
+
+
+def test_messy_utility_geopackage_imports_with_the_original_topology(ltown_net, tmp_path):
+    pipe_gdf, node_gdf = _messy_layers(ltown_net)
+    gpkg = tmp_path / "utility.gpkg"
+    pipe_gdf.to_file(gpkg, layer="Water_Mains_2024", engine="pyogrio")
+    node_gdf.to_file(gpkg, layer="nodes", engine="pyogrio")
+    net = read_network(gpkg, columns=COLUMNS)
+    assert net.crs.to_epsg() == 4548
+    assert len(net.pipes) == len(ltown_net.pipes)
+    # the node layer's IDs are reused (ends matched to nodes), so topology is comparable pipe by pipe
+    orig = ltown_net.pipes
+    got = net.pipes.loc[orig.index]
+    same = {frozenset(p) for p in zip(orig["start_node"], orig["end_node"])}
+    back = {frozenset(p) for p in zip(got["start_node"], got["end_node"])}
+    assert back == same
+    assert np.allclose(got["diameter_m"], orig["diameter_m"], atol=5e-4)  # DN in mm, rounded
+    # missing lengths come from the geometry, present ones are kept
+    assert got["length_m"].sum() == pytest.approx(orig["length_m"].sum(), rel=0.01)
+    assert got["install_year"].between(1975, 2023).all()
+    assert set(got["material"]) <= {"DI", "PE", "PVC", "CI"}
+    assert set(got["zone"]) == {"DMA-West", "DMA-East"}
+    assert (net.nodes["node_type"] == "reservoir").sum() == 2 and (net.nodes["node_type"] == "tank").sum() == 1
+    assert np.allclose(net.nodes.loc[ltown_net.nodes.index, "elevation_m"], ltown_net.nodes["elevation_m"])
+    assert net.links.loc["PUMP_1", "link_type"] == "pump" and net.links.loc["PRV-1", "valve_type"] == "PRV"
+    # geometry snapped: every line starts on its start node
+    first = shapely.get_coordinates(shapely.get_point(net.links.geometry.to_numpy(), 0))
+    assert np.allclose(first, net.nodes.geometry.get_coordinates().loc[net.links["start_node"]].to_numpy())
+    findings = validate_network(net)
+    assert "no_source" not in set(findings["code"])
+
+
+def test_imported_gis_model_runs_hydraulics(ltown_net, tmp_path):
+    pipe_gdf, node_gdf = _messy_layers(ltown_net)
+    gpkg = tmp_path / "utility.gpkg"
+    pipe_gdf.to_file(gpkg, layer="pipes", engine="pyogrio")
+    node_gdf.to_file(gpkg, layer="nodes", engine="pyogrio")
+    net = read_network(gpkg, columns=COLUMNS)
+    # same steady state as EPANET on the original file at t=0, up to the rounded DN and roughness
+    # (L-Town's C of 140/120 versus the layers' default 100 where the GIS has none)
+    p = _pressure(net.wn)
+    junctions = net.nodes.index[net.nodes["node_type"] == "junction"]
+    assert np.isfinite(p[junctions]).all()
+    assert float(p[junctions].min()) > 0
+    # written as .inp it loads in WNTR with the same pipes
+    write_network(net, tmp_path / "utility.inp")
+    wn = wntr.network.WaterNetworkModel(str(tmp_path / "utility.inp"))
+    assert wn.num_pipes == len(net.pipes)
+
+
+def test_pipes_without_node_layer_get_snapped_nodes_and_warnings(ltown_net, tmp_path):
+    pipe_gdf, _ = _messy_layers(ltown_net)
+    path = tmp_path / "mains.geojson"
+    pipe_gdf.to_file(path, driver="GeoJSON", engine="pyogrio")
+    net = read_network(path, columns=COLUMNS)
+    assert len(net.nodes) == len(ltown_net.nodes)
+    assert net.nodes.index[0].startswith("J")
+    codes = set(validate_network(net)["code"])
+    assert {"no_source", "no_elevation"} <= codes
+
+
+def test_explicit_start_end_columns_without_node_layer(tmp_path):
+    x0, y0 = 503_000.0, 3_124_000.0
+    gdf = gpd.GeoDataFrame(
+        {"id": ["A", "B", "C"], "from_node": ["n1", "n2", "n2"], "to_node": ["n2", "n3", "n4"],
+         "diameter": [0.2, 0.15, 0.1]},
+        geometry=[shapely.LineString([(x0, y0), (x0 + 50, y0)]),
+                  shapely.LineString([(x0 + 50, y0), (x0 + 50, y0 + 40), (x0 + 90, y0 + 40)]),
+                  shapely.LineString([(x0 + 50.3, y0), (x0 + 50, y0 - 60)])],
+        crs="EPSG:4548",
+    )
+    path = tmp_path / "topo.gpkg"
+    gdf.to_file(path, layer="pipes", engine="pyogrio")
+    net = read_network(path)
+    assert list(net.links["start_node"]) == ["n1", "n2", "n2"]
+    assert net.links.loc["B", "length_m"] == pytest.approx(80.0)  # geometry length, through the vertex
+    assert net.links.loc["A", "diameter_m"] == pytest.approx(0.2)  # metres detected
+    assert len(net.links.loc["B", "geometry"].coords) == 3
+    # an end 3 m from where its node is elsewhere is refused
+    gdf.loc[2, "geometry"] = shapely.LineString([(x0 + 53, y0), (x0 + 50, y0 - 60)])
+    gdf.to_file(tmp_path / "bad.gpkg", layer="pipes", engine="pyogrio")
+    with pytest.raises(NetworkError, match=r"node n2 are up to 3.00 m apart.*--snap-tolerance"):
+        read_network(tmp_path / "bad.gpkg")
+    assert len(read_network(tmp_path / "bad.gpkg", snap_tolerance_m=5).nodes) == 4
+
+
+def test_isolation_valves_are_put_on_their_pipes(ltown_net, tmp_path):
+    net0 = ltown_net
+    pipes = net0.pipes.iloc[:20]
+    pts = shapely.line_interpolate_point(pipes.geometry.to_numpy(), 0.1, normalized=True)
+    pts = shapely.transform(pts, lambda xy: xy + 0.8)  # drawn a little off the pipe
+    valves = gpd.GeoDataFrame({"valve_id": [f"V{i}" for i in range(20)]}, geometry=pts, crs="EPSG:32650")
+    write_network(net0, tmp_path / "lt.gpkg")
+    valves.to_file(tmp_path / "lt.gpkg", layer="valves", engine="pyogrio")
+    net = read_network(tmp_path / "lt.gpkg")
+    assert len(net.valves) == 20 and net.valves.index.name == "valve_id"
+    assert (net.valves["link_id"].to_numpy() == pipes.index.to_numpy()).all()
+    assert (net.valves["node_id"].to_numpy() == pipes["start_node"].to_numpy()).all()
+    # and they survive a GeoPackage round trip
+    write_network(net, tmp_path / "again.gpkg")
+    again = read_network(tmp_path / "again.gpkg")
+    assert again.valves["link_id"].tolist() == net.valves["link_id"].tolist()
+
+
+def test_diameter_units_from_column_name_or_values(tmp_path):
+    x0, y0 = 503_000.0, 3_124_000.0
+    geoms = [shapely.LineString([(x0, y0), (x0 + 50, y0)]), shapely.LineString([(x0 + 50, y0), (x0 + 90, y0)])]
+    for col, values, expected in [("diameter_mm", [0.2, 150], [0.0002, 0.15]), ("diam", [200, 150], [0.2, 0.15]),
+                                  ("diam", [0.2, 0.15], [0.2, 0.15])]:
+        path = tmp_path / f"{col}{values[0]}.gpkg"
+        gpd.GeoDataFrame({col: values}, geometry=geoms, crs="EPSG:4548").to_file(path, layer="pipes")
+        net = read_network(path)
+        assert np.allclose(net.links["diameter_m"], expected)
+    net = read_network(path, columns={"diameter": "diam"}, diameter_unit="mm")
+    assert np.allclose(net.links["diameter_m"], [0.0002, 0.00015])
+
+
+def test_web_map_coordinates_in_gcj02(tmp_path):
+    from twin.crs import transform_xy
+
+    x0, y0 = 503_000.0, 3_124_000.0
+    xy = np.array([[x0, y0], [x0 + 100, y0], [x0 + 100, y0 + 100]])
+    lon, lat = transform_xy(xy[:, 0], xy[:, 1], from_crs="EPSG:4548", to_crs="GCJ02")
+    gdf = gpd.GeoDataFrame({"diameter_mm": [100, 100]},
+                           geometry=[shapely.LineString([(lon[0], lat[0]), (lon[1], lat[1])]),
+                                     shapely.LineString([(lon[1], lat[1]), (lon[2], lat[2])])], crs="EPSG:4326")
+    path = tmp_path / "amap.geojson"
+    gdf.to_file(path, driver="GeoJSON")
+    net = read_network(path, crs="GCJ02", to_crs="EPSG:4548")
+    got = net.nodes.geometry.get_coordinates().to_numpy()
+    d = np.min(np.hypot(got[:, None, 0] - xy[None, :, 0], got[:, None, 1] - xy[None, :, 1]), axis=1)
+    assert d.max() < 0.05
+    assert net.links["length_m"].sum() == pytest.approx(200.0, abs=0.1)
+
+
+# --------------------------------------------------------------------------- malformed GIS input
+
+
+@pytest.mark.parametrize(
+    "fixture, error, pattern",
+    [
+        ("gis_null_geometry.geojson", NetworkError, r"row 3: 1 pipes have no geometry.*P3.*Fix:"),
+        ("gis_ends_apart.geojson", NetworkError, r"line ends do not meet.*3.10 m.*P3.*--snap-tolerance"),
+        ("gis_degrees_as_metres.geojson", CRSError, r"lon/lat degrees.*EPSG:4548 is in metres.*--crs EPSG:4326"),
+    ],
+)
+def test_malformed_gis_layers_are_refused_with_the_fix(fixture, error, pattern):
+    with pytest.raises(error, match=pattern) as info:
+        read_network(DATA / fixture)
+    assert fixture in str(info.value)
+
+
+def test_ends_apart_imports_with_a_wider_tolerance_or_explicitly_disconnected():
+    assert len(read_network(DATA / "gis_ends_apart.geojson", snap_tolerance_m=4).nodes) == 5
+    net = read_network(DATA / "gis_ends_apart.geojson", allow_disconnected=True)
+    assert "disconnected" in set(validate_network(net)["code"])
+
+
+def test_bad_columns_and_values_name_the_column(tmp_path):
+    x0, y0 = 503_000.0, 3_124_000.0
+    geoms = [shapely.LineString([(x0, y0), (x0 + 50, y0)]), shapely.LineString([(x0 + 50, y0), (x0 + 90, y0)])]
+    path = tmp_path / "p.gpkg"
+    gpd.GeoDataFrame({"pipe_id": ["a", "b"], "dn": ["200", "15O"]}, geometry=geoms, crs=4548).to_file(path, layer="pipes")
+    with pytest.raises(NetworkError, match=r"row 2: b: column 'dn' of the pipes layer holds 1 non-numeric"):
+        read_network(path)
+    with pytest.raises(NetworkError, match=r"no column 'DIAMETRE'"):
+        read_network(path, columns={"diameter": "DIAMETRE"})
+    dup = tmp_path / "dup.gpkg"
+    gpd.GeoDataFrame({"pipe_id": ["a", "a"]}, geometry=geoms, crs=4548).to_file(dup, layer="pipes")
+    with pytest.raises(NetworkError, match=r"duplicate pipe IDs.*'a'"):
+        read_network(dup)
+    nodiam = tmp_path / "nodiam.gpkg"
+    gpd.GeoDataFrame({"pipe_id": ["a", "b"]}, geometry=geoms, crs=4548).to_file(nodiam, layer="pipes")
+    with pytest.raises(NetworkError, match=r"no diameter column.*--column diameter=NAME"):
+        read_network(nodiam)
+    assert np.allclose(read_network(nodiam, default_diameter_m=0.1).links["diameter_m"], 0.1)
+    nocrs = tmp_path / "nocrs.shp"
+    with pytest.warns(UserWarning):
+        gpd.GeoDataFrame({"pipe_id": ["a", "b"], "dn": [100, 100]}, geometry=geoms).to_file(nocrs)
+    with pytest.raises(CRSError, match=r"no coordinate reference system.*--crs"):
+        read_network(nocrs)
+    assert len(read_network(nocrs, crs="EPSG:4548").links) == 2
+
+
+def test_not_a_geopackage(tmp_path):
+    bad = tmp_path / "broken.gpkg"
+    bad.write_bytes(b"this is not sqlite")
+    with pytest.raises(NetworkError, match="broken.gpkg"):
+        read_network(bad)
