@@ -1,9 +1,174 @@
-"""CLI commands of the store stage (filled in by the issue that builds the stage)."""
+"""CLI commands of the store stage: ``twin ingest``, ``twin balance``, ``twin meters join``."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from twin import settings
+from twin.errors import InputError
+
+log = logging.getLogger(__name__)
+
+meters_app = typer.Typer(name="meters", help="Meter registry: check it and join meters to the network.", no_args_is_help=True)
+
+_NET_HELP = "Network: EPANET .inp or GIS file (.gpkg, .geojson, .shp)."
+_CRS_HELP = "CRS of the network file's coordinates, e.g. EPSG:4548 or EPSG:32650."
+_MCRS_HELP = "CRS of the registry's lon/lat: EPSG:4326 (default), GCJ02 (Amap, Tencent) or BD09 (Baidu)."
+
+
+def _network(path: Optional[Path], crs: Optional[str]):
+    if path is None:
+        return None
+    from twin.network import read_network
+
+    return read_network(path, crs=crs)
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def ingest(
+    meters: Optional[Path] = typer.Option(None, "--meters", help="Meter registry (.csv/.parquet); optional after the first ingest."),
+    readings: Optional[Path] = typer.Option(None, "--readings", help="Readings in long format (.csv/.parquet)."),
+    store: Path = typer.Option(..., "--store", help="DuckDB file (created when missing)."),
+    meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs", help=_MCRS_HELP),
+    network: Optional[Path] = typer.Option(None, "--network", help=_NET_HELP + " Checks the registry and stores the join."),
+    crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    max_distance: float = typer.Option(settings.SNAP_DISTANCE_M, "--max-distance", help="Join distance, metres."),
+    now: Optional[str] = typer.Option(None, "--now", help="'Now' for the future-timestamp check (ISO with offset)."),
+    memory_limit: str = typer.Option("1GB", "--memory-limit", help="DuckDB memory limit."),
+) -> None:
+    """Load meters and readings into the store; every row accepted or quarantined with a reason."""
+    from twin.store import Store
+
+    if meters is None and readings is None:
+        raise InputError("nothing to ingest", fix="give --meters and/or --readings")
+    net = _network(network, crs)
+    con = _console()
+    with Store(store, memory_limit=memory_limit) as st:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+            s = st.ingest(meters, readings, meters_crs=meters_crs, network=net, now=now,
+                          max_distance_m=max_distance, progress=progress)
+    t = Table(title=f"ingest #{s.ingest_id} into {store}", show_header=True)
+    t.add_column("readings")
+    t.add_column("rows", justify="right")
+    t.add_row("rows in", f"{s.rows_in:,}")
+    t.add_row("accepted", f"{s.accepted:,}")
+    if s.resets:
+        t.add_row("  of which register resets", f"{s.resets:,}")
+    for reason, n in s.quarantined.items():
+        t.add_row(f"quarantined: {reason}", f"{n:,}")
+    t.add_row("already stored (skipped)", f"{s.duplicates_skipped:,}")
+    t.add_row("adds up", "yes" if s.adds_up else "NO")
+    con.print(t)
+    if meters is not None:
+        m = Table(title="meter registry", show_header=True)
+        m.add_column("meters")
+        m.add_column("rows", justify="right")
+        m.add_row("rows in", f"{s.meters_in:,}")
+        m.add_row("usable", f"{s.meters_accepted:,}")
+        for reason, n in s.meters_rejected.items():
+            m.add_row(f"rejected: {reason}", f"{n:,}")
+        if s.joined is not None:
+            m.add_row(f"joined within {max_distance:g} m", f"{s.joined:,}")
+            m.add_row("unmatched", f"{s.unmatched:,}")
+        con.print(m)
+
+
+def balance(
+    network: Path = typer.Option(..., "--network", help=_NET_HELP),
+    crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    store: Path = typer.Option(..., "--store", help="DuckDB file filled by `twin ingest`."),
+    out: Path = typer.Option(..., "--out", help="Output folder for balance.csv and balance.parquet."),
+    start: Optional[str] = typer.Option(None, "--start", help="First local date (YYYY-MM-DD)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Last local date (YYYY-MM-DD)."),
+) -> None:
+    """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
+    from twin.balance import water_balance
+    from twin.errors import require_file
+    from twin.store import Store
+
+    require_file(store, what="store")
+    net = _network(network, crs)
+    with Store(store) as st:
+        b = water_balance(net, st, start=start, end=end)
+        out.mkdir(parents=True, exist_ok=True)
+        b.to_csv(out / "balance.csv", index=False, float_format="%.4f")
+        b.to_parquet(out / "balance.parquet", index=False)
+        st.write_table("balance", b)
+    con = _console()
+    t = Table(title=f"water balance per DMA and local day ({settings.TIMEZONE})")
+    for c, j in (("DMA", "left"), ("date", "left"), ("SIV m³", "right"), ("metered m³", "right"),
+                 ("NRW m³", "right"), ("NRW %", "right"), ("MNF L/s", "right"), ("night use L/s", "right"),
+                 ("flag", "left")):
+        t.add_column(c, justify=j, no_wrap=c in ("DMA", "date"))  # type: ignore[arg-type]
+    for r in b.itertuples(index=False):
+        style = "bold red" if "jump" in r.flag else None
+        t.add_row(r.dma, str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
+                  f"{r.nrw_pct:.1f}", f"{r.mnf_lps:.2f}", f"{r.night_consumption_lps:.2f}", r.flag, style=style)
+    con.print(t)
+    con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+
+
+@meters_app.command("join")
+def join(
+    network: Path = typer.Option(..., "--network", help=_NET_HELP),
+    crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    meters: Path = typer.Option(..., "--meters", help="Meter registry (.csv/.parquet)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: join.csv, rejected_meters.csv."),
+    meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs", help=_MCRS_HELP),
+    max_distance: float = typer.Option(settings.SNAP_DISTANCE_M, "--max-distance", help="Join distance, metres."),
+) -> None:
+    """Check the registry against the network and snap customer meters to pipes."""
+    from twin.meters import join_meters, read_meters, validate_meters
+
+    net = _network(network, crs)
+    raw = read_meters(meters, crs=meters_crs)
+    good, rejected = validate_meters(raw, net)
+    j = join_meters(good, net, max_distance_m=max_distance)
+    out.mkdir(parents=True, exist_ok=True)
+    j.to_csv(out / "join.csv", float_format="%.6f")
+    rejected.to_csv(out / "rejected_meters.csv", index=False)
+    con = _console()
+    t = Table(title=f"meters joined to {network.name}")
+    t.add_column("")
+    t.add_column("meters", justify="right")
+    t.add_row("registry rows", f"{len(raw):,}")
+    t.add_row("rejected", f"{len(rejected):,}")
+    t.add_row("customer meters", f"{len(j):,}")
+    t.add_row(f"joined within {max_distance:g} m", f"{int(j['matched'].sum()):,}")
+    t.add_row("unmatched", f"{int((~j['matched']).sum()):,}")
+    if j["matched"].any():
+        t.add_row("median distance, m", f"{j.loc[j['matched'], 'distance_m'].median():.1f}")
+    con.print(t)
+    if len(rejected):
+        r = Table(title="rejected registry rows by reason")
+        r.add_column("reason")
+        r.add_column("rows", justify="right")
+        for reason, n in rejected["reason"].value_counts().head(15).items():
+            r.add_row(str(reason), f"{n:,}")
+        con.print(r)
+    con.print(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the twin app."""
+    app.command("ingest")(ingest)
+    app.command("balance")(balance)
+    app.add_typer(meters_app, name="meters")
