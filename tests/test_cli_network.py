@@ -1,0 +1,123 @@
+"""``twin network info`` and ``twin network convert``: output, round trips, exit codes on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wntr_network
+from twin.network import read_network
+
+DATA = Path(__file__).parent / "data" / "network"
+
+
+def test_help_on_every_command(twin_cli, capsys):
+    for args in (["network", "--help"], ["network", "info", "--help"], ["network", "convert", "--help"]):
+        assert twin_cli(*args) == 0
+        out = capsys.readouterr().out
+        assert "Usage" in out
+    assert twin_cli("network", "convert", "--help") == 0
+    assert "--to-crs" in capsys.readouterr().out
+
+
+def test_info_prints_counts_length_bbox_and_findings(twin_cli, capsys, ltown_inp):
+    assert twin_cli("network", "info", ltown_inp, "--crs", "EPSG:32650") == 0
+    out = capsys.readouterr().out
+    for text in ("junctions", "782", "905", "reservoirs", "pumps", "43.16 km", "bbox lon", "outside_crs_area",
+                 "validation: 0 errors"):
+        assert text in out
+
+
+def test_info_json_is_machine_readable(twin_cli, capsys):
+    assert twin_cli("network", "info", wntr_network("Net3"), "--crs", "EPSG:32650", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["junctions"] == 92 and data["pipes"] == 117 and data["pumps"] == 2 and data["tanks"] == 3
+    assert data["pipe_length_km"] == pytest.approx(65.749, abs=0.01)
+    assert len(data["bbox_lonlat"]) == 4
+    assert {f["code"] for f in data["findings"]} >= {"schematic_coordinates"}
+
+
+@pytest.mark.parametrize("name", ["Net1", "ky10"])
+def test_convert_inp_to_gpkg_and_back(twin_cli, capsys, tmp_path, name):
+    src = wntr_network(name)
+    gpkg = tmp_path / f"{name}.gpkg"
+    assert twin_cli("network", "convert", src, gpkg, "--crs", "EPSG:32650") == 0
+    assert "wrote" in capsys.readouterr().out
+    back = tmp_path / f"{name}.inp"
+    assert twin_cli("network", "convert", gpkg, back) == 0
+    a = read_network(src, crs="EPSG:32650")
+    b = read_network(back, crs="EPSG:32650")
+    assert len(a.pipes) == len(b.pipes)
+    assert b.pipes["length_m"].sum() == pytest.approx(a.pipes["length_m"].sum(), rel=1e-3)
+
+
+def test_convert_to_geojson_in_lonlat(twin_cli, capsys, ltown_inp, tmp_path):
+    out = tmp_path / "ltown.geojson"
+    assert twin_cli("network", "convert", ltown_inp, out, "--crs", "EPSG:32650", "--to-crs", "EPSG:4326") == 0
+    assert (tmp_path / "ltown_nodes.geojson").exists()
+    data = json.loads(out.read_text())
+    lon, lat = data["features"][0]["geometry"]["coordinates"][0]
+    assert 112 < lon < 113 and 0 <= lat < 1  # local metres read as UTM 50N sit near the equator
+    net = read_network(out)
+    assert len(net.pipes) == 905 and net.crs.to_epsg() == 4548
+    assert net.pipes["length_m"].sum() == pytest.approx(43163.2, rel=1e-3)
+
+
+def test_convert_gis_with_column_mapping(twin_cli, capsys, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    x0, y0 = 503_000.0, 3_124_000.0
+    gdf = gpd.GeoDataFrame(
+        {"GUID": ["m1", "m2"], "DN_MM": [200, 150], "DMA_NAME": ["A", "A"]},
+        geometry=[shapely.LineString([(x0, y0), (x0 + 50, y0)]), shapely.LineString([(x0 + 50, y0), (x0 + 50, y0 + 30)])],
+        crs="EPSG:4548",
+    )
+    src = tmp_path / "mains.gpkg"
+    gdf.to_file(src, layer="mains")
+    out = tmp_path / "mains.inp"
+    code = twin_cli("network", "convert", src, out, "--column", "link_id=GUID", "--column", "diameter=DN_MM",
+                    "--column", "zone=DMA_NAME")
+    assert code == 0, capsys.readouterr().err
+    net = read_network(out, crs="EPSG:4548")
+    assert sorted(net.pipes.index) == ["m1", "m2"]
+    assert net.pipes.loc["m1", "diameter_m"] == pytest.approx(0.2)
+    assert net.pipes.loc["m2", "zone"] == "A"
+
+
+BAD_INPUTS = [
+    (["truncated.inp", "--crs", "EPSG:32650"], "truncated"),
+    (["unknown_section.inp", "--crs", "EPSG:32650"], "unknown section"),
+    (["non_numeric.inp", "--crs", "EPSG:32650"], "is not a number"),
+    (["empty.inp", "--crs", "EPSG:32650"], "empty"),
+    (["does_not_exist.inp", "--crs", "EPSG:32650"], "does not exist"),
+    (["gis_null_geometry.geojson"], "no geometry"),
+    (["gis_ends_apart.geojson"], "line ends do not meet"),
+    (["gis_degrees_as_metres.geojson"], "lon/lat degrees"),
+    (["gis_null_geometry.geojson", "--crs", "EPSG:999999"], "not a known coordinate reference system"),
+    (["gis_null_geometry.geojson", "--column", "diameter"], "KEY=NAME"),
+]
+
+
+@pytest.mark.parametrize("args, expected", BAD_INPUTS, ids=[a[0][0] + "-" + a[1].split()[0] for a in BAD_INPUTS])
+@pytest.mark.parametrize("command", ["info", "convert"])
+def test_bad_input_exits_two_with_one_readable_line(twin_cli, capsys, tmp_path, command, args, expected):
+    path = DATA / args[0]
+    extra = [str(tmp_path / "out.gpkg")] if command == "convert" else []
+    code = twin_cli("network", command, path, *extra, *args[1:])
+    captured = capsys.readouterr()
+    assert code == 2
+    err = " ".join(captured.err.split())
+    assert expected in err
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    assert err.startswith("error:")
+    assert "Fix:" in err
+    if command == "convert":
+        assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_inp_without_crs_exits_two(twin_cli, capsys):
+    assert twin_cli("network", "info", wntr_network("Net1")) == 2
+    assert "--crs EPSG:32650" in " ".join(capsys.readouterr().err.split())
