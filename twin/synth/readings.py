@@ -206,12 +206,13 @@ def _link_table(wn, nodes: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
     for name, link in wn.links():
         kind = link.link_type.lower()
         verts = list(getattr(link, "vertices", []) or [])
+        closed = kind == "pipe" and str(link.initial_status).lower().endswith("closed")
         rows.append((name, kind, link.start_node_name, link.end_node_name,
                      float(getattr(link, "length", 0.0) or 0.0),
                      float(getattr(link, "diameter", 0.0) or 0.0), verts,
-                     str(link.tag) if getattr(link, "tag", None) else ""))
+                     str(link.tag) if getattr(link, "tag", None) else "", closed))
     t = pd.DataFrame(rows, columns=["link_id", "link_type", "start_node", "end_node", "length_m",
-                                    "diameter_m", "vertices", "zone"]).set_index("link_id")
+                                    "diameter_m", "vertices", "zone", "closed"]).set_index("link_id")
     sx = nodes.loc[t["start_node"], ["x", "y"]].to_numpy()
     ex = nodes.loc[t["end_node"], ["x", "y"]].to_numpy()
     geoms = []
@@ -785,9 +786,10 @@ def synth_readings(
         ps = jp.reindex(pipes.start_node).to_numpy()
         pe = jp.reindex(pipes.end_node).to_numpy()
         if leak == "random":
-            good = (np.nan_to_num(ps) > 10) & (np.nan_to_num(pe) > 10) & (pipes.length_m.to_numpy() > 10)
+            open_ = ~pipes.closed.to_numpy()
+            good = (np.nan_to_num(ps) > 10) & (np.nan_to_num(pe) > 10) & (pipes.length_m.to_numpy() > 10) & open_
             if not good.any():
-                good = (np.nan_to_num(ps) > 0) & (np.nan_to_num(pe) > 0)
+                good = (np.nan_to_num(ps) > 0) & (np.nan_to_num(pe) > 0) & open_
             w = np.where(good, pipes.length_m.to_numpy(), 0.0)
             if w.sum() <= 0:
                 raise SimulationError("no pipe has positive pressure at both ends for a leak",
@@ -796,6 +798,10 @@ def synth_readings(
             link_id = str(pipes.index[li])
         else:
             link_id = leak
+            if bool(pipes.closed[link_id]):
+                raise InputError(f"pipe {link_id!r} is closed in the network (a boundary valve), so it cannot leak "
+                                 "into a flowing system", path=network_path, element=link_id,
+                                 fix="choose an open pipe, or --leak random")
         position = float(rng_l.uniform(0.15, 0.85))
         onset_s = int(rng_l.uniform(2 * 86400 + 3600, max(days * 86400 - 18 * 3600, 2 * 86400 + 7200)))
         onset_s -= onset_s % 60
@@ -982,7 +988,8 @@ def synth_readings(
             "coefficient_m3s_per_m_of_pipe": float(f"{k:.6g}"),
             "junctions": int(ok.sum()),
         },
-        "min_pressure_m": round(float(P.reindex(columns=junctions).min().min()), 3),
+        "min_pressure_m": round(float(P.reindex(columns=junctions[node_q.max(axis=1) > 0]).min().min()), 3),
+        "min_pressure_note": "lowest pressure head at a junction with customers over the period, m",
     }
     paths["truth"].write_text(json.dumps(truth, indent=2, sort_keys=False) + "\n")
     log.info(
@@ -1075,6 +1082,8 @@ def _flow_meter_links(wn, nodes: pd.DataFrame, links: pd.DataFrame) -> list[str]
         s, e = row.start_node, row.end_node
         ks, ke = kinds[s], kinds[e]
         zs, ze = nodes.zone[s], nodes.zone[e]
+        if row.closed:
+            continue
         if (row.link_type in ("pump", "valve") or "reservoir" in (ks, ke) or "tank" in (ks, ke)
                 or (zs and ze and zs != ze)):
             chosen.append(str(lid))
