@@ -33,7 +33,7 @@ For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
     (L/s) rises above the DMA's own earlier unflagged days: robust z-score
     ``(x - median) / scale > flag_z`` with ``scale = max(1.4826 MAD,
     rel_floor x |median|, abs_floor)`` (:data:`NRW_FLOOR`,
-    :data:`NIGHT_FLOOR`), once ``min_history_days`` earlier days exist. ``incomplete`` marks a DMA with an unmetered boundary link.
+    :data:`NIGHT_FLOOR`), once ``min_history_days`` earlier days exist.
 """
 
 from __future__ import annotations
@@ -63,13 +63,17 @@ FLAG_Z = 3.5
 NRW_FLOOR = (0.01, 3.0)
 NIGHT_FLOOR = (0.02, 0.1)
 
+#: A day is "partial" when more than this share of a DMA's meters has no
+#: register on both sides of a day boundary (first / last day of the data).
+PARTIAL_SHARE = 0.10
+
 #: Gaps in logger series filled by time interpolation, samples (2 h).
 GAP_SAMPLES = 8
 
 BALANCE_COLUMNS = [
     "dma", "date", "siv_m3", "consumption_m3", "nrw_m3", "nrw_pct", "mnf_lps",
     "night_consumption_lps", "night_leakage_lps", "flag", "inflow_m3", "storage_change_m3",
-    "meters", "meters_missing", "unmetered_boundaries", "nrw_z", "mnf_z",
+    "meters", "meters_missing", "meters_extrapolated", "unmetered_boundaries", "nrw_z", "mnf_z",
 ]
 
 
@@ -247,7 +251,7 @@ def water_balance(
     complete = inflow[in_day].notna().groupby(np.asarray(day)[in_day]).all()
     inflow_m3 = inflow_m3.where(complete)
     edges_local = pd.DatetimeIndex([pd.Timestamp(d).tz_localize(tz) for d in full_days] + [pd.Timestamp(full_days[-1]).tz_localize(tz) + pd.Timedelta(days=1)])
-    edges = edges_local.tz_convert("UTC")
+    edges = edges_local.tz_convert("UTC").as_unit("ns")
     st = storage.reindex(grid.union(edges)).interpolate(method="time", limit_area="inside").ffill(limit=1).reindex(edges)
     st_change = pd.DataFrame(st.diff().iloc[1:].to_numpy(), index=full_days, columns=dmas)
     hour = np.asarray(local.hour)
@@ -272,6 +276,13 @@ def water_balance(
     factors = dict(NIGHT_FACTORS if night_factors is None else night_factors)
     cls = cust["customer_class"].astype("string").fillna("").reindex(mids).fillna("") if "customer_class" in cust.columns else pd.Series("", index=mids)
     nf = cls.map(lambda c: factors.get(str(c).strip().lower(), factors.get("", 0.25))).to_numpy(dtype=float)
+    # meters whose register had to be extrapolated to a day boundary
+    span = readings.groupby("meter_id")["timestamp"].agg(["min", "max"]).reindex(mids)
+    e0 = edges[:-1].asi8[:, None]
+    e1 = edges[1:].asi8[:, None]
+    first = pd.DatetimeIndex(span["min"]).as_unit("ns").asi8[None, :]
+    last = pd.DatetimeIndex(span["max"]).as_unit("ns").asi8[None, :]
+    extrap = ((e0 < first) | (e1 > last)).astype(float)  # days x meters
     V = vol.to_numpy(dtype=float)
     known = np.isfinite(V)
     cons = np.nan_to_num(V) @ W  # days x dmas
@@ -279,6 +290,7 @@ def water_balance(
     in_any = np.asarray(W.sum(axis=1)).ravel() > 0
     n_meters = np.asarray((W > 0).sum(axis=0)).ravel()
     missing = (~known & in_any[None, :]).astype(float) @ (W > 0).astype(float)
+    n_extrap = (extrap * known) @ (W > 0).astype(float)
 
     # --- assemble -----------------------------------------------------------------------
     rows = []
@@ -297,6 +309,7 @@ def water_balance(
                 "mnf_lps": m, "night_consumption_lps": night_c, "night_leakage_lps": m - night_c,
                 "inflow_m3": infl, "storage_change_m3": dst,
                 "meters": int(n_meters[di]), "meters_missing": int(missing[k, di]),
+                "meters_extrapolated": int(n_extrap[k, di]),
                 "unmetered_boundaries": unmet_count.get(d, 0),
             })
     out = pd.DataFrame(rows)
@@ -310,8 +323,9 @@ def water_balance(
         out.loc[idx, "nrw_z"] = zn
         out.loc[idx, "mnf_z"] = zm
         flags = []
-        for a, b, inc in zip(fn, fm, g["unmetered_boundaries"] > 0):
-            f = [x for x, on in (("nrw_jump", a), ("mnf_jump", b), ("incomplete", inc)) if on]
+        partial = (g["meters_extrapolated"] + g["meters_missing"]) > PARTIAL_SHARE * g["meters"].clip(lower=1)
+        for a, b, inc, par in zip(fn, fm, g["unmetered_boundaries"] > 0, partial):
+            f = [x for x, on in (("nrw_jump", a), ("mnf_jump", b), ("incomplete", inc), ("partial", par)) if on]
             flags.append(",".join(f))
         out.loc[idx, "flag"] = flags
     out = out[BALANCE_COLUMNS]

@@ -310,7 +310,7 @@ def node_demand(
     if window_s is None:
         if len(window_volumes.index) < 2:
             raise InputError("cannot tell the window length of a single window", fix="pass window_s (seconds)")
-        step = np.diff(pd.DatetimeIndex(window_volumes.index).asi8) / 1e9
+        step = np.diff(pd.DatetimeIndex(window_volumes.index).as_unit("ns").asi8) / 1e9
         window_s = np.append(step, step[-1])
     ws = np.broadcast_to(np.asarray(window_s, dtype=float), (len(window_volumes),))
     if np.any(ws <= 0):
