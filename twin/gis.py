@@ -804,7 +804,8 @@ def _build_wn(nodes, links, extras, node_layer, ncols, *, path: Path) -> wntr.ne
                 return float(v)
         return TANK_DEFAULTS[key]
 
-    for nid, kind, x, y, z, q, zn in zip(nodes.index, nodes["node_type"], xs, ys, elev, demand, zones):
+    for nid, kind, x, y, z, q, zn in zip(nodes.index.tolist(), nodes["node_type"].tolist(), xs.tolist(),
+                                         ys.tolist(), elev.tolist(), demand.tolist(), zones.tolist()):
         if kind == "junction":
             wn.add_junction(nid, base_demand=float(q), elevation=float(z), coordinates=(float(x), float(y)))
         elif kind == "reservoir":
@@ -832,7 +833,8 @@ def _build_wn(nodes, links, extras, node_layer, ncols, *, path: Path) -> wntr.ne
         "pump_curve": extras["pump_curve"],
         "pump_power_w": extras["pump_power_w"],
     }
-    for i, (lid, s, e) in enumerate(zip(links.index, links["start_node"], links["end_node"])):
+    for i, (lid, s, e) in enumerate(zip(links.index.tolist(), links["start_node"].tolist(),
+                                        links["end_node"].tolist())):
         try:
             _add_link(wn, i, lid, s, e, ltype[i], arrays, path)
         except ValueError as exc:
