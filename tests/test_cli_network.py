@@ -121,3 +121,15 @@ def test_bad_input_exits_two_with_one_readable_line(twin_cli, capsys, tmp_path, 
 def test_inp_without_crs_exits_two(twin_cli, capsys):
     assert twin_cli("network", "info", wntr_network("Net1")) == 2
     assert "--crs EPSG:32650" in " ".join(capsys.readouterr().err.split())
+
+
+def test_check_exits_two_on_validation_errors(twin_cli, capsys, ltown_inp):
+    assert twin_cli("network", "check", ltown_inp, "--crs", "EPSG:32650") == 0
+    assert "0 errors" in capsys.readouterr().out
+    assert twin_cli("network", "check", ltown_inp, "--crs", "EPSG:32650", "--strict") == 2
+    assert "outside_crs_area" in " ".join(capsys.readouterr().err.split())
+    code = twin_cli("network", "check", DATA / "gis_ends_apart.geojson", "--allow-disconnected")
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "no_source" in captured.out and "disconnected" in captured.out
+    assert "validation errors, first: no_source" in " ".join(captured.err.split())

@@ -152,8 +152,14 @@ def validate_network(network: "Network") -> pd.DataFrame:
                              f"pipe {lid} is {a:.1f} m long but drawn {b:.1f} m"))
 
     junction_elev = nodes.loc[nodes["node_type"] == "junction", "elevation_m"]
-    for nid in junction_elev.index[junction_elev.isna()]:
-        rows.append(("warning", "no_elevation", str(nid), f"junction {nid} has no elevation (0 m assumed)"))
+    no_elev = junction_elev.index[junction_elev.isna()]
+    if len(no_elev) > max(10, len(junction_elev) // 2):
+        rows.append(("warning", "no_elevation", "",
+                     f"{len(no_elev)} of {len(junction_elev)} junctions have no elevation (0 m assumed): "
+                     "pressures will be heads above datum"))
+    else:
+        for nid in no_elev:
+            rows.append(("warning", "no_elevation", str(nid), f"junction {nid} has no elevation (0 m assumed)"))
 
     # Coordinates against the CRS.
     if len(nodes):

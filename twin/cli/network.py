@@ -100,6 +100,10 @@ def info(
     table.add_row("zones", f"{len(zones)}: " + ", ".join(zones[:12]) + (" ..." if len(zones) > 12 else "")
                   if zones else "none")
     console.print(table)
+    _print_findings(console, findings, max_findings)
+
+
+def _print_findings(console: Console, findings, max_findings: int) -> None:
     n_err = int((findings["level"] == "error").sum())
     n_warn = int((findings["level"] == "warning").sum())
     console.print(f"validation: {n_err} errors, {n_warn} warnings", highlight=False)
@@ -120,6 +124,40 @@ def info(
         rest = ", ".join(f"{code}: {n}" for (_, code), n in counts.items())
         console.print(f"showing {len(shown)} of {len(findings)} findings ({rest}); --max-findings 0 shows all",
                       highlight=False)
+
+
+@network_app.command("check")
+def check(
+    file: Path = typer.Argument(..., help="Network file: .inp, .gpkg, .geojson or .shp."),
+    crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    to_crs: Optional[str] = typer.Option(None, "--to-crs", help=_TO_CRS_HELP),
+    column: Optional[list[str]] = typer.Option(None, "--column", help="GIS column mapping KEY=NAME. Repeatable."),
+    snap_tolerance: Optional[float] = typer.Option(None, "--snap-tolerance",
+                                                   help="GIS: merge line ends closer than this, metres."),
+    pipes_layer: Optional[str] = typer.Option(None, "--pipes-layer", help="GeoPackage layer of the pipes."),
+    allow_disconnected: bool = typer.Option(False, "--allow-disconnected",
+                                            help="GIS: import a snapped network that falls into parts."),
+    max_findings: int = typer.Option(0, "--max-findings", help="Validation rows shown (0: all)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
+) -> None:
+    """Validate a network: list every finding; exit 2 when there are errors (or warnings with --strict)."""
+    from twin.errors import NetworkError
+    from twin.network import read_network, validate_network
+
+    net = read_network(file, crs=crs, to_crs=to_crs,
+                       **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, file))
+    findings = validate_network(net)
+    console = Console(width=max(Console().width, 100))
+    _print_findings(console, findings, max_findings)
+    failing = findings if strict else findings[findings["level"] == "error"]
+    if not failing.empty:
+        first = failing.iloc[0]
+        raise NetworkError(
+            f"{len(failing)} validation {'findings' if strict else 'errors'}, first: {first['code']} "
+            f"{first['element']}: {first['message']}".replace(" : ", ": "),
+            path=file,
+            fix="correct the elements listed above in the source data",
+        )
 
 
 @network_app.command("convert")
