@@ -1,0 +1,231 @@
+"""Water balance: hand-made physics, and the truth of a synthetic week with a leak."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twin.balance import water_balance
+from twin.crs import transform_xy
+from twin.dma import assign_dmas
+from twin.network import read_network
+from twin.store import Store
+
+X0, Y0 = 503000.0, 3125000.0
+NOW = "2026-04-01T00:00:00+08:00"
+
+INP = f"""[JUNCTIONS]
+ A 10 0.001
+ B 10 0.001
+ C 10 0.001
+ D 10 0.001
+ E 10 0.001
+
+[RESERVOIRS]
+ R 60
+
+[TANKS]
+ T 20 3 0 6 10 0
+
+[PIPES]
+ PIN R A 100 200 100 0 Open
+ P1  A B 100 150 100 0 Open
+ P2  B C 100 150 100 0 Open
+ PX  D C 100 150 100 0 Open
+ P3  D E 100 150 100 0 Open
+ PT  B T 50 150 100 0 Open
+
+[COORDINATES]
+ R {X0 - 100} {Y0}
+ A {X0} {Y0}
+ B {X0 + 100} {Y0}
+ C {X0 + 200} {Y0}
+ D {X0 + 300} {Y0}
+ E {X0 + 400} {Y0}
+ T {X0 + 100} {Y0 + 50}
+
+[TAGS]
+ NODE A West
+ NODE B West
+ NODE C West
+ NODE T West
+ NODE D East
+ NODE E East
+
+[OPTIONS]
+ Units LPS
+
+[END]
+"""
+
+
+def _iso(ts: pd.DatetimeIndex) -> list[str]:
+    return [t.isoformat() for t in ts.tz_convert("Asia/Shanghai")]
+
+
+@pytest.fixture
+def hand(tmp_path):
+    """Two local days: 10 L/s in at PIN, 2 L/s on to the east through PX, a tank filling."""
+    net_path = tmp_path / "zoned.inp"
+    net_path.write_text(INP)
+    lon, lat = transform_xy([X0 + 50, X0 + 350, X0 + 100], [Y0 + 5, Y0 + 5, Y0 + 50],
+                            from_crs="EPSG:4548", to_crs="EPSG:4326")
+    meters = pd.DataFrame({
+        "meter_id": ["C1", "C2", "FLW-PIN", "FLW-PX", "PRS-T"],
+        "kind": ["customer", "customer", "flow", "flow", "pressure"],
+        "lon": [lon[0], lon[1], lon[0], lon[1], lon[2]],
+        "lat": [lat[0], lat[1], lat[0], lat[1], lat[2]],
+        "node_id": ["", "", "", "", "T"],
+        "link_id": ["", "", "PIN", "PX", ""],
+    })
+    grid = pd.date_range("2026-03-02T00:00+08:00", periods=192, freq="15min").tz_convert("UTC")
+    rows = []
+    rows += [("FLW-PIN", t, "10.0") for t in _iso(grid)]
+    rows += [("FLW-PX", t, "-2.0") for t in _iso(grid)]  # C -> D: against the link's direction
+    rows += [("PRS-T", t, f"{3.0 + 0.01 * k:.3f}") for k, t in enumerate(_iso(grid))]
+    reads = pd.date_range("2026-03-02T00:00+08:00", periods=5, freq="12h").tz_convert("UTC")
+    rows += [("C1", t, f"{100 + 200 * k:.3f}") for k, t in enumerate(_iso(reads))]  # 400 m³/day
+    rows += [("C2", t, f"{50 + 50 * k:.3f}") for k, t in enumerate(_iso(reads))]  # 100 m³/day
+    m_path, r_path = tmp_path / "meters.csv", tmp_path / "readings.csv"
+    meters.to_csv(m_path, index=False)
+    pd.DataFrame(rows, columns=["meter_id", "timestamp", "value"]).to_csv(r_path, index=False)
+    return net_path, m_path, r_path
+
+
+def test_hand_made_balance_with_a_tank(hand):
+    net_path, m_path, r_path = hand
+    net = read_network(net_path, crs="EPSG:4548")
+    with Store() as st:
+        st.ingest(m_path, r_path, network=net, now=NOW)
+        b = water_balance(net, st).set_index(["dma", "date"])
+    import datetime as dt
+
+    d1 = dt.date(2026, 3, 2)
+    assert sorted(b.index.get_level_values("date").unique()) == [d1, dt.date(2026, 3, 3)]
+    area = math.pi * 10.0**2 / 4
+    west, east = b.loc[("West", d1)], b.loc[("East", d1)]
+    assert west["inflow_m3"] == pytest.approx(8.0 * 86.4)
+    assert west["storage_change_m3"] == pytest.approx(0.96 * area, rel=1e-6)
+    assert west["siv_m3"] == pytest.approx(8.0 * 86.4 - 0.96 * area, rel=1e-6)
+    assert west["consumption_m3"] == pytest.approx(400.0, rel=1e-6)
+    assert west["nrw_m3"] == pytest.approx(west["siv_m3"] - 400.0)
+    assert west["nrw_pct"] == pytest.approx(100 * west["nrw_m3"] / west["siv_m3"])
+    # night: 8 L/s in, the tank takes 0.01 m / 15 min
+    assert west["mnf_lps"] == pytest.approx(8.0 - 0.01 * area / 900 * 1000, rel=1e-6)
+    assert east["siv_m3"] == pytest.approx(2.0 * 86.4)
+    assert east["consumption_m3"] == pytest.approx(100.0, rel=1e-6)
+    assert east["night_consumption_lps"] == pytest.approx(100.0 / 86.4 * 0.25)
+    assert (b["flag"] == "").all()
+
+
+# --------------------------------------------------------------------------- synthetic week
+
+
+def _shared_ltown() -> Path:
+    root = Path(__file__).resolve().parents[1]
+    return Path(os.environ.get("TWIN_SHARED", root.parent / "shared")) / "networks" / "L-TOWN.inp"
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory):
+    """L-Town with Yingtan coordinates, 8 days, a burst from 2026-03-07 07:50 (seed 5)."""
+    src = _shared_ltown()
+    if not src.exists():
+        pytest.skip(f"L-Town not found at {src}")
+    from twin.synth import synth_readings
+
+    out = tmp_path_factory.mktemp("week")
+    files = synth_readings(src, crs="EPSG:4548", days=8, leak="random", seed=5, out_dir=out, shift_to_yingtan=True)
+    net = read_network(files["network"], crs="EPSG:4548")
+    truth = json.loads(files["truth"].read_text())
+    db = out / "week.duckdb"
+    with Store(db) as st:
+        summary = st.ingest(files["meters"], files["readings"], network=net, now=NOW)
+        bal = water_balance(net, st)
+    return {"files": files, "net": net, "truth": truth, "balance": bal, "summary": summary, "db": db}
+
+
+def test_week_ingest_accounts_for_every_row(week):
+    s = week["summary"]
+    assert s.adds_up and s.rows_in == week["truth"]["readings_rows"]
+    assert s.quarantined.get("duplicate", 0) > 0  # synth repeats ~0.5 % of customer rows
+    assert s.unmatched == 0 and s.meters_rejected == {}
+
+
+def test_week_nrw_matches_the_truth(week):
+    b, truth = week["balance"], week["truth"]
+    under = truth["customers"]["under_registration_mean"]
+    days = b.groupby("date")[["siv_m3", "consumption_m3", "nrw_m3"]].sum()
+    assert len(days) == truth["days"]
+    for (date, row), td in zip(days.iterrows(), truth["per_day"]):
+        assert str(date) == td["date"]
+        siv = td["system_input_m3"] - td["tank_filling_m3"]
+        assert row["siv_m3"] == pytest.approx(siv, rel=0.005)
+    interior = days.iloc[1:-1]
+    true_nrw = np.array([td["background_leakage_m3"] + td["leak_m3"] + under * td["consumption_m3"]
+                         for td in truth["per_day"][1:-1]])
+    # every interior day within 3 %, the week within 2 %
+    assert np.all(np.abs(interior["nrw_m3"].to_numpy() / true_nrw - 1) < 0.03)
+    assert interior["nrw_m3"].sum() == pytest.approx(true_nrw.sum(), rel=0.02)
+    # first and last day depend on extrapolated registers: marked partial
+    assert b.loc[b["date"] == days.index[0], "flag"].str.contains("partial").any()
+
+
+def test_week_leak_dma_stands_out_from_the_leak_day(week):
+    b, truth, net = week["balance"], week["truth"], week["net"]
+    leak = truth["leak"]
+    reg = pd.read_csv(week["files"]["meters"], dtype=str)
+    flow_links = reg.loc[reg["kind"] == "flow", "link_id"].tolist()
+    dma_of = assign_dmas(net, inlet_links=flow_links)
+    leak_dma = dma_of[leak["node_start"]]
+    assert leak_dma == dma_of[leak["node_end"]]
+    onset_day = pd.Timestamp(leak["onset"]).date()
+    jumps = b[b["flag"].str.contains("jump")]
+    # the leak's DMA is flagged from the onset day on, every day
+    lk = b[b["dma"] == leak_dma].set_index("date")
+    assert lk.loc[lk.index >= onset_day, "flag"].str.contains("nrw_jump").all()
+    assert not lk.loc[lk.index < onset_day, "flag"].str.contains("jump").any()
+    # the first full night after the onset shows in the night flow
+    assert lk.loc[lk.index > onset_day, "flag"].str.contains("mnf_jump").all()
+    # and no other DMA raises an alarm
+    assert set(jumps["dma"]) == {leak_dma}
+    # the extra NRW of a full leak day is the leak's volume
+    base = lk.loc[lk.index < onset_day, "nrw_m3"].iloc[1:].median()  # skip the partial first day
+    full = [d for d in lk.index if d > onset_day][0]
+    leak_m3 = next(td["leak_m3"] for td in truth["per_day"] if td["date"] == str(full))
+    assert lk.loc[full, "nrw_m3"] - base == pytest.approx(leak_m3, rel=0.15)
+    # night leakage rises by about the leak flow
+    night_base = lk.loc[lk.index < onset_day, "night_leakage_lps"].median()
+    assert lk.loc[full, "night_leakage_lps"] - night_base == pytest.approx(leak["flow_lps"], rel=0.25)
+
+
+def test_cli_ingest_and_balance(week, tmp_path, twin_cli, capsys):
+    f = week["files"]
+    db = tmp_path / "cli.duckdb"
+    assert twin_cli("ingest", "--meters", f["meters"], "--readings", f["readings"], "--store", db,
+                    "--network", f["network"], "--crs", "EPSG:4548", "--now", NOW) == 0
+    out = capsys.readouterr().out
+    assert "adds up" in out and "quarantined: duplicate" in out
+    assert twin_cli("ingest", "--readings", f["readings"], "--store", db) == 0
+    assert "already stored" in capsys.readouterr().out
+    assert twin_cli("balance", "--network", f["network"], "--crs", "EPSG:4548", "--store", db,
+                    "--out", tmp_path / "out") == 0
+    csv = pd.read_csv(tmp_path / "out" / "balance.csv")
+    pq = pd.read_parquet(tmp_path / "out" / "balance.parquet")
+    assert len(csv) == len(pq) == len(week["balance"])
+    assert {"dma", "date", "siv_m3", "consumption_m3", "nrw_m3", "nrw_pct", "mnf_lps",
+            "night_consumption_lps", "flag"} <= set(csv.columns)
+    with Store(db, read_only=True) as st:
+        assert len(st.table("balance")) == len(csv)
+    # bad input: one line, exit 2
+    assert twin_cli("balance", "--network", f["network"], "--crs", "EPSG:4548", "--store", tmp_path / "none.duckdb",
+                    "--out", tmp_path / "o2") == 2
+    err = capsys.readouterr().err
+    assert "store file does not exist" in err and "Traceback" not in err
+    assert twin_cli("ingest", "--meters", f["meters"], "--readings", tmp_path / "missing.csv", "--store", db) == 2
