@@ -340,3 +340,26 @@ def test_import_logs_one_info_line(caplog):
         read_network(wntr_network("Net1"), crs="EPSG:32650")
     lines = [r for r in caplog.records if r.name == "twin.network" and r.levelno == logging.INFO]
     assert len(lines) == 1 and "9 junctions" in lines[0].getMessage()
+
+
+def test_metres_declared_as_degrees_is_refused(ltown_inp):
+    with pytest.raises(CRSError, match=r"not lon/lat degrees.*EPSG:4326 is geographic.*--crs EPSG:4548"):
+        read_network(ltown_inp, crs="EPSG:4326")
+
+
+def test_inp_in_gcj02_web_map_coordinates(tmp_path):
+    # a network digitised on Amap: node lon/lat in GCJ-02
+    src = read_network(wntr_network("Net3"), crs="EPSG:4548")
+    x = src.nodes.geometry.x.to_numpy() * 20 + 500_000
+    y = src.nodes.geometry.y.to_numpy() * 20 + 3_120_000
+    glon, glat = transform_xy(x, y, from_crs="EPSG:4548", to_crs="GCJ02")
+    wn = copy.deepcopy(src.wn)
+    for nid, a, b in zip(src.nodes.index, glon, glat):
+        wn.get_node(nid).coordinates = (float(a), float(b))
+    inp = tmp_path / "amap.inp"
+    wntr.network.io.write_inpfile(wn, str(inp))
+    net = read_network(inp, crs="GCJ-02")
+    assert net.crs.to_epsg() == 4548
+    # WNTR writes coordinates with 9 decimals (~0.1 mm in degrees)
+    assert np.allclose(net.nodes.geometry.x.to_numpy(), x, atol=0.01)
+    assert np.allclose(net.nodes.geometry.y.to_numpy(), y, atol=0.01)

@@ -53,7 +53,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from twin import settings
-from twin.crs import degrees_declared_as_metres, is_pseudo_crs, parse_crs, transform_xy
+from twin.crs import is_pseudo_crs, parse_crs, transform_xy
 from twin.errors import CRSError, NetworkError
 
 log = logging.getLogger(__name__)
@@ -322,15 +322,9 @@ def _transform_geoms(geoms: np.ndarray, src: Any, dst: pyproj.CRS) -> np.ndarray
 
 
 def _check_degrees(coords: np.ndarray, src: Any, *, path: Path, ratio: float | None) -> None:
-    if is_pseudo_crs(src):
-        return
-    if degrees_declared_as_metres(coords[:, 0], coords[:, 1], src, length_ratio=ratio):
-        raise CRSError(
-            f"coordinates look like lon/lat degrees (x {coords[:, 0].min():.4f}..{coords[:, 0].max():.4f}, "
-            f"y {coords[:, 1].min():.4f}..{coords[:, 1].max():.4f}) but {pyproj.CRS(src).to_string()} is in metres",
-            path=path,
-            fix="pass --crs EPSG:4326 (or the layer's real geographic CRS) instead",
-        )
+    from twin.network import check_declared_crs
+
+    check_declared_crs(coords, src, path=path, length_ratio=ratio)
 
 
 # --------------------------------------------------------------------------- reading

@@ -39,7 +39,7 @@ import shapely
 import wntr
 
 from twin import settings
-from twin.crs import degrees_declared_as_metres, parse_crs, require_projected, transform_xy
+from twin.crs import degrees_declared_as_metres, is_pseudo_crs, parse_crs, require_projected, transform_xy
 from twin.errors import CRSError, InputError, NetworkError, require_file
 from twin.validate import validate_network
 
@@ -426,8 +426,9 @@ def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
             path=path,
             fix="name the CRS of its coordinates, e.g. --crs EPSG:32650",
         )
-    src = parse_crs(crs, what="--crs")
-    dst = internal_crs(src, to_crs)
+    pseudo = is_pseudo_crs(crs)
+    src: Any = str(crs).upper().replace("-", "") if pseudo else parse_crs(crs, what="--crs")
+    dst = internal_crs(None if pseudo else src, to_crs)
     names = list(wn.node_name_list)
     missing = [n for n in names if n not in with_xy]
     if missing:
@@ -437,19 +438,10 @@ def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
             fix="add them to the [COORDINATES] section (a file cut short loses that section at its end)",
         )
     coords = np.array([wn.get_node(n).coordinates for n in names], dtype=float).reshape(-1, 2)
-    if src.is_projected:
-        ratio = _inp_length_ratio(wn, dict(zip(names, map(tuple, coords))))
-        if degrees_declared_as_metres(coords[:, 0], coords[:, 1], src, length_ratio=ratio):
-            raise CRSError(
-                f"coordinates look like lon/lat degrees (x {coords[:, 0].min():.4f}..{coords[:, 0].max():.4f}, "
-                f"y {coords[:, 1].min():.4f}..{coords[:, 1].max():.4f}) but {src.to_string()} is in metres",
-                path=path,
-                fix="pass --crs EPSG:4326 (or the geographic CRS they are in)",
-            )
-    if not src.equals(dst):
-        wn = _transform_wn(wn, src, dst)
-    elif wn is not None:
-        pass
+    check_declared_crs(coords, src, path=path,
+                       length_ratio=_inp_length_ratio(wn, dict(zip(names, map(tuple, coords)))))
+    if pseudo or not src.equals(dst):
+        wn = _transform_wn(wn, src, dst, path=path)
     nodes, links = tables_from_wn(wn, dst)
     net = Network(
         wn=wn,
@@ -461,6 +453,35 @@ def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
     )
     _log_import(net)
     return net
+
+
+def check_declared_crs(coords: np.ndarray, src: Any, *, path: Path, length_ratio: float | None = None) -> None:
+    """Refuse coordinates that clearly do not fit the declared CRS.
+
+    Raises :class:`CRSError` when lon/lat degrees are declared as a metric
+    CRS, or when values beyond +-180 / +-90 are declared as degrees.
+    """
+    if coords.size == 0:
+        return
+    x, y = coords[:, 0], coords[:, 1]
+    geographic = is_pseudo_crs(src) or not parse_crs(src).is_projected
+    if geographic:
+        if np.nanmax(np.abs(x)) > 180.0 or np.nanmax(np.abs(y)) > 90.0:
+            name = src if is_pseudo_crs(src) else parse_crs(src).to_string()
+            raise CRSError(
+                f"coordinates reach x {np.nanmax(np.abs(x)):.1f}, y {np.nanmax(np.abs(y)):.1f}: not lon/lat degrees, "
+                f"but {name} is geographic",
+                path=path,
+                fix="pass the projected CRS the coordinates are in, e.g. --crs EPSG:4548 or EPSG:32650",
+            )
+        return
+    if degrees_declared_as_metres(x, y, src, length_ratio=length_ratio):
+        raise CRSError(
+            f"coordinates look like lon/lat degrees (x {np.nanmin(x):.4f}..{np.nanmax(x):.4f}, "
+            f"y {np.nanmin(y):.4f}..{np.nanmax(y):.4f}) but {parse_crs(src).to_string()} is in metres",
+            path=path,
+            fix="pass --crs EPSG:4326 (or the geographic CRS they are in)",
+        )
 
 
 def _inp_length_ratio(wn: wntr.network.WaterNetworkModel, xy: dict[str, tuple[float, float]]) -> float | None:
@@ -483,7 +504,7 @@ def _inp_length_ratio(wn: wntr.network.WaterNetworkModel, xy: dict[str, tuple[fl
 
 
 def _transform_wn(
-    wn: wntr.network.WaterNetworkModel, src: pyproj.CRS, dst: pyproj.CRS
+    wn: wntr.network.WaterNetworkModel, src: Any, dst: pyproj.CRS, *, path: Path | None = None
 ) -> wntr.network.WaterNetworkModel:
     """A copy of ``wn`` with node coordinates and link vertices transformed from ``src`` to ``dst``."""
     wn = copy.deepcopy(wn)
@@ -491,8 +512,10 @@ def _transform_wn(
     xy = np.array([wn.get_node(n).coordinates for n in names], dtype=float).reshape(-1, 2)
     x, y = transform_xy(xy[:, 0], xy[:, 1], from_crs=src, to_crs=dst)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        name = src if isinstance(src, str) else src.to_string()
         raise CRSError(
-            f"coordinates cannot be transformed from {src.to_string()} to {dst.to_string()}",
+            f"coordinates cannot be transformed from {name} to {dst.to_string()}",
+            path=path,
             fix="check the --crs value: the coordinates do not fit it",
         )
     for n, xi, yi in zip(names, x.tolist(), y.tolist()):
