@@ -82,7 +82,7 @@ def test_html_is_self_contained(tmp_path):
     page = path.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]*\bsrc=", page), "a script is loaded from outside the page"
     assert not re.search(r"<link[^>]*\bhref=[\"']?(https?:)?//", page), "a stylesheet comes from a CDN"
-    assert "Leaflet 1.9.4" in page and "markerClusterGroup" in page
+    assert "Leaflet 1.9.4" in page and "twin.cluster = function" in page
     assert "url(images/" not in page  # the layer-control icons are inlined
     assert "tile.openstreetmap" not in page  # basemap none: no tiles at all
 
@@ -117,7 +117,9 @@ def test_candidates_zone_meters_and_plan_layers():
     cust = payload(page, "customers")
     assert len(cust["ids"]) == len(cust["coords"]) // 2 == 60
     # popups name the pipe each customer was joined to
-    assert cust["links"][cust["ids"].index("C000")] == join.loc["C000", "link_id"]
+    i = cust["ids"].index("C000")
+    assert cust["linkNames"][cust["links"][i]] == join.loc["C000", "link_id"]
+    assert cust["classNames"][cust["classes"][i]] == "hospital"
     loggers = payload(page, "loggers")
     assert [r[0] for r in loggers["rows"]] == ["P1", "P2", "P3"]
     assert "residual_change_m" in loggers["labels"]
@@ -227,6 +229,7 @@ def test_map_opens_offline_in_chromium_and_draws_every_layer(tmp_path):
     first = plan.iloc[0]
     assert counts == {
         "dmas": 2, "pipes": len(net.links), "zone": 1, "candidates": 5, "customers": 60,
+        "customers_clustered": 60,
         "loggers": 3, "flowmeters": 1, "valves": 6,
         "segment": len(first["isolated_links"].split(";")),
         "close": len(first["valves_to_close"].split(";")),

@@ -5,7 +5,7 @@ the ranked candidates and the candidate zone, DMA polygons coloured by
 non-revenue water, pressure loggers with their residuals, flow meters, the
 customer meters (clustered; a city has about 130,000), the valve layer and, for
 a work order, the valves to close and the isolated segment.
-:func:`save_map` writes a single HTML file with Leaflet, Leaflet.markercluster
+:func:`save_map` writes a single HTML file with Leaflet
 and the project's own small script inlined, so the page needs no CDN; only the
 basemap tiles (``"osm"`` or ``"amap"``) come from the network, and
 ``basemap="none"`` needs nothing at all.
@@ -97,6 +97,9 @@ _CSS = """
   text-align: center; font: bold 12px/18px sans-serif; box-shadow: 0 0 3px #000; }
 .twin-valve { background: #d50000; color: #fff; border: 1px solid #fff; border-radius: 3px;
   text-align: center; font: bold 11px/18px sans-serif; box-shadow: 0 0 3px #000; }
+.twin-cluster { background: rgba(102,187,106,0.55); border-radius: 50%; }
+.twin-cluster div { margin: 3px; height: calc(100% - 6px); border-radius: 50%; background: rgba(46,125,50,0.85);
+  color: #fff; font: bold 11px sans-serif; display: flex; align-items: center; justify-content: center; }
 .twin-title { background: rgba(255,255,255,0.92); padding: 4px 8px; font: bold 14px sans-serif;
   border-radius: 4px; }
 """
@@ -355,6 +358,8 @@ def crew_map(
     simplify_m: float = 1.0,
     precision: int = 5,
     title: str | None = None,
+    max_valves: int = 2000,
+    valve_radius_m: float = 300.0,
 ) -> folium.Map:
     """Build the crew map of a network and whatever results are at hand.
 
@@ -408,6 +413,11 @@ def crew_map(
         Decimals of the map coordinates (5 is about 1 m).
     title : str, optional
         A title box at the top of the map.
+    max_valves : int
+        Largest valve layer drawn whole; a larger one is drawn only within
+        ``valve_radius_m`` of the top candidates and the work orders' segments.
+    valve_radius_m : float
+        See ``max_valves``, metres.
 
     Returns
     -------
@@ -434,7 +444,7 @@ def crew_map(
         control_scale=True,
         zoom_start=14,
     )
-    _MaxZoom(19).add_to(m)  # markercluster needs it when there is no tile layer
+    _MaxZoom(19).add_to(m)  # Leaflet needs a max zoom when there is no tile layer
     m.fit_bounds([[float(lat[0]), float(lon[0])], [float(lat[1]), float(lon[1])]])
     m.get_root().header.add_child(Element(f"<style>{_CSS}</style>"), name="twin_css")
     if BASEMAPS[basemap] is not None:
@@ -600,15 +610,29 @@ def crew_map(
     if valve_layer is not None and len(valve_layer):
         valve_layer = valve_layer.copy()
         valve_layer.index = valve_layer.index.astype(str)
+        shown = valve_layer
+        label = f"Valves ({len(valve_layer):,})"
+        if len(valve_layer) > max_valves:  # a city has tens of thousands: show those that matter
+            focus = list(cands["link_id"].head(top_n)) if cands is not None else []
+            if plan is not None and "isolated_links" in plan:
+                focus += [i for v in plan["isolated_links"] for i in _split_ids(v)]
+            focus = [f for f in dict.fromkeys(focus) if f in links.index]
+            if focus:
+                area = shapely.union_all(shapely.buffer(links.loc[focus].geometry.values, valve_radius_m))
+                pts = valve_layer.to_crs(crs).geometry.values
+                shown = valve_layer[shapely.intersects(area, pts)]
+            else:
+                shown = valve_layer.iloc[:0]
+            label = f"Valves within {valve_radius_m:g} m of the candidates ({len(shown):,} of {len(valve_layer):,})"
         vals = pd.DataFrame({
-            "id": valve_layer.index,
-            "pipe": valve_layer.get("link_id"),
-            "node": valve_layer.get("node_id"),
+            "id": shown.index,
+            "pipe": shown.get("link_id"),
+            "node": shown.get("node_id"),
         })
-        grp = _group(m, f"Valves ({len(valve_layer)})", show=len(valve_layer) <= 2000)
+        grp = _group(m, label)
         _TwinLayer("points", "valves", {
             "title": "Valve", "labels": ["ID", "pipe", "node"], "rows": _rows(vals),
-            "coords": proj.flat_points(valve_layer.geometry.values, valve_layer.crs),
+            "coords": proj.flat_points(shown.geometry.values, shown.crs),
             "colour": [0] * len(vals), "palette": ["#ffffff"], "radius": 3, "fill": 1.0,
             "stroke": "#333",
         }).add_to(grp)
@@ -749,11 +773,15 @@ def _meter_layers(
         classes = None
     if ids:
         grp = _group(m, f"Customer meters ({len(ids):,})")
-        payload: dict[str, Any] = {"ids": ids, "coords": coords}
+        payload: dict[str, Any] = {"ids": ids, "coords": coords, "pointZoom": 17}
         if pipe is not None:
-            payload["links"] = pipe
+            codes, names = pd.factorize(pd.Series(pipe, dtype="object"), use_na_sentinel=True)
+            payload["links"] = codes.tolist()
+            payload["linkNames"] = [str(x) for x in names]
         if classes is not None:
-            payload["classes"] = classes
+            codes, names = pd.factorize(pd.Series(classes, dtype="object"), use_na_sentinel=True)
+            payload["classes"] = codes.tolist()
+            payload["classNames"] = [str(x) for x in names]
         _TwinLayer("cluster", "customers", payload).add_to(grp)
         counts["customers"] = len(ids)
     if meters is None:
@@ -948,7 +976,7 @@ _KNOWN = ("leaflet", "jquery", "bootstrap", "awesome", "fontawesome", "markerclu
 
 
 def _asset_bundle() -> str:
-    """Inline <style> and <script> elements for Leaflet, markercluster and twin-map.js."""
+    """Inline <style> and <script> elements for Leaflet and twin-map.js."""
 
     def read(rel: str) -> str:
         text = (ASSETS / rel).read_text(encoding="utf-8")
@@ -961,10 +989,7 @@ def _asset_bundle() -> str:
             uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
             css = css.replace(f"url(images/{name})", f"url({uri})")
     css = css.replace("url(images/marker-icon.png)", "none")
-    css += read("markercluster/MarkerCluster.css") + read("markercluster/MarkerCluster.Default.css")
-    js = "\n".join(
-        read(p) for p in ("leaflet/leaflet.js", "markercluster/leaflet.markercluster.js", "twin-map.js")
-    )
+    js = "\n".join(read(p) for p in ("leaflet/leaflet.js", "twin-map.js"))
     return f"<style>\n{css}\n</style>\n<script>\n{js}\n</script>\n"
 
 
@@ -973,9 +998,10 @@ def offline_html(m: folium.Map) -> str:
 
     folium's default ``<script src=...>`` and ``<link href=...>`` tags
     (Leaflet, jQuery, Bootstrap, awesome-markers) are removed from the rendered
-    page, not from folium's classes, and replaced by the copies of Leaflet
-    1.9.4 and Leaflet.markercluster 1.5.3 vendored in ``twin/assets`` (BSD-2 /
-    MIT licences beside them) and ``twin-map.js``.
+    page, not from folium's classes, and replaced by the copy of Leaflet
+    1.9.4 vendored in ``twin/assets/leaflet`` (BSD-2 licence beside it) and
+    the project's ``twin-map.js`` (canvas line layers, grid clustering of
+    customer meters, legend).
 
     Parameters
     ----------

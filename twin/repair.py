@@ -30,7 +30,6 @@ in the network's projected CRS until written (GeoJSON in EPSG:4326).
 
 from __future__ import annotations
 
-import copy
 import html
 import logging
 import tempfile
@@ -90,11 +89,12 @@ ORDER_COLUMNS = [
 class ClosureSimulator:
     """Steady pressure-driven simulations of a network with links closed.
 
-    The model is copied (the caller's is not changed), its demands collapsed
-    to their value at ``sim_time_s`` (base demand × pattern, every category),
-    switched to EPANET's pressure-driven analysis and written once to a
-    temporary directory; each closure then only changes link statuses and
-    node demands through the EPANET toolkit and solves one snapshot.
+    The model is written once, unchanged, to a temporary directory; through
+    the EPANET toolkit the demands are then frozen at their value at
+    ``sim_time_s`` (base demand × pattern, every category summed into the
+    first), the analysis switched to pressure-driven, and each closure only
+    changes link statuses and node demands and solves one snapshot. The
+    caller's model is never modified.
 
     Parameters
     ----------
@@ -128,54 +128,74 @@ class ClosureSimulator:
         self._en: Any = None
 
     def __enter__(self) -> ClosureSimulator:
+        import ctypes
         import warnings
 
         import wntr
         from wntr.epanet.toolkit import ENepanet
 
-        wn = copy.deepcopy(self.wn)
         t = self.sim_time_s
-        wn.add_pattern("twin_const", [1.0])
-        for _, junction in wn.junctions():
-            total = float(sum(ts.at(t) for ts in junction.demand_timeseries_list))
-            junction.demand_timeseries_list.clear()
-            junction.add_demand(total, "twin_const")
-        opts = wn.options
-        opts.hydraulic.pattern = "twin_const"
-        opts.hydraulic.demand_model = "PDD"
-        opts.hydraulic.required_pressure = float(self.required_pressure_m)
-        opts.hydraulic.minimum_pressure = float(self.minimum_pressure_m)
-        opts.time.duration = 0
-        opts.time.pattern_start = t
-        opts.quality.parameter = "NONE"
+        wn = self.wn
+        # demand of every junction at time t (all categories), m³/s; the model is only read
+        names = list(wn.junction_name_list)
+        totals = np.array(
+            [sum(ts.at(t) for ts in wn.get_node(n).demand_timeseries_list) for n in names], dtype=float
+        )
         self._tmp = tempfile.TemporaryDirectory(prefix="twin-repair-")
         base = Path(self._tmp.name) / "closure"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wntr.network.write_inpfile(wn, str(base.with_suffix(".inp")), units="LPS")
         en = ENepanet(version=2.2)
+        self._en = en
         try:
             en.ENopen(str(base.with_suffix(".inp")), str(base.with_suffix(".rpt")),
                       str(base.with_suffix(".bin")))
+            proj = getattr(en, "_project", None)
+            lib = en.ENlib
+
+            def call(fn: str, *args: Any) -> None:
+                code = getattr(lib, f"EN_{fn}")(proj, *args) if proj is not None else getattr(lib, f"EN{fn}")(*args)
+                if code and code >= 100:
+                    raise SimulationError(f"EPANET error {code} in {fn}")
+
+            # pressure-driven analysis, one snapshot at t with demands frozen at their value at t
+            call("setdemandmodel", ctypes.c_int(1), ctypes.c_double(self.minimum_pressure_m),
+                 ctypes.c_double(self.required_pressure_m), ctypes.c_double(0.5))
+            en.ENsettimeparam(0, 0)  # duration
+            en.ENsettimeparam(4, t)  # pattern start (reservoir head patterns)
+            ndem = ctypes.c_int()
+            for name, total in zip(names, totals * 1000.0):  # L/s
+                idx = en.ENgetnodeindex(name)
+                call("getnumdemands", ctypes.c_int(idx), ctypes.byref(ndem))
+                for cat in range(1, max(ndem.value, 1) + 1):
+                    call("setbasedemand", ctypes.c_int(idx), ctypes.c_int(cat),
+                         ctypes.c_double(total if cat == 1 else 0.0))
+                    call("setdemandpattern", ctypes.c_int(idx), ctypes.c_int(cat), ctypes.c_int(0))
             en.ENopenH()
+        except SimulationError:
+            self.__exit__(None, None, None)
+            raise
         except Exception as exc:  # EpanetException
+            self.__exit__(None, None, None)
             raise SimulationError(f"EPANET cannot open the closure model: {exc}",
                                   fix="validate the network (twin network check)") from exc
-        self._en = en
         n_nodes = en.ENgetcount(_EN_NODECOUNT)
         self.node_ids = [en.ENgetnodeid(i) for i in range(1, n_nodes + 1)]
         self._node_index = {n: i + 1 for i, n in enumerate(self.node_ids)}
         self._base_demand = {i: en.ENgetnodevalue(i, _EN_BASEDEMAND) for i in range(1, n_nodes + 1)}
-        self.junction_ids = list(wn.junction_name_list)
+        self.junction_ids = names
+        self.is_junction = pd.Index(self.node_ids).isin(names)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._en is not None:
-            try:
-                self._en.ENcloseH()
-                self._en.ENclose()
-            except Exception:  # pragma: no cover - best effort
-                pass
+            for fn in ("ENcloseH", "ENclose"):
+                try:
+                    getattr(self._en, fn)()
+                except Exception:  # pragma: no cover - best effort (not opened)
+                    pass
+            self._en = None
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -452,8 +472,7 @@ def plan_repairs(
             if baseline is not None and sim_ctx is not None:
                 closed = list(seg_links) + list(segs.valves.loc[close, "link_id"].astype(str))
                 res = sim_ctx.run(closed_links=sorted(set(closed)), dry_nodes=out_nodes)
-                junctions = baseline.index.isin(sim_ctx.junction_ids)
-                elsewhere = junctions & ~baseline.index.isin(out_nodes)
+                elsewhere = sim_ctx.is_junction & ~baseline.index.isin(out_nodes)
                 drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
                 row["demand_not_served_lps"] = float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum())
                 row["max_pressure_drop_m"] = float(drop.max()) if len(drop) else 0.0
