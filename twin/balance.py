@@ -33,7 +33,10 @@ For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
     (L/s) rises above the DMA's own earlier unflagged days: robust z-score
     ``(x - median) / scale > flag_z`` with ``scale = max(1.4826 MAD,
     rel_floor x |median|, abs_floor)`` (:data:`NRW_FLOOR`,
-    :data:`NIGHT_FLOOR`), once ``min_history_days`` earlier days exist.
+    :data:`NIGHT_FLOOR`; for NRW also 0.5 % of the DMA's consumption), once
+    ``min_history_days`` earlier days exist. Flagged days are not history
+    for later days; ``partial`` days (below) are not NRW-flagged and are NRW
+    history only while too few complete days exist.
 """
 
 from __future__ import annotations
@@ -61,11 +64,16 @@ FLAG_Z = 3.5
 #: 1 % or 3 m³; night leakage in L/s: 2 % or 0.1 L/s. Below these a change is
 #: within the day-to-day noise of meters and demand.
 NRW_FLOOR = (0.01, 3.0)
+#: ... and 0.5 % of the DMA's daily consumption (register interpolation noise).
+NRW_CONSUMPTION_FLOOR = 0.005
 NIGHT_FLOOR = (0.02, 0.1)
 
 #: A day is "partial" when more than this share of a DMA's meters has no
 #: register on both sides of a day boundary (first / last day of the data).
 PARTIAL_SHARE = 0.10
+
+#: Centred moving mean of tank levels, samples (2 h at 15 min).
+TANK_SMOOTH_SAMPLES = 9
 
 #: Gaps in logger series filled by time interpolation, samples (2 h).
 GAP_SAMPLES = 8
@@ -108,21 +116,45 @@ def _meter_dma_matrix(
     return sp.csr_matrix((w["weight"].to_numpy()[ok], (mi[ok], di[ok])), shape=(len(meters), len(dmas)))
 
 
-def _robust_flags(values: np.ndarray, *, z: float, rel_floor: float, abs_floor: float, min_history: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sequential robust z-scores against earlier unflagged days."""
-    n = len(values)
-    zs = np.full(n, np.nan)
-    flag = np.zeros(n, dtype=bool)
+def _robust_z(hist: np.ndarray, x: float, *, rel_floor: float, abs_floor: float) -> float:
+    """Robust z-score of ``x`` against ``hist``: ``(x - median) / scale``."""
+    med = float(np.median(hist))
+    mad = float(np.median(np.abs(hist - med))) * 1.4826
+    return (x - med) / max(mad, rel_floor * abs(med), abs_floor)
+
+
+def _jump_flags(
+    nrw: np.ndarray,
+    night: np.ndarray,
+    partial: np.ndarray,
+    *,
+    z: float,
+    nrw_floor: tuple[float, float],
+    night_floor: tuple[float, float],
+    min_history: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sequential robust z-scores of one DMA's days against its earlier normal days.
+
+    A day that raised either flag is not history for later days (a leak does
+    not become the baseline). Partial days are never NRW-flagged and serve
+    as NRW history only while fewer than ``min_history`` complete days exist.
+    """
+    n = len(nrw)
+    zn, zm = np.full(n, np.nan), np.full(n, np.nan)
+    fn, fm = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     for i in range(n):
-        hist = values[:i][~flag[:i] & np.isfinite(values[:i])]
-        if len(hist) < min_history or not np.isfinite(values[i]):
-            continue
-        med = float(np.median(hist))
-        mad = float(np.median(np.abs(hist - med))) * 1.4826
-        scale = max(mad, rel_floor * abs(med), abs_floor)
-        zs[i] = (values[i] - med) / scale
-        flag[i] = zs[i] > z
-    return zs, flag
+        normal = ~(fn[:i] | fm[:i])
+        h = nrw[:i][normal & ~partial[:i] & np.isfinite(nrw[:i])]
+        if len(h) < min_history:
+            h = nrw[:i][normal & np.isfinite(nrw[:i])]
+        if len(h) >= min_history and np.isfinite(nrw[i]):
+            zn[i] = _robust_z(h, nrw[i], rel_floor=nrw_floor[0], abs_floor=nrw_floor[1])
+            fn[i] = bool(zn[i] > z) and not partial[i]
+        h = night[:i][normal & np.isfinite(night[:i])]
+        if len(h) >= min_history and np.isfinite(night[i]):
+            zm[i] = _robust_z(h, night[i], rel_floor=night_floor[0], abs_floor=night_floor[1])
+            fm[i] = bool(zm[i] > z)
+    return zn, fn, zm, fm
 
 
 def water_balance(
@@ -213,6 +245,9 @@ def water_balance(
     if len(tank_loggers):
         lev = store.series("pressure", meter_ids=list(tank_loggers.index.astype(str)))
         lev = lev.reindex(grid.union(lev.index)).interpolate(method="time", limit=GAP_SAMPLES, limit_area="inside").reindex(grid)
+        # level loggers are noisy (cm) and a tank's area multiplies that:
+        # a centred 2-hour mean keeps the storage change, not the noise
+        lev = lev.rolling(TANK_SMOOTH_SAMPLES, center=True, min_periods=TANK_SMOOTH_SAMPLES).mean().fillna(lev)
         for mid, tnode in zip(tank_loggers.index.astype(str), tank_loggers["node_id"].astype(str)):
             d = assignment.get(tnode, pd.NA)
             if pd.isna(d) or d not in dmas or mid not in lev.columns:
@@ -318,12 +353,16 @@ def water_balance(
     out["flag"] = ""
     for d, g in out.groupby("dma", sort=False):
         idx = g.index.to_numpy()
-        zn, fn = _robust_flags(g["nrw_m3"].to_numpy(), z=flag_z, rel_floor=NRW_FLOOR[0], abs_floor=NRW_FLOOR[1], min_history=min_history_days)
-        zm, fm = _robust_flags(g["night_leakage_lps"].to_numpy(), z=flag_z, rel_floor=NIGHT_FLOOR[0], abs_floor=NIGHT_FLOOR[1], min_history=min_history_days)
+        partial = ((g["meters_extrapolated"] + g["meters_missing"]) > PARTIAL_SHARE * g["meters"].clip(lower=1)).to_numpy()
+        # the day-to-day noise of metered consumption sets a floor too
+        nrw_floor = max(NRW_FLOOR[1], NRW_CONSUMPTION_FLOOR * float(np.nanmedian(g["consumption_m3"])))
+        zn, fn, zm, fm = _jump_flags(
+            g["nrw_m3"].to_numpy(), g["night_leakage_lps"].to_numpy(), partial, z=flag_z,
+            nrw_floor=(NRW_FLOOR[0], nrw_floor), night_floor=NIGHT_FLOOR, min_history=min_history_days,
+        )
         out.loc[idx, "nrw_z"] = zn
         out.loc[idx, "mnf_z"] = zm
         flags = []
-        partial = (g["meters_extrapolated"] + g["meters_missing"]) > PARTIAL_SHARE * g["meters"].clip(lower=1)
         for a, b, inc, par in zip(fn, fm, g["unmetered_boundaries"] > 0, partial):
             f = [x for x, on in (("nrw_jump", a), ("mnf_jump", b), ("incomplete", inc), ("partial", par)) if on]
             flags.append(",".join(f))
