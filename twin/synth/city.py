@@ -23,8 +23,9 @@ CM 117E (EPSG:4548), metres:
   pipe, whose nominal consumption is the junction demand in the ``.inp``.
 
 Outputs ``yingtan-<size>.inp`` (EPSG:4548 coordinates, zones in [TAGS],
-demand patterns by class) and ``yingtan-<size>.gpkg`` (layers ``pipes``,
-``nodes``, ``valves``, ``customers``, ``dmas``).
+demand patterns by class) and ``yingtan-<size>.gpkg`` (layers ``pipes`` with
+pumps and PRVs as ``link_type`` rows, ``nodes``, ``valves``, ``customers``,
+``dmas``, ``river``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class _Layout:
     edges: np.ndarray  # (m, 2) node indices
     edge_trunk: np.ndarray
     bridge: np.ndarray
+    river: np.ndarray  # (k, 2) polygon ring of the river, layout coordinates
 
 
 def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
@@ -209,10 +211,15 @@ def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
     remap[alive] = np.arange(alive.sum())
     ok = alive[edges[:, 0]] & alive[edges[:, 1]]
     edges, e_trunk, bridge = remap[edges[ok]], e_trunk[ok], bridge[ok]
+    # river polygon in the warped coordinates, narrower than the cleared band
+    rx = np.linspace(-s, w + s, 200)
+    ry = river_mid + 0.06 * h * np.sin(2 * np.pi * rx / w * 1.3 + phase) + 0.22 * s * np.sin(rx / (9.1 * s) + 1.0)
+    bank = 0.85 * s
+    river = np.vstack([np.column_stack([rx, ry - bank]), np.column_stack([rx[::-1], ry[::-1] + bank])])
     hill = (float(rng.uniform(0.72, 0.82)), float(rng.uniform(0.72, 0.82)))
     z = _terrain(x, y, river_y, spec, hill)
     return _Layout(x=x[alive], y=y[alive], z=z[alive], row=row[alive], col=col[alive], trunk=trunk[alive],
-                   cell=cell[alive], edges=edges, edge_trunk=e_trunk, bridge=bridge)
+                   cell=cell[alive], edges=edges, edge_trunk=e_trunk, bridge=bridge, river=river)
 
 
 # ----------------------------------------------------------------------------
@@ -266,8 +273,12 @@ def synth_city(*, size: str = "small", seed: int = 2026, out_dir: str | Path) ->
     inp = out / f"yingtan-{size}.inp"
     _write_inp(wn, inp)
     valves = _valves(wn, links, r_val)
+    import geopandas as gpd
+
+    river = gpd.GeoDataFrame({"name": ["Xin River"], "name_zh": ["信江"]},
+                             geometry=[shapely.Polygon(np.round(lay.river + [x0, y0], 2))], crs=CRS)
     gpkg = out / f"yingtan-{size}.gpkg"
-    _write_gpkg(gpkg, nodes, links, valves, customers, dmas)
+    _write_gpkg(gpkg, nodes, links, valves, customers, dmas, river)
     log.info("built Yingtan %s: %d junctions, %d pipes, %d DMAs, %d customers, %d valves -> %s",
              size, wn.num_junctions, wn.num_pipes, len(dmas), len(customers), len(valves), inp)
     return {"inp": inp, "gpkg": gpkg}
@@ -463,8 +474,9 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
         wn.add_junction(suc, base_demand=0.0, elevation=ground, coordinates=(ox - 30.0, oy))
         wn.add_junction(dis, base_demand=0.0, elevation=ground, coordinates=(ox, oy))
         wn.get_node(suc).tag = "PLANT"
+        wn.get_node(res).tag = "PLANT"
         wn.get_node(dis).tag = "PLANT"
-        wn.add_pipe(f"PLANT{p_i}-INTAKE", res, suc, length=30.0, diameter=1.0, roughness=130.0)
+        wn.add_pipe(f"PLANT{p_i}-INTAKE", res, suc, length=30.0, diameter=0.8, roughness=130.0)
         wn.get_link(f"PLANT{p_i}-INTAKE").tag = "PLANT"
         qd = 1.6 * total_q / spec.plants / 2.0  # two duty pumps share the peak
         head = PLANT_HGL_M - (ground + 4.0)
@@ -546,30 +558,39 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
 
 
 def _peak_run(wn, multiplier: float = 1.0):
-    """Steady-state run at the peak hour (08:00, residential peak) with ``multiplier``."""
+    """Steady-state run at the peak hour (07:00-08:00, residential peak) with ``multiplier``.
+
+    The model's time options are changed for the run and restored afterwards
+    (a deep copy of a 20,000-pipe model costs more than the simulation).
+    """
     import wntr
 
-    w = copy.deepcopy(wn)
-    w.options.time.duration = 0
-    w.options.time.pattern_start = 7 * 3600
-    w.options.hydraulic.demand_multiplier = multiplier
-    with tempfile.TemporaryDirectory(prefix="twin-city-") as tmp:
-        try:
-            return wntr.sim.EpanetSimulator(w).run_sim(file_prefix=str(Path(tmp) / "peak"), convergence_error=True)
-        except Exception as exc:
-            raise SimulationError(f"the generated city does not converge ({exc})",
-                                  fix="try another --seed and report the problem") from None
+    t, hyd = wn.options.time, wn.options.hydraulic
+    saved = (t.duration, t.pattern_start, hyd.demand_multiplier)
+    t.duration, t.pattern_start, hyd.demand_multiplier = 0, 7 * 3600, multiplier
+    try:
+        with tempfile.TemporaryDirectory(prefix="twin-city-") as tmp:
+            return wntr.sim.EpanetSimulator(wn).run_sim(file_prefix=str(Path(tmp) / "peak"),
+                                                        convergence_error=True)
+    except Exception as exc:
+        raise SimulationError(f"the generated city does not converge ({exc})",
+                              fix="try another --seed and report the problem") from None
+    finally:
+        t.duration, t.pattern_start, hyd.demand_multiplier = saved
 
 
 def _size_pipes(wn, rounds: int = 5):
-    """Upsize pipes whose peak-hour unit head loss is too high (trunk 2 m/km, streets 6 m/km)."""
+    """Upsize pipes whose peak-hour unit head loss is too high (trunk 1.5 m/km, streets 5 m/km).
+
+    Returns the results of the last steady-state run (after the last change).
+    """
     pipes = np.array(wn.pipe_name_list, dtype=object)
     tag = np.array([wn.get_link(p).tag or "" for p in pipes], dtype=object)
     is_trunk = tag == "TRUNK"
     limit = np.where(is_trunk, 1.5, 5.0) / 1000.0
     top = np.where(is_trunk, 800, 300)
     status = np.array([str(wn.get_link(p).initial_status).lower() for p in pipes])
-    for _ in range(rounds):
+    for i in range(rounds + 1):
         res = _peak_run(wn, 1.15)
         H = res.node["head"].iloc[0]
         s = np.array([wn.get_link(p).start_node_name for p in pipes], dtype=object)
@@ -578,7 +599,7 @@ def _size_pipes(wn, rounds: int = 5):
         grad = np.abs(H.reindex(s).to_numpy() - H.reindex(e).to_numpy()) / L
         d_mm = np.array([round(wn.get_link(p).diameter * 1000) for p in pipes])
         up = (grad > limit) & (d_mm < top) & (status != "closed") & ~pd.Index(pipes).str.startswith("PLANT")
-        if not up.any():
+        if i == rounds or not up.any():
             break
         for p, d in zip(pipes[up], d_mm[up]):
             nxt = DN[np.searchsorted(DN, d, side="right")] if d < DN[-1] else d
@@ -661,20 +682,22 @@ def _dma_polygons(nodes, links, customers, prv_dmas, boosted, prv_settings, tank
     import geopandas as gpd
 
     rows = []
+    feed_nodes = set(nodes.node_id[nodes.zone.isin(["TRUNK", "PLANT"])])
+    is_inlet = (links.status == "open") & (links.start_node.isin(feed_nodes) | (links.link_type != "pipe")) & \
+        ~links.link_id.str.endswith("RISER")
+    inlets = links[is_inlet].groupby("zone").link_id.agg(lambda s: ",".join(sorted(s)))
+    n_cust = customers.zone.value_counts()
     for d, grp in nodes[nodes.zone.str.startswith("DMA")].groupby("zone", sort=True):
         poly = shapely.concave_hull(shapely.multipoints(grp.geometry.to_numpy()), ratio=0.3).buffer(45.0)
-        inl = links[(links.zone == d) & (links.status == "open") & (
-            links.start_node.isin(nodes.node_id[nodes.zone.isin(["TRUNK", "PLANT"])]) | (links.link_type != "pipe"))]
-        inl = inl[~inl.link_id.str.endswith("RISER")]
         rows.append({
             "dma": d,
-            "inlets": ",".join(inl.link_id),
+            "inlets": inlets.get(d, ""),
             "pressure_managed": d in prv_dmas,
             "prv_setting_m": prv_settings.get(d, np.nan),
             "pumped": d in boosted,
             "tank": d == tank_zone,
             "n_junctions": len(grp),
-            "n_customers": int((customers.zone == d).sum()),
+            "n_customers": int(n_cust.get(d, 0)),
             "mean_elevation_m": round(float(grp.elevation_m.mean()), 2),
             "geometry": poly,
         })
@@ -690,12 +713,11 @@ def _valves(wn, links, rng):
     layer = wntr.network.generate_valve_layer(wn, placement_type="strategic", n=1, seed=seed)
     layer = layer.sort_values(["link", "node"]).reset_index(drop=True)
     lk = links.set_index("link_id")
-    pts = []
-    for l_id, n_id in zip(layer.link, layer.node):
-        geom = lk.geometry[l_id]
-        at_start = lk.start_node[l_id] == n_id
-        d = min(2.0, geom.length / 2)
-        pts.append(geom.interpolate(d if at_start else geom.length - d))
+    geom = lk.geometry.reindex(layer.link).to_numpy()
+    lengths = shapely.length(geom)
+    d = np.minimum(2.0, lengths / 2.0)
+    at_start = lk.start_node.reindex(layer.link).to_numpy() == layer.node.to_numpy()
+    pts = shapely.line_interpolate_point(geom, np.where(at_start, d, lengths - d))
     return gpd.GeoDataFrame({"valve_id": [f"V{i + 1:05d}" for i in range(len(layer))],
                              "link_id": layer.link.to_numpy(), "node_id": layer.node.to_numpy()},
                             geometry=pts, crs=CRS)
@@ -707,9 +729,9 @@ def _write_inp(wn, path: Path) -> None:
     wntr.network.write_inpfile(wn, str(path), units="LPS")
 
 
-def _write_gpkg(path: Path, nodes, links, valves, customers, dmas) -> None:
+def _write_gpkg(path: Path, nodes, links, valves, customers, dmas, river) -> None:
     if path.exists():
         path.unlink()
     for name, layer in (("pipes", links), ("nodes", nodes), ("valves", valves), ("customers", customers),
-                        ("dmas", dmas)):
+                        ("dmas", dmas), ("river", river)):
         layer.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
