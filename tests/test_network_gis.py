@@ -298,3 +298,29 @@ def test_not_a_geopackage(tmp_path):
     bad.write_bytes(b"this is not sqlite")
     with pytest.raises(NetworkError, match="broken.gpkg"):
         read_network(bad)
+
+
+def test_lines_ending_on_another_line_are_split_there(tmp_path):
+    # digitised service branches that stop on the main instead of at a vertex of it
+    x0, y0 = 503_000.0, 3_124_000.0
+    gdf = gpd.GeoDataFrame(
+        {"id": ["main", "branch", "b2", "main-2"], "dn": [300, 100, 100, 300], "length": [210.0, None, None, 40.0]},
+        geometry=[shapely.LineString([(x0, y0), (x0 + 200, y0)]),
+                  shapely.LineString([(x0 + 80, y0 + 0.3), (x0 + 80, y0 + 50)]),
+                  shapely.LineString([(x0 + 150, y0 - 40), (x0 + 150, y0 - 0.2)]),
+                  shapely.LineString([(x0 + 200, y0), (x0 + 240, y0)])],
+        crs="EPSG:4548",
+    )
+    path = tmp_path / "tees.gpkg"
+    gdf.to_file(path, layer="pipes")
+    net = read_network(path)
+    assert len(net.pipes) == 6
+    assert {"main", "main-2", "main-3", "main-2x"} <= set(net.pipes.index)  # "main-2" was taken
+    pieces = net.pipes.loc[["main", "main-2x", "main-3"]]
+    assert pieces["length_m"].sum() == pytest.approx(210.0)  # stated length shared by drawn length
+    assert pieces["length_m"].tolist() == pytest.approx([84.0, 73.5, 52.5], abs=0.2)
+    tee = net.pipes.loc["branch", "start_node"]
+    assert tee in {net.pipes.loc["main", "end_node"]} and net.pipes.loc["main-2x", "start_node"] == tee
+    assert "disconnected" not in set(validate_network(net)["code"])
+    with pytest.raises(NetworkError, match="line ends do not meet"):
+        read_network(path, split_at_tees=False)

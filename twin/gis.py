@@ -47,6 +47,7 @@ import pandas as pd
 import pyogrio
 import pyproj
 import shapely
+import shapely.ops
 import wntr
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -345,6 +346,7 @@ def read_gis_network(
     allow_disconnected: bool = False,
     valve_snap_m: float = 5.0,
     default_diameter_m: float | None = None,
+    split_at_tees: bool = True,
 ):
     """Read a pipe network from GIS layers.
 
@@ -378,6 +380,12 @@ def read_gis_network(
     default_diameter_m : float, optional
         Diameter for pipes and valves without one. By default such links are
         refused (a hydraulic model needs every diameter).
+    split_at_tees : bool
+        Without start/end node columns: where a line ends on another line's
+        interior (within ``snap_tolerance_m``), split that line there, as GIS
+        topology cleaning does. The pieces keep the attributes (a stated
+        length is shared in proportion to the drawn lengths); the first keeps
+        the ID, the others get ``<id>-2``, ``<id>-3``...
 
     Returns
     -------
@@ -421,6 +429,17 @@ def read_gis_network(
     ratio = float(np.median(length_attr[ok] / src_len[ok])) if ok.sum() >= 3 else None
     _check_degrees(raw_coords, src, path=path, ratio=ratio)
     geoms = _transform_geoms(geoms, src, dst)
+    has_topology = "start_node" in pcols and "end_node" in pcols
+    if split_at_tees and not has_topology:
+        before = shapely.length(geoms)
+        geoms, src_row = _split_at_tees(geoms, tol=snap_tolerance_m)
+        if len(src_row) != len(pipes):
+            frac = shapely.length(geoms) / np.where(before[src_row] > 0, before[src_row], 1.0)
+            length_attr = length_attr[src_row] * frac
+            link_ids = _piece_ids(link_ids, src_row)
+            pipes = pipes.iloc[src_row].reset_index(drop=True)
+            log.info("%s: split %d pipes at %d tees (line ends on another line's interior)", path.name,
+                     len(np.unique(src_row[pd.Index(src_row).duplicated()])), len(src_row) - len(before))
     geom_len = shapely.length(geoms)
 
     # Attributes.
@@ -482,7 +501,6 @@ def read_gis_network(
         node_layer.index = node_ids_layer
 
     # Topology.
-    has_topology = "start_node" in pcols and "end_node" in pcols
     if has_topology:
         start, end, node_xy = _explicit_topology(
             pipes, pcols, geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m
@@ -530,6 +548,77 @@ def read_gis_network(
     net = Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
     _log_import(net)
     return net
+
+
+def _split_at_tees(geoms: np.ndarray, *, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split lines where another line's dangling end touches their interior.
+
+    Returns the new lines and, for each, the row of the line it came from
+    (pieces of one line are consecutive, in order from its start).
+    """
+    n = len(geoms)
+    a, b = _ends(geoms)
+    ends = np.vstack([a, b])
+    owner = np.concatenate([np.arange(n), np.arange(n)])
+    near = cKDTree(ends).query_ball_point(ends, tol, return_length=True)
+    dangling = np.flatnonzero(near == 1)
+    rows = np.arange(n)
+    if not dangling.size:
+        return geoms, rows
+    pts = shapely.points(ends[dangling])
+    pi, li = shapely.STRtree(geoms).query(pts, predicate="dwithin", distance=tol)
+    keep = li != owner[dangling[pi]]
+    pi, li = pi[keep], li[keep]
+    if not pi.size:
+        return geoms, rows
+    pos = shapely.line_locate_point(geoms[li], pts[pi])
+    total = shapely.length(geoms[li])
+    inner = (pos > tol) & (pos < total - tol)
+    pi, li, pos = pi[inner], li[inner], pos[inner]
+    if not pi.size:
+        return geoms, rows
+    # one line per dangling end: the nearest
+    dist = shapely.distance(geoms[li], pts[pi])
+    order = np.lexsort((dist, pi))
+    first = order[np.concatenate([[True], pi[order][1:] != pi[order][:-1]])]
+    li, pos = li[first], pos[first]
+    cut: dict[int, list[float]] = {}
+    for line, at in zip(li.tolist(), pos.tolist()):
+        cut.setdefault(line, []).append(at)
+    out_geoms: list = []
+    out_rows: list[int] = []
+    start = 0
+    for line in sorted(cut):
+        out_geoms.extend(geoms[start:line])
+        out_rows.extend(range(start, line))
+        marks = sorted(set(cut[line]))
+        bounds = [0.0, *marks, float(shapely.length(geoms[line]))]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi - lo > 0:
+                out_geoms.append(shapely.ops.substring(geoms[line], lo, hi))
+                out_rows.append(line)
+        start = line + 1
+    out_geoms.extend(geoms[start:])
+    out_rows.extend(range(start, n))
+    return np.asarray(out_geoms, dtype=object), np.asarray(out_rows)
+
+
+def _piece_ids(ids: pd.Index, src_row: np.ndarray) -> pd.Index:
+    """IDs of split pieces: the first piece keeps the ID, the next get ``-2``, ``-3``..."""
+    base = np.asarray(ids, dtype=object)[src_row]
+    k = pd.Series(src_row).groupby(src_row).cumcount().to_numpy() + 1
+    taken = set(map(str, ids))
+    out = []
+    for b, j in zip(base.tolist(), k.tolist()):
+        if j == 1:
+            out.append(b)
+            continue
+        name = f"{b}-{j}"
+        while name in taken:
+            name += "x"
+        taken.add(name)
+        out.append(name)
+    return pd.Index(out, dtype=object)
 
 
 def _clean_lines(geoms: np.ndarray, ids: pd.Index, *, path: Path) -> np.ndarray:
