@@ -97,9 +97,9 @@ _CSS = """
   text-align: center; font: bold 12px/18px sans-serif; box-shadow: 0 0 3px #000; }
 .twin-valve { background: #d50000; color: #fff; border: 1px solid #fff; border-radius: 3px;
   text-align: center; font: bold 11px/18px sans-serif; box-shadow: 0 0 3px #000; }
-.twin-cluster { background: rgba(102,187,106,0.55); border-radius: 50%; }
-.twin-cluster div { margin: 3px; height: calc(100% - 6px); border-radius: 50%; background: rgba(46,125,50,0.85);
-  color: #fff; font: bold 11px sans-serif; display: flex; align-items: center; justify-content: center; }
+.twin-cluster { background: rgba(102,187,106,0.35); border-radius: 50%; }
+.twin-cluster div { margin: 3px; height: calc(100% - 6px); border-radius: 50%; background: rgba(46,125,50,0.6);
+  color: #fff; font: bold 10px sans-serif; display: flex; align-items: center; justify-content: center; }
 .twin-title { background: rgba(255,255,255,0.92); padding: 4px 8px; font: bold 14px sans-serif;
   border-radius: 4px; }
 """
@@ -360,6 +360,7 @@ def crew_map(
     title: str | None = None,
     max_valves: int = 2000,
     valve_radius_m: float = 300.0,
+    valve_min_zoom: int = 15,
 ) -> folium.Map:
     """Build the crew map of a network and whatever results are at hand.
 
@@ -418,6 +419,9 @@ def crew_map(
         ``valve_radius_m`` of the top candidates and the work orders' segments.
     valve_radius_m : float
         See ``max_valves``, metres.
+    valve_min_zoom : int
+        The valve layer appears from this zoom level on (the valves to close
+        of the work order are always shown).
 
     Returns
     -------
@@ -634,7 +638,7 @@ def crew_map(
             "title": "Valve", "labels": ["ID", "pipe", "node"], "rows": _rows(vals),
             "coords": proj.flat_points(shown.geometry.values, shown.crs),
             "colour": [0] * len(vals), "palette": ["#ffffff"], "radius": 3, "fill": 1.0,
-            "stroke": "#333",
+            "stroke": "#333", "minZoom": valve_min_zoom,
         }).add_to(grp)
         counts["valves"] = len(vals)
     if plan is not None and len(plan):

@@ -199,6 +199,26 @@ class ClosureSimulator:
         if self._tmp is not None:
             self._tmp.cleanup()
 
+    def _node_values(self, code: int) -> np.ndarray:
+        """One node property for every node, in the toolkit's node order."""
+        import ctypes
+
+        en = self._en
+        n = len(self.node_ids)
+        proj = getattr(en, "_project", None)
+        if proj is None:  # pragma: no cover - legacy toolkit
+            return np.fromiter((en.ENgetnodevalue(i, code) for i in range(1, n + 1)), float, n)
+        get = en.ENlib.EN_getnodevalue
+        val = ctypes.c_double()
+        ref = ctypes.byref(val)
+        c_code = ctypes.c_int(code)
+        out = np.empty(n)
+        for i in range(n):
+            if get(proj, i + 1, c_code, ref) >= 100:
+                raise SimulationError(f"EPANET cannot report node values (code {code})")
+            out[i] = val.value
+        return out
+
     def run(self, *, closed_links: Iterable[str] = (), dry_nodes: Iterable[str] = ()) -> pd.DataFrame:
         """Solve one snapshot with ``closed_links`` closed and no demand at ``dry_nodes``.
 
@@ -221,11 +241,8 @@ class ClosureSimulator:
                 en.ENsetnodevalue(i, _EN_BASEDEMAND, 0.0)
             en.ENinitH(0)
             en.ENrunH()
-            n = len(self.node_ids)
-            pressure = np.fromiter((en.ENgetnodevalue(i, _EN_PRESSURE) for i in range(1, n + 1)),
-                                   float, n)
-            demand = np.fromiter((en.ENgetnodevalue(i, _EN_DEMAND) for i in range(1, n + 1)),
-                                 float, n)
+            pressure = self._node_values(_EN_PRESSURE)
+            demand = self._node_values(_EN_DEMAND)
         except Exception as exc:
             raise SimulationError(f"EPANET failed on the closure: {exc}",
                                   fix="check the valve layer and the network's connectivity") from exc
@@ -475,7 +492,7 @@ def plan_repairs(
                 elsewhere = sim_ctx.is_junction & ~baseline.index.isin(out_nodes)
                 drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
                 row["demand_not_served_lps"] = float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum())
-                row["max_pressure_drop_m"] = float(drop.max()) if len(drop) else 0.0
+                row["max_pressure_drop_m"] = max(float(drop.max()), 0.0) if len(drop) else 0.0
                 row["max_drop_node"] = str(drop.idxmax()) if len(drop) else ""
                 row["nodes_below_service"] = int(
                     ((res["pressure_m"] < service_pressure_m)

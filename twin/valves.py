@@ -208,17 +208,18 @@ def valves_from_frame(
     gdf.index = gdf.index.astype(str)
     pipes = network.links[network.links["link_type"] == "pipe"]
     if {"link_id", "node_id"} <= set(gdf.columns):
+        links = network.links  # isolation valves sit on pipes, and beside pumps and control valves
         link_ids = gdf["link_id"].astype(str)
         node_ids = gdf["node_id"].astype(str)
-        bad = ~link_ids.isin(pipes.index)
+        bad = ~link_ids.isin(links.index)
         if bad.any():
             raise UnknownElementError(
-                f"valve sits on {link_ids[bad].iloc[0]!r}, which is not a pipe of the network",
+                f"valve sits on {link_ids[bad].iloc[0]!r}, which is not a link of the network",
                 path=source, element=str(gdf.index[bad][0]),
                 fix="correct link_id or drop the column to snap valves to the nearest pipe",
             )
-        ok_end = (pipes.loc[link_ids, "start_node"].astype(str).to_numpy() == node_ids.to_numpy()) | (
-            pipes.loc[link_ids, "end_node"].astype(str).to_numpy() == node_ids.to_numpy()
+        ok_end = (links.loc[link_ids, "start_node"].astype(str).to_numpy() == node_ids.to_numpy()) | (
+            links.loc[link_ids, "end_node"].astype(str).to_numpy() == node_ids.to_numpy()
         )
         if not ok_end.all():
             i = int(np.flatnonzero(~ok_end)[0])

@@ -108,6 +108,17 @@
    * radius, fill, tooltip (optional per point)}. */
   twin.points = function (group, name, d) {
     var n = d.coords.length / 2;
+    var target = group;
+    if (d.minZoom) {  // dense layers (valves) appear only from this zoom on
+      target = L.layerGroup();
+      var toggle = function () {
+        var map = group._map;
+        if (!map) { return; }
+        if (map.getZoom() >= d.minZoom) { group.addLayer(target); } else { group.removeLayer(target); }
+      };
+      group.on("add", function () { group._map.on("zoomend", toggle); toggle(); });
+      if (group._map) { group._map.on("zoomend", toggle); setTimeout(toggle, 0); }
+    }
     for (var i = 0; i < n; i++) {
       var m = L.circleMarker([d.coords[2 * i], d.coords[2 * i + 1]], {
         radius: d.radius, color: d.stroke || "#222", weight: d.strokeWeight || 1,
@@ -115,7 +126,7 @@
       });
       m.bindPopup(twin.table(d.title + " " + d.rows[i][0], d.labels, d.rows[i]));
       if (d.tooltip) { m.bindTooltip(String(d.tooltip[i]), d.tooltipOptions || {}); }
-      m.addTo(group);
+      m.addTo(target);
     }
     twin.stat(name, n);
   };
@@ -198,7 +209,7 @@
           layer.addLayer(one);
           return;
         }
-        var r = Math.min(24, 9 + 3 * Math.log10(c[0]) * 2);
+        var r = Math.min(17, 8 + 2.5 * Math.log10(c[0]));
         var icon = L.divIcon({
           className: "twin-cluster", html: "<div>" + (c[0] >= 10000 ? Math.round(c[0] / 1000) + "k" : c[0]) + "</div>",
           iconSize: [2 * r, 2 * r]
