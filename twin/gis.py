@@ -38,8 +38,9 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -505,9 +506,7 @@ def read_gis_network(
         start, end, node_xy = _explicit_topology(
             pipes, pcols, geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m
         )
-        first = shapely.get_coordinates(shapely.get_point(geoms, 0))
         geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
-        del first
     else:
         start, end, node_xy = _snap_topology(geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m,
                                              allow_disconnected=allow_disconnected)

@@ -667,8 +667,9 @@ def graph_from_network(network: Network) -> nx.MultiGraph:
     geom_len = links.geometry.length.to_numpy()
     length = np.where(np.isfinite(length), length, geom_len)
     g.add_edges_from(
-        (s, e, lid, {"link_id": lid, "link_type": t, "length_m": float(l)})
-        for lid, s, e, t, l in zip(links.index, links["start_node"], links["end_node"], links["link_type"], length)
+        (s, e, lid, {"link_id": lid, "link_type": t, "length_m": float(metres)})
+        for lid, s, e, t, metres in zip(links.index.tolist(), links["start_node"].tolist(),
+                                        links["end_node"].tolist(), links["link_type"].tolist(), length.tolist())
     )
     return g
 

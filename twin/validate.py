@@ -55,7 +55,7 @@ LENGTH_FACTOR = 2.0
 LENGTH_MIN_DIFF_M = 10.0
 
 
-def validate_network(network: "Network") -> pd.DataFrame:
+def validate_network(network: Network) -> pd.DataFrame:
     """List the problems of a network.
 
     Parameters
@@ -114,7 +114,8 @@ def validate_network(network: "Network") -> pd.DataFrame:
                     continue  # already reported as an orphan
                 rows.append((
                     "error", "unsupplied_component", str(members[0]),
-                    f"{comp_size[c]} connected nodes (e.g. {', '.join(map(str, members[:3]))}) have no reservoir or tank",
+                    f"{comp_size[c]} connected nodes (e.g. {', '.join(map(str, members[:3]))}) "
+                    "have no reservoir or tank",
                 ))
         multi = n_comp - int(orphan.sum())
         if multi > 1:
