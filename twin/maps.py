@@ -166,32 +166,40 @@ def _js(value: Any) -> str:
     )
 
 
-def _clean(values: Sequence[Any]) -> list[Any]:
-    """Plain JSON-able Python values; NaN / NA become None."""
-    out: list[Any] = []
-    for v in values:
-        if v is None or (isinstance(v, float) and not np.isfinite(v)) or v is pd.NA:
-            out.append(None)
-        elif isinstance(v, (np.integer,)):
-            out.append(int(v))
-        elif isinstance(v, (np.floating,)):
-            out.append(None if not np.isfinite(v) else float(v))
-        elif isinstance(v, (np.bool_,)):
-            out.append(bool(v))
-        else:
-            try:
-                if pd.isna(v):
-                    out.append(None)
-                    continue
-            except (TypeError, ValueError):
-                pass
-            out.append(v if isinstance(v, (int, float, str, bool)) else str(v))
-    return out
+def _clean(values: Sequence[Any] | pd.Series) -> list[Any]:
+    """Plain JSON-able Python values of a column; NaN / NA become None."""
+    s = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype="object")
+    if pd.api.types.is_bool_dtype(s.dtype) and not s.isna().any():
+        return [bool(v) for v in s.tolist()]
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        isint = pd.api.types.is_integer_dtype(s.dtype)
+        arr = s.to_numpy(dtype="float64", na_value=np.nan)
+        ok = np.isfinite(arr)
+        out = arr.astype(np.int64).tolist() if isint and ok.all() else arr.tolist()
+        if isint and not ok.all():
+            out = [int(v) if k else None for v, k in zip(out, ok.tolist())]
+        elif not ok.all():
+            out = [v if k else None for v, k in zip(out, ok.tolist())]
+        return out
+    obj = s.astype("object")
+    out = obj.where(obj.notna(), None).tolist()
+    return [v if v is None or isinstance(v, (str, bool, int, float)) and not isinstance(v, np.generic)
+            else _scalar(v) for v in out]
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v) if np.isfinite(v) else None
+    return str(v)
 
 
 def _rows(frame: pd.DataFrame) -> list[list[Any]]:
-    """Row-wise JSON-able values of a small-ish table."""
-    cols = [_clean(frame[c].tolist()) for c in frame.columns]
+    """Row-wise JSON-able values of a table."""
+    cols = [_clean(frame[c]) for c in frame.columns]
     return [list(r) for r in zip(*cols)] if cols else [[] for _ in range(len(frame))]
 
 
@@ -303,7 +311,12 @@ def _nrw_colour(pct: float | None) -> str:
 
 
 def dma_polygons(
-    network: Any, *, buffer_m: float = 25.0, simplify_m: float = 5.0
+    network: Any,
+    *,
+    method: Literal["hull", "buffer"] = "hull",
+    buffer_m: float = 25.0,
+    hull_ratio: float = 0.1,
+    simplify_m: float = 5.0,
 ) -> gpd.GeoDataFrame:
     """DMA outlines from the zones of the network's pipes.
 
@@ -311,8 +324,15 @@ def dma_polygons(
     ----------
     network : twin.network.Network
         Links with a ``zone`` column, geometry in ``network.crs`` (metres).
+    method : {"hull", "buffer"}
+        ``"hull"``: the concave hull (``hull_ratio``) of the DMA's pipe
+        vertices, buffered by ``buffer_m`` (fast: 0.4 s for a 20,000-pipe
+        city). ``"buffer"``: the union of ``buffer_m`` buffers around every
+        pipe (follows the pipes exactly, about 10 times slower).
     buffer_m : float
-        Buffer around each pipe, metres; the union of the buffers is the DMA.
+        Buffer, metres.
+    hull_ratio : float
+        Concavity of the hull, 0 (most concave) to 1 (convex).
     simplify_m : float
         Simplification tolerance of the outline, metres.
 
@@ -328,8 +348,17 @@ def dma_polygons(
     zoned = links[links["zone"].notna() & (links["zone"].astype(str) != "")]
     rows = []
     for dma, grp in zoned.groupby(zoned["zone"].astype(str), sort=True):
-        geoms = shapely.buffer(grp.geometry.values, buffer_m, quad_segs=2)
-        shape = shapely.simplify(shapely.union_all(geoms), simplify_m)
+        geoms = grp.geometry.values
+        if method == "hull":
+            pts = shapely.multipoints(shapely.get_coordinates(geoms))
+            shape = shapely.buffer(shapely.concave_hull(pts, ratio=hull_ratio), buffer_m, quad_segs=2)
+        elif method == "buffer":
+            shape = shapely.union_all(shapely.buffer(shapely.simplify(geoms, simplify_m), buffer_m,
+                                                     quad_segs=2))
+        else:
+            raise InputError(f"unknown DMA outline method {method!r}", element="method",
+                             fix="use 'hull' or 'buffer'")
+        shape = shapely.simplify(shape, simplify_m)
         length = grp["length_m"].sum() if "length_m" in grp else grp.geometry.length.sum()
         rows.append((dma, len(grp), float(length), shape))
     frame = pd.DataFrame(rows, columns=["dma", "n_pipes", "length_m", "geometry"])
@@ -762,8 +791,8 @@ def _meter_layers(
             j.index = j.index.astype(str)
             if "matched" in join:
                 j = j.where(join["matched"].astype(bool).to_numpy())
-            pipe = _clean(j.reindex(cust.index).tolist())
-        classes = _clean(cust["customer_class"].tolist()) if "customer_class" in cust else None
+            pipe = _clean(j.reindex(cust.index))
+        classes = _clean(cust["customer_class"]) if "customer_class" in cust else None
     else:  # positions on the pipe from the join
         jj = join[join["matched"].astype(bool)] if "matched" in join else join
         jj = jj[jj["link_id"].astype(str).isin(links.index)]
