@@ -112,8 +112,9 @@ def detect_leak(
     *,
     n_slots: int = 96,
     min_leak_share: float = 0.005,
-    t_threshold: float = 4.0,
+    t_threshold: float = 5.0,
     min_gap_steps: int = 8,
+    floor_share: float = 0.001,
 ) -> Detection:
     """Fit the supply as consumption plus a step; decide whether a leak started.
 
@@ -135,6 +136,8 @@ def detect_leak(
         Smallest step over its night-to-night standard error.
     min_gap_steps : int
         Onset not closer than this to either end of the record (steps).
+    floor_share : float
+        Floor of the night-to-night standard deviation, share of the mean supply.
 
     Returns
     -------
@@ -198,9 +201,11 @@ def detect_leak(
     after = per_night[per_night["t0"] >= onset]["e"].to_numpy()
     dev = np.concatenate([before - before.mean() if len(before) else [], after - after.mean() if len(after) else []])
     dof = max(len(dev) - (len(before) > 0) - (len(after) > 0), 0)
-    # floor: the 15-min scatter averaged over a night, and 0.2 % of supply
-    floor = max(np.std(r) / np.sqrt(max(per_night["n"].median() if len(per_night) else 1, 1)),
-                0.002 * mean_supply)
+    # floor: 0.1 % of the supply (meter accuracy, day-to-day use); without
+    # enough nights, the 15-min scatter averaged over a night
+    floor = floor_share * mean_supply
+    if dof < 2:
+        floor = max(floor, np.std(r) / np.sqrt(max(per_night["n"].median() if len(per_night) else 1, 1)))
     sd = float(np.sqrt((dev ** 2).sum() / dof)) if dof >= 2 else floor
     sd = max(sd, floor)
     if len(before) and len(after):

@@ -40,12 +40,13 @@ junction at once.
 from __future__ import annotations
 
 import copy
+import ctypes
 import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,7 @@ Q_CLOSED = 1e-7
 _EN_BASEDEMAND, _EN_TANKLEVEL, _EN_HEAD = 1, 8, 10
 _EN_FLOW, _EN_INITSTATUS, _EN_INITSETTING, _EN_STATUS = 8, 4, 5, 11
 _EN_NODECOUNT, _EN_LINKCOUNT = 0, 2
+_EN_DEMANDMULT = 4
 
 
 def simulate(
@@ -198,6 +200,11 @@ class SnapshotSolver:
         self._init_status = {
             name: (0.0 if str(model.get_link(name).initial_status).lower() == "closed" else 1.0)
             for name in self.link_names}
+        self._lib = self._en.ENlib
+        self._ph = self._en._project
+        self._last_demands: np.ndarray | None = None
+        self._tank_limits = {t: (float(model.get_node(t).min_level), float(model.get_node(t).max_level))
+                             for t in self.tanks}
         self.n_solved = 0
 
     def __enter__(self) -> "SnapshotSolver":
@@ -217,12 +224,31 @@ class SnapshotSolver:
             self._en = None
         self._tmp.cleanup()
 
+    def _set_node(self, idx: int, code: int, value: float) -> None:
+        err = self._lib.EN_setnodevalue(self._ph, ctypes.c_int(idx), ctypes.c_int(code), ctypes.c_double(value))
+        if err >= 100:
+            raise SimulationError(f"EPANET refused a node value (error {err})",
+                                  fix="check the measured tank levels and demands")
+
+    def _read(self, getter: Any, indices: Sequence[int], code: int) -> np.ndarray:
+        out = np.empty(len(indices))
+        val = ctypes.c_double()
+        ref = ctypes.byref(val)
+        c_code = ctypes.c_int(code)
+        for k, idx in enumerate(indices):
+            getter(self._ph, ctypes.c_int(idx), c_code, ref)
+            out[k] = val.value
+        return out
+
     def solve(
         self,
         demands: np.ndarray | pd.Series | None = None,
         *,
+        scale: float = 1.0,
         tank_levels: Mapping[str, float] | None = None,
         link_status: Mapping[str, bool] | None = None,
+        heads_of: Sequence[str] | None = None,
+        flows_of: Sequence[str] | None = None,
     ) -> SnapshotResult:
         """Solve one steady state.
 
@@ -231,13 +257,19 @@ class SnapshotSolver:
         demands : array or Series, optional
             Junction demands (m³/s), in the order of :attr:`junctions` or a
             Series indexed by junction name (missing junctions: 0). Default:
-            the model's base demands.
+            the model's base demands. Setting them costs one toolkit call per
+            junction; they are only sent when they differ from the last ones.
+        scale : float
+            Multiplier of every demand (EPANET's demand multiplier): many
+            snapshots with the same spatial shares cost one call each.
         tank_levels : mapping, optional
             Water level above the tank bottom (m) per tank; others keep their
-            initial level.
+            initial level. Levels outside the tank's limits are clipped.
         link_status : mapping, optional
             ``True`` (open) or ``False`` (closed) per link; links not named keep
             their initial status (valves keep their setting).
+        heads_of, flows_of : sequence of str, optional
+            Read only these nodes' heads and links' flows (default: all).
 
         Raises
         ------
@@ -253,17 +285,24 @@ class SnapshotSolver:
             d = np.asarray(demands, float)
             if d.shape != (len(self.junctions),):
                 raise ValueError(f"demands must have {len(self.junctions)} values, got {d.shape}")
-        for idx, value in zip(self._junction_idx, d):
-            en.ENsetnodevalue(idx, _EN_BASEDEMAND, float(value) * 1000.0)  # file in L/s
+        if self._last_demands is None or not np.array_equal(d, self._last_demands):
+            for idx, value in zip(self._junction_idx, d):
+                self._set_node(idx, _EN_BASEDEMAND, float(value) * 1000.0)  # file in L/s
+            self._last_demands = d.copy()
+        err = self._lib.EN_setoption(self._ph, ctypes.c_int(_EN_DEMANDMULT), ctypes.c_double(float(scale)))
+        if err >= 100:
+            raise SimulationError(f"EPANET refused the demand multiplier {scale} (error {err})")
         for tank, level in (tank_levels or {}).items():
-            if tank not in self._node_idx:
+            if tank not in self._tank_limits:
                 raise UnknownElementError(f"tank {tank!r} is not in the network", element=tank)
-            en.ENsetnodevalue(self._node_idx[tank], _EN_TANKLEVEL, float(level))
-        status = dict(self._init_status)
-        status.update({k: 1.0 if v else 0.0 for k, v in (link_status or {}).items()})
-        for link, value in status.items():
-            if link_status is not None and link in link_status:
-                en.ENsetlinkvalue(self._link_idx[link], _EN_INITSTATUS, value)
+            lo, hi = self._tank_limits[tank]
+            if not np.isfinite(level):
+                raise SimulationError(f"tank {tank!r} has no level for this snapshot", element=tank,
+                                      fix="fill the tank's level logger gaps")
+            # a noisy logger may read a little outside the tank: EPANET refuses that
+            self._set_node(self._node_idx[tank], _EN_TANKLEVEL, float(min(max(level, lo), hi)))
+        for link, value in (link_status or {}).items():
+            en.ENsetlinkvalue(self._link_idx[link], _EN_INITSTATUS, 1.0 if value else 0.0)
         en.errcode = 0
         en.errcodelist = []
         try:
@@ -272,19 +311,20 @@ class SnapshotSolver:
         except Exception as exc:
             raise SimulationError(f"EPANET failed on a snapshot ({exc})",
                                   fix="check the measured tank levels and pump states") from exc
+        finally:
+            for link in (link_status or {}):  # back to the model's own status
+                en.ENsetlinkvalue(self._link_idx[link], _EN_INITSTATUS, self._init_status[link])
         if en.errcodelist and any("unbalanced" in str(w).lower() or "negative" in str(w).lower()
                                   for w in en.errcodelist):
             raise SimulationError(
                 f"EPANET did not converge on a snapshot ({en.errcodelist[-1]})",
                 fix="check demands (a huge demand?), tank levels and pump states")
-        heads = np.array([en.ENgetnodevalue(self._node_idx[n], _EN_HEAD) for n in self.node_names])
-        flows = np.array([en.ENgetlinkvalue(self._link_idx[n], _EN_FLOW) for n in self.link_names]) / 1000.0
-        # restore statuses changed for this snapshot
-        for link in (link_status or {}):
-            en.ENsetlinkvalue(self._link_idx[link], _EN_INITSTATUS, self._init_status[link])
+        nodes = self.node_names if heads_of is None else list(heads_of)
+        links = self.link_names if flows_of is None else list(flows_of)
+        heads = self._read(self._lib.EN_getnodevalue, [self._node_idx[n] for n in nodes], _EN_HEAD)
+        flows = self._read(self._lib.EN_getlinkvalue, [self._link_idx[n] for n in links], _EN_FLOW) / 1000.0
         self.n_solved += 1
-        return SnapshotResult(pd.Series(heads, index=self.node_names),
-                              pd.Series(flows, index=self.link_names))
+        return SnapshotResult(pd.Series(heads, index=nodes), pd.Series(flows, index=links))
 
 
 def _snapshot_model(wn: wntr.network.WaterNetworkModel) -> wntr.network.WaterNetworkModel:

@@ -78,6 +78,10 @@ class Localisation:
     candidates: pd.DataFrame
     report: dict
     residuals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Intermediate arrays for the classic method and diagnostics (not serialised):
+    #: ``delta``, ``sigma``, ``kinds``, ``elements``, ``demands``, ``tank_levels``,
+    #: ``link_status`` (the mean leak operating point) and ``leak_m3s``.
+    internals: dict = field(default_factory=dict, repr=False)
 
 
 # --------------------------------------------------------------------------- series
@@ -451,8 +455,9 @@ def localise(
     readings: pd.DataFrame,
     hours: tuple[int, int] | None = None,
     refine_top: int = 10,
+    block_hours: int = 4,
     alpha: float = 0.3,
-    t_threshold: float = 4.0,
+    t_threshold: float = 5.0,
     min_leak_share: float = 0.005,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Localisation:
@@ -471,9 +476,12 @@ def localise(
         data contract's units (m³ registers, m pressure head, L/s flows).
     hours : (int, int), optional
         Local hours [start, end) used for the localisation snapshots; default
-        ``settings.NIGHT_START_HOUR``-``NIGHT_END_HOUR`` widened to 0-6 h.
+        the whole day (0, 24): day-time flows make leak signatures larger, and
+        offsets per hour of the day absorb the model's systematic errors.
     refine_top : int
         Candidates refined by a non-linear leak simulation.
+    block_hours : int
+        Hours of the day pooled into one operating point (signatures, noise).
     alpha : float
         Model-error allowance: relative error of a leak signature.
     t_threshold, min_leak_share : float
@@ -496,7 +504,7 @@ def localise(
     t0 = time.perf_counter()
     wn = network.wn
     tz = settings.TIMEZONE
-    hours = hours or (0, 6)
+    hours = hours or (0, 24)
     warnings: list[str] = []
     report: dict[str, Any] = {"network": str(getattr(network, "source", "")), "warnings": warnings}
 
@@ -592,25 +600,33 @@ def localise(
     ok &= pd.Series(w_of).isin(share_mat.index).to_numpy()
     elev = np.array([wn.get_node(n).elevation for n in p_sensors])
     res_p, res_q, keep_t = [], [], []
-    demands_used = []
     failures = 0
+    p_arr = p_meas.to_numpy(float)
+    q_arr = q_meas.to_numpy(float)
+    flow_links = list(flow.columns)
+    tank_arr = {tn: lv.to_numpy(float) for tn, lv in tanks.items()}
+    status_arr = {ln: status[ln].to_numpy(bool) for ln in status.columns}
+    share_arr = {w: share_mat.loc[w].to_numpy(float) for w in np.unique(w_of[ok])}
+    q_scale = np.zeros(len(times))
     with SnapshotSolver(wn) as solver:
-        for k in np.flatnonzero(ok):
+        todo = np.flatnonzero(ok)
+        for n_done, k in enumerate(todo):
             q_total = max(sup[k] - (det.leak_m3s if leak_on[k] else 0.0), 0.0)
-            d = share_mat.loc[w_of[k]].to_numpy(float) * q_total
+            q_scale[k] = q_total
             try:
                 snap = solver.solve(
-                    d, tank_levels={tn: float(lv.iloc[k]) for tn, lv in tanks.items()},
-                    link_status={ln: bool(status[ln].iloc[k]) for ln in status.columns})
+                    share_arr[w_of[k]], scale=q_total,
+                    tank_levels={tn: lv[k] for tn, lv in tank_arr.items()},
+                    link_status={ln: bool(st[k]) for ln, st in status_arr.items()},
+                    heads_of=p_sensors, flows_of=flow_links)
             except SimulationError:
                 failures += 1
                 continue
-            res_p.append(p_meas.iloc[k].to_numpy(float) - (snap.heads[p_sensors].to_numpy() - elev))
-            res_q.append(q_meas.iloc[k].to_numpy(float) - snap.flows[list(flow.columns)].to_numpy())
+            res_p.append(p_arr[k] - (snap.heads.to_numpy() - elev))
+            res_q.append(q_arr[k] - snap.flows.to_numpy())
             keep_t.append(k)
-            demands_used.append(d)
-            if progress is not None and len(keep_t) % 20 == 0:
-                progress("snapshots", len(keep_t), int(ok.sum()))
+            if progress is not None and (n_done + 1) % 50 == 0:
+                progress("snapshots", n_done + 1, len(todo))
         if not keep_t:
             raise SimulationError("no snapshot of the measured conditions converged",
                                   fix="check tank levels, pump states and the network's supply links")
@@ -630,50 +646,64 @@ def localise(
         # ---- 4. calibration: offsets per sensor and hour, noise per sensor
         t3 = time.perf_counter()
         df = pd.DataFrame(R, columns=range(R.shape[1]))
-        ref = df[~t_on]
-        offsets = ref.groupby(hour[~t_on]).mean()
+        offsets = df[~t_on].groupby(hour[~t_on]).mean()
         have = np.isin(hour, offsets.index.to_numpy())
         centred = df.to_numpy() - offsets.reindex(hour).to_numpy()
-        ref_c = centred[~t_on & have]
-        leak_c = centred[t_on & have]
-        n_ref, n_leak = len(ref_c), len(leak_c)
-        if n_leak == 0 or n_ref < 2:
+        if (t_on & have).sum() == 0 or (~t_on & have).sum() < 2:
             raise ReadingsError("no analysed hour has snapshots both before and after the onset",
                                 fix="give readings over more days, or widen the hours used")
-        # noise per sensor from hour-to-hour scatter; the change's sd from placebo splits
         floor = np.array([SIGMA_FLOOR_P if k == "pressure" else SIGMA_FLOOR_Q for k in kinds])
-        sd_snap = np.sqrt(np.nanmean(ref_c ** 2, axis=0) * n_ref / max(n_ref - len(offsets), 1))
-        sd_snap = np.maximum(np.nan_to_num(sd_snap, nan=0.0), floor)
-        # effective independent samples: residuals are correlated within a night
-        days_ref = len(np.unique(day_num[sel][keep_t][~t_on & have]))
-        days_leak = len(np.unique(day_num[sel][keep_t][t_on & have]))
-        placebo = _placebo_sd(ref_c, day_num[sel][keep_t][~t_on & have])
-        sigma_day = np.maximum(placebo, sd_snap / np.sqrt(max(n_ref / max(days_ref, 1), 1)))
-        sigma = sigma_day * np.sqrt(1.0 / max(days_ref, 1) + 1.0 / max(days_leak, 1))
-        delta = np.nanmean(leak_c, axis=0)
+        days_all = day_num[sel][keep_t]
+        group = hour // block_hours
+        groups = [g for g in np.unique(group) if ((group == g) & t_on & have).any()
+                  and ((group == g) & ~t_on & have).sum() >= 2]
+        deltas, sigmas, ops = [], [], []
+        for g in groups:
+            mref = (group == g) & ~t_on & have
+            mleak = (group == g) & t_on & have
+            ref_c, leak_c = centred[mref], centred[mleak]
+            n_ref = len(ref_c)
+            sd_snap = np.sqrt(np.nanmean(ref_c ** 2, axis=0) * n_ref / max(n_ref - block_hours, 1))
+            sd_snap = np.maximum(np.nan_to_num(sd_snap, nan=0.0), floor)
+            days_ref = len(np.unique(days_all[mref]))
+            days_leak = len(np.unique(days_all[mleak]))
+            # residuals are correlated within a day: the change's noise from placebo
+            # change points between leak-free days, never below the snapshot scatter
+            placebo = _placebo_sd(ref_c, days_all[mref])
+            per_day = max(n_ref / max(days_ref, 1), 1.0)
+            sigma_day = np.maximum(placebo, sd_snap / np.sqrt(per_day))
+            sigmas.append(sigma_day * np.sqrt(1.0 / max(days_ref, 1) + 1.0 / max(days_leak, 1)))
+            deltas.append(np.nanmean(leak_c, axis=0))
+            lk = keep_t[mleak]
+            ops.append((np.mean(share_mat.loc[w_of[lk]].to_numpy(float) * q_scale[lk][:, None], axis=0),
+                        {tn: float(lv.iloc[lk].mean()) for tn, lv in tanks.items()},
+                        {ln: bool(status[ln].iloc[lk].mean() >= 0.5) for ln in status.columns}))
+        delta_all = np.concatenate(deltas)
+        sigma_all = np.concatenate(sigmas)
         report["calibration"] = {
-            "offsets": {f"{k}:{e}": round(float(v), 4) for k, e, v in zip(kinds, elements, np.nanmean(offsets.to_numpy(), axis=0))},
-            "noise_per_snapshot": {f"{k}:{e}": round(float(v), 5) for k, e, v in zip(kinds, elements, sd_snap)},
-            "reference_days": days_ref, "leak_days": days_leak,
+            "offsets": {f"{k}:{e}": round(float(v), 4) for k, e, v in
+                        zip(kinds, elements, np.nanmean(offsets.to_numpy(), axis=0))},
+            "hour_blocks": [int(g * block_hours) for g in groups],
+            "reference_days": int(len(np.unique(days_all[~t_on & have]))),
+            "leak_days": int(len(np.unique(days_all[t_on & have]))),
         }
         timings["calibration_s"] = time.perf_counter() - t3
-        # ---- 5. signatures at the mean leak operating point
+        # ---- 5. signatures at the mean leak operating point of each hour block
         t4 = time.perf_counter()
-        lk = keep_t[t_on & have]
-        d_mean = np.mean(np.array(demands_used)[t_on & have], axis=0)
-        tank_mean = {tn: float(lv.iloc[lk].mean()) for tn, lv in tanks.items()}
-        stat_mean = {ln: bool(status[ln].iloc[lk].mean() >= 0.5) for ln in status.columns}
-        base = solver.solve(d_mean, tank_levels=tank_mean, link_status=stat_mean)
-        lin = LinearModel(solver.wn, base.heads, base.flows)
-        S = np.vstack([lin.response(p_sensors, "pressure").to_numpy(),
-                       lin.response(list(flow.columns), "flow").to_numpy()]) if elements else np.zeros((0, len(junctions)))
         pipes = network.links[network.links["link_type"] == "pipe"]
-        sig = _pipe_signatures(S, lin.junctions, pipes)
-        # the residual change is measured minus model: a leak lowers pressures and raises source outflows
+        bases, sigs = [], []
+        for d_g, tank_g, stat_g in ops:
+            base = solver.solve(d_g, tank_levels=tank_g, link_status=stat_g)
+            lin = LinearModel(solver.wn, base.heads, base.flows)
+            S = np.vstack([lin.response(p_sensors, "pressure").to_numpy(),
+                           lin.response(list(flow.columns), "flow").to_numpy()])
+            sigs.append(_pipe_signatures(S, lin.junctions, pipes))
+            bases.append(base)
+        sig = np.vstack(sigs)
         L_prior = det.leak_m3s
         L_sd = max(det.leak_se_m3s if np.isfinite(det.leak_se_m3s) else 0.0, 0.15 * L_prior, 1e-5)
-        # measured - model: the model lacks the leak, so delta ≈ +S L for pressures (S<0)
-        ll, Lfit = _loglik(delta, sigma, sig, L_prior, L_sd, alpha)
+        # measured - model: the model lacks the leak, so delta ≈ S L (S < 0 for pressures)
+        ll, Lfit = _loglik(delta_all, sigma_all, sig, L_prior, L_sd, alpha)
         timings["signatures_s"] = time.perf_counter() - t4
         # ---- refinement: non-linear leak at the top candidates
         t5 = time.perf_counter()
@@ -685,22 +715,30 @@ def localise(
         for k in top:
             s_node, e_node = pipes["start_node"].iat[k], pipes["end_node"].iat[k]
             Lk = max(Lfit[k], 0.25 * L_prior)
-            dd = d_mean.copy()
-            for node in (s_node, e_node):
-                if node in jidx:
-                    dd[jidx[node]] += Lk / 2.0
+            preds = []
             try:
-                lsnap = solver.solve(dd, tank_levels=tank_mean, link_status=stat_mean)
+                for (d_g, tank_g, stat_g), base in zip(ops, bases):
+                    dd = d_g.copy()
+                    for node in (s_node, e_node):
+                        if node in jidx:
+                            dd[jidx[node]] += Lk / 2.0
+                    lsnap = solver.solve(dd, tank_levels=tank_g, link_status=stat_g)
+                    preds.append(np.concatenate([
+                        (lsnap.heads[p_sensors] - base.heads[p_sensors]).to_numpy(),
+                        (lsnap.flows[list(flow.columns)] - base.flows[list(flow.columns)]).to_numpy()]))
             except SimulationError:
                 continue
-            pred = np.concatenate([
-                (lsnap.heads[p_sensors] - base.heads[p_sensors]).to_numpy(),
-                (lsnap.flows[list(flow.columns)] - base.flows[list(flow.columns)]).to_numpy()])
-            g = (pred / Lk)[:, None]
-            llk, Lr = _loglik(delta, sigma, g, L_prior, L_sd, alpha)
+            g = (np.concatenate(preds) / Lk)[:, None]
+            llk, Lr = _loglik(delta_all, sigma_all, g, L_prior, L_sd, alpha)
             ll[k], Lfit[k] = llk[0], Lr[0]
         post = ll + prior
         timings["refine_s"] = time.perf_counter() - t5
+        # per-sensor summary over the blocks, for maps and the report
+        n_s = len(elements)
+        w = 1.0 / sigma_all.reshape(-1, n_s) ** 2
+        delta = (delta_all.reshape(-1, n_s) * w).sum(0) / w.sum(0)
+        sigma = 1.0 / np.sqrt(w.sum(0))
+        d_mean, tank_mean, stat_mean = ops[len(ops) // 2]
     post = post - post.max()
     prob = np.exp(post)
     prob /= prob.sum()
@@ -720,7 +758,12 @@ def localise(
         "length_m": length,
     }).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     cand.insert(0, "rank", np.arange(1, len(cand) + 1))
-    residuals = pd.DataFrame({"kind": kinds, "element": elements,
+    reg = meters.reset_index()
+    reg["meter_id"] = reg[reg.columns[0]].astype(str) if "meter_id" not in reg else reg["meter_id"].astype(str)
+    by_el = {(str(k), str(n if k == "pressure" else l)): m for m, k, n, l in
+             zip(reg["meter_id"], reg["kind"].astype(str), reg["node_id"].astype(str), reg["link_id"].astype(str))}
+    residuals = pd.DataFrame({"meter_id": [by_el.get((k, e), e) for k, e in zip(kinds, elements)],
+                              "kind": kinds, "element": elements,
                               "delta": np.where(np.array(kinds) == "flow", delta * 1000, delta),
                               "sigma": np.where(np.array(kinds) == "flow", sigma * 1000, sigma),
                               "z": delta / sigma})
@@ -731,7 +774,10 @@ def localise(
     report["top"] = cand.head(5)[["rank", "link_id", "score", "leak_flow_lps"]].round(4).to_dict("records")
     log.info("localise: leak of %.2f L/s from %s; top pipe %s (p=%.2f); zone of %d pipes",
              det.leak_m3s * 1000, report["onset"], cand["link_id"].iat[0], cand["score"].iat[0], len(zone))
-    return Localisation(cand, report, residuals)
+    internals = {"delta": delta, "sigma": sigma, "kinds": kinds, "elements": elements,
+                 "demands": d_mean, "tank_levels": tank_mean, "link_status": stat_mean,
+                 "leak_m3s": det.leak_m3s, "p_sensors": p_sensors, "flow_links": list(flow.columns)}
+    return Localisation(cand, report, residuals, internals)
 
 
 def _placebo_sd(ref_c: np.ndarray, days: np.ndarray) -> np.ndarray:
