@@ -507,6 +507,8 @@ def crew_map(
         if "dma" in dmas.columns:
             dmas = dmas.set_index("dma")
         dmas.index = dmas.index.astype(str)
+        if dmas.crs is not None and dmas.crs.is_projected:
+            dmas["geometry"] = shapely.simplify(dmas.geometry.values, 5.0)
     nrw_legend = False
     if len(dmas):
         nrw = _balance_summary(balance)

@@ -21,10 +21,15 @@
     return el;
   }
 
+  var times = {};
   twin.stat = function (name, n) {
     stats[name] = (stats[name] || 0) + n;
+    times[name] = Math.round(window.performance.now());  // ms since navigation start
     var el = statsDiv();
-    if (el) { el.setAttribute("data-stats", JSON.stringify(stats)); }
+    if (el) {
+      el.setAttribute("data-stats", JSON.stringify(stats));
+      el.setAttribute("data-ms", JSON.stringify(times));
+    }
   };
 
   window.addEventListener("error", function (ev) {
