@@ -240,42 +240,58 @@ def classify(
     now_utc = pd.Timestamp(now).tz_convert("UTC") + pd.Timedelta(seconds=FUTURE_TOLERANCE_S)
     now_sql = f"TIMESTAMPTZ {_sql_str(now_utc.strftime('%Y-%m-%d %H:%M:%S+00'))}"
     rej_join = (
-        f"LEFT JOIN (SELECT DISTINCT meter_id FROM {rejected_meters}) rj ON rj.meter_id = s.mid"
+        f"LEFT JOIN (SELECT DISTINCT meter_id FROM {rejected_meters}) rj ON rj.meter_id = p.mid"
         if rejected_meters
-        else "LEFT JOIN (SELECT NULL::VARCHAR AS meter_id WHERE FALSE) rj ON rj.meter_id = s.mid"
+        else "LEFT JOIN (SELECT NULL::VARCHAR AS meter_id WHERE FALSE) rj ON rj.meter_id = p.mid"
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _parsed AS
         WITH s AS (
             SELECT source_row, meter_id, "timestamp", value, extra_fields,
-                   nullif(trim(meter_id), '') AS mid,
-                   regexp_replace(upper(trim("timestamp")), '\\s+(Z|[+-]\\d{{2}}(:?\\d{{2}})?)$', '\\1') AS tsn,
-                   nullif(trim(value), '') AS vs
+                   nullif(CASE WHEN meter_id LIKE ' %' OR meter_id LIKE '% ' THEN trim(meter_id)
+                               ELSE meter_id END, '') AS mid,
+                   CASE WHEN "timestamp" LIKE ' %' OR "timestamp" LIKE '% ' THEN trim("timestamp")
+                        ELSE "timestamp" END AS t0,
+                   nullif(CASE WHEN value LIKE ' %' OR value LIKE '% ' THEN trim(value) ELSE value END, '') AS vs
             FROM {stage}
+        ),
+        n AS (
+            SELECT *,
+                   CASE WHEN t0 LIKE '% +%' OR t0 LIKE '% -%' OR t0 LIKE '% Z' OR t0 LIKE '%z'
+                        THEN regexp_replace(upper(t0), '\\s+(Z|[+-]\\d{{2}}(:?\\d{{2}})?)$', '\\1')
+                        ELSE t0 END AS tsn
+            FROM s
+        ),
+        p AS (
+            SELECT *,
+                   try_cast(tsn AS TIMESTAMPTZ) AS ts_any,
+                   -- a date and a time to the minute at least (a bare date casts too)
+                   length(tsn) >= 16 AS has_time,
+                   regexp_matches(tsn, '(Z|[+-]\\d\\d(:?\\d\\d)?)$') AS has_off,
+                   try_cast(vs AS DOUBLE) AS v
+            FROM n
         )
-        SELECT s.source_row, s.meter_id, s."timestamp", s.value, s.mid,
-               m.kind,
-               CASE WHEN regexp_matches(s.tsn, '{_ISO}{_OFFSET}')
-                    THEN try_cast(s.tsn AS TIMESTAMPTZ) END AS ts,
-               try_cast(s.vs AS DOUBLE) AS v,
+        SELECT p.source_row, p.meter_id, p."timestamp", p.value, p.mid, m.kind,
+               CASE WHEN p.has_time AND p.has_off THEN p.ts_any END AS ts,
+               p.v,
                CASE
-                 WHEN s.extra_fields THEN 'malformed_row'
-                 WHEN s.mid IS NULL THEN 'unknown_meter'
+                 WHEN p.extra_fields THEN 'malformed_row'
+                 WHEN p.mid IS NULL THEN 'unknown_meter'
                  WHEN m.meter_id IS NULL AND rj.meter_id IS NOT NULL THEN 'rejected_meter'
                  WHEN m.meter_id IS NULL THEN 'unknown_meter'
-                 WHEN s.tsn IS NULL OR s.tsn = '' THEN 'unparseable_timestamp'
-                 WHEN NOT regexp_matches(s.tsn, '{_OFFSET}')
-                      AND try_cast(s.tsn AS TIMESTAMP) IS NOT NULL THEN 'timestamp_without_offset'
-                 WHEN NOT regexp_matches(s.tsn, '{_ISO}{_OFFSET}')
-                      OR try_cast(s.tsn AS TIMESTAMPTZ) IS NULL THEN 'unparseable_timestamp'
-                 WHEN s.vs IS NULL OR lower(s.vs) IN ('na', 'n/a', 'null', 'none', '-') THEN 'missing_value'
-                 WHEN try_cast(s.vs AS DOUBLE) IS NULL OR NOT isfinite(try_cast(s.vs AS DOUBLE)) THEN 'non_numeric_value'
-                 WHEN try_cast(s.vs AS DOUBLE) < 0 AND m.kind IN ('customer', 'pressure') THEN 'negative_value'
-                 WHEN try_cast(s.tsn AS TIMESTAMPTZ) > {now_sql} THEN 'future_timestamp'
-               END AS reason
-        FROM s
-        LEFT JOIN {meters} m ON m.meter_id = s.mid
+                 WHEN p.tsn IS NULL OR p.tsn = '' THEN 'unparseable_timestamp'
+                 WHEN p.ts_any IS NOT NULL AND NOT p.has_off THEN 'timestamp_without_offset'
+                 WHEN p.ts_any IS NULL OR NOT p.has_time THEN 'unparseable_timestamp'
+                 WHEN p.vs IS NULL OR (p.v IS NULL AND lower(p.vs) IN ('na', 'n/a', 'null', 'none', '-')) THEN 'missing_value'
+                 WHEN p.v IS NULL OR NOT isfinite(p.v) THEN 'non_numeric_value'
+                 WHEN p.v < 0 AND m.kind IN ('customer', 'pressure') THEN 'negative_value'
+                 WHEN p.ts_any > {now_sql} THEN 'future_timestamp'
+               END AS reason,
+               NULL::VARCHAR AS flag,
+               (hash(p.mid) % {max(1, int(groups))})::INTEGER AS grp
+        FROM p
+        LEFT JOIN {meters} m ON m.meter_id = p.mid
         {rej_join}
         """
     )
@@ -307,13 +323,13 @@ def classify(
         ) d WHERE d.source_row = p.source_row AND d.k > 1
         """
     )
-    con.execute("ALTER TABLE _parsed ADD COLUMN flag VARCHAR")
-    con.execute("ALTER TABLE _parsed ADD COLUMN grp INTEGER")
     groups = max(1, int(groups))
-    con.execute(f"UPDATE _parsed SET grp = (hash(mid) % {groups})::INTEGER WHERE reason IS NULL")
 
     rate = float(max_flow_m3h) / 3600.0
-    jump = f"greatest({float(min_jump_m3)}, {rate} * epoch(ts - prev_ts))"
+
+    def jump(a: str, b: str) -> str:
+        return f"greatest({float(min_jump_m3)}, {rate} * (epoch({b}) - epoch({a})))"
+
     tol = float(tolerance_m3)
     spike = float(pressure_spike_m)
     for g in range(groups):
@@ -323,59 +339,71 @@ def classify(
             UNION ALL
             SELECT NULL::BIGINT, r.meter_id, r.ts, r.value, r.kind, TRUE
             FROM {stored_readings} r
-            SEMI JOIN (SELECT DISTINCT mid FROM _parsed WHERE grp = {g} AND kind IN ('customer', 'pressure')) k
+            SEMI JOIN (SELECT DISTINCT mid FROM _parsed WHERE grp = {g} AND reason IS NULL AND kind IN ('customer', 'pressure')) k
                  ON k.mid = r.meter_id
             WHERE r.kind IN ('customer', 'pressure')
-              AND r.ts BETWEEN (SELECT min(ts) - INTERVAL 7 DAY FROM _parsed WHERE grp = {g})
-                           AND (SELECT max(ts) + INTERVAL 7 DAY FROM _parsed WHERE grp = {g})
+              AND r.ts BETWEEN (SELECT min(ts) - INTERVAL 7 DAY FROM _parsed WHERE grp = {g} AND reason IS NULL)
+                           AND (SELECT max(ts) + INTERVAL 7 DAY FROM _parsed WHERE grp = {g} AND reason IS NULL)
             """
+        # One window pass. A row is an outlier against its neighbours (a spike
+        # up that falls back, a misread that the next reading undoes); the
+        # other rows are compared with the previous reading that is not an
+        # outlier (the one before when the previous row is one): a drop that
+        # stays is a register reset (accepted, flagged), a rise faster than
+        # max_flow_m3h an implausible jump.
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _seq AS
             WITH ctx AS (
                 SELECT source_row, mid, ts, v, kind, FALSE AS stored
-                FROM _parsed WHERE grp = {g} AND kind IN ('customer', 'pressure')
+                FROM _parsed WHERE grp = {g} AND reason IS NULL AND kind IN ('customer', 'pressure')
                 {stored_ctx}
             ),
-            w1 AS (
-                SELECT *, lag(v) OVER w AS prev_v, lead(v) OVER w AS next_v, lag(ts) OVER w AS prev_ts
+            w AS (
+                SELECT *, lag(v) OVER w AS pv, lag(v, 2) OVER w AS pv2, lead(v) OVER w AS nv,
+                       lag(ts) OVER w AS pt, lag(ts, 2) OVER w AS pt2, lag(stored) OVER w AS pstored
                 FROM ctx WINDOW w AS (PARTITION BY mid ORDER BY ts)
             ),
-            p1 AS (
+            c AS (
                 SELECT *, CASE
                     WHEN stored THEN NULL
-                    WHEN kind = 'customer' AND prev_v IS NOT NULL AND v - prev_v > {jump}
-                         AND next_v IS NOT NULL AND next_v < v - {tol} THEN 'implausible_jump'
-                    WHEN kind = 'customer' AND prev_v IS NOT NULL AND v < prev_v - {tol}
-                         AND next_v IS NOT NULL AND next_v >= prev_v - {tol} THEN 'register_backwards'
-                    WHEN kind = 'customer' AND prev_v IS NOT NULL AND v < prev_v - {tol}
-                         AND next_v IS NULL AND v > 0.5 * prev_v THEN 'register_backwards'
-                    WHEN kind = 'pressure' AND prev_v IS NOT NULL AND next_v IS NOT NULL
-                         AND abs(v - prev_v) > {spike} AND abs(v - next_v) > {spike}
-                         AND sign(v - prev_v) = sign(v - next_v) THEN 'implausible_jump'
-                END AS r1
-                FROM w1
+                    WHEN kind = 'customer' AND pv IS NOT NULL AND v - pv > {jump('pt', 'ts')}
+                         AND nv IS NOT NULL AND nv < v - {tol} THEN 'implausible_jump'
+                    WHEN kind = 'customer' AND pv IS NOT NULL AND v < pv - {tol}
+                         AND nv IS NOT NULL AND nv >= pv - {tol} THEN 'register_backwards'
+                    WHEN kind = 'customer' AND pv IS NOT NULL AND v < pv - {tol}
+                         AND nv IS NULL AND v > 0.5 * pv THEN 'register_backwards'
+                    WHEN kind = 'pressure' AND pv IS NOT NULL AND nv IS NOT NULL
+                         AND abs(v - pv) > {spike} AND abs(v - nv) > {spike}
+                         AND sign(v - pv) = sign(v - nv) THEN 'implausible_jump'
+                END AS r1,
+                coalesce(pv2 IS NOT NULL AND NOT pstored AND (
+                    (kind = 'customer' AND pv - pv2 > {jump('pt2', 'pt')} AND v < pv - {tol})
+                    OR (kind = 'customer' AND pv < pv2 - {tol} AND v >= pv2 - {tol})
+                    OR (kind = 'pressure' AND abs(pv - pv2) > {spike} AND abs(pv - v) > {spike}
+                        AND sign(pv - pv2) = sign(pv - v))), FALSE) AS prev_out
+                FROM w
             ),
-            w2 AS (
-                SELECT source_row, mid, ts, v, kind, stored,
-                       lag(v) OVER w AS prev_v, lag(ts) OVER w AS prev_ts
-                FROM p1 WHERE r1 IS NULL
-                WINDOW w AS (PARTITION BY mid ORDER BY ts)
+            e AS (
+                SELECT source_row, stored, kind, v, ts, r1,
+                       CASE WHEN prev_out THEN pv2 ELSE pv END AS ev,
+                       CASE WHEN prev_out THEN pt2 ELSE pt END AS et
+                FROM c
             )
-            SELECT source_row, r1 AS reason, NULL AS flag FROM p1 WHERE r1 IS NOT NULL
-            UNION ALL
-            SELECT source_row,
-                   CASE WHEN kind = 'customer' AND prev_v IS NOT NULL AND v >= prev_v - {tol}
-                             AND v - prev_v > {jump} THEN 'implausible_jump' END,
-                   CASE WHEN kind = 'customer' AND prev_v IS NOT NULL AND v < prev_v - {tol}
-                        THEN 'reset' END
-            FROM w2 WHERE NOT stored
+            SELECT * FROM (
+                SELECT source_row,
+                       coalesce(r1, CASE WHEN kind = 'customer' AND ev IS NOT NULL AND v >= ev - {tol}
+                                          AND v - ev > {jump('et', 'ts')} THEN 'implausible_jump' END) AS reason,
+                       CASE WHEN r1 IS NULL AND kind = 'customer' AND ev IS NOT NULL AND v < ev - {tol}
+                            THEN 'reset' END AS flag
+                FROM e WHERE NOT stored
+            ) WHERE reason IS NOT NULL OR flag IS NOT NULL
             """
         )
         con.execute(
             """
             UPDATE _parsed p SET reason = s.reason, flag = s.flag
-            FROM _seq s WHERE s.source_row = p.source_row AND (s.reason IS NOT NULL OR s.flag IS NOT NULL)
+            FROM _seq s WHERE s.source_row = p.source_row
             """
         )
         if progress is not None:
