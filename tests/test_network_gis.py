@@ -323,3 +323,22 @@ def test_lines_ending_on_another_line_are_split_there(tmp_path):
     assert "disconnected" not in set(validate_network(net)["code"])
     with pytest.raises(NetworkError, match="line ends do not meet"):
         read_network(path, split_at_tees=False)
+
+
+def test_elevations_from_3d_lines_or_pipe_end_columns(tmp_path):
+    x0, y0 = 503_000.0, 3_124_000.0
+    lines3d = [shapely.LineString([(x0, y0, 41.0), (x0 + 50, y0, 43.0)]),
+               shapely.LineString([(x0 + 50, y0, 45.0), (x0 + 50, y0 + 40, 47.0)])]
+    path = tmp_path / "z.gpkg"
+    gpd.GeoDataFrame({"dn": [100, 100]}, geometry=lines3d, crs="EPSG:4548").to_file(path, layer="pipes")
+    net = read_network(path)
+    by_xy = net.nodes.set_index(net.nodes.geometry.x.round(1))["elevation_m"]
+    assert by_xy[x0] == pytest.approx(41.0)
+    assert sorted(net.nodes["elevation_m"]) == pytest.approx([41.0, 44.0, 47.0])  # shared node: mean of 43 and 45
+    assert net.links.geometry.iloc[0].has_z is False
+    assert "no_elevation" not in set(validate_network(net)["code"])
+    flat = [shapely.force_2d(g) for g in lines3d]
+    path2 = tmp_path / "cols.gpkg"
+    gpd.GeoDataFrame({"dn": [100, 100], "US_ELEV": [10.0, 12.0], "DS_ELEV": [12.0, 14.0]}, geometry=flat,
+                     crs="EPSG:4548").to_file(path2, layer="pipes")
+    assert sorted(read_network(path2).nodes["elevation_m"]) == pytest.approx([10.0, 12.0, 14.0])

@@ -74,6 +74,8 @@ PIPE_COLUMNS: dict[str, tuple[str, ...]] = {
     "material": ("material", "mat", "pipe_material"),
     "install_year": ("install_year", "inst_year", "year", "install_yr", "installed", "install_date", "laid_year"),
     "zone": ("zone", "dma", "district", "pressure_zone"),
+    "elevation_start": ("elevation_start", "start_elev", "z_start", "us_elev", "from_elev", "elev_start"),
+    "elevation_end": ("elevation_end", "end_elev", "z_end", "ds_elev", "to_elev", "elev_end"),
     "status": ("status",),
     "minor_loss": ("minor_loss",),
     "valve_type": ("valve_type",),
@@ -422,7 +424,10 @@ def read_gis_network(
     link_ids = _ids(pipes[id_col] if id_col else None, len(pipes), "P")
     _require_ids(link_ids, path=path, what="pipe", col=id_col or "link_id")
 
-    geoms = _clean_lines(pipes.geometry.to_numpy(), link_ids, path=path)
+    geoms, z_start, z_end = _clean_lines(pipes.geometry.to_numpy(), link_ids, path=path)
+    for key, z in (("elevation_start", z_start), ("elevation_end", z_end)):
+        given = _numeric(pipes, pcols.get(key), path=path, what="pipes", ids=link_ids)
+        z[np.isfinite(given)] = given[np.isfinite(given)]
     length_attr = _numeric(pipes, pcols.get("length"), path=path, what="pipes", ids=link_ids)
     raw_coords = shapely.get_coordinates(geoms)
     src_len = shapely.length(geoms)
@@ -438,6 +443,11 @@ def read_gis_network(
             frac = shapely.length(geoms) / np.where(before[src_row] > 0, before[src_row], 1.0)
             length_attr = length_attr[src_row] * frac
             link_ids = _piece_ids(link_ids, src_row)
+            piece = pd.Series(src_row)
+            first_piece = (piece.groupby(src_row).cumcount() == 0).to_numpy()
+            last_piece = (piece[::-1].groupby(src_row[::-1]).cumcount() == 0)[::-1].to_numpy()
+            z_start = np.where(first_piece, z_start[src_row], np.nan)
+            z_end = np.where(last_piece, z_end[src_row], np.nan)
             pipes = pipes.iloc[src_row].reset_index(drop=True)
             log.info("%s: split %d pipes at %d tees (line ends on another line's interior)", path.name,
                      len(np.unique(src_row[pd.Index(src_row).duplicated()])), len(src_row) - len(before))
@@ -503,16 +513,19 @@ def read_gis_network(
 
     # Topology.
     if has_topology:
-        start, end, node_xy = _explicit_topology(
+        start, end, node_xy, flip = _explicit_topology(
             pipes, pcols, geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m
         )
+        z_start, z_end = np.where(flip, z_end, z_start), np.where(flip, z_start, z_end)
         geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
     else:
         start, end, node_xy = _snap_topology(geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m,
                                              allow_disconnected=allow_disconnected)
         geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
 
-    nodes = _node_table(node_xy, node_layer, ncols, path=path, crs=dst, columns_given=columns)
+    end_z = pd.Series(np.concatenate([z_start, z_end]), index=np.concatenate([start, end]))
+    end_z = end_z[np.isfinite(end_z.to_numpy())].groupby(level=0).mean()
+    nodes = _node_table(node_xy, node_layer, ncols, path=path, crs=dst, end_elevation=end_z)
     links = gpd.GeoDataFrame(
         {
             "link_type": link_type.to_numpy(dtype=object),
@@ -620,8 +633,11 @@ def _piece_ids(ids: pd.Index, src_row: np.ndarray) -> pd.Index:
     return pd.Index(out, dtype=object)
 
 
-def _clean_lines(geoms: np.ndarray, ids: pd.Index, *, path: Path) -> np.ndarray:
-    """2D LineStrings, MultiLineStrings merged; null / empty / other types refused with their IDs."""
+def _clean_lines(geoms: np.ndarray, ids: pd.Index, *, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2D LineStrings, MultiLineStrings merged; null / empty / other types refused with their IDs.
+
+    Also returns the Z of each line's first and last vertex (NaN for 2D data).
+    """
     null = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if null.any():
         bad = np.flatnonzero(null)
@@ -630,7 +646,6 @@ def _clean_lines(geoms: np.ndarray, ids: pd.Index, *, path: Path) -> np.ndarray:
             path=path, row=int(bad[0]) + 1,
             fix="draw or delete those features",
         )
-    geoms = shapely.force_2d(geoms)
     tid = shapely.get_type_id(geoms)
     multi = tid == 5
     if multi.any():
@@ -647,7 +662,9 @@ def _clean_lines(geoms: np.ndarray, ids: pd.Index, *, path: Path) -> np.ndarray:
             path=path, row=int(bad[0]) + 1, element=str(ids[bad[0]]),
             fix="split multi-part pipes into one feature per part, with their own IDs",
         )
-    return geoms
+    z_start = shapely.get_coordinates(shapely.get_point(geoms, 0), include_z=True)[:, 2]
+    z_end = shapely.get_coordinates(shapely.get_point(geoms, -1), include_z=True)[:, 2]
+    return shapely.force_2d(geoms), z_start, z_end
 
 
 def _diameter_m(values: np.ndarray, col: str | None, unit: str) -> np.ndarray:
@@ -728,7 +745,7 @@ def _explicit_topology(pipes, pcols, geoms, node_layer, link_ids, *, path: Path,
                 fix="correct the geometry or the start/end node columns, or raise the snap tolerance "
                 "(--snap-tolerance)",
             )
-        return start, end, node_xy
+        return start, end, node_xy, flip
     # No node layer: node positions from the line ends; all ends of one node must agree.
     ids = np.concatenate([start, end])
     xy = np.vstack([a, b])
@@ -745,7 +762,7 @@ def _explicit_topology(pipes, pcols, geoms, node_layer, link_ids, *, path: Path,
             path=path, element=str(lid),
             fix="correct the geometry or the start/end node columns, or raise the snap tolerance (--snap-tolerance)",
         )
-    return start, end, first
+    return start, end, first, np.zeros(len(start), dtype=bool)
 
 
 def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow_disconnected: bool):
@@ -824,7 +841,9 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
     return start, end, node_xy
 
 
-def _node_table(node_xy: pd.DataFrame, node_layer, ncols, *, path: Path, crs, columns_given) -> gpd.GeoDataFrame:
+def _node_table(node_xy: pd.DataFrame, node_layer, ncols, *, path: Path, crs,
+                end_elevation: pd.Series | None = None) -> gpd.GeoDataFrame:
+    """Node table; elevations from the node layer, else the mean Z / elevation column of the pipe ends there."""
     ids = node_xy.index
     n = len(ids)
     node_type = pd.Series("junction", index=ids, dtype=object)
@@ -855,9 +874,15 @@ def _node_table(node_xy: pd.DataFrame, node_layer, ncols, *, path: Path, crs, co
                                index=ids).fillna(0.0)
         if "zone" in ncols:
             zone = pd.Series(_strings(layer, ncols["zone"]).to_numpy(), index=ids, dtype="string")
+    if end_elevation is not None and len(end_elevation):
+        fill = elevation.isna() & elevation.index.isin(end_elevation.index)
+        if fill.any():
+            elevation[fill] = end_elevation.reindex(elevation.index[fill]).to_numpy()
+            log.info("%s: elevations of %d nodes from the pipe ends (Z or start/end elevation columns)",
+                     path.name, int(fill.sum()))
     if elevation.isna().all() and n:
-        log.warning("%s: no node elevations (node layer column 'elevation'); 0 m used, pressures will be heads",
-                    path.name)
+        log.warning("%s: no node elevations (node layer column 'elevation', pipe Z or start/end elevation "
+                    "columns); 0 m used, pressures will be heads", path.name)
     df = pd.DataFrame(
         {"node_type": node_type.to_numpy(), "elevation_m": elevation.to_numpy(),
          "base_demand_m3s": demand.to_numpy(), "zone": zone.to_numpy()},
