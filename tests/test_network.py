@@ -363,3 +363,18 @@ def test_inp_in_gcj02_web_map_coordinates(tmp_path):
     # WNTR writes coordinates with 9 decimals (~0.1 mm in degrees)
     assert np.allclose(net.nodes.geometry.x.to_numpy(), x, atol=0.01)
     assert np.allclose(net.nodes.geometry.y.to_numpy(), y, atol=0.01)
+
+
+def test_chinese_windows_encodings_and_bom(tmp_path):
+    text = wntr_network("Net1").read_text().replace("[JUNCTIONS]\n", "[JUNCTIONS]\n;鹰潭市 供水管网 节点\n", 1)
+    gbk = tmp_path / "gbk.inp"
+    gbk.write_bytes(text.encode("gb18030"))
+    bom = tmp_path / "bom.inp"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    for path in (gbk, bom):
+        net = read_network(path, crs="EPSG:32650")
+        assert len(net.pipes) == 12 and net.source == str(path)
+    binary = tmp_path / "binary.inp"
+    binary.write_bytes(b"\x00\x01\x02EPANET" * 10)
+    with pytest.raises(NetworkError, match="binary"):
+        read_network(binary, crs="EPSG:32650")

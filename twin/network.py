@@ -217,13 +217,12 @@ def internal_crs(crs: pyproj.CRS | None, to_crs: Any = None) -> pyproj.CRS:
 _LINE_RE = re.compile(r"at line (\d+)")
 
 
-def _inp_error(path: Path, exc: BaseException) -> NetworkError:
+def _inp_error(path: Path, exc: BaseException, lines: list[str]) -> NetworkError:
     """Translate a WNTR / EPANET parse exception into a NetworkError naming the line."""
     inner: BaseException = exc
     while inner.__cause__ is not None and "(Error 200)" in str(inner):
         inner = inner.__cause__
     text = " ".join(str(inner).split())
-    lines = _file_lines(path)
     line_no: int | None = None
     m = _LINE_RE.search(text)
     if m:
@@ -261,13 +260,6 @@ def _inp_error(path: Path, exc: BaseException) -> NetworkError:
         fix="correct that line (see the EPANET 2.2 manual for the section's format), "
         "or export the file again from EPANET",
     )
-
-
-def _file_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
 
 
 def _section_at(lines: list[str], line_no: int) -> str | None:
@@ -374,35 +366,54 @@ def _prescan_inp(path: Path, lines: list[str]) -> set[str]:
     return with_xy
 
 
+def _decode_inp(path: Path, raw: bytes) -> tuple[str, str]:
+    """The file's text and the encoding it was read with (UTF-8, with or without BOM, else GB18030)."""
+    if b"\x00" in raw[:4096]:
+        raise NetworkError(
+            "the file is binary, not EPANET text input",
+            path=path,
+            fix="give the .inp text file (EPANET: File > Export > Network)",
+        )
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(encoding), encoding
+        except UnicodeDecodeError:
+            continue
+    raise NetworkError(  # pragma: no cover - gb18030 decodes nearly any byte string
+        "the file is neither UTF-8 nor GB18030 text",
+        path=path,
+        fix="save the .inp as UTF-8 text",
+    )
+
+
 def _load_inp(path: Path) -> tuple[wntr.network.WaterNetworkModel, set[str]]:
-    text_ok = True
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise NetworkError(f"cannot read the file ({exc.strerror})", path=path, fix="check permissions") from exc
     if not raw.strip():
         raise NetworkError("the file is empty", path=path, fix="give an EPANET .inp network with [JUNCTIONS] and [PIPES]")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text_ok = False
-    if not text_ok:
-        raise NetworkError(
-            "the file is not UTF-8 text (binary, or another encoding)",
-            path=path,
-            fix="save the .inp as UTF-8 text (EPANET: File > Export > Network)",
-        )
-    lines = raw.decode("utf-8").splitlines()
+    text, encoding = _decode_inp(path, raw)
+    lines = text.splitlines()
     with_xy = _prescan_inp(path, lines)
-    try:
-        wn = wntr.network.WaterNetworkModel(str(path))
-    except Exception as exc:  # WNTR raises EpanetException, ValueError, KeyError, RuntimeError...
-        err = _inp_error(path, exc)
-        if not any(ln.strip().upper().startswith("[END]") for ln in lines):
-            err = NetworkError(
-                f"{err.reason} (the file has no [END] line: it looks truncated)", path=path, fix=err.fix
-            )
-        raise err from exc
+    # WNTR reads UTF-8 only: files with a BOM or in GB18030 (Chinese Windows) go through a UTF-8 copy.
+    needs_copy = raw.startswith(b"\xef\xbb\xbf") or encoding != "utf-8-sig"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = path
+        if needs_copy:
+            source = Path(tmp) / path.name
+            source.write_text(text, encoding="utf-8")
+            log.debug("%s read as %s", path, encoding)
+        try:
+            wn = wntr.network.WaterNetworkModel(str(source))
+        except Exception as exc:  # WNTR raises EpanetException, ValueError, KeyError, RuntimeError...
+            err = _inp_error(path, exc, lines)
+            if not any(ln.strip().upper().startswith("[END]") for ln in lines):
+                err = NetworkError(
+                    f"{err.reason} (the file has no [END] line: it looks truncated)", path=path, fix=err.fix
+                )
+            raise err from exc
+    wn.name = str(path)
     if wn.num_nodes == 0:
         raise NetworkError(
             "no nodes found: the file has no [JUNCTIONS], [RESERVOIRS] or [TANKS] data",
