@@ -84,6 +84,10 @@ NRW_CLASSES = [
 ]
 NO_DATA_COLOUR = "#cccccc"
 
+#: Popup fields of a pipe.
+PIPE_LABELS = ["ID", "type", "diameter mm", "material", "install year", "length m", "zone",
+               "leak score", "rank"]
+
 _CSS = """
 .twin-popup table { border-collapse: collapse; font-size: 12px; margin-top: 4px; }
 .twin-popup th { text-align: left; padding: 1px 8px 1px 0; color: #555; font-weight: normal; }
@@ -576,8 +580,7 @@ def crew_map(
         "pipes",
         {
             "title": "Pipe",
-            "labels": ["ID", "type", "diameter mm", "material", "install year", "length m",
-                       "zone", "leak score", "rank"],
+            "labels": PIPE_LABELS,
             "rows": [rows[i] for i in order],
             "coords": [lines[i] for i in order],
             "colour": cls[order].tolist(),
@@ -673,7 +676,8 @@ def crew_map(
         }).add_to(grp)
         counts["valves"] = len(vals)
     if plan is not None and len(plan):
-        counts.update(_plan_layers(m, plan, valve_layer, links, proj, crs, selected))
+        pipe_rows = dict(zip(links.index, rows))
+        counts.update(_plan_layers(m, plan, valve_layer, links, proj, crs, selected, pipe_rows))
 
     # Legend and control ---------------------------------------------------------
     _TwinLegend(_legend_html(edges if cands is not None else None, nrw_legend, counts)).add_to(m)
@@ -909,6 +913,7 @@ def _plan_layers(
     proj: _Projector,
     crs: Any,
     selected: str | int | None,
+    pipe_rows: dict[str, list[Any]],
 ) -> dict[str, int]:
     plan = plan.reset_index(drop=True)
     if selected is None:
@@ -929,9 +934,9 @@ def _plan_layers(
     counts: dict[str, int] = {}
     grp = _group(m, f"Work order {oid}: isolated segment and valves to close")
     if seg:
-        tab = pd.DataFrame({"id": seg, "order": oid})
         _TwinLayer("lines", "segment", {
-            "title": "Isolated pipe", "labels": ["ID", "work order"], "rows": _rows(tab),
+            "title": f"Work order {oid}: isolated pipe", "labels": PIPE_LABELS,
+            "rows": [pipe_rows[i] for i in seg],
             "coords": proj.flat_lines(links.loc[seg].geometry.values, crs),
             "colour": [0] * len(seg), "palette": ["#ff6d00"], "weight": [8] * len(seg),
             "opacity": 0.75,
