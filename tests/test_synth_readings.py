@@ -252,3 +252,39 @@ def test_cli_writes_the_files(twin_cli, tmp_path):
                   "--leak", "random", "--seed", "4", "--out", tmp_path)
     assert rc == 0
     assert {p.name for p in tmp_path.iterdir()} >= {"meters.csv", "readings.csv", "truth.json"}
+
+
+def test_shift_to_yingtan_keeps_network_and_meters_consistent(tmp_path):
+    """L-Town in local metres, moved into Yingtan: meters join back onto the written network.inp."""
+    import pyproj
+    import wntr
+
+    from conftest import SHARED_NETWORKS
+
+    path = SHARED_NETWORKS / "L-TOWN.inp"
+    if not path.exists():
+        pytest.skip("L-Town not available")
+    paths = synth_readings(path, crs="EPSG:32650", days=1, leak="none", seed=3, out_dir=tmp_path,
+                           shift_to_yingtan=True)
+    m = pd.read_csv(paths["meters"], dtype={"node_id": str})
+    assert m.lon.between(116.98, 117.10).all() and m.lat.between(28.20, 28.30).all()
+    wn = wntr.network.WaterNetworkModel(str(paths["network"]))
+    prs = m[m.kind == "pressure"]
+    x, y = pyproj.Transformer.from_crs(4326, 32650, always_xy=True).transform(prs.lon, prs.lat)
+    xy = np.array([wn.get_node(n).coordinates for n in prs.node_id])
+    assert np.abs(xy - np.column_stack([x, y])).max() < 0.05
+    t = json.loads(paths["truth"].read_text())
+    assert t["shift_crs_units"] is not None and t["leak"] is None
+
+
+@pytest.mark.slow
+def test_city_week(tmp_path):
+    """The city size: 130,000 meters, ~1.8 M register readings plus loggers (about 2 minutes)."""
+    from twin.synth import synth_city
+
+    net = synth_city(size="city", seed=2026, out_dir=tmp_path / "net")
+    paths = synth_readings(net["inp"], crs="EPSG:4548", days=7, seed=2026, out_dir=tmp_path / "week")
+    t = json.loads(paths["truth"].read_text())
+    assert t["customers"]["count"] == 130_000
+    assert t["readings_rows"] > 1_800_000
+    assert 9.5 <= t["nrw_pct_before_leak"] <= 12.5
