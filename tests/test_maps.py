@@ -233,7 +233,9 @@ def test_map_opens_offline_in_chromium_and_draws_every_layer(tmp_path):
         "loggers": 3, "flowmeters": 1, "valves": 6,
         "segment": len(first["isolated_links"].split(";")),
         "close": len(first["valves_to_close"].split(";")),
+        "cut_off": len(first["cut_off_links"].split(";")),
     }
+    assert first["cut_off_links"] == "p4"  # J5 hangs on the isolated J2
     # Leaflet drew the vector layers on a canvas and the rank labels as markers
     assert "leaflet-zoom-animated" in dom.stdout and "<canvas" in dom.stdout
     assert dom.stdout.count('class="leaflet-marker-icon twin-rank') == 5

@@ -847,8 +847,9 @@ def _meter_layers(
                 mag = num.iloc[:, 0].abs().to_numpy(dtype=float)
                 top = np.nanmax(mag) if np.isfinite(mag).any() else 0.0
                 if top > 0:
-                    colour = np.where(np.isfinite(mag), 1 + np.minimum((mag / top * 3).astype(int), 2), 0)
-                    colour = np.nan_to_num(colour).astype(int)
+                    ok = np.isfinite(mag)
+                    level = np.minimum((np.where(ok, mag, 0.0) / top * 3).astype(int), 2)
+                    colour = np.where(ok, 1 + level, 0)
         grp = _group(m, f"Pressure loggers ({len(loggers)})")
         _TwinLayer("points", "loggers", {
             "title": "Pressure logger", "labels": ["ID", *tab.columns[1:].map(str)],
@@ -942,6 +943,16 @@ def _plan_layers(
             "opacity": 0.75,
         }).add_to(grp)
         counts["segment"] = len(seg)
+    dry = [i for i in _split_ids(order.get("cut_off_links")) if i in links.index]
+    if dry:
+        _TwinLayer("lines", "cut_off", {
+            "title": f"Work order {oid}: cut off by the closure", "labels": PIPE_LABELS,
+            "rows": [pipe_rows[i] for i in dry],
+            "coords": proj.flat_lines(links.loc[dry].geometry.values, crs),
+            "colour": [0] * len(dry), "palette": ["#ff6d00"], "weight": [5] * len(dry),
+            "opacity": 0.7, "dashArray": "6 6",
+        }).add_to(grp)
+        counts["cut_off"] = len(dry)
     close = _split_ids(order.get("valves_to_close"))
     if close and valve_layer is not None and len(valve_layer):
         known = [v for v in close if v in valve_layer.index]
@@ -987,6 +998,9 @@ def _legend_html(edges: list[float] | None, nrw: bool, counts: dict[str, int]) -
         sym.append('<i style="background:#d50000"></i>valve to close<br>')
     if "segment" in counts:
         sym.append('<i style="background:#ff6d00"></i>isolated segment<br>')
+    if "cut_off" in counts:
+        sym.append('<i style="background:repeating-linear-gradient(90deg,#ff6d00 0 4px,#fff 4px 7px)"></i>'
+                   "cut off by the closure<br>")
     if sym:
         parts.append("<b>Symbols</b>")
         parts.extend(sym)

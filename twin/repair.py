@@ -688,6 +688,11 @@ def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
     for geom in shapely.clip_by_rect(near.geometry.values, x0, y0, x1, y1):
         if not geom.is_empty:
             out.append(f'<path d="{path(geom)}" stroke="#9e9e9e" stroke-width="1.5" fill="none"/>')
+    dry_ids = [s for s in str(row.get("cut_off_links") or "").split(";") if s in links.index]
+    for geom in shapely.clip_by_rect(links.loc[dry_ids].geometry.values, x0, y0, x1, y1):
+        if not geom.is_empty:
+            out.append(f'<path d="{path(geom)}" stroke="#ff6d00" stroke-width="4" fill="none" '
+                       'stroke-dasharray="6 4" stroke-opacity="0.8"/>')
     for geom in seg.geometry.values:
         out.append(f'<path d="{path(geom)}" stroke="#ff6d00" stroke-width="6" fill="none" '
                    'stroke-opacity="0.8"/>')
@@ -802,6 +807,7 @@ th {{ background: #f0f0f0; font-weight: normal; }}
 <h2>Map</h2>
 {svg}
 <p class="legend"><span style="color:#ff6d00">━ isolated segment</span>
+<span style="color:#ff6d00">┅ cut off by the closure</span>
 <span style="color:#a50026">━ suspected pipe</span><span style="color:#d50000">■ valve to close</span>
 <span style="color:#43a047">● customer affected</span></p>
 <h2>Customers affected ({row['customers_affected']})</h2>

@@ -82,7 +82,7 @@
       var parts = idx.map(function (i) { return latlngs(d.coords[i]); });
       var line = L.polyline(parts, {
         color: d.palette[d.colour[idx[0]]], weight: d.weight[idx[0]], opacity: d.opacity,
-        interactive: d.labels.length > 0
+        dashArray: d.dashArray || null, interactive: d.labels.length > 0
       });
       if (d.labels.length > 0) {
         line.on("click", function (e) {
