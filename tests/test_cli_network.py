@@ -133,3 +133,21 @@ def test_check_exits_two_on_validation_errors(twin_cli, capsys, ltown_inp):
     assert code == 2
     assert "no_source" in captured.out and "disconnected" in captured.out
     assert "validation errors, first: no_source" in " ".join(captured.err.split())
+
+
+def test_tees_split_unless_asked_not_to(twin_cli, capsys, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    x0, y0 = 503_000.0, 3_124_000.0
+    gdf = gpd.GeoDataFrame(
+        {"id": ["main", "branch"], "dn": [300, 100]},
+        geometry=[shapely.LineString([(x0, y0), (x0 + 200, y0)]), shapely.LineString([(x0 + 80, y0), (x0 + 80, y0 + 50)])],
+        crs="EPSG:4548",
+    )
+    src = tmp_path / "tee.gpkg"
+    gdf.to_file(src, layer="pipes")
+    assert twin_cli("network", "convert", src, tmp_path / "tee.inp") == 0
+    assert "3 pipes" in capsys.readouterr().out
+    assert twin_cli("network", "convert", src, tmp_path / "tee2.inp", "--no-split-tees") == 2
+    assert "line ends do not meet" in " ".join(capsys.readouterr().err.split())

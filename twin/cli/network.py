@@ -38,10 +38,13 @@ def _parse_columns(values: list[str] | None) -> dict[str, str]:
 
 
 def _gis_options(columns: list[str] | None, snap: Optional[float], pipes_layer: Optional[str],
-                 allow_disconnected: bool, path: Path, default_diameter_mm: Optional[float] = None) -> dict[str, Any]:
+                 allow_disconnected: bool, path: Path, default_diameter_mm: Optional[float] = None,
+                 no_split_tees: bool = False) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if path.suffix.lower() == ".inp":
         return opts
+    if no_split_tees:
+        opts["split_at_tees"] = False
     if default_diameter_mm is not None:
         opts["default_diameter_m"] = default_diameter_mm / 1000.0
     cols = _parse_columns(columns)
@@ -71,6 +74,8 @@ def info(
                                             help="GIS: import a snapped network that falls into parts."),
     default_diameter_mm: Optional[float] = typer.Option(None, "--default-diameter-mm",
                                                         help="GIS: diameter for pipes without one, mm."),
+    no_split_tees: bool = typer.Option(False, "--no-split-tees",
+                                       help="GIS: do not split lines where another line ends on them."),
     max_findings: int = typer.Option(20, "--max-findings", help="Validation rows shown (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and findings as JSON."),
 ) -> None:
@@ -79,7 +84,7 @@ def info(
 
     net = read_network(file, crs=crs, to_crs=to_crs,
                        **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, file,
-                                     default_diameter_mm))
+                                     default_diameter_mm, no_split_tees))
     summary = net.summary()
     findings = validate_network(net)
     if as_json:
@@ -175,6 +180,8 @@ def convert(
                                             help="GIS: import a snapped network that falls into parts."),
     default_diameter_mm: Optional[float] = typer.Option(None, "--default-diameter-mm",
                                                         help="GIS: diameter for pipes without one, mm."),
+    no_split_tees: bool = typer.Option(False, "--no-split-tees",
+                                       help="GIS: do not split lines where another line ends on them."),
 ) -> None:
     """Convert between EPANET .inp and GIS layers, keeping IDs, attributes and vertices."""
     from twin.crs import parse_crs
@@ -189,7 +196,7 @@ def convert(
         internal = target if target.is_projected else None
     net = read_network(src, crs=crs, to_crs=internal,
                        **_gis_options(column, snap_tolerance, pipes_layer, allow_disconnected, src,
-                                     default_diameter_mm))
+                                     default_diameter_mm, no_split_tees))
     written = write_network(net, out, to_crs=to_crs)
     s = net.summary()
     typer.echo(f"wrote {', '.join(str(p) for p in written)}: {s['pipes']:,} pipes ({s['pipe_length_km']:,.2f} km), "
