@@ -342,3 +342,21 @@ def test_elevations_from_3d_lines_or_pipe_end_columns(tmp_path):
     gpd.GeoDataFrame({"dn": [100, 100], "US_ELEV": [10.0, 12.0], "DS_ELEV": [12.0, 14.0]}, geometry=flat,
                      crs="EPSG:4548").to_file(path2, layer="pipes")
     assert sorted(read_network(path2).nodes["elevation_m"]) == pytest.approx([10.0, 12.0, 14.0])
+
+
+def test_node_layer_points_away_from_pipe_ends(tmp_path):
+    x0, y0 = 503_000.0, 3_124_000.0
+    pipes = gpd.GeoDataFrame({"dn": [200, 150]}, geometry=[shapely.LineString([(x0, y0), (x0 + 50, y0)]),
+                                                           shapely.LineString([(x0 + 50, y0), (x0 + 90, y0)])],
+                             crs="EPSG:4548")
+    nodes = gpd.GeoDataFrame({"node_id": ["R1", "H7"], "node_type": ["reservoir", "junction"], "elevation": [60, 40]},
+                             geometry=[shapely.Point(x0, y0), shapely.Point(x0 + 20, y0 + 3)], crs="EPSG:4548")
+    path = tmp_path / "n.gpkg"
+    pipes.to_file(path, layer="pipes")
+    nodes.to_file(path, layer="nodes")
+    net = read_network(path)  # the hydrant H7 is not on a pipe end: dropped with a warning
+    assert "H7" not in net.nodes.index and net.nodes.loc["R1", "node_type"] == "reservoir"
+    nodes.loc[0, "geometry"] = shapely.Point(x0 - 2.5, y0)
+    nodes.to_file(path, layer="nodes")
+    with pytest.raises(NetworkError, match=r"reservoir R1 of the node layer is 2.50 m from the nearest pipe end"):
+        read_network(path)

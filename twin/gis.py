@@ -522,6 +522,8 @@ def read_gis_network(
         start, end, node_xy = _snap_topology(geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m,
                                              allow_disconnected=allow_disconnected)
         geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
+        if node_layer is not None:
+            _check_unmatched_nodes(node_layer, ncols, node_xy, geoms, path=nodes_src[0], tol=snap_tolerance_m)
 
     end_z = pd.Series(np.concatenate([z_start, z_end]), index=np.concatenate([start, end]))
     end_z = end_z[np.isfinite(end_z.to_numpy())].groupby(level=0).mean()
@@ -763,6 +765,30 @@ def _explicit_topology(pipes, pcols, geoms, node_layer, link_ids, *, path: Path,
             fix="correct the geometry or the start/end node columns, or raise the snap tolerance (--snap-tolerance)",
         )
     return start, end, first, np.zeros(len(start), dtype=bool)
+
+
+def _check_unmatched_nodes(node_layer, ncols, node_xy, geoms, *, path: Path, tol: float) -> None:
+    """Node-layer points no pipe end reached: sources are an error, junctions a warning (they are dropped)."""
+    unmatched = node_layer.index[~node_layer.index.isin(node_xy.index)]
+    if not len(unmatched):
+        return
+    kinds = pd.Series("junction", index=unmatched, dtype=object)
+    if "node_type" in ncols:
+        kinds = node_layer.loc[unmatched, ncols["node_type"]].astype("string").str.strip().str.lower().map(
+            _NODE_TYPES).fillna("junction")
+    sources = kinds.index[kinds.isin(["reservoir", "tank"])]
+    if len(sources):
+        ends = np.vstack(_ends(geoms))
+        pts = shapely.get_coordinates(node_layer.geometry.loc[sources].to_numpy())
+        dist, _ = cKDTree(ends).query(pts)
+        raise NetworkError(
+            f"{kinds[sources[0]]} {sources[0]} of the node layer is {dist[0]:.2f} m from the nearest pipe end "
+            f"(snap tolerance {tol:g} m){f' and {len(sources) - 1} more sources too' if len(sources) > 1 else ''}",
+            path=path, element=str(sources[0]),
+            fix="move the source onto its pipe's end, or raise the snap tolerance (--snap-tolerance)",
+        )
+    log.warning("%s: %d node-layer points are at no pipe end (e.g. %s); not part of the network",
+                path.name, len(unmatched), ", ".join(map(str, unmatched[:3])))
 
 
 def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow_disconnected: bool):
