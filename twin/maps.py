@@ -71,8 +71,9 @@ BASEMAPS: dict[str, tuple[str, str, str] | None] = {
 
 #: Pipe colours by leak score, from no score (grey) to the highest (dark red).
 SCORE_PALETTE = ["#b0b0b0", "#fee08b", "#fdae61", "#f46d43", "#d73027", "#a50026"]
-#: Lower edges of the score classes 1..5, as a share of the highest score.
-SCORE_EDGES = (0.0, 0.1, 0.25, 0.5, 0.75)
+#: Lower edges of the score classes 1..5, as a share of the highest score;
+#: pipes below the first edge are drawn grey like pipes without a score.
+SCORE_EDGES = (0.01, 0.1, 0.25, 0.5, 0.75)
 
 #: DMA colours by NRW %: (upper bound %, colour, label); last class is open.
 NRW_CLASSES = [
@@ -976,7 +977,8 @@ def _legend_html(edges: list[float] | None, nrw: bool, counts: dict[str, int]) -
     if edges is not None:
         for k in range(len(SCORE_PALETTE) - 1, 0, -1):
             parts.append(f'<i style="background:{SCORE_PALETTE[k]}"></i>score &ge; {edges[k - 1]:.3g}<br>')
-    parts.append(f'<i style="background:{SCORE_PALETTE[0]}"></i>{"no score" if edges is not None else "pipe"}<br>')
+    low = f"score &lt; {edges[0]:.3g} or none" if edges is not None else "pipe"
+    parts.append(f'<i style="background:{SCORE_PALETTE[0]}"></i>{low}<br>')
     if "zone" in counts:
         parts.append('<i style="background:#ce93d8;border:1px solid #7b1fa2"></i>candidate zone<br>')
     if "candidates" in counts:

@@ -664,9 +664,14 @@ def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
     seg = links.loc[[s for s in seg_ids if s in links.index]]
     if seg.empty:
         return ""
-    x0, y0, x1, y1 = seg.total_bounds
+    dry_ids = [s for s in str(row.get("cut_off_links") or "").split(";") if s in links.index]
+    x0, y0, x1, y1 = pd.concat([seg.geometry, links.loc[dry_ids].geometry]).total_bounds
     x0, y0, x1, y1 = x0 - margin_m, y0 - margin_m, x1 + margin_m, y1 + margin_m
     scale = min(width / max(x1 - x0, 1.0), height / max(y1 - y0, 1.0))
+    # centre the drawing: widen the box to the sheet's aspect
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    x0, x1 = cx - width / scale / 2, cx + width / scale / 2
+    y0, y1 = cy - height / scale / 2, cy + height / scale / 2
     box = shapely.box(x0, y0, x1, y1)
 
     def path(geom: Any) -> str:
@@ -688,7 +693,6 @@ def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
     for geom in shapely.clip_by_rect(near.geometry.values, x0, y0, x1, y1):
         if not geom.is_empty:
             out.append(f'<path d="{path(geom)}" stroke="#9e9e9e" stroke-width="1.5" fill="none"/>')
-    dry_ids = [s for s in str(row.get("cut_off_links") or "").split(";") if s in links.index]
     for geom in shapely.clip_by_rect(links.loc[dry_ids].geometry.values, x0, y0, x1, y1):
         if not geom.is_empty:
             out.append(f'<path d="{path(geom)}" stroke="#ff6d00" stroke-width="4" fill="none" '
@@ -714,7 +718,7 @@ def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
                            'fill="#d50000" stroke="#fff"/>')
                 out.append(f'<text x="{cx + 7:.1f}" y="{cy - 6:.1f}" font-size="11" '
                            f'font-family="sans-serif" fill="#000">{html.escape(vid)}</text>')
-    bar = 50.0 if (x1 - x0) < 600 else 100.0
+    bar = next(b for b in (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0) if b * scale >= 60 or b == 2000.0)
     out.append(f'<line x1="10" y1="{height - 12}" x2="{10 + bar * scale:.1f}" y2="{height - 12}" '
                'stroke="#000" stroke-width="3"/>')
     out.append(f'<text x="10" y="{height - 18}" font-size="11" font-family="sans-serif">'
