@@ -573,8 +573,7 @@ def _simulate(wn, duration_s: int, *, pattern_len: int | None = None) -> Any:
             en = wntr.epanet.toolkit.ENepanet(version=2.2)
             en.ENopen(prefix + ".inp", prefix + ".rpt", prefix + ".bin")
             en.ENsolveH()
-            en.ENsolveQ()
-            en.ENreport()
+            en.ENsolveQ()  # writes the binary results (quality is off)
             en.ENclose()
             res = BinFile().read(prefix + ".bin", True, wn.options.hydraulic.headloss == "D-W")
         except Exception as exc:
