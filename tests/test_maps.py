@@ -177,11 +177,21 @@ def test_cli_map(tmp_path, twin_cli, capsys):
     rc = twin_cli("plan", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
                   "--out", tmp_path / "plan", "--no-simulate", "--no-map")
     assert rc == 0
+    balance_table().to_csv(tmp_path / "balance.csv", index=False)
+    pd.DataFrame({"meter_id": ["P1"], "residual_change_m": [-0.03]}).to_csv(tmp_path / "res.csv", index=False)
     rc = twin_cli("map", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
-                  "--plan", tmp_path / "plan", "--basemap", "none", "--out", tmp_path / "m.html")
+                  "--plan", tmp_path / "plan", "--basemap", "none", "--out", tmp_path / "m.html",
+                  "--balance", tmp_path / "balance.csv", "--residuals", tmp_path / "res.csv",
+                  "--order", "WO-02")
     assert rc == 0
     page = (tmp_path / "m.html").read_text()
-    assert len(payload(page, "close")["rows"]) >= 1
+    orders = pd.read_csv(tmp_path / "plan" / "work_orders.csv", dtype=str).set_index("order_id")
+    close = payload(page, "close")
+    assert sorted(r[0] for r in close["rows"]) == sorted(orders.loc["WO-02", "valves_to_close"].split(";"))
+    assert all(r[3] == "WO-02" for r in close["rows"])
+    rc = twin_cli("map", "--network", inp, "--crs", CRS, "--plan", tmp_path / "plan", "--order", "WO-99",
+                  "--basemap", "none", "--out", tmp_path / "m2.html")
+    assert rc == 2 and "WO-99" in capsys.readouterr().err
     rc = twin_cli("map", "--network", inp, "--crs", CRS, "--basemap", "bing", "--out", tmp_path / "x.html")
     err = capsys.readouterr().err
     assert rc == 2 and "basemap" in err and "Traceback" not in err

@@ -311,3 +311,14 @@ def test_cli_plan_bad_candidates_exit_2(tmp_path, twin_cli, capsys):
                   "--out", tmp_path / "o")
     err = capsys.readouterr().err
     assert rc == 2 and "link_id" in err and "c.csv" in err
+
+
+def test_zone_option_plans_the_candidate_zone():
+    net = toy_network()
+    cands = candidates(["p3", "p1", "p7", "p5"])
+    cands["in_candidate_zone"] = [True, True, False, True]
+    orders = plan_repairs(net, candidates=cands, zone=True, valves=toy_valves(net), simulate=False)
+    planned = {lk for v in orders["candidate_links"] for lk in v.split(";")}
+    assert planned == {"p3", "p1", "p5"}
+    with pytest.raises(InputError, match="in_candidate_zone"):
+        plan_repairs(net, candidates=candidates(["p1"]), zone=True, valves=toy_valves(net))

@@ -56,6 +56,26 @@ def _meters_and_join(path: Path | None, network: Any, meters_crs: str) -> tuple[
     return meters, join_meters(meters, network)
 
 
+def _gpkg_dmas(network: Path) -> Any:
+    """The ``dmas`` layer of a GeoPackage network (polygons with a ``dma`` column), if any."""
+    if network.suffix.lower() != ".gpkg":
+        return None
+    import geopandas as gpd
+    import pyogrio
+
+    try:
+        layers = {str(name) for name, _ in pyogrio.list_layers(network)}
+        if "dmas" not in layers:
+            return None
+        dmas = gpd.read_file(network, layer="dmas")
+    except Exception as exc:  # a broken optional layer should not stop the map
+        log.warning("%s: dmas layer not used (%s)", network, exc)
+        return None
+    if "dma" not in dmas.columns or dmas.crs is None:
+        return None
+    return dmas
+
+
 def _inoperable(value: Optional[str]) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -96,7 +116,8 @@ def plan(
         from twin.maps import crew_map, save_map
 
         m = crew_map(net, candidates=cands, join=join, meters=met, plan=orders,
-                     valves=orders.attrs["valves"], basemap="none", title="twin: repair plan")
+                     valves=orders.attrs["valves"], dmas=_gpkg_dmas(network), basemap="none",
+                     title="twin: repair plan")
         files["map"] = save_map(m, Path(out) / "map.html")
     console = Console()
     for _, row in orders.iterrows():
@@ -152,7 +173,8 @@ def map_(
 
         orders, valves = read_plan(plan_dir)
     m = crew_map(net, candidates=cands, join=join, meters=met, balance=bal, residuals=res,
-                 plan=orders, valves=valves, basemap=basemap, selected=order, title=title)  # type: ignore[arg-type]
+                 plan=orders, valves=valves, dmas=_gpkg_dmas(network), basemap=basemap,  # type: ignore[arg-type]
+                 selected=order, title=title)
     path = save_map(m, out)
     Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False, soft_wrap=True)
 
