@@ -25,3 +25,13 @@ def test_unknown_command_exits_two_without_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "No such command" in result.stderr
+
+
+def test_error_text_in_brackets_is_printed_verbatim(tmp_path):
+    # A message naming an .inp section like [PIPES] must not be eaten as rich markup.
+    bad = tmp_path / "net.inp"
+    bad.write_text("[PIPES]\nP1 J1\n", encoding="utf-8")
+    result = run_twin("network", "info", str(bad), "--crs", "EPSG:32650")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "[PIPES]" in result.stderr
