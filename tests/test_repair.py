@@ -322,3 +322,17 @@ def test_zone_option_plans_the_candidate_zone():
     assert planned == {"p3", "p1", "p5"}
     with pytest.raises(InputError, match="in_candidate_zone"):
         plan_repairs(net, candidates=candidates(["p1"]), zone=True, valves=toy_valves(net))
+
+
+def test_plan_files_are_reproducible(tmp_path):
+    """Same inputs and seed, same files byte for byte (generated valve layer included)."""
+    net = read_network(wntr_network("Net3"), crs=CRS)
+    pipes = net.pipes.index[:40:4].tolist()
+    outs = []
+    for k in range(2):
+        orders = plan_repairs(net, candidates=candidates(pipes), seed=11)
+        files = write_plan(orders, tmp_path / f"plan{k}", net)
+        outs.append({name: p.read_bytes() for name, p in files.items()})
+    assert outs[0] == outs[1]
+    other = plan_repairs(net, candidates=candidates(pipes), seed=12, simulate=False)
+    assert not orders[["valves_to_close"]].equals(other[["valves_to_close"]])
