@@ -343,3 +343,16 @@ def html_unescape(text: str) -> str:
     import html as _html
 
     return _html.unescape(text)
+
+
+def test_map_of_a_plain_inp_without_results(ltown_inp, tmp_path):
+    """L-Town: no zones, no material/year, no valves, an empty candidates table."""
+    from twin.network import read_network
+
+    net = read_network(ltown_inp, crs="EPSG:32650")
+    empty = pd.DataFrame({"rank": pd.Series(dtype=int), "link_id": pd.Series(dtype=str),
+                          "score": pd.Series(dtype=float)})
+    page = offline_html(crew_map(net, candidates=empty, basemap="none"))
+    pipes = payload(page, "pipes")
+    assert len(pipes["rows"]) == len(net.links) and set(pipes["colour"]) == {0}
+    assert '"dmas"' not in page and '"candidates"' not in page

@@ -681,7 +681,8 @@ def crew_map(
         counts.update(_plan_layers(m, plan, valve_layer, links, proj, crs, selected, pipe_rows))
 
     # Legend and control ---------------------------------------------------------
-    _TwinLegend(_legend_html(edges if cands is not None else None, nrw_legend, counts)).add_to(m)
+    _TwinLegend(_legend_html(edges if cands is not None else None, nrw_legend, counts,
+                             residuals=residuals is not None)).add_to(m)
     folium.LayerControl(collapsed=True).add_to(m)
     _deterministic_ids(m)
     log.info(
@@ -972,7 +973,8 @@ def _plan_layers(
     return counts
 
 
-def _legend_html(edges: list[float] | None, nrw: bool, counts: dict[str, int]) -> str:
+def _legend_html(edges: list[float] | None, nrw: bool, counts: dict[str, int],
+                 residuals: bool = False) -> str:
     parts = ["<b>Pipes</b>"]
     if edges is not None:
         for k in range(len(SCORE_PALETTE) - 1, 0, -1):
@@ -988,7 +990,12 @@ def _legend_html(edges: list[float] | None, nrw: bool, counts: dict[str, int]) -
         for _, colour, label in NRW_CLASSES:
             parts.append(f'<i style="background:{colour}"></i>{label}<br>')
     sym = []
-    if "loggers" in counts:
+    if "loggers" in counts and residuals:
+        sym.append('pressure logger, |residual| relative to the largest:<br>'
+                   '<i class="dot" style="background:#90caf9"></i>&lt; 1/3 '
+                   '<i class="dot" style="background:#ffb74d"></i>&lt; 2/3 '
+                   '<i class="dot" style="background:#e65100"></i>larger<br>')
+    elif "loggers" in counts:
         sym.append('<i class="dot" style="background:#1565c0"></i>pressure logger<br>')
     if "flowmeters" in counts:
         sym.append('<i class="dot" style="background:#6a1b9a"></i>flow meter<br>')
