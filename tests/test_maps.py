@@ -244,6 +244,8 @@ def test_map_opens_offline_in_chromium_and_draws_every_layer(tmp_path):
         "segment": len(first["isolated_links"].split(";")),
         "close": len(first["valves_to_close"].split(";")),
         "cut_off": len(first["cut_off_links"].split(";")),
+        "other_segments": sum(len(v.split(";")) for v in plan["isolated_links"].iloc[1:]),
+        "other_close": sum(len(v.split(";")) for v in plan["valves_to_close"].iloc[1:]),
     }
     assert first["cut_off_links"] == "p4"  # J5 hangs on the isolated J2
     # Leaflet drew the vector layers on a canvas and the rank labels as markers

@@ -105,6 +105,7 @@ _CSS = """
 .twin-cluster { background: rgba(102,187,106,0.35); border-radius: 50%; }
 .twin-cluster div { margin: 3px; height: calc(100% - 6px); border-radius: 50%; background: rgba(46,125,50,0.6);
   color: #fff; font: bold 10px sans-serif; display: flex; align-items: center; justify-content: center; }
+.twin-valve-other { background: #ff8a65; }
 .twin-title { background: rgba(255,255,255,0.92); padding: 4px 8px; font: bold 14px sans-serif;
   border-radius: 4px; }
 """
@@ -970,6 +971,39 @@ def _plan_layers(
             "text": ["V"] * len(known), "className": "twin-valve",
         }).add_to(grp)
         counts["close"] = len(known)
+    # the other orders, hidden, for a crew that moves on to the next one
+    others = plan.drop(index=idx)
+    seg_rows, seg_ids, valve_rows, valve_ids = [], [], [], []
+    for _, o in others.iterrows():
+        other_id = str(o.get("order_id", ""))
+        for lk in _split_ids(o.get("isolated_links")):
+            if lk in links.index:
+                seg_ids.append(lk)
+                seg_rows.append([*pipe_rows[lk], other_id])
+        if valve_layer is not None:
+            for v in _split_ids(o.get("valves_to_close")):
+                if v in valve_layer.index:
+                    valve_ids.append(v)
+                    valve_rows.append([v, str(valve_layer.at[v, "link_id"]) if "link_id" in valve_layer else None,
+                                       other_id])
+    if seg_ids or valve_ids:
+        grp = _group(m, f"Other work orders ({len(others)})", show=False)
+        if seg_ids:
+            _TwinLayer("lines", "other_segments", {
+                "title": "Isolated pipe", "labels": [*PIPE_LABELS, "work order"], "rows": seg_rows,
+                "coords": proj.flat_lines(links.loc[seg_ids].geometry.values, crs),
+                "colour": [0] * len(seg_ids), "palette": ["#ffab40"], "weight": [6] * len(seg_ids),
+                "opacity": 0.7,
+            }).add_to(grp)
+            counts["other_segments"] = len(seg_ids)
+        if valve_ids:
+            vl = valve_layer.loc[valve_ids]
+            _TwinLayer("labels", "other_close", {
+                "title": "Close valve", "labels": ["ID", "pipe", "work order"], "rows": valve_rows,
+                "coords": proj.flat_points(vl.geometry.values, vl.crs),
+                "text": ["V"] * len(valve_ids), "className": "twin-valve twin-valve-other",
+            }).add_to(grp)
+            counts["other_close"] = len(valve_ids)
     return counts
 
 
