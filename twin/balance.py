@@ -299,7 +299,8 @@ def water_balance(
     cust = meters.loc[kind.eq("customer").to_numpy()]
     if join is None or not set(cust.index.astype(str)) <= set(join.index.astype(str)):
         join = join_meters(cust, network, max_distance_m=max_distance_m)
-    readings = store.readings(kind="customer", start=edges[0] - pd.Timedelta(days=2), end=edges[-1] + pd.Timedelta(days=2))
+    readings = store.readings(kind="customer", start=edges[0] - pd.Timedelta(days=2),
+                              end=edges[-1] + pd.Timedelta(days=2), ordered=False)
     # consumption follows the day: interpolate registers in "demand time",
     # from the network's inflow above half its night flow (leakage is flat)
     total = net_lps.sum(axis=1, min_count=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,17 @@ def _epoch_s(ts: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(ts).as_unit("ns").asi8 / 1e9
 
 
-def _prepare(readings: pd.DataFrame) -> pd.DataFrame:
+class _Prepared(NamedTuple):
+    """Readings as sorted arrays: meter code, time, register, reset flag."""
+
+    meters: np.ndarray  # unique meter IDs, sorted (str)
+    code: np.ndarray  # int64 index into meters, non-decreasing
+    t: np.ndarray  # float64 seconds since 1970 (UTC), increasing within a meter
+    v: np.ndarray  # float64 register, m³
+    flagged: np.ndarray  # bool, the store flagged a reset at this reading
+
+
+def _prepare(readings: pd.DataFrame) -> _Prepared:
     need = [c for c in ("meter_id", "timestamp", "value") if c not in readings.columns]
     if need:
         raise InputError(
@@ -53,14 +63,41 @@ def _prepare(readings: pd.DataFrame) -> pd.DataFrame:
     ts = readings["timestamp"]
     if not isinstance(ts.dtype, pd.DatetimeTZDtype):
         raise InputError("customer readings timestamps carry no time zone", fix="give tz-aware (UTC) timestamps")
-    cols = ["meter_id", "timestamp", "value"] + (["flag"] if "flag" in readings.columns else [])
-    df = readings[cols].copy()
-    df["meter_id"] = df["meter_id"].astype(str)
-    df["timestamp"] = df["timestamp"].dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    df["value"] = df["value"].astype(np.float64)
-    df = df.dropna(subset=["value"]).sort_values(["meter_id", "timestamp"], kind="stable")
-    df = df.drop_duplicates(["meter_id", "timestamp"], keep="first").reset_index(drop=True)
-    return df
+    v = readings["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ok = np.isfinite(v)
+    code, meters = pd.factorize(readings["meter_id"].astype(str), sort=True)
+    code = np.asarray(code, dtype=np.int64)
+    t = _epoch_s(ts)
+    flagged = np.zeros(len(v), dtype=bool)
+    if "flag" in readings.columns:
+        flagged = readings["flag"].astype("string").eq("reset").fillna(False).to_numpy(dtype=bool)
+    code, t, v, flagged = code[ok], t[ok], v[ok], flagged[ok]
+    if len(code) > 1 and not (
+        np.all(np.diff(code) >= 0) and np.all((np.diff(t) >= 0) | (np.diff(code) > 0))
+    ):
+        order = np.lexsort((t, code))  # stable: the first of duplicates stays first
+        code, t, v, flagged = code[order], t[order], v[order], flagged[order]
+    dup = np.zeros(len(code), dtype=bool)
+    dup[1:] = (code[1:] == code[:-1]) & (t[1:] == t[:-1])
+    if dup.any():
+        code, t, v, flagged = code[~dup], t[~dup], v[~dup], flagged[~dup]
+    return _Prepared(np.asarray(meters, dtype=object).astype(str), code, t, v, flagged)
+
+
+def _intervals(p: _Prepared, tolerance_m3: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per interval (row i-1 -> i of the same meter): volume m³, reset flag, and the mask."""
+    same = p.code[1:] == p.code[:-1]
+    dv = p.v[1:] - p.v[:-1]
+    dt = p.t[1:] - p.t[:-1]
+    reset = same & ((dv < -tolerance_m3) | p.flagged[1:])
+    vol = np.maximum(dv, 0.0)
+    if reset.any():
+        normal = same & ~reset & (dt > 0)
+        rate = pd.Series(vol[normal] / dt[normal]).groupby(p.code[1:][normal]).median()
+        est = rate.reindex(p.code[1:][reset]).to_numpy(dtype=float) * dt[reset]
+        new_reg = np.maximum(p.v[1:][reset], 0.0)
+        vol[reset] = np.where(np.isfinite(est), np.maximum(new_reg, est), new_reg)
+    return vol, reset, same
 
 
 def meter_consumption(
@@ -86,49 +123,31 @@ def meter_consumption(
         the new register is what the new meter counted since it was fitted,
         the rate covers the part of the interval on the old meter.
     """
-    df = _prepare(customer_readings)
-    same = df["meter_id"].to_numpy()[1:] == df["meter_id"].to_numpy()[:-1]
-    v = df["value"].to_numpy()
-    t = _epoch_s(df["timestamp"])
-    dv = v[1:] - v[:-1]
-    dt = t[1:] - t[:-1]
-    flagged = np.zeros(len(dv), dtype=bool)
-    if "flag" in df.columns:
-        flagged = df["flag"].astype("string").eq("reset").fillna(False).to_numpy(dtype=bool)[1:]
-    reset = same & ((dv < -tolerance_m3) | flagged)
-    keep = same
-    mids = df["meter_id"].to_numpy()[1:][keep]
-    out = pd.DataFrame(
+    p = _prepare(customer_readings)
+    vol, reset, same = _intervals(p, tolerance_m3)
+
+    def times(x: np.ndarray) -> pd.DatetimeIndex:
+        return pd.to_datetime(np.round(x * 1e9).astype(np.int64), utc=True).as_unit("ns")
+
+    return pd.DataFrame(
         {
-            "meter_id": mids,
-            "start": df["timestamp"].array[:-1][keep],
-            "end": df["timestamp"].array[1:][keep],
-            "volume_m3": np.maximum(dv[keep], 0.0),
-            "reset": reset[keep],
-            "_dt": dt[keep],
+            "meter_id": p.meters[p.code[1:][same]],
+            "start": times(p.t[:-1][same]),
+            "end": times(p.t[1:][same]),
+            "volume_m3": vol[same],
+            "reset": reset[same],
         }
     )
-    if out["reset"].any():
-        normal = out.loc[~out["reset"] & (out["_dt"] > 0)]
-        rate = (normal["volume_m3"] / normal["_dt"]).groupby(normal["meter_id"]).median()
-        r = out.loc[out["reset"]]
-        est = r["meter_id"].map(rate).to_numpy(dtype=float) * r["_dt"].to_numpy()
-        new_reg = np.maximum(v[1:][keep][out["reset"].to_numpy()], 0.0)
-        out.loc[out["reset"], "volume_m3"] = np.where(np.isfinite(est), np.maximum(new_reg, est), new_reg)
-    return out.drop(columns="_dt")
 
 
-def _continuous(df: pd.DataFrame, tolerance_m3: float) -> np.ndarray:
-    """Reset-corrected register: first reading + cumulative interval volumes."""
-    cons = meter_consumption(df, tolerance_m3=tolerance_m3)
-    v = df["value"].to_numpy()
-    first = np.ones(len(df), dtype=bool)
-    first[1:] = df["meter_id"].to_numpy()[1:] != df["meter_id"].to_numpy()[:-1]
-    inc = np.zeros(len(df))
-    inc[~first] = cons["volume_m3"].to_numpy()  # same order: sorted meter, time
-    base = np.where(first, v, 0.0)
-    grp = np.cumsum(first) - 1
+def _continuous(p: _Prepared, tolerance_m3: float) -> np.ndarray:
+    """Reset-corrected register: each meter's first reading + cumulative interval volumes."""
+    vol, _, same = _intervals(p, tolerance_m3)
+    inc = np.concatenate([[0.0], np.where(same, vol, 0.0)])
+    first = np.concatenate([[True], ~same])
+    base = np.where(first, p.v, 0.0)
     cum = np.cumsum(inc + base)
+    grp = np.cumsum(first) - 1
     start_cum = (cum - (inc + base))[first]  # cum before each meter's first row
     return cum - start_cum[grp]
 
@@ -174,13 +193,13 @@ def register_at(
     if idx.tz is None:
         raise InputError("register_at needs tz-aware times", fix="e.g. pd.Timestamp('2026-03-02', tz='Asia/Shanghai')")
     idx = idx.tz_convert("UTC").astype("datetime64[ns, UTC]")
-    df = _prepare(customer_readings)
-    meters = np.unique(df["meter_id"].to_numpy())
-    if len(df) == 0:
+    p = _prepare(customer_readings)
+    meters = p.meters
+    if len(p.code) == 0:
         return pd.DataFrame(index=idx, columns=pd.Index([], name="meter_id"), dtype=float)
-    reg = _continuous(df, tolerance_m3)
-    code = np.searchsorted(meters, df["meter_id"].to_numpy())
-    t_clock = _epoch_s(df["timestamp"])
+    reg = _continuous(p, tolerance_m3)
+    code = p.code
+    t_clock = p.t
     tq_clock = idx.asi8 / 1e9
     t = _demand_time(t_clock, rate_shape)
     tq = _demand_time(tq_clock, rate_shape)

@@ -44,6 +44,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("meter_id", "kind", "lon", "lat")
 #: network's area", metres.
 AREA_MARGIN_M = 2000.0
 
+#: Distances that differ by less than this are a tie in the join, metres.
+TIE_TOLERANCE_M = 1e-6
+
 _JOIN_COLUMNS = ["link_id", "position", "start_node", "end_node", "distance_m", "matched"]
 
 
@@ -367,10 +370,10 @@ def join_meters(
     """Snap every customer meter to its nearest pipe.
 
     Meters are projected into ``network.crs`` (metres); the candidate pipes
-    within ``max_distance_m`` come from a shapely STRtree. The nearest wins;
-    pipes at the same distance (to 1 µm) are tied and the smallest
-    ``link_id`` (string order) wins, so the result does not depend on the
-    order of the input. The position along the pipe is
+    ``STRtree.query_nearest`` finds each meter's nearest pipe; pipes within
+    1 µm of that distance are tied and the smallest ``link_id`` (string
+    order) wins, so the result does not depend on the order of the input.
+    A meter is matched when that distance is at most ``max_distance_m``. The position along the pipe is
     ``line.project(point, normalized=True)`` on the pipe's geometry, which
     runs from ``start_node`` to ``end_node``.
 
@@ -434,33 +437,55 @@ def join_meters(
     tree = shapely.STRtree(lines)
     q_idx = np.flatnonzero(has_pt)
     qpts = pts_arr[q_idx]
-    # candidates within the limit, all of them, then the nearest with a tie-break
-    pi, ti = tree.query(qpts, predicate="dwithin", distance=max_distance_m)
-    if len(pi):
-        d = shapely.distance(qpts[pi], lines[ti])
-        key = np.round(d, 6)
-        order = np.lexsort((ti, key, pi))  # ti ascending = link_id ascending
-        pi, ti, d = pi[order], ti[order], d[order]
-        first = np.ones(len(pi), dtype=bool)
-        first[1:] = pi[1:] != pi[:-1]
-        pi, ti, d = pi[first], ti[first], d[first]
-        rows = q_idx[pi]
-        pos = shapely.line_locate_point(lines[ti], qpts[pi], normalized=True)
-        pos = np.where(np.isfinite(pos), pos, 0.5)  # zero-length pipe
-        out.iloc[rows, out.columns.get_loc("link_id")] = link_ids[ti]
-        out.iloc[rows, out.columns.get_loc("position")] = np.clip(pos, 0.0, 1.0)
-        out.iloc[rows, out.columns.get_loc("start_node")] = pipes["start_node"].astype(str).to_numpy()[ti]
-        out.iloc[rows, out.columns.get_loc("end_node")] = pipes["end_node"].astype(str).to_numpy()[ti]
-        out.iloc[rows, out.columns.get_loc("distance_m")] = d
-        out.iloc[rows, out.columns.get_loc("matched")] = True
-        out.iloc[rows, out.columns.get_loc("nearest_link_id")] = link_ids[ti]
-    # unmatched meters: distance to the nearest pipe, for the report
-    un = q_idx[~out["matched"].to_numpy()[q_idx]]
-    if len(un):
-        ui, uti = tree.query_nearest(pts_arr[un], all_matches=False)
-        ud = shapely.distance(pts_arr[un][ui], lines[uti])
-        out.iloc[un[ui], out.columns.get_loc("distance_m")] = ud
-        out.iloc[un[ui], out.columns.get_loc("nearest_link_id")] = link_ids[uti]
+    # the nearest pipe of every meter and its distance;
+    # ties go to the smallest link ID (tree indices follow the sorted IDs)
+    pi, ti = tree.query_nearest(qpts, all_matches=False)
+    d_min = np.full(len(qpts), np.nan)
+    d_min[pi] = shapely.distance(qpts[pi], lines[ti])
+    # pipes within 1 µm of the nearest distance are tied (coordinates that went
+    # through a CRS round trip are never exactly equidistant)
+    has = np.isfinite(d_min)
+    ci, cti = tree.query(qpts[has], predicate="dwithin", distance=d_min[has] + TIE_TOLERANCE_M)
+    ci = np.flatnonzero(has)[ci]
+    if len(ci):
+        order = np.lexsort((cti, ci))
+        ci, cti = ci[order], cti[order]
+        first = np.ones(len(ci), dtype=bool)
+        first[1:] = ci[1:] != ci[:-1]
+        pi, ti = ci[first], cti[first]
+    d = shapely.distance(qpts[pi], lines[ti])
+    rows = q_idx[pi]
+    ok = d <= max_distance_m
+    pos = shapely.line_locate_point(lines[ti[ok]], qpts[pi[ok]], normalized=True)
+    pos = np.where(np.isfinite(pos), pos, 0.5)  # zero-length pipe
+    n_pts = len(out)
+    link = np.full(n_pts, None, dtype=object)
+    nearest = np.full(n_pts, None, dtype=object)
+    start = np.full(n_pts, None, dtype=object)
+    end = np.full(n_pts, None, dtype=object)
+    position = np.full(n_pts, np.nan)
+    dist = np.full(n_pts, np.nan)
+    matched = np.zeros(n_pts, dtype=bool)
+    nearest[rows] = link_ids[ti]
+    dist[rows] = d
+    ok_rows = rows[ok]
+    link[ok_rows] = link_ids[ti[ok]]
+    start[ok_rows] = pipes["start_node"].astype(str).to_numpy()[ti[ok]]
+    end[ok_rows] = pipes["end_node"].astype(str).to_numpy()[ti[ok]]
+    position[ok_rows] = np.clip(pos, 0.0, 1.0)
+    matched[ok_rows] = True
+    out = pd.DataFrame(
+        {
+            "link_id": pd.array(link, dtype="string"),
+            "position": position,
+            "start_node": pd.array(start, dtype="string"),
+            "end_node": pd.array(end, dtype="string"),
+            "distance_m": dist,
+            "matched": matched,
+            "nearest_link_id": pd.array(nearest, dtype="string"),
+        },
+        index=out.index,
+    )
     n_match = int(out["matched"].sum())
     log.info(
         "joined %s of %s customer meters within %g m; %s unmatched",

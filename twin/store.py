@@ -210,6 +210,7 @@ class Store:
                 fix="give a DuckDB file (or a new path); close other programs writing to it",
             ) from exc
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")  # the library never prints
         self.con.execute(f"SET memory_limit = {_q(memory_limit)}")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
@@ -238,7 +239,8 @@ class Store:
         return bool(n)
 
     def _df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        return self.con.execute(sql, params or []).df()
+        # through Arrow: faster than .df() for strings, and TIMESTAMPTZ arrives as UTC
+        return self.con.execute(sql, params or []).to_arrow_table().to_pandas()
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """Replace table ``name`` with a DataFrame (geometry columns dropped)."""
@@ -480,7 +482,7 @@ class Store:
                 progress("writing", 0, 1)
             self.con.execute(
                 f"""INSERT INTO readings SELECT mid, ts, v, kind, flag, {ingest_id}
-                    FROM {table} WHERE reason IS NULL ORDER BY ts, mid"""
+                    FROM {table} WHERE reason IS NULL"""
             )
             self.con.execute(
                 f"""INSERT INTO quarantine SELECT {ingest_id}, {_q(rp)}, source_row, meter_id, "timestamp", value, reason
@@ -534,6 +536,7 @@ class Store:
         meter_ids: Sequence[str] | None = None,
         start: Any = None,
         end: Any = None,
+        ordered: bool = True,
     ) -> pd.DataFrame:
         """Stored readings in long format.
 
@@ -543,12 +546,14 @@ class Store:
         meter_ids : sequence of str, optional
         start, end : tz-aware time, optional
             Half-open interval ``[start, end)``.
+        ordered : bool, default True
+            Sort by meter and time (False is faster for large reads).
 
         Returns
         -------
         DataFrame
             ``meter_id``, ``timestamp`` (``datetime64[ns, UTC]``), ``value``
-            (float64), ``flag`` (``'reset'`` or None); sorted by meter, time.
+            (float64), ``flag`` (``'reset'`` or None).
         """
         where, params = ["TRUE"], []
         if kind is not None:
@@ -568,7 +573,7 @@ class Store:
         if meter_ids is not None:
             self.con.register("_ids", pd.DataFrame({"meter_id": [str(m) for m in meter_ids]}))
             sql += " AND meter_id IN (SELECT meter_id FROM _ids)"
-        df = self._df(sql + " ORDER BY meter_id, ts", params)
+        df = self._df(sql + (" ORDER BY meter_id, ts" if ordered else ""), params)
         if meter_ids is not None:
             self.con.unregister("_ids")
         df["timestamp"] = _utc_ns(df["timestamp"])
