@@ -62,18 +62,27 @@ class Detection:
     demand_m3s: pd.Series | None = None
 
 
-def _profile(values: np.ndarray, slot: np.ndarray, n_slots: int) -> np.ndarray:
-    """Median of ``values`` per time-of-day slot, normalised to mean 1."""
+def _profile(values: np.ndarray, slot: np.ndarray, n_slots: int, period: int = 96) -> np.ndarray:
+    """Median of ``values`` per slot (time of day x day type), mean 1 per day type."""
     prof = np.full(n_slots, np.nan)
     df = pd.DataFrame({"v": values, "s": slot})
     med = df.groupby("s")["v"].median()
     prof[med.index.to_numpy()] = med.to_numpy()
-    if np.isnan(prof).any():  # slots never observed: interpolate around the clock
-        idx = np.arange(n_slots)
-        ok = ~np.isnan(prof)
-        prof = np.interp(idx, idx[ok], prof[ok], period=n_slots)
-    prof = np.maximum(prof, 1e-6 * max(np.nanmax(prof), 1e-12))
-    return prof / prof.mean()
+    prof = prof.reshape(-1, period)
+    for k in range(len(prof)):
+        row = prof[k]
+        ok = ~np.isnan(row)
+        if not ok.any():
+            continue
+        if not ok.all():  # slots never observed: interpolate around the clock
+            idx = np.arange(period)
+            row = np.interp(idx, idx[ok], row[ok], period=period)
+        row = np.maximum(row, 1e-6 * max(np.nanmax(row), 1e-12))
+        prof[k] = row / row.mean()
+    if np.isnan(prof).any():  # a day type never observed: the mean shape of the others
+        mean_row = np.nanmean(prof, axis=0)
+        prof = np.where(np.isnan(prof), mean_row[None, :], prof)
+    return prof.reshape(-1)
 
 
 def shaped_consumption(
@@ -115,6 +124,7 @@ def detect_leak(
     t_threshold: float = 5.0,
     min_gap_steps: int = 8,
     floor_share: float = 0.001,
+    day_type: np.ndarray | None = None,
 ) -> Detection:
     """Fit the supply as consumption plus a step; decide whether a leak started.
 
@@ -138,6 +148,9 @@ def detect_leak(
         Onset not closer than this to either end of the record (steps).
     floor_share : float
         Floor of the night-to-night standard deviation, share of the mean supply.
+    day_type : ndarray of int, optional
+        Day type of every time (e.g. 0 weekday, 1 weekend): one consumption
+        profile per type.
 
     Returns
     -------
@@ -153,12 +166,16 @@ def detect_leak(
                          {"reason": "too few supply readings for the balance"})
     s = s_all[ok]
     idx_ok = np.flatnonzero(ok)
+    # one consumption shape per day type (weekday / weekend): weekends differ
+    dtype_ = np.zeros(len(s_all), int) if day_type is None else np.asarray(day_type, int)
+    n_types = int(dtype_.max()) + 1
+    kslot = dtype_[ok] * n_slots + slot[ok]
     step = np.zeros(len(s))
     L, b, k_best = 0.0, 0.0, None
     for _ in range(4):
         # consumption shape: supply without background leakage and the leak
-        prof = _profile((s - b - L * step), slot[ok], n_slots)
-        D = shaped_consumption(window_m3s, times[ok], prof, slot[ok], window_of[ok])
+        prof = _profile((s - b - L * step), kslot, n_slots * n_types)
+        D = shaped_consumption(window_m3s, times[ok], prof, kslot, window_of[ok])
         # heteroscedastic weights: the shape error grows with the demand
         w = 1.0 / (D + 0.1 * np.nanmean(D)) ** 2
         X0 = np.column_stack([D, np.ones(len(s))])
@@ -214,13 +231,23 @@ def detect_leak(
     else:
         L_night, se = L, sd
     t_night = L_night / se if se > 0 else 0.0
+    # slot-matched test: every 15-min step after the onset against the same
+    # time of day on the leak-free days, weighted by that slot's day-to-day
+    # scatter; its noise from placebo days (each leak-free day against the others)
+    L_slot, se_slot, n_ref_days = _slot_matched(resid_nostep, night_id[ok], slot[ok], times[ok] >= onset,
+                                                n_slots, floor_share * mean_supply)
+    t_slot = L_slot / se_slot if se_slot > 0 else 0.0
     share = L / mean_supply if mean_supply > 0 else 0.0
-    detected = bool(L > 0 and t_night >= t_threshold and share >= min_leak_share
-                    and len(before) >= 1 and len(after) >= 1)
+    detected = bool(L > 0 and t_slot >= t_threshold and share >= min_leak_share and n_ref_days >= 2)
+    se = se_slot
     details = {
         "a": round(a, 5),
         "b_lps": round(b * 1000, 4),
         "step_lps": round(L * 1000, 4),
+        "slot_step_lps": round(L_slot * 1000, 4),
+        "slot_se_lps": round(se_slot * 1000, 4),
+        "t_slot": round(t_slot, 2),
+        "reference_days": int(n_ref_days),
         "night_step_lps": round(L_night * 1000, 4),
         "night_sd_lps": round(sd * 1000, 4),
         "nights_before": int(len(before)),
@@ -234,5 +261,53 @@ def detect_leak(
     demand.iloc[idx_ok] = a * D + b
     log.debug("balance step %.3f L/s at %s, t=%.1f", L * 1000, onset, t_night)
     return Detection(detected, onset if detected else None, L if detected else 0.0,
-                     float(se), float(t_night), details | {"best_onset": onset.isoformat()},
+                     float(se), float(t_slot), details | {"best_onset": onset.isoformat()},
                      demand_m3s=demand)
+
+
+def _slot_matched(
+    e: np.ndarray,
+    day: np.ndarray,
+    slot: np.ndarray,
+    after: np.ndarray,
+    n_slots: int,
+    floor: float,
+) -> tuple[float, float, int]:
+    """Step of ``e`` after the onset against the same slots on leak-free days.
+
+    Returns the weighted mean difference (m³/s), its standard error from
+    placebo days, and the number of leak-free reference days.
+    """
+    days = np.unique(day)
+    ref_days = [d for d in days if not after[day == d].any()]
+    if len(ref_days) < 2 or not after.any():
+        return 0.0, float("inf"), len(ref_days)
+    E = np.full((len(days), n_slots), np.nan)
+    di = np.searchsorted(days, day)
+    E[di, slot] = e
+    R = E[np.searchsorted(days, ref_days)]
+    m = np.nanmean(R, axis=0)
+    var = np.nanvar(R, axis=0, ddof=1)
+    var = np.where(np.isfinite(var) & (var > 0), var, np.nanmedian(var[var > 0]) if (var > 0).any() else floor ** 2)
+    w_slot = 1.0 / np.maximum(var, floor ** 2)
+    a_slot = slot[after]
+    diff = e[after] - m[a_slot]
+    w = w_slot[a_slot]
+    okd = np.isfinite(diff)
+    if not okd.any():
+        return 0.0, float("inf"), len(ref_days)
+    L = float((w[okd] * diff[okd]).sum() / w[okd].sum())
+    # the after set's slot mix, in "days" of data
+    counts = np.bincount(a_slot[okd], minlength=n_slots).astype(float)
+    n_eff = max(counts[counts > 0].mean(), 1.0)
+    cw = counts * w_slot
+    placebo = []
+    for k in range(len(R)):
+        others = np.delete(R, k, axis=0)
+        dk = R[k] - np.nanmean(others, axis=0)
+        good = np.isfinite(dk) & (cw > 0)
+        if good.any():
+            placebo.append((cw[good] * dk[good]).sum() / cw[good].sum() * np.sqrt((len(R) - 1) / len(R)))
+    sd_day = max(float(np.sqrt(np.mean(np.square(placebo)))) if placebo else floor, floor)
+    se = sd_day * np.sqrt(1.0 / n_eff + 1.0 / len(R))
+    return L, se, len(ref_days)

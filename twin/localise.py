@@ -553,14 +553,15 @@ def localise(
     # ---- 2. detection (twice: the second with consumption shaped by supply minus the leak)
     t1 = time.perf_counter()
     night_id = day_num
+    day_type = (np.asarray(local.day_of_week) >= 5).astype(int)  # weekend days use their own shape
     if supply is not None:
         det = detect_leak(supply, node_window.sum(axis=1), window_of, slot, night, night_id,
-                          t_threshold=t_threshold, min_leak_share=min_leak_share)
+                          t_threshold=t_threshold, min_leak_share=min_leak_share, day_type=day_type)
         if det.detected:
             node_window, cinfo = window_consumption(
                 cust, join, edges, clock=supply_clock(supply, det.leak_m3s, det.onset))
             det = detect_leak(supply, node_window.sum(axis=1), window_of, slot, night, night_id,
-                              t_threshold=t_threshold, min_leak_share=min_leak_share)
+                              t_threshold=t_threshold, min_leak_share=min_leak_share, day_type=day_type)
     else:
         det = Detection(False, None, 0.0, float("nan"), 0.0, {"reason": "supply not metered"})
         warnings.append("degraded: without metered supply the leak cannot be detected from the balance")
