@@ -174,21 +174,21 @@ def test_truth_describes_the_leak_and_nrw(ltown_week):
 
 
 def test_named_leak_with_given_flow(tmp_path):
-    net = wntr_network("Net3")
-    paths = synth_readings(net, crs="EPSG:32650", days=3, leak="20", leak_flow_lps=5.0, seed=1, out_dir=tmp_path)
+    net = wntr_network("Net1")
+    paths = synth_readings(net, crs="EPSG:32650", days=3, leak="12", leak_flow_lps=5.0, seed=1, out_dir=tmp_path)
     t = json.loads(paths["truth"].read_text())
-    assert t["leak"]["link_id"] == "20"
+    assert t["leak"]["link_id"] == "12"
     assert t["leak"]["flow_lps"] == pytest.approx(5.0, rel=0.15)
 
 
 def test_no_leak(tmp_path):
-    paths = synth_readings(wntr_network("Net3"), crs="EPSG:32650", days=2, leak="none", seed=1, out_dir=tmp_path)
+    paths = synth_readings(wntr_network("Net1"), crs="EPSG:32650", days=2, leak="none", seed=1, out_dir=tmp_path)
     t = json.loads(paths["truth"].read_text())
     assert t["leak"] is None and t["leak_m3"] == 0
 
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
-    net = wntr_network("Net3")
+    net = wntr_network("Net1")
     a = synth_readings(net, crs="EPSG:32650", days=3, seed=11, out_dir=tmp_path / "a")
     b = synth_readings(net, crs="EPSG:32650", days=3, seed=11, out_dir=tmp_path / "b")
     c = synth_readings(net, crs="EPSG:32650", days=3, seed=12, out_dir=tmp_path / "c")
@@ -198,7 +198,7 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 
 
 def test_parquet_readings(tmp_path):
-    paths = synth_readings(wntr_network("Net3"), crs="EPSG:32650", days=1, leak="none", seed=1, out_dir=tmp_path,
+    paths = synth_readings(wntr_network("Net1"), crs="EPSG:32650", days=1, leak="none", seed=1, out_dir=tmp_path,
                            readings_format="parquet")
     r = pd.read_parquet(paths["readings"])
     assert list(r.columns) == ["meter_id", "timestamp", "value"]
@@ -215,7 +215,7 @@ def test_ky10_runs(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    net = wntr_network("Net3")
+    net = wntr_network("Net1")
     with pytest.raises(UnknownElementError, match="no-such-pipe"):
         synth_readings(net, crs="EPSG:32650", days=3, leak="no-such-pipe", out_dir=tmp_path)
     with pytest.raises(InputError, match="positive"):
@@ -235,7 +235,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli_errors_exit_two_in_one_line(twin_cli, tmp_path, capsys):
-    net = wntr_network("Net3")
+    net = wntr_network("Net1")
     assert twin_cli("synth", "readings", "--network", net, "--crs", "EPSG:32650", "--leak", "P999",
                     "--out", tmp_path) == 2
     err = capsys.readouterr().err
@@ -248,7 +248,7 @@ def test_cli_errors_exit_two_in_one_line(twin_cli, tmp_path, capsys):
 
 
 def test_cli_writes_the_files(twin_cli, tmp_path):
-    rc = twin_cli("synth", "readings", "--network", wntr_network("Net3"), "--crs", "EPSG:32650", "--days", "3",
+    rc = twin_cli("synth", "readings", "--network", wntr_network("Net1"), "--crs", "EPSG:32650", "--days", "3",
                   "--leak", "random", "--seed", "4", "--out", tmp_path)
     assert rc == 0
     assert {p.name for p in tmp_path.iterdir()} >= {"meters.csv", "readings.csv", "truth.json"}
