@@ -30,7 +30,6 @@ pumps and PRVs as ``link_type`` rows, ``nodes``, ``valves``, ``customers``,
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import tempfile
