@@ -185,8 +185,18 @@ def test_bad_size(twin_cli, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_city_size(tmp_path):
+    """The city size: 20,000+ pipes, 130,000 customers, sound at the peak hour (about 1-2 minutes)."""
+    import wntr
+
     paths = synth_city(size="city", seed=2026, out_dir=tmp_path)
     pipes = gpd.read_file(paths["gpkg"], layer="pipes")
     customers = gpd.read_file(paths["gpkg"], layer="customers", columns=["meter_id"])
     assert (pipes.link_type == "pipe").sum() >= 20_000
     assert len(customers) == 130_000
+    wn = wntr.network.WaterNetworkModel(str(paths["inp"]))
+    wn.options.time.duration = 12 * 3600
+    with tempfile.TemporaryDirectory() as tmp:
+        res = wntr.sim.EpanetSimulator(wn).run_sim(file_prefix=str(Path(tmp) / "t"), convergence_error=True)
+    served = [n for n, j in wn.junctions() if sum(t.base_value for t in j.demand_timeseries_list) > 0]
+    peak = res.node["pressure"].loc[8 * 3600, served]
+    assert peak.min() >= 15 and peak.quantile(0.99) <= 60.5
