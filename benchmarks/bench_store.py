@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -184,7 +185,9 @@ def _run(code: str) -> dict:
     """Run a step in a fresh interpreter; it prints a JSON dict last."""
     wrapper = (
         "import json, resource, time\n" + code +
-        "\nres['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "\nru = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "res['peak_rss_mib'] = ru.ru_maxrss / 1024\n"
+        "res['cpu_s'] = ru.ru_utime + ru.ru_stime\n"
         "print(json.dumps(res))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, check=True)
@@ -200,6 +203,8 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     out = args.keep or Path(tmp.name)
     out.mkdir(parents=True, exist_ok=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(timings are wall clock; other work on the machine inflates them)")
     t = time.perf_counter()
     inp = make_network(out, args.seed)
     meters = make_meters(out, args.seed)
@@ -220,6 +225,7 @@ res = dict(seconds=time.perf_counter() - t, pipes=int((net.links.link_type == 'p
 """)
     print(f"join: {r['meters']:,} meters to {r['pipes']:,} pipes in {r['seconds']:.2f} s "
           f"({r['matched']:,} within 50 m)  [target < 5 s]")
+    print(f"   (process CPU incl. reading the network: {r['cpu_s']:.1f} s)")
 
     db = out / "week.duckdb"
     r = _run(f"""
@@ -232,6 +238,7 @@ res = dict(seconds=time.perf_counter() - t, rows=s.rows_in, accepted=s.accepted,
 """)
     print(f"ingest week: {r['rows']:,} rows in {r['seconds']:.1f} s ({r['rows'] / r['seconds'] / 1e6:.2f} M rows/s), "
           f"peak RSS {r['peak_rss_mib']:.0f} MiB, adds up: {r['adds_up']}  [target < 20 s]")
+    print(f"   (process CPU {r['cpu_s']:.1f} s on {os.cpu_count()} cores)")
     r = _run(f"""
 from twin.store import Store
 t = time.perf_counter()
@@ -253,6 +260,7 @@ res = dict(seconds=time.perf_counter() - t, rows=len(b), dmas=int(b.dma.nunique(
 """)
     print(f"balance of the city week: {r['dmas']} DMAs x days = {r['rows']} rows in {r['seconds']:.1f} s, "
           f"peak RSS {r['peak_rss_mib']:.0f} MiB  [target < 10 s]")
+    print(f"   (process CPU incl. reading the network: {r['cpu_s']:.1f} s)")
 
     if args.year_scale > 0:
         weeks = max(1, int(round(52 * args.year_scale)))

@@ -370,10 +370,11 @@ def join_meters(
     """Snap every customer meter to its nearest pipe.
 
     Meters are projected into ``network.crs`` (metres); the candidate pipes
-    ``STRtree.query_nearest`` finds each meter's nearest pipe; pipes within
-    1 µm of that distance are tied and the smallest ``link_id`` (string
-    order) wins, so the result does not depend on the order of the input.
-    A meter is matched when that distance is at most ``max_distance_m``. The position along the pipe is
+    The pipes within ``max_distance_m`` come from a shapely STRtree
+    (``dwithin``); the nearest wins, pipes within 1 µm of the same distance
+    are tied and the smallest ``link_id`` (string order) wins, so the result
+    does not depend on the order of the input. Meters beyond the limit get
+    the distance to their nearest pipe (``query_nearest``). The position along the pipe is
     ``line.project(point, normalized=True)`` on the pipe's geometry, which
     runs from ``start_node`` to ``end_node``.
 
@@ -406,10 +407,15 @@ def join_meters(
     cust = meters.loc[meters["kind"].astype("string").eq("customer").fillna(False).to_numpy()]
     if cust.crs is None:
         cust = cust.set_crs(settings.MAP_CRS)
-    pts = cust.geometry.to_crs(network.crs)
-    pts_arr = np.asarray(pts.values, dtype=object)
-    has_pt = ~(shapely.is_missing(pts_arr) | shapely.is_empty(pts_arr))
-    has_pt &= np.isfinite(shapely.get_x(np.where(has_pt, pts_arr, shapely.Point(0, 0))))
+    geom = np.asarray(cust.geometry.values, dtype=object)
+    has_pt = ~(shapely.is_missing(geom) | shapely.is_empty(geom))
+    gx = shapely.get_x(np.where(has_pt, geom, shapely.Point(0, 0)))
+    gy = shapely.get_y(np.where(has_pt, geom, shapely.Point(0, 0)))
+    has_pt &= np.isfinite(gx) & np.isfinite(gy)
+    from twin.crs import transform_xy
+
+    px, py = transform_xy(gx, gy, from_crs=cust.crs, to_crs=network.crs)
+    pts_arr = shapely.points(px, py)
 
     pipes = network.links.loc[network.links["link_type"].astype("string").eq("pipe").fillna(False).to_numpy()]
     pipes = pipes.loc[~(pipes.geometry.isna() | pipes.geometry.is_empty)]
@@ -437,23 +443,26 @@ def join_meters(
     tree = shapely.STRtree(lines)
     q_idx = np.flatnonzero(has_pt)
     qpts = pts_arr[q_idx]
-    # the nearest pipe of every meter and its distance;
-    # ties go to the smallest link ID (tree indices follow the sorted IDs)
-    pi, ti = tree.query_nearest(qpts, all_matches=False)
-    d_min = np.full(len(qpts), np.nan)
-    d_min[pi] = shapely.distance(qpts[pi], lines[ti])
-    # pipes within 1 µm of the nearest distance are tied (coordinates that went
-    # through a CRS round trip are never exactly equidistant)
-    has = np.isfinite(d_min)
-    ci, cti = tree.query(qpts[has], predicate="dwithin", distance=d_min[has] + TIE_TOLERANCE_M)
-    ci = np.flatnonzero(has)[ci]
-    if len(ci):
-        order = np.lexsort((cti, ci))
-        ci, cti = ci[order], cti[order]
-        first = np.ones(len(ci), dtype=bool)
-        first[1:] = ci[1:] != ci[:-1]
-        pi, ti = ci[first], cti[first]
+    # every pipe within the limit, then per meter the nearest; distances within
+    # 1 µm are a tie (coordinates that went through a CRS round trip are never
+    # exactly equidistant) and the smallest link ID wins (tree order = ID order)
+    pi, ti = tree.query(qpts, predicate="dwithin", distance=max_distance_m)
     d = shapely.distance(qpts[pi], lines[ti])
+    key = np.floor(d / TIE_TOLERANCE_M)
+    order = np.lexsort((ti, key, pi))
+    pi, ti, d = pi[order], ti[order], d[order]
+    first = np.ones(len(pi), dtype=bool)
+    first[1:] = pi[1:] != pi[:-1]
+    pi, ti, d = pi[first], ti[first], d[first]
+    # meters beyond the limit: their nearest pipe, for the report
+    far = np.ones(len(qpts), dtype=bool)
+    far[pi] = False
+    if far.any():
+        fi, fti = tree.query_nearest(qpts[far], all_matches=False)
+        fi = np.flatnonzero(far)[fi]
+        pi = np.concatenate([pi, fi])
+        ti = np.concatenate([ti, fti])
+        d = np.concatenate([d, shapely.distance(qpts[fi], lines[fti])])
     rows = q_idx[pi]
     ok = d <= max_distance_m
     pos = shapely.line_locate_point(lines[ti[ok]], qpts[pi[ok]], normalized=True)
