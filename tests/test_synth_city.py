@@ -200,3 +200,32 @@ def test_city_size(tmp_path):
     served = [n for n, j in wn.junctions() if sum(t.base_value for t in j.demand_timeseries_list) > 0]
     peak = res.node["pressure"].loc[8 * 3600, served]
     assert peak.min() >= 15 and peak.quantile(0.99) <= 60.5
+
+
+def test_customers_without_pipe_ids_are_snapped(small, tmp_path):
+    """A customers layer with only points (no link_id/position) is snapped to the nearest pipe."""
+    import json
+
+    from twin.synth import synth_readings
+
+    cust = small["customers"].drop(columns=["link_id", "position"]).iloc[:2000]
+    paths = synth_readings(small["paths"]["inp"], crs="EPSG:4548", days=1, leak="none", seed=1,
+                           out_dir=tmp_path, customers=cust)
+    t = json.loads(paths["truth"].read_text())
+    assert t["customers"]["count"] == 2000
+    # the nominal use of those 2,000 customers is what the truth consumes, within the day's variation
+    nominal = cust.base_demand_m3_per_day.sum()
+    assert t["consumption_m3"] == pytest.approx(nominal, rel=0.1)
+
+
+def test_bad_customers_layer(small, tmp_path):
+    from twin.errors import InputError
+    from twin.synth import synth_readings
+
+    cust = small["customers"].copy()
+    cust.loc[cust.index[5], "customer_class"] = "hotel"
+    with pytest.raises(InputError, match="row 6.*hotel"):
+        synth_readings(small["paths"]["inp"], crs="EPSG:4548", days=1, leak="none", out_dir=tmp_path, customers=cust)
+    cust = small["customers"].drop(columns=["base_demand_m3_per_day"])
+    with pytest.raises(InputError, match="base_demand_m3_per_day"):
+        synth_readings(small["paths"]["inp"], crs="EPSG:4548", days=1, leak="none", out_dir=tmp_path, customers=cust)

@@ -800,7 +800,12 @@ def synth_readings(
         if sib.exists():
             import pyogrio
 
-            if "customers" in [n for n, _ in pyogrio.list_layers(sib)]:
+            try:
+                layers = [n for n, _ in pyogrio.list_layers(sib)]
+            except Exception as exc:
+                raise InputError(f"cannot read the GeoPackage beside the network ({exc})", path=sib,
+                                 fix="repair or remove it, or pass --customers") from None
+            if "customers" in layers:
                 customers = sib
     rng_c, rng_d, rng_m, rng_l, rng_r, rng_n = rng.spawn(6)
     cust = (_customers_from_layer(customers, links, geo) if customers is not None
