@@ -218,6 +218,8 @@ def test_bad_arguments(tmp_path):
     net = wntr_network("Net1")
     with pytest.raises(UnknownElementError, match="no-such-pipe"):
         synth_readings(net, crs="EPSG:32650", days=3, leak="no-such-pipe", out_dir=tmp_path)
+    with pytest.raises(InputError, match="is a pump, not a pipe"):
+        synth_readings(net, crs="EPSG:32650", days=3, leak="9", out_dir=tmp_path)
     with pytest.raises(InputError, match="positive"):
         synth_readings(net, crs="EPSG:32650", days=-1, out_dir=tmp_path)
     with pytest.raises(InputError, match="positive"):

@@ -775,9 +775,13 @@ def synth_readings(
         raise InputError(f"leak flow {leak_flow_lps} L/s is not positive", element="leak_flow_lps",
                          fix="give a positive flow in L/s, or leave it out for a random size")
     if leak not in ("none", "random"):
-        if leak not in wn0.link_name_list or wn0.get_link(leak).link_type.lower() != "pipe":
+        if leak not in wn0.link_name_list:
             raise UnknownElementError(f"pipe {leak!r} is not in the network", path=network_path,
                                       fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
+        if wn0.get_link(leak).link_type.lower() != "pipe":
+            raise InputError(f"link {leak!r} is a {wn0.get_link(leak).link_type.lower()}, not a pipe",
+                             path=network_path, element=leak,
+                             fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
     if leak != "none" and days < 3:
         raise InputError(f"a leak starts after the second day, but only {days} days are simulated",
                          element="days", fix="use --days 3 or more, or --leak none")
