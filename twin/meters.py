@@ -260,12 +260,11 @@ def validate_meters(
     n = len(meters)
     reason = np.full(n, None, dtype=object)
 
-    def mark(mask: np.ndarray, text: str | np.ndarray) -> None:
-        sel = mask & pd.isna(reason)
-        if isinstance(text, np.ndarray):
-            reason[sel] = text[sel]
-        else:
-            reason[sel] = text
+    def mark(mask: np.ndarray, text: Any) -> None:
+        """Give rows in ``mask`` without a reason yet ``text`` (or ``text(index_array)``)."""
+        sel = np.flatnonzero(mask & pd.isna(reason))
+        if len(sel):
+            reason[sel] = text(sel) if callable(text) else text
 
     ids = pd.Series(meters.index, dtype="string")
     mark(ids.isna().to_numpy(), "missing meter_id")
@@ -283,7 +282,9 @@ def validate_meters(
         mark(later, "duplicate meter_id (repeated row)")
 
     kind = meters["kind"].astype("string")
-    mark(~kind.isin(KINDS).fillna(False).to_numpy(), np.array([f"unknown kind {k!r} (expected customer, pressure or flow)" for k in kind.fillna("")], dtype=object))
+    kinds = kind.fillna("").to_numpy(dtype=object)
+    mark(~kind.isin(KINDS).fillna(False).to_numpy(),
+         lambda i: [f"unknown kind {k!r} (expected customer, pressure or flow)" for k in kinds[i]])
 
     lon = meters["lon"].to_numpy(dtype=np.float64)
     lat = meters["lat"].to_numpy(dtype=np.float64)
@@ -305,7 +306,11 @@ def validate_meters(
         mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
         mark(invalid_range, "lon/lat out of range")
         dist = np.hypot(np.maximum(np.maximum(xmin - x, x - xmax), 0), np.maximum(np.maximum(ymin - y, y - ymax), 0))
-        out_text = np.array([f"outside the network area ({d / 1000:.1f} km beyond its bounding box)" for d in np.nan_to_num(dist)], dtype=object)
+        dist = np.nan_to_num(dist)
+
+        def out_text(i: np.ndarray) -> list[str]:
+            return [f"outside the network area ({d / 1000:.1f} km beyond its bounding box)" for d in dist[i]]
+
         mark(has_xy & ~inside, out_text)
         node_ids = set(map(str, network.nodes.index))
         link_ids = set(map(str, network.links.index))
@@ -319,9 +324,11 @@ def validate_meters(
     is_pressure = (kind == "pressure").fillna(False).to_numpy()
     is_flow = (kind == "flow").fillna(False).to_numpy()
     mark(is_pressure & meters["node_id"].isna().to_numpy(), "pressure logger without node_id")
-    mark(is_pressure & ~node_known, np.array([f"pressure logger on unknown node {v!r}" for v in meters["node_id"].astype("string").fillna("")], dtype=object))
+    node_s = meters["node_id"].astype("string").fillna("").to_numpy(dtype=object)
+    link_s = meters["link_id"].astype("string").fillna("").to_numpy(dtype=object)
+    mark(is_pressure & ~node_known, lambda i: [f"pressure logger on unknown node {v!r}" for v in node_s[i]])
     mark(is_flow & meters["link_id"].isna().to_numpy(), "flow meter without link_id")
-    mark(is_flow & ~link_known, np.array([f"flow meter on unknown link {v!r}" for v in meters["link_id"].astype("string").fillna("")], dtype=object))
+    mark(is_flow & ~link_known, lambda i: [f"flow meter on unknown link {v!r}" for v in link_s[i]])
 
     bad = pd.notna(reason)
     good = meters.loc[~bad].copy()
