@@ -229,3 +229,18 @@ def test_bad_customers_layer(small, tmp_path):
     cust = small["customers"].drop(columns=["base_demand_m3_per_day"])
     with pytest.raises(InputError, match="base_demand_m3_per_day"):
         synth_readings(small["paths"]["inp"], crs="EPSG:4548", days=1, leak="none", out_dir=tmp_path, customers=cust)
+
+
+def test_meters_in_gcj02(small, tmp_path):
+    """A registry digitised on Amap: GCJ-02 lon/lat, about 500 m off WGS84 in Yingtan, and invertible."""
+    from twin.crs import gcj02_to_wgs84
+    from twin.synth import synth_readings
+
+    a = synth_readings(small["paths"]["inp"], crs="EPSG:4548", days=1, leak="none", seed=1, out_dir=tmp_path / "w")
+    b = synth_readings(small["paths"]["inp"], crs="EPSG:4548", days=1, leak="none", seed=1, out_dir=tmp_path / "g",
+                       meters_crs="GCJ02")
+    w, g = pd.read_csv(a["meters"]), pd.read_csv(b["meters"])
+    shift_m = np.hypot((g.lon - w.lon) * 98_000, (g.lat - w.lat) * 111_000)
+    assert shift_m.between(200, 1000).all()
+    lon, lat = gcj02_to_wgs84(g.lon.to_numpy(), g.lat.to_numpy())
+    assert np.abs(lon - w.lon).max() < 2e-5 and np.abs(lat - w.lat).max() < 2e-5

@@ -51,6 +51,8 @@ def readings(
                                              help="Customers layer (GeoPackage layer 'customers'); default: "
                                                   "NETWORK.gpkg beside the .inp if it has one."),
     readings_format: str = typer.Option("csv", "--format", help="Readings file format: csv or parquet."),
+    meters_crs: str = typer.Option("EPSG:4326", "--meters-crs",
+                                   help="Datum of the meters' lon/lat: EPSG:4326, GCJ02 (Amap) or BD09 (Baidu)."),
     shift_to_yingtan: bool = typer.Option(False, "--shift-to-yingtan",
                                           help="Move a network in local coordinates (e.g. L-Town) into "
                                                "Yingtan; writes the shifted network.inp beside the data."),
@@ -61,7 +63,7 @@ def readings(
     paths = synth_readings(
         network, crs=crs, days=days, leak=leak, seed=seed, out_dir=out, customers=customers,
         leak_flow_lps=leak_flow_lps, start=start, readings_format=readings_format,
-        shift_to_yingtan=shift_to_yingtan,
+        shift_to_yingtan=shift_to_yingtan, meters_crs=meters_crs,
     )
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")

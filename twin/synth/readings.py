@@ -704,6 +704,7 @@ def synth_readings(
     logger_share: float = 0.04,
     target_nrw_pct: tuple[float, float] = (10.5, 11.5),
     shift_to_yingtan: bool = False,
+    meters_crs: str = "EPSG:4326",
 ) -> dict[str, Path]:
     """Simulate a true network and write synthetic meters, readings and truth.
 
@@ -748,6 +749,11 @@ def synth_readings(
         copy as ``network.inp`` in ``out_dir``: meters and maps then land in
         the city, and the pair (``network.inp``, ``meters.csv``) is
         consistent. For networks in local coordinates such as L-Town.
+    meters_crs : {"EPSG:4326", "GCJ02", "BD09"}
+        Datum of the meters' lon/lat: WGS84 (default), or the Chinese web-map
+        datums GCJ-02 (Amap, Tencent) or BD-09 (Baidu), as a utility's
+        registry digitised on those maps would hold them. Read them back
+        with ``--meters-crs`` of the same name.
 
     Returns
     -------
@@ -768,6 +774,12 @@ def synth_readings(
         raise InputError(f"readings format {readings_format!r} is not supported", element="readings_format",
                          fix="use csv or parquet")
     geo = _geo(crs)
+    datum = str(meters_crs).upper().replace("-", "").replace("_", "")
+    if datum in ("EPSG:4326", "WGS84", "4326"):
+        datum = "EPSG:4326"
+    elif datum not in ("GCJ02", "BD09"):
+        raise CRSError(f"meters CRS {meters_crs!r} is not supported", element="meters_crs",
+                       fix="use EPSG:4326, GCJ02 or BD09")
     wn0 = _load_wn(network_path)
     start_ts = _start_time(start)
     leak = "none" if leak is None else str(leak)
@@ -944,7 +956,7 @@ def synth_readings(
     log_nodes = [*junctions[cand[sel]].tolist(), *tank_names.tolist()]
     flow_links = _flow_meter_links(nodes, links)
 
-    meters = _meters_table(cust, nodes, links, log_nodes, flow_links, geo)
+    meters = _meters_table(cust, nodes, links, log_nodes, flow_links, geo, datum)
 
     # --- readings -----------------------------------------------------------------
     tables = []
@@ -1019,6 +1031,7 @@ def synth_readings(
         "seed": int(seed),
         "days": days,
         "crs": geo.crs.to_string(),
+        "meters_crs": datum,
         "network": Path(network_path).name,
         "shift_crs_units": shift,
         "start": _iso(np.array([0]), start_ts).dictionary[0].as_py(),
@@ -1151,12 +1164,16 @@ def _flow_meter_links(nodes: pd.DataFrame, links: pd.DataFrame) -> list[str]:
     return [str(x) for x in links.index[chosen]]
 
 
-def _meters_table(cust, nodes, links, log_nodes, flow_links, geo: _Geo) -> pd.DataFrame:
+def _meters_table(cust, nodes, links, log_nodes, flow_links, geo: _Geo, datum: str = "EPSG:4326") -> pd.DataFrame:
     mid = links.loc[flow_links, "geometry"].to_numpy()
     mp = shapely.line_interpolate_point(mid, 0.5, normalized=True) if len(mid) else np.array([])
     xs = np.concatenate([cust.x.to_numpy(), nodes.loc[log_nodes, "x"].to_numpy(), shapely.get_x(mp)])
     ys = np.concatenate([cust.y.to_numpy(), nodes.loc[log_nodes, "y"].to_numpy(), shapely.get_y(mp)])
     lon, lat = geo.to_lonlat.transform(xs, ys)
+    if datum != "EPSG:4326":
+        from twin import crs as tcrs
+
+        lon, lat = (tcrs.wgs84_to_gcj02 if datum == "GCJ02" else tcrs.wgs84_to_bd09)(lon, lat)
     n_c, n_p, n_f = len(cust), len(log_nodes), len(flow_links)
     return pd.DataFrame({
         "meter_id": [*cust.meter_id, *(f"PRS-{n}" for n in log_nodes), *(f"FLW-{l}" for l in flow_links)],
