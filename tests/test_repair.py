@@ -336,3 +336,22 @@ def test_plan_files_are_reproducible(tmp_path):
     assert outs[0] == outs[1]
     other = plan_repairs(net, candidates=candidates(pipes), seed=12, simulate=False)
     assert not orders[["valves_to_close"]].equals(other[["valves_to_close"]])
+
+
+def test_dig_point_is_on_the_pipe_even_from_rounded_coordinates(tmp_path):
+    """candidates.csv may carry lon/lat rounded to ~100 m: the dig point is snapped onto the pipe."""
+    from twin.crs import transform_xy
+
+    net = toy_network()
+    # p3 runs from J3 (X0+400) to J4 (X0+600) at Y0; the estimate is 150 m along it, 60 m off
+    lon, lat = transform_xy(np.array([X0 + 550.0]), np.array([Y0 + 60.0]), from_crs=CRS, to_crs="EPSG:4326")
+    cands = candidates(["p3"]).assign(lon=lon, lat=lat)
+    orders = plan_repairs(net, candidates=cands, valves=toy_valves(net), simulate=False)
+    files = write_plan(orders, tmp_path / "plan", net)
+    row = pd.read_csv(files["work_orders"]).iloc[0]
+    x, y = transform_xy(np.array([row["lon"]]), np.array([row["lat"]]), from_crs="EPSG:4326", to_crs=CRS)
+    assert x[0] == pytest.approx(X0 + 550.0, abs=0.05) and y[0] == pytest.approx(Y0, abs=0.05)
+    # without coordinates: the middle of the pipe
+    mid = plan_repairs(net, candidates=candidates(["p3"]), valves=toy_valves(net), simulate=False)
+    x, _ = transform_xy(mid["lon"].to_numpy(), mid["lat"].to_numpy(), from_crs="EPSG:4326", to_crs=CRS)
+    assert x[0] == pytest.approx(X0 + 500.0, abs=0.05)

@@ -616,7 +616,7 @@ def crew_map(
             _TwinLayer("geojson", "zone", fc).add_to(grp)
             counts["zone"] = 1
         top = cands.head(top_n)
-        xy = _candidate_points(top, links, proj, crs)
+        xy = _candidate_points(top, network, proj, crs)
         cols = [c for c in ("link_id", "score", "leak_flow_lps", "zone", "in_candidate_zone")
                 if c in top.columns]
         tab = top[cols].copy()
@@ -753,21 +753,12 @@ def _zone_mask(cands: pd.DataFrame) -> np.ndarray:
 
 
 def _candidate_points(
-    top: pd.DataFrame, links: gpd.GeoDataFrame, proj: _Projector, crs: Any
+    top: pd.DataFrame, network: Any, proj: _Projector, crs: Any
 ) -> list[float]:
-    """Label positions: the candidate's lon/lat (WGS84) if given, else the pipe's middle."""
-    mid = shapely.line_interpolate_point(
-        links.loc[top["link_id"].to_numpy()].geometry.values, 0.5, normalized=True
-    )
-    flat = np.array(proj.flat_points(mid, crs), dtype=float).reshape(-1, 2)
-    if {"lon", "lat"} <= set(top.columns):
-        lon = pd.to_numeric(top["lon"], errors="coerce").to_numpy(dtype=float)
-        lat = pd.to_numeric(top["lat"], errors="coerce").to_numpy(dtype=float)
-        ok = np.isfinite(lon) & np.isfinite(lat)
-        if ok.any():
-            glon, glat = proj.lonlat(np.column_stack([lon[ok], lat[ok]]), settings.MAP_CRS)
-            flat[ok] = np.column_stack([glat, glon])
-    return flat.ravel().tolist()
+    """Label positions: the candidate's lon/lat projected onto its pipe, else the pipe's middle."""
+    from twin.repair import candidate_points
+
+    return proj.flat_points(candidate_points(top, network), crs)
 
 
 def _meter_layers(

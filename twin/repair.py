@@ -297,6 +297,37 @@ def cut_off(network: Any, segments: Segments, segment: int, closed_valves: Seque
     return nodes.index.astype(str)[dry_node], links.index.astype(str)[dry_link]
 
 
+def candidate_points(candidates: pd.DataFrame, network: Any) -> np.ndarray:
+    """Where to dig: each candidate's point on its pipe, in ``network.crs``.
+
+    The candidate's ``lon``/``lat`` (WGS84 degrees, e.g. the estimated leak
+    position) is projected onto its pipe, so a rounded or shifted coordinate
+    still lands on the pipe; without coordinates, the pipe's middle.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        ``link_id`` and optionally ``lon``, ``lat``.
+    network : twin.network.Network
+
+    Returns
+    -------
+    numpy.ndarray of shapely.Point
+    """
+    lines = network.links.loc[candidates["link_id"].astype(str).to_numpy()].geometry.values
+    along = np.full(len(lines), 0.5)
+    if {"lon", "lat"} <= set(candidates.columns):
+        lon = pd.to_numeric(candidates["lon"], errors="coerce").to_numpy(dtype=float)
+        lat = pd.to_numeric(candidates["lat"], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        if ok.any():
+            from twin.crs import transform_xy
+
+            x, y = transform_xy(lon[ok], lat[ok], from_crs=settings.MAP_CRS, to_crs=network.crs)
+            along[ok] = shapely.line_locate_point(lines[ok], shapely.points(x, y), normalized=True)
+    return shapely.line_interpolate_point(lines, along, normalized=True)
+
+
 def _critical_mask(classes: pd.Series, critical: Sequence[str]) -> pd.Series:
     text = classes.astype("string").str.lower().fillna("")
     mask = pd.Series(False, index=classes.index)
@@ -435,6 +466,8 @@ def plan_repairs(
     for i, lk in enumerate(chosen["link_id"]):
         groups.setdefault(int(seg_of[lk]), []).append(i)
 
+    dig = gpd.GeoSeries(candidate_points(chosen, network), crs=network.crs).to_crs(settings.MAP_CRS)
+    dig_lon, dig_lat = np.round(dig.x.to_numpy(), 7), np.round(dig.y.to_numpy(), 7)
     rows = []
     geoms = []
     sim_ctx = ClosureSimulator(network.wn, sim_time_s=sim_time_s) if simulate else None
@@ -482,8 +515,8 @@ def plan_repairs(
                 "critical_customers": len(crit),
                 "critical_customer_ids": ";".join(crit),
                 "advance_notice": bool(crit),
-                "lon": float(best["lon"]) if "lon" in best and pd.notna(best.get("lon")) else np.nan,
-                "lat": float(best["lat"]) if "lat" in best and pd.notna(best.get("lat")) else np.nan,
+                "lon": float(dig_lon[members[0]]),
+                "lat": float(dig_lat[members[0]]),
             }
             out_nodes = seg_nodes.append(dry_nodes)
             if baseline is not None and sim_ctx is not None:
@@ -584,7 +617,10 @@ def write_plan(
     vl = valves if valves is not None else orders.attrs.get("valves")
     files: dict[str, Path] = {}
     csv = out / "work_orders.csv"
-    pd.DataFrame(orders.drop(columns="geometry")).to_csv(csv, index=False, float_format="%.6g")
+    table = pd.DataFrame(orders.drop(columns="geometry"))
+    for col in table.select_dtypes("float").columns:  # lon/lat to 1e-7 degrees (1 cm), the rest 1e-4
+        table[col] = table[col].round(7 if col in ("lon", "lat") else 4)
+    table.to_csv(csv, index=False)
     files["work_orders"] = csv
     gj = out / "work_orders.geojson"
     wgs = orders.to_crs(settings.MAP_CRS)
