@@ -244,3 +244,9 @@ def test_meters_in_gcj02(small, tmp_path):
     assert shift_m.between(200, 1000).all()
     lon, lat = gcj02_to_wgs84(g.lon.to_numpy(), g.lat.to_numpy())
     assert np.abs(lon - w.lon).max() < 2e-5 and np.abs(lat - w.lat).max() < 2e-5
+
+
+def test_cli_city_writes_the_files(twin_cli, tmp_path, capsys):
+    assert twin_cli("synth", "city", "--size", "small", "--seed", "7", "--out", tmp_path) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"yingtan-small.inp", "yingtan-small.gpkg"}
+    assert "yingtan-small.inp" in capsys.readouterr().out
