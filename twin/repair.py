@@ -818,9 +818,17 @@ def order_sheet(row: pd.Series, network: Any, *, valves: gpd.GeoDataFrame | None
                                             f"(node {e(str(row.get('max_drop_node') or '–'))})"),
         ("Nodes falling below service pressure", num(row["nodes_below_service"], 0)),
     ]
+    raw = {"Critical customers"}
     if pd.notna(row.get("lat")) and pd.notna(row.get("lon")):
-        facts.append(("Location (WGS84)", f"{float(row['lat']):.6f}, {float(row['lon']):.6f}"))
-    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{v if k == 'Critical customers' else e(v)}</td></tr>"
+        from twin.crs import wgs84_to_gcj02
+
+        lat, lon = float(row["lat"]), float(row["lon"])
+        glon, glat = wgs84_to_gcj02(np.array([lon]), np.array([lat]))
+        facts.append(("Dig here (WGS84, GPS)",
+                      f'<a href="geo:{lat:.6f},{lon:.6f}">{lat:.6f}, {lon:.6f}</a>'))
+        facts.append(("Dig here (GCJ-02, Amap / Tencent)", f"{float(glat[0]):.6f}, {float(glon[0]):.6f}"))
+        raw.add("Dig here (WGS84, GPS)")
+    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{v if k in raw else e(v)}</td></tr>"
                         for k, v in facts)
     customers_list = e(str(row["customer_ids"]).replace(";", ", ")) or "none"
     svg = _svg_map(row, network, valves, customers)

@@ -106,6 +106,8 @@ def plan(
     net = read_network(network, crs=crs)
     cands = _candidates(candidates)
     met, join = _meters_and_join(meters, net, meters_crs)
+    if join is None:
+        log.warning("no --meters: customers affected are not counted")
     orders = plan_repairs(
         net, candidates=cands, join=join, meters=met, top_n=top, zone=zone,
         inoperable_valves=_inoperable(inoperable), valves=valves, seed=seed,
