@@ -355,3 +355,31 @@ def test_dig_point_is_on_the_pipe_even_from_rounded_coordinates(tmp_path):
     mid = plan_repairs(net, candidates=candidates(["p3"]), valves=toy_valves(net), simulate=False)
     x, _ = transform_xy(mid["lon"].to_numpy(), mid["lat"].to_numpy(), from_crs="EPSG:4326", to_crs=CRS)
     assert x[0] == pytest.approx(X0 + 500.0, abs=0.05)
+
+
+def test_cli_plan_with_gcj02_meters_and_inoperable_valve(tmp_path, twin_cli):
+    """Meters in GCJ-02 (Amap coordinates) join to the same pipes once converted."""
+    from twin.crs import transform_xy, wgs84_to_gcj02
+
+    net = toy_network()
+    inp = tmp_path / "toy.inp"
+    _write_inp(net, inp)
+    x = np.array([X0 + 100, X0 + 300, X0 + 500, X0 + 200])
+    y = np.array([Y0 + 5, Y0 - 4, Y0 + 3, Y0 + 150])
+    lon, lat = transform_xy(x, y, from_crs=CRS, to_crs="EPSG:4326")
+    glon, glat = wgs84_to_gcj02(lon, lat)  # a ~500 m shift: joined without conversion, all would miss
+    pd.DataFrame({"meter_id": ["M1", "M2", "M3", "M5"], "kind": "customer", "lon": glon, "lat": glat,
+                  "node_id": "", "link_id": ""}).to_csv(tmp_path / "meters.csv", index=False)
+    candidates(["p1"]).to_csv(tmp_path / "candidates.csv", index=False)
+    # a GIS valve layer with the toy's valves, one of them seized
+    vl = toy_valves(net).reset_index()
+    vl.to_crs("EPSG:4326").to_file(tmp_path / "valves.geojson")
+    rc = twin_cli("plan", "--network", inp, "--crs", CRS, "--meters", tmp_path / "meters.csv",
+                  "--meters-crs", "GCJ02", "--candidates", tmp_path / "candidates.csv",
+                  "--valves", tmp_path / "valves.geojson", "--inoperable", "Vb",
+                  "--out", tmp_path / "out", "--no-map")
+    assert rc == 0
+    o = pd.read_csv(tmp_path / "out" / "work_orders.csv", dtype=str).iloc[0]
+    assert set(o["valves_to_close"].split(";")) == {"Va", "Vc", "Vd", "Ve"}
+    # p1, p2 isolated; p3 (J4 behind Ve) and p4 (J5 behind Vc) cut off: every meter is affected
+    assert set(o["customer_ids"].split(";")) == {"M1", "M2", "M3", "M5"}
