@@ -210,7 +210,7 @@ def water_balance(
     from twin.dma import assign_dmas, dma_inflow, dma_inlets, unmetered_boundaries
     from twin.meters import join_meters
 
-    meters = store.meters()
+    meters = store.meter_table() if hasattr(store, "meter_table") else store.meters()
     kind = meters["kind"].astype(str)
     flow_m = meters.loc[kind.eq("flow").to_numpy()]
     inlet_links = sorted(set(flow_m["link_id"].dropna().astype(str)) & set(network.links.index.astype(str)))
@@ -298,7 +298,10 @@ def water_balance(
         join = store.join() if hasattr(store, "join") else None
     cust = meters.loc[kind.eq("customer").to_numpy()]
     if join is None or not set(cust.index.astype(str)) <= set(join.index.astype(str)):
-        join = join_meters(cust, network, max_distance_m=max_distance_m)
+        import geopandas as gpd
+
+        pts = gpd.GeoDataFrame(cust, geometry=gpd.points_from_xy(cust["lon"], cust["lat"]), crs=settings.MAP_CRS)
+        join = join_meters(pts, network, max_distance_m=max_distance_m)
     readings = store.readings(kind="customer", start=edges[0] - pd.Timedelta(days=2),
                               end=edges[-1] + pd.Timedelta(days=2), ordered=False)
     # consumption follows the day: interpolate registers in "demand time",

@@ -240,7 +240,7 @@ class Store:
 
     def _df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         # through Arrow: faster than .df() for strings, and TIMESTAMPTZ arrives as UTC
-        return self.con.execute(sql, params or []).to_arrow_table().to_pandas()
+        return self.con.sql(sql, params=list(params) if params else None).to_arrow_table().to_pandas()
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """Replace table ``name`` with a DataFrame (geometry columns dropped)."""
@@ -327,6 +327,20 @@ class Store:
         geom = gpd.points_from_xy(df["lon"], df["lat"])
         out = gpd.GeoDataFrame(df.drop(columns=["ingest_id"], errors="ignore"), geometry=geom, crs=settings.MAP_CRS)
         return out.set_index("meter_id")
+
+    def meter_table(self) -> pd.DataFrame:
+        """The stored registry as a plain table (no geometry; faster than :meth:`meters`).
+
+        Returns
+        -------
+        DataFrame
+            Index ``meter_id``; ``kind``, ``lon``, ``lat`` (WGS84), ``node_id``,
+            ``link_id`` and any extra registry columns.
+        """
+        if not self.has_table("meters"):
+            raise InputError("the store holds no meters yet", path=self.path, fix="run `twin ingest --meters ...` first")
+        df = self._df("SELECT * FROM meters")
+        return df.drop(columns=["ingest_id"], errors="ignore").set_index("meter_id")
 
     def join(self) -> pd.DataFrame | None:
         """The stored meter join (index ``meter_id``), or None when never computed."""
