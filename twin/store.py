@@ -517,6 +517,12 @@ class Store:
             summary.duplicates_skipped = int(counts.pop("skipped", 0))
             summary.quarantined = {r: int(counts[r]) for r in REASONS if r in counts}
             summary.resets = resets
+            if summary.quarantined.get("future_timestamp", 0) > 0.5 * max(rows_in, 1):
+                log.warning(
+                    "%s of %s rows are later than now (%s): is this machine's clock right? "
+                    "Pass now= (CLI: --now) to check against another time",
+                    f"{summary.quarantined['future_timestamp']:,}", f"{rows_in:,}", now_ts.isoformat(),
+                )
             if not summary.adds_up:  # a bug, not bad input
                 raise TwinError(f"ingest counts do not add up: {summary.as_dict()}")
         summary.seconds = time.perf_counter() - t0
