@@ -44,6 +44,7 @@ import scipy.sparse.csgraph as csgraph
 import shapely
 
 from twin.errors import InputError, SimulationError
+from twin.scratch import epanet_scratch
 from twin.synth.readings import _HOURLY, CLASSES, CUSTOMER_SIZE_M3_PER_DAY
 
 log = logging.getLogger(__name__)
@@ -568,7 +569,7 @@ def _peak_run(wn, multiplier: float = 1.0):
     saved = (t.duration, t.pattern_start, hyd.demand_multiplier)
     t.duration, t.pattern_start, hyd.demand_multiplier = 0, 7 * 3600, multiplier
     try:
-        with tempfile.TemporaryDirectory(prefix="twin-city-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="twin-city-") as tmp, epanet_scratch(tmp):
             return wntr.sim.EpanetSimulator(wn).run_sim(file_prefix=str(Path(tmp) / "peak"),
                                                         convergence_error=True)
     except Exception as exc:

@@ -49,6 +49,7 @@ from twin.errors import (
     SimulationError,
     UnknownElementError,
 )
+from twin.scratch import epanet_scratch
 
 log = logging.getLogger(__name__)
 
@@ -570,11 +571,12 @@ def _simulate(wn, duration_s: int, *, pattern_len: int | None = None) -> Any:
             writer = _fast_inp_class()()
             writer.pattern_len = pattern_len
             writer.write(prefix + ".inp", wn, units=wn.options.hydraulic.inpfile_units, version=2.2)
-            en = wntr.epanet.toolkit.ENepanet(version=2.2)
-            en.ENopen(prefix + ".inp", prefix + ".rpt", prefix + ".bin")
-            en.ENsolveH()
-            en.ENsolveQ()  # writes the binary results (quality is off)
-            en.ENclose()
+            with epanet_scratch(tmp):
+                en = wntr.epanet.toolkit.ENepanet(version=2.2)
+                en.ENopen(prefix + ".inp", prefix + ".rpt", prefix + ".bin")
+                en.ENsolveH()
+                en.ENsolveQ()  # writes the binary results (quality is off)
+                en.ENclose()
             res = BinFile().read(prefix + ".bin", True, wn.options.hydraulic.headloss == "D-W")
         except Exception as exc:
             raise SimulationError(
