@@ -33,6 +33,7 @@ from __future__ import annotations
 import html
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -436,6 +437,41 @@ def plan_repairs(
         chosen = cands[cands["in_candidate_zone"].astype(str).str.lower().isin(["true", "1", "yes"])]
     else:
         chosen = cands if top_n is None else cands.head(int(top_n))
+    # EPANET opens its hydraulics (seconds on a city) in a thread while the segments,
+    # customers and cut-off areas are worked out here; ctypes releases the GIL.
+    sim_ctx = ClosureSimulator(network.wn, sim_time_s=sim_time_s) if simulate else None
+    opened: dict[str, Any] = {}
+
+    def _open() -> None:
+        if sim_ctx is None:
+            return
+        try:
+            sim_ctx.__enter__()
+            opened["baseline"] = sim_ctx.run()
+        except BaseException as exc:  # re-raised in the caller's thread
+            opened["error"] = exc
+
+    opener = threading.Thread(target=_open, name="twin-closure-open", daemon=True) if simulate else None
+    if opener is not None:
+        opener.start()
+    try:
+        return _plan(network, chosen, cands, total_score, join, meters, valves, seed, inoperable_valves,
+                     critical_classes, service_pressure_m, sim_ctx, opener, opened, progress)
+    finally:
+        if opener is not None:
+            opener.join()
+        if sim_ctx is not None:
+            sim_ctx.__exit__(None, None, None)
+
+
+def _plan(network: Any, chosen: pd.DataFrame, cands: pd.DataFrame, total_score: float,
+          join: pd.DataFrame | None, meters: Any, valves: Any, seed: int | None,
+          inoperable_valves: Iterable[str], critical_classes: Sequence[str],
+          service_pressure_m: float, sim_ctx: ClosureSimulator | None,
+          opener: threading.Thread | None, opened: dict[str, Any],
+          progress: Callable[[int, int], None] | None) -> gpd.GeoDataFrame:
+    """The body of :func:`plan_repairs` (the closure model opens in ``opener`` meanwhile)."""
+    inoperable_valves = list(inoperable_valves)
     vl = valve_layer(network, valves=valves, seed=seed)
     segs = valve_segments(network, vl, inoperable=inoperable_valves)
     all_segs = valve_segments(network, vl) if list(inoperable_valves) else segs
@@ -470,83 +506,80 @@ def plan_repairs(
     dig_lon, dig_lat = np.round(dig.x.to_numpy(), 7), np.round(dig.y.to_numpy(), 7)
     rows = []
     geoms = []
-    sim_ctx = ClosureSimulator(network.wn, sim_time_s=sim_time_s) if simulate else None
     baseline = None
-    try:
-        if sim_ctx is not None:
-            sim_ctx.__enter__()
-            baseline = sim_ctx.run()
-        for k, (seg, members) in enumerate(groups.items()):
-            sub = chosen.iloc[members]
-            best = sub.iloc[0]
-            close = list(segs.boundary(seg))
-            seg_links = link_ids[seg_of.to_numpy() == seg]
-            seg_nodes = segs.node_segment.index[segs.node_segment.to_numpy() == seg]
-            dry_nodes, dry_links = cut_off(network, segs, seg, close)
-            # inoperable valves that would have bounded the normal segment
-            nearby = []
-            if inoperable:
-                normal = int(all_segs.link_segment[best["link_id"]])
-                nearby = [v for v in all_segs.boundary(normal) if v in inoperable]
-            out_links = seg_links.append(dry_links)
-            affected = [m for lk in out_links for m in by_link.get(lk, [])]
-            affected = sorted(affected)
-            crit = [m for m in affected if bool(critical.get(m, False))]
-            leak = float(best["leak_flow_lps"]) if pd.notna(best["leak_flow_lps"]) else np.nan
-            share = float(sub["score"].clip(lower=0).sum()) / total_score
-            lost = leak * 86.4 if np.isfinite(leak) else np.nan
-            row: dict[str, Any] = {
-                "rank": int(best["rank"]),
-                "link_id": best["link_id"],
-                "candidate_links": ";".join(sub["link_id"]),
-                "score_share": round(share, 6),
-                "leak_flow_lps": leak,
-                "water_lost_m3_per_day": lost,
-                "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
-                "valves_to_close": ";".join(close),
-                "n_valves": len(close),
-                "inoperable_nearby": ";".join(nearby),
-                "isolated_links": ";".join(seg_links),
-                "isolated_length_m": float(length.reindex(seg_links).sum()),
-                "n_isolated_nodes": len(seg_nodes),
-                "cut_off_links": ";".join(dry_links),
-                "customers_affected": len(affected),
-                "customer_ids": ";".join(affected),
-                "critical_customers": len(crit),
-                "critical_customer_ids": ";".join(crit),
-                "advance_notice": bool(crit),
-                "lon": float(dig_lon[members[0]]),
-                "lat": float(dig_lat[members[0]]),
-            }
-            out_nodes = seg_nodes.append(dry_nodes)
-            if baseline is not None and sim_ctx is not None:
-                closed = list(seg_links) + list(segs.valves.loc[close, "link_id"].astype(str))
-                res = sim_ctx.run(closed_links=sorted(set(closed)), dry_nodes=out_nodes)
-                elsewhere = sim_ctx.is_junction & ~baseline.index.isin(out_nodes)
-                drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
-                row["demand_not_served_lps"] = float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum())
-                row["max_pressure_drop_m"] = max(float(drop.max()), 0.0) if len(drop) else 0.0
-                row["max_drop_node"] = str(drop.idxmax()) if len(drop) else ""
-                row["nodes_below_service"] = int(
-                    ((res["pressure_m"] < service_pressure_m)
-                     & (baseline["pressure_m"] >= service_pressure_m))[elsewhere].sum()
-                )
-                row["shortfall_elsewhere_lps"] = float(
-                    (baseline["demand_lps"] - res["demand_lps"])[elsewhere].clip(lower=0).sum()
-                )
-            else:
-                dem = network.nodes["base_demand_m3s"].copy()
-                dem.index = dem.index.astype(str)
-                row["demand_not_served_lps"] = float(dem.reindex(out_nodes).fillna(0).sum() * 1000)
-                row.update(max_pressure_drop_m=np.nan, max_drop_node="", nodes_below_service=np.nan,
-                           shortfall_elsewhere_lps=np.nan)
-            rows.append(row)
-            geoms.append(shapely.union_all(links.loc[seg_links].geometry.values))
-            if progress is not None:
-                progress(k + 1, len(groups))
-    finally:
-        if sim_ctx is not None:
-            sim_ctx.__exit__(None, None, None)
+    if opener is not None:
+        opener.join()
+        if "error" in opened:
+            raise opened["error"]
+        baseline = opened["baseline"]
+    for k, (seg, members) in enumerate(groups.items()):
+        sub = chosen.iloc[members]
+        best = sub.iloc[0]
+        close = list(segs.boundary(seg))
+        seg_links = link_ids[seg_of.to_numpy() == seg]
+        seg_nodes = segs.node_segment.index[segs.node_segment.to_numpy() == seg]
+        dry_nodes, dry_links = cut_off(network, segs, seg, close)
+        # inoperable valves that would have bounded the normal segment
+        nearby = []
+        if inoperable:
+            normal = int(all_segs.link_segment[best["link_id"]])
+            nearby = [v for v in all_segs.boundary(normal) if v in inoperable]
+        out_links = seg_links.append(dry_links)
+        affected = [m for lk in out_links for m in by_link.get(lk, [])]
+        affected = sorted(affected)
+        crit = [m for m in affected if bool(critical.get(m, False))]
+        leak = float(best["leak_flow_lps"]) if pd.notna(best["leak_flow_lps"]) else np.nan
+        share = float(sub["score"].clip(lower=0).sum()) / total_score
+        lost = leak * 86.4 if np.isfinite(leak) else np.nan
+        row: dict[str, Any] = {
+            "rank": int(best["rank"]),
+            "link_id": best["link_id"],
+            "candidate_links": ";".join(sub["link_id"]),
+            "score_share": round(share, 6),
+            "leak_flow_lps": leak,
+            "water_lost_m3_per_day": lost,
+            "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
+            "valves_to_close": ";".join(close),
+            "n_valves": len(close),
+            "inoperable_nearby": ";".join(nearby),
+            "isolated_links": ";".join(seg_links),
+            "isolated_length_m": float(length.reindex(seg_links).sum()),
+            "n_isolated_nodes": len(seg_nodes),
+            "cut_off_links": ";".join(dry_links),
+            "customers_affected": len(affected),
+            "customer_ids": ";".join(affected),
+            "critical_customers": len(crit),
+            "critical_customer_ids": ";".join(crit),
+            "advance_notice": bool(crit),
+            "lon": float(dig_lon[members[0]]),
+            "lat": float(dig_lat[members[0]]),
+        }
+        out_nodes = seg_nodes.append(dry_nodes)
+        if baseline is not None and sim_ctx is not None:
+            closed = list(seg_links) + list(segs.valves.loc[close, "link_id"].astype(str))
+            res = sim_ctx.run(closed_links=sorted(set(closed)), dry_nodes=out_nodes)
+            elsewhere = sim_ctx.is_junction & ~baseline.index.isin(out_nodes)
+            drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
+            row["demand_not_served_lps"] = float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum())
+            row["max_pressure_drop_m"] = max(float(drop.max()), 0.0) if len(drop) else 0.0
+            row["max_drop_node"] = str(drop.idxmax()) if len(drop) else ""
+            row["nodes_below_service"] = int(
+                ((res["pressure_m"] < service_pressure_m)
+                 & (baseline["pressure_m"] >= service_pressure_m))[elsewhere].sum()
+            )
+            row["shortfall_elsewhere_lps"] = float(
+                (baseline["demand_lps"] - res["demand_lps"])[elsewhere].clip(lower=0).sum()
+            )
+        else:
+            dem = network.nodes["base_demand_m3s"].copy()
+            dem.index = dem.index.astype(str)
+            row["demand_not_served_lps"] = float(dem.reindex(out_nodes).fillna(0).sum() * 1000)
+            row.update(max_pressure_drop_m=np.nan, max_drop_node="", nodes_below_service=np.nan,
+                       shortfall_elsewhere_lps=np.nan)
+        rows.append(row)
+        geoms.append(shapely.union_all(links.loc[seg_links].geometry.values))
+        if progress is not None:
+            progress(k + 1, len(groups))
 
     orders = pd.DataFrame(rows)
     if len(orders):
