@@ -164,6 +164,28 @@ def test_gis_valve_layer_is_snapped_to_pipe_and_nearer_node(tmp_path):
         valve_layer(net, valves=tmp_path / "far.gpkg")
 
 
+def test_valves_layer_is_found_in_a_network_geopackage(tmp_path):
+    # A utility's network GeoPackage holds pipes, nodes and valves: the valves layer is used,
+    # whatever layer comes first in the file.
+    net = toy_network()
+    path = tmp_path / "network.gpkg"
+    net.links[["geometry"]].to_file(path, layer="pipes")
+    pts = gpd.GeoDataFrame({"valve_id": ["G1"]},
+                           geometry=gpd.GeoSeries.from_xy([X0 + 190], [Y0 + 1], crs=CRS))
+    pts.to_file(path, layer="valves")
+    vl = valve_layer(net, valves=path)
+    assert list(vl.index) == ["G1"]
+    assert vl.loc["G1", "link_id"] == "p1"
+
+
+def test_a_line_layer_given_as_valves_is_refused_with_the_fix(tmp_path):
+    net = toy_network()
+    path = tmp_path / "pipes.gpkg"
+    net.links[["geometry"]].to_file(path, layer="pipes")
+    with pytest.raises(InputError, match="not points"):
+        valve_layer(net, valves=path)
+
+
 # --------------------------------------------------------------------------- work orders
 
 

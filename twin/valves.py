@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import geopandas as gpd
+import pyogrio
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -176,10 +177,19 @@ def read_valves(path: str | Path, network: Any, *, max_distance_m: float = 5.0) 
     """
     p = require_file(path, what="valve layer")
     try:
-        gdf = gpd.read_file(p)
+        layers = [str(name) for name, _ in pyogrio.list_layers(p)]
+        layer = "valves" if "valves" in layers else None  # a network GeoPackage holds several
+        gdf = gpd.read_file(p, layer=layer)
     except Exception as exc:  # pyogrio raises several types
         raise InputError(f"cannot read the valve layer: {exc}", path=p,
                          fix="give a GeoPackage, GeoJSON or Shapefile of points") from exc
+    kinds = set(gdf.geom_type.dropna().unique())
+    if kinds - {"Point"}:
+        raise InputError(
+            f"the valve layer holds {', '.join(sorted(kinds))} geometries, not points"
+            + (f" (layers in the file: {', '.join(layers)})" if len(layers) > 1 else ""),
+            path=p, fix="give a layer of valve points, or a GeoPackage with a 'valves' layer",
+        )
     if gdf.crs is None:
         raise InputError("the valve layer has no CRS", path=p,
                          fix="save it with its coordinate reference system")
