@@ -358,3 +358,24 @@ def test_map_of_a_plain_inp_without_results(ltown_inp, tmp_path):
     pipes = payload(page, "pipes")
     assert len(pipes["rows"]) == len(net.links) and set(pipes["colour"]) == {0}
     assert '"dmas"' not in page and '"candidates"' not in page
+
+
+def test_dma_outlines_do_not_cover_each_other_on_the_yingtan_network():
+    # The trunk zone runs through the whole city; a hull of its pipes would paint every
+    # district with the trunk's NRW colour. Each outline must hold mostly its own pipes.
+    import shapely
+
+    from conftest import NETWORKS
+    from twin.maps import dma_polygons
+    from twin.network import read_network
+
+    net = read_network(NETWORKS / "yingtan-small.inp", crs="EPSG:4548")
+    outlines = dma_polygons(net)
+    links = net.links[net.links["zone"].notna()]
+    mid = shapely.line_interpolate_point(links.geometry.values, 0.5, normalized=True)
+    zone = links["zone"].astype(str).to_numpy()
+    assert {"TRUNK", "DMA07"} <= set(outlines.index)
+    for dma, shape in outlines.geometry.items():
+        others = zone != dma
+        inside = shapely.contains_xy(shape, shapely.get_x(mid[others]), shapely.get_y(mid[others]))
+        assert inside.mean() < 0.5, f"{dma} covers {inside.mean():.0%} of the other zones' pipes"

@@ -368,7 +368,21 @@ def dma_polygons(
         length = grp["length_m"].sum() if "length_m" in grp else grp.geometry.length.sum()
         rows.append((dma, len(grp), float(length), shape))
     frame = pd.DataFrame(rows, columns=["dma", "n_pipes", "length_m", "geometry"])
-    return gpd.GeoDataFrame(frame, geometry="geometry", crs=network.crs).set_index("dma")
+    out = gpd.GeoDataFrame(frame, geometry="geometry", crs=network.crs).set_index("dma")
+    if method == "hull" and len(out) > 2:
+        # A trunk or transmission zone runs through the whole city: its hull would
+        # cover the districts it feeds. Such a zone is outlined by its pipe corridor.
+        mid = shapely.line_interpolate_point(zoned.geometry.values, 0.5, normalized=True)
+        zone_of = zoned["zone"].astype(str).to_numpy()
+        for dma in out.index:
+            others = zone_of != dma
+            inside = shapely.contains_xy(out.geometry[dma], shapely.get_x(mid[others]),
+                                         shapely.get_y(mid[others]))
+            if others.any() and inside.mean() > 0.5:
+                corridor = shapely.union_all(shapely.buffer(
+                    shapely.simplify(zoned.geometry.values[~others], simplify_m), buffer_m, quad_segs=2))
+                out.loc[dma, "geometry"] = shapely.simplify(corridor, simplify_m)
+    return out
 
 
 # --------------------------------------------------------------------------- #

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 #: The checkout the package runs from (editable install, or run.py).
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_NETWORK = ROOT / "networks" / "yingtan-small.inp"
-BUNDLED_VALVES = ROOT / "networks" / "yingtan-small.gpkg"
+#: GIS layers of the bundled city: isolation valves and DMA outlines.
+BUNDLED_GIS = ROOT / "networks" / "yingtan-small.gpkg"
 BUNDLED_WEEK = ROOT / "data" / "yingtan-small-week"
 
 
@@ -95,6 +96,8 @@ def register(app: typer.Typer) -> None:
         basemap: str = typer.Option("osm", help="Basemap of the crew map: osm, amap or none."),
     ) -> None:
         """Run the main job end to end: ingest, localise, water balance, work orders, crew map."""
+        import geopandas as gpd
+
         from twin.balance import water_balance
         from twin.bench import pipe_distances, score_ranking
         from twin.cli.progress import StageProgress
@@ -136,9 +139,10 @@ def register(app: typer.Typer) -> None:
         balance.to_csv(out / "balance.csv", index=False, float_format="%.4f")
         balance.to_parquet(out / "balance.parquet", index=False)
 
+        bundled_gis = network is None and BUNDLED_GIS.exists()
         orders = None
         if report.get("detected") and len(candidates):
-            valves = BUNDLED_VALVES if network is None and BUNDLED_VALVES.exists() else None
+            valves = BUNDLED_GIS if bundled_gis else None
             orders = plan_repairs(net, candidates=candidates, join=join, meters=registry,
                                   top_n=top, valves=valves)
             write_plan(orders, out / "plan", net, join=join, meters=registry)
@@ -148,8 +152,9 @@ def register(app: typer.Typer) -> None:
         if len(res):
             residuals = res[res["kind"] == "pressure"].set_index("meter_id")[["delta", "sigma", "z"]]
             residuals = residuals.rename(columns={"delta": "residual_change_m", "sigma": "sigma_m"})
+        dmas = gpd.read_file(BUNDLED_GIS, layer="dmas") if bundled_gis else None
         m = crew_map(net, candidates=candidates if len(candidates) else None, join=join, meters=registry,
-                     balance=balance, residuals=residuals, plan=orders, basemap=basemap,
+                     balance=balance, residuals=residuals, plan=orders, basemap=basemap, dmas=dmas,
                      title="Leak candidates" if report.get("detected") else "No leak detected")
         save_map(m, out / "map.html")
 
