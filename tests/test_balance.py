@@ -134,16 +134,21 @@ def _shared_ltown() -> Path:
 
 @pytest.fixture(scope="module")
 def week(tmp_path_factory):
-    """L-Town with Yingtan coordinates, 8 days, a burst from 2026-03-07 07:50 (seed 5)."""
+    """L-Town with Yingtan coordinates, 8 days, a burst (seed 5: 1.73 L/s from 2026-03-07 07:50)."""
     src = _shared_ltown()
     if not src.exists():
         pytest.skip(f"L-Town not found at {src}")
     from twin.synth import synth_readings
 
     out = tmp_path_factory.mktemp("week")
-    files = synth_readings(src, crs="EPSG:4548", days=8, leak="random", seed=5, out_dir=out, shift_to_yingtan=True)
+    for seed in (5, 6, 7, 8):  # a burst with a full day after its onset day
+        files = synth_readings(src, crs="EPSG:4548", days=8, leak="random", seed=seed, out_dir=out,
+                               shift_to_yingtan=True)
+        truth = json.loads(files["truth"].read_text())
+        onset = pd.Timestamp(truth["leak"]["onset"]).tz_convert("Asia/Shanghai").normalize()
+        if onset <= pd.Timestamp(truth["start"]).tz_convert("Asia/Shanghai") + pd.Timedelta(days=truth["days"] - 3):
+            break
     net = read_network(files["network"], crs="EPSG:4548")
-    truth = json.loads(files["truth"].read_text())
     db = out / "week.duckdb"
     with Store(db) as st:
         summary = st.ingest(files["meters"], files["readings"], network=net, now=NOW)
@@ -233,3 +238,36 @@ def test_cli_ingest_and_balance(week, tmp_path, twin_cli, capsys):
     err = capsys.readouterr().err
     assert "store file does not exist" in err and "Traceback" not in err
     assert twin_cli("ingest", "--meters", f["meters"], "--readings", tmp_path / "missing.csv", "--store", db) == 2
+
+
+# --------------------------------------------------------------------------- bundled Yingtan week
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "yingtan-small-week"
+BUNDLED_NET = Path(__file__).resolve().parents[1] / "networks" / "yingtan-small.inp"
+
+
+def test_yingtan_small_week_leak_dma_stands_out(tmp_path, twin_cli, capsys):
+    """The issue's "done when": ingest then balance on the Yingtan data."""
+    if not (BUNDLED / "readings.parquet").exists() or not BUNDLED_NET.exists():
+        pytest.skip("bundled Yingtan week not found")
+    truth = json.loads((BUNDLED / "truth.json").read_text())
+    db = tmp_path / "y.duckdb"
+    assert twin_cli("ingest", "--meters", BUNDLED / "meters.csv", "--readings", BUNDLED / "readings.parquet",
+                    "--store", db, "--network", BUNDLED_NET, "--crs", "EPSG:4548", "--now", NOW) == 0
+    assert "adds up" in capsys.readouterr().out
+    assert twin_cli("balance", "--network", BUNDLED_NET, "--crs", "EPSG:4548", "--store", db,
+                    "--out", tmp_path / "out") == 0
+    b = pd.read_csv(tmp_path / "out" / "balance.csv", keep_default_na=False)
+    net = read_network(BUNDLED_NET, crs="EPSG:4548")
+    leak_dma = net.nodes.loc[truth["leak"]["node_start"], "zone"]
+    onset = str(pd.Timestamp(truth["leak"]["onset"]).date())
+    jumps = b[b["flag"].str.contains("jump")]
+    assert set(jumps["dma"]) == {leak_dma}
+    assert jumps["date"].min() == onset
+    assert (b[(b["dma"] == leak_dma) & (b["date"] >= onset)]["flag"].str.contains("jump")).all()
+    # the network's NRW matches the truth on the complete days
+    under = truth["customers"]["under_registration_mean"]
+    days = b.groupby("date")["nrw_m3"].sum()
+    for td in truth["per_day"][1:-1]:
+        true_nrw = td["background_leakage_m3"] + td["leak_m3"] + under * td["consumption_m3"]
+        assert days[td["date"]] == pytest.approx(true_nrw, rel=0.03)
