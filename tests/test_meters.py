@@ -211,3 +211,35 @@ def test_read_meters_parquet_keeps_extra_columns(tmp_path):
     assert m.loc["m1", "customer_class"] == "domestic"
     assert pd.isna(m.loc["m1", "node_id"]) and m.loc["m2", "link_id"] == "P1"
     assert m.index.name == "meter_id"
+
+
+def test_cli_meters_join_writes_the_join_and_refuses_bad_input(tmp_path, twin_cli, capsys):
+    inp = tmp_path / "hand.inp"
+    inp.write_text(INP)
+    lon, lat = _lonlat([(X0 + 30, Y0 - 4)])
+    glon, glat = wgs84_to_gcj02(lon, lat)
+    reg = tmp_path / "meters.csv"
+    reg.write_text(
+        "meter_id,kind,lon,lat,node_id,link_id\n"
+        f"M1,customer,{glon[0]:.8f},{glat[0]:.8f},,\n"
+        f"M1,customer,{glon[0] + 0.01:.8f},{glat[0]:.8f},,\n"  # conflicting duplicate
+        f"P1,pressure,{glon[0]:.8f},{glat[0]:.8f},A,\n"
+    )
+    out = tmp_path / "out"
+    assert twin_cli("meters", "join", "--network", inp, "--crs", "EPSG:4548", "--meters", reg,
+                    "--meters-crs", "GCJ02", "--out", out) == 0
+    j = pd.read_csv(out / "join.csv", dtype={"meter_id": str})
+    rej = pd.read_csv(out / "rejected_meters.csv")
+    assert j.empty  # the only customer had a conflicting duplicate
+    assert set(rej["reason"].str[:9]) == {"duplicate"}
+    reg.write_text("meter_id,kind,lon,lat,node_id,link_id\n"
+                   f"M1,customer,{glon[0]:.8f},{glat[0]:.8f},,\n")
+    assert twin_cli("meters", "join", "--network", inp, "--crs", "EPSG:4548", "--meters", reg,
+                    "--meters-crs", "GCJ02", "--out", out) == 0
+    j = pd.read_csv(out / "join.csv").set_index("meter_id")
+    assert j.loc["M1", "link_id"] == "P1" and j.loc["M1", "distance_m"] == pytest.approx(4.0, abs=0.5)
+    capsys.readouterr()
+    assert twin_cli("meters", "join", "--network", inp, "--crs", "EPSG:4548", "--meters", reg,
+                    "--meters-crs", "NOT-A-CRS", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "NOT-A-CRS" in err and "Traceback" not in err
