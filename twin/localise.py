@@ -456,7 +456,7 @@ def localise(
     hours: tuple[int, int] | None = None,
     refine_top: int = 10,
     block_hours: int = 4,
-    alpha: float = 0.3,
+    alpha: float = 0.1,
     t_threshold: float = 5.0,
     min_leak_share: float = 0.005,
     progress: Callable[[str, int, int], None] | None = None,
@@ -713,6 +713,7 @@ def localise(
         post = ll + prior
         top = np.argsort(-post)[:refine_top]
         jidx = {n: k for k, n in enumerate(solver.junctions)}
+        refined_pred: dict[int, np.ndarray] = {}
         for k in top:
             s_node, e_node = pipes["start_node"].iat[k], pipes["end_node"].iat[k]
             Lk = max(Lfit[k], 0.25 * L_prior)
@@ -732,7 +733,17 @@ def localise(
             g = (np.concatenate(preds) / Lk)[:, None]
             llk, Lr = _loglik(delta_all, sigma_all, g, L_prior, L_sd, alpha)
             ll[k], Lfit[k] = llk[0], Lr[0]
-        post = ll + prior
+            refined_pred[k] = g[:, 0] * Lr[0]
+        # the noise model is estimated from a few leak-free days: when even the
+        # best candidate misfits (reduced chi-square > 1), widen it accordingly
+        best = int(np.argmax(ll + prior))
+        pred_best = refined_pred.get(best, sig[:, best] * Lfit[best])
+        var_best = sigma_all ** 2 + (alpha * pred_best) ** 2
+        chi2 = float((((delta_all - pred_best) ** 2) / var_best).sum())
+        dof = max(len(delta_all) - 1, 1)
+        temper = max(1.0, chi2 / dof)
+        report["calibration"]["misfit_reduced_chi2"] = round(chi2 / dof, 3)
+        post = ll / temper + prior
         timings["refine_s"] = time.perf_counter() - t5
         # per-sensor summary over the blocks, for maps and the report
         n_s = len(elements)

@@ -1,9 +1,112 @@
-"""CLI commands of the localise stage (filled in by the issue that builds the stage)."""
+"""CLI commands of the leak-localisation stage: ``twin localise`` and ``twin bench localise``."""
 
 from __future__ import annotations
 
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from twin import settings
+from twin.errors import InputError
+
+log = logging.getLogger(__name__)
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Evaluation harnesses on synthetic scenarios with a known truth.",
+    no_args_is_help=True,
+)
+
+
+@contextmanager
+def _progress() -> Iterator:
+    """A rich progress bar on stderr; yields a ``progress(stage, done, total)`` callback."""
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def localise_cmd(
+    network: Path = typer.Option(..., "--network", help="The utility's network: EPANET .inp (or GIS file)."),
+    crs: str = typer.Option(..., "--crs", help="CRS of the network's coordinates, e.g. EPSG:32650."),
+    meters: Path = typer.Option(..., "--meters", help="meters.csv / .parquet (data contract)."),
+    readings: Path = typer.Option(..., "--readings", help="readings.csv / .parquet (data contract)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, map.html."),
+    meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs",
+                                   help="CRS of the meters' lon/lat: EPSG:4326 (default), GCJ02 or BD09."),
+    store: Optional[Path] = typer.Option(None, "--store", help="DuckDB store to ingest into (default: temporary)."),
+    basemap: str = typer.Option("osm", "--basemap", help="Crew map tiles: osm, amap or none."),
+    no_map: bool = typer.Option(False, "--no-map", help="Do not write map.html."),
+) -> None:
+    """Detect a leak in a week of readings and rank the pipes where it most likely is."""
+    from twin.pipeline import localise_files
+
+    if basemap not in ("osm", "amap", "none"):
+        raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
+    with _progress() as progress:
+        result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
+                                meters_crs=meters_crs, store_path=store, write_map=not no_map,
+                                basemap=basemap, progress=progress)
+    report = result["report_dict"]
+    if report.get("detected"):
+        top = result["result"].candidates.head(3)
+        typer.echo(f"leak detected: {report['leak_flow_lps']:.2f} L/s since {report['onset']}")
+        for _, row in top.iterrows():
+            typer.echo(f"  #{row['rank']}: pipe {row['link_id']}  p={row['score']:.3f}  "
+                       f"({row['lat']:.6f}, {row['lon']:.6f})")
+    else:
+        typer.echo("no leak detected")
+    for w in report.get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    for key in ("candidates", "report", "map"):
+        if key in result:
+            typer.echo(f"{key}: {result[key]}")
+
+
+@bench_app.command("localise")
+def bench_localise(
+    network: Path = typer.Option(..., "--network", help="EPANET .inp of the network."),
+    crs: str = typer.Option(..., "--crs", help="CRS of its coordinates, e.g. EPSG:32650."),
+    scenarios: int = typer.Option(10, "--scenarios", min=0, help="Leak scenarios."),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    leak_free: int = typer.Option(0, "--leak-free", min=0, help="Leak-free weeks (false alarms)."),
+    days: int = typer.Option(7, "--days", min=3, help="Days per scenario."),
+    classic: bool = typer.Option(True, "--classic/--no-classic", help="Also run the classic method."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write per-scenario results (CSV) and summary (JSON) here."),
+) -> None:
+    """Generate scenarios with twin synth readings, run the job and the classic method, print the figures."""
+    from twin.bench import format_summary, run_bench
+
+    if not network.exists():
+        from twin.errors import require_file
+
+        require_file(network, what="network")
+    with _progress() as progress:
+        res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
+                        classic=classic, progress=progress)
+    typer.echo(format_summary(res.summary))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        res.scenarios.to_csv(out / "scenarios.csv", index=False)
+        (out / "summary.json").write_text(json.dumps(res.summary, indent=2, default=str), encoding="utf-8")
+        typer.echo(f"results: {out / 'scenarios.csv'}, {out / 'summary.json'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the twin app."""
+    app.command("localise")(localise_cmd)
+    app.add_typer(bench_app, name="bench")

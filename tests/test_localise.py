@@ -1,0 +1,164 @@
+"""The leak-localisation job on synthetic L-Town weeks with a known truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twin.bench import pipe_distances
+from twin.errors import ReadingsError
+from twin.localise import candidate_zone, localise, window_consumption
+from twin.meters import join_meters, read_meters
+from twin.network import read_network
+
+LEAK_PIPE = "p170"
+
+
+def _load(files):
+    meters = read_meters(files["meters"])
+    readings = pd.read_csv(files["readings"], dtype={"meter_id": str, "timestamp": str})
+    readings["timestamp"] = pd.to_datetime(readings["timestamp"], utc=True, format="ISO8601")
+    return meters, readings
+
+
+@pytest.fixture(scope="module")
+def ltown(ltown_inp_module):
+    return read_network(ltown_inp_module, crs="EPSG:32650")
+
+
+@pytest.fixture(scope="module")
+def ltown_inp_module():
+    from tests.conftest import SHARED_NETWORKS
+
+    path = SHARED_NETWORKS / "L-TOWN.inp"
+    if not path.exists():
+        pytest.skip("L-Town not found")
+    return path
+
+
+@pytest.fixture(scope="module")
+def leak_week(ltown_inp_module, tmp_path_factory):
+    from twin.synth import synth_readings
+
+    out = tmp_path_factory.mktemp("leak")
+    return synth_readings(ltown_inp_module, crs="EPSG:32650", days=6, leak=LEAK_PIPE, leak_flow_lps=2.5,
+                          seed=11, out_dir=out)
+
+
+@pytest.fixture(scope="module")
+def free_week(ltown_inp_module, tmp_path_factory):
+    from twin.synth import synth_readings
+
+    out = tmp_path_factory.mktemp("free")
+    return synth_readings(ltown_inp_module, crs="EPSG:32650", days=5, leak="none", seed=12, out_dir=out)
+
+
+@pytest.fixture(scope="module")
+def leak_result(ltown, leak_week):
+    meters, readings = _load(leak_week)
+    join = join_meters(meters, ltown)
+    return localise(ltown, meters=meters, join=join, readings=readings), meters, readings, join
+
+
+def test_leak_is_detected_with_onset_and_flow(leak_result, leak_week):
+    loc = leak_result[0]
+    truth = json.loads(leak_week["truth"].read_text())["leak"]
+    assert loc.report["detected"] is True
+    onset = pd.Timestamp(loc.report["onset"])
+    # the onset to the 15-minute step (an hour at most with the noise of a real week)
+    assert abs((onset - pd.Timestamp(truth["onset"])).total_seconds()) <= 3600
+    assert loc.report["leak_flow_lps"] == pytest.approx(truth["flow_lps"], rel=0.2)
+
+
+def test_top_candidates_are_near_the_leak(leak_result, leak_week, ltown):
+    loc = leak_result[0]
+    truth = json.loads(leak_week["truth"].read_text())["leak"]
+    cand = loc.candidates
+    assert list(cand.columns[:8]) == ["rank", "link_id", "score", "leak_flow_lps", "lon", "lat", "zone",
+                                      "in_candidate_zone"]
+    assert cand["score"].is_monotonic_decreasing
+    assert cand["score"].sum() == pytest.approx(1.0)
+    assert set(cand["link_id"]) == set(ltown.links.index[ltown.links["link_type"] == "pipe"])
+    dist = pipe_distances(ltown, truth["link_id"], truth["position"])
+    # BattLeDIM's criterion for the top candidate, and the leaking pipe among the first few
+    assert dist[cand["link_id"].iat[0]] <= 300.0
+    rank = int(cand.loc[cand["link_id"] == LEAK_PIPE, "rank"].iat[0])
+    assert rank <= 25
+    # the candidate zone is connected and holds the leak's neighbourhood
+    zone = cand.loc[cand["in_candidate_zone"], "link_id"]
+    assert 1 <= len(zone) < len(cand) / 5
+    assert dist[zone].min() == 0.0 or dist[zone].min() < 300
+    # a leak flow per candidate, near the balance estimate
+    assert cand["leak_flow_lps"].iat[0] == pytest.approx(loc.report["leak_flow_lps"], rel=0.5)
+    # WGS84 coordinates of the pipe's midpoint
+    assert cand["lon"].between(-180, 180).all() and cand["lat"].between(-90, 90).all()
+
+
+def test_leak_free_week_reports_no_leak(ltown, free_week):
+    meters, readings = _load(free_week)
+    loc = localise(ltown, meters=meters, join=join_meters(meters, ltown), readings=readings)
+    assert loc.report["detected"] is False
+    assert loc.report["onset"] is None
+    assert loc.candidates.empty
+    json.dumps(loc.report)  # serialisable
+
+
+def test_silent_logger_is_reported_not_used(ltown, leak_result):
+    _, meters, readings, join = leak_result
+    logger = meters.index[meters["kind"] == "pressure"][3]
+    quiet = readings[readings["meter_id"] != logger]
+    loc = localise(ltown, meters=meters, join=join, readings=quiet)
+    rejected = loc.report["data"]["sensors_rejected"]
+    assert [r["meter_id"] for r in rejected] == [logger]
+    assert "silent" in rejected[0]["reason"]
+    assert any(logger in w for w in loc.report["warnings"])
+    assert loc.report["detected"] is True
+
+
+def test_one_day_of_readings_is_refused(ltown, leak_result):
+    _, meters, readings, join = leak_result
+    day = readings[readings["timestamp"] < readings["timestamp"].min() + pd.Timedelta(hours=20)]
+    with pytest.raises(ReadingsError, match="at least two nights"):
+        localise(ltown, meters=meters, join=join, readings=day)
+
+
+def test_customers_off_the_network_are_refused(ltown, leak_result):
+    _, meters, readings, join = leak_result
+    far = join.copy()
+    far["matched"] = False
+    with pytest.raises(ReadingsError, match="customer meter"):
+        localise(ltown, meters=meters, join=far, readings=readings)
+
+
+def test_window_consumption_keeps_the_volume():
+    # two meters, registers at irregular times; the volume between the first and
+    # last reading is conserved whatever the clock
+    t = pd.to_datetime(["2026-03-02T01:00Z", "2026-03-02T13:30Z", "2026-03-03T00:10Z",
+                        "2026-03-02T02:00Z", "2026-03-03T02:00Z"], utc=True)
+    readings = pd.DataFrame({"meter_id": ["a", "a", "a", "b", "b"], "timestamp": t,
+                             "value": [10.0, 11.0, 12.5, 100.0, 102.4]})
+    join = pd.DataFrame({"link_id": ["p", "p"], "position": [0.25, 1.0], "start_node": ["n1", "n1"],
+                         "end_node": ["n2", "n2"], "matched": [True, True]}, index=pd.Index(["a", "b"], name="meter_id"))
+    edges = pd.date_range("2026-03-02T00:00Z", periods=4, freq="12h")
+    rate, info = window_consumption(readings, join, edges)
+    vol = rate.sum(axis=1).to_numpy() * 12 * 3600
+    # windows the readings do not bracket get the meter's mean rate; the middle
+    # window is interpolated between the readings (linear clock by default)
+    rate_a, rate_b = 2.5 / (23 + 10 / 60), 2.4 / 24  # m³/h
+    reg12 = 10 + 1.0 * 11 / 12.5
+    reg24 = 11 + 1.5 * (10.5 / (10 + 40 / 60))
+    expected = [12 * (rate_a + rate_b), (reg24 - reg12) + 1.2, 12 * (rate_a + rate_b)]
+    np.testing.assert_allclose(vol, expected, rtol=1e-6)
+    assert rate["n2"].sum() > rate["n1"].sum()  # b sits at the end node, a mostly at the start
+    assert info["customer_meters_with_readings"] == 2
+
+
+def test_candidate_zone_is_connected_and_holds_the_share():
+    pipes = pd.DataFrame({"start_node": ["a", "b", "c", "x"], "end_node": ["b", "c", "d", "y"]},
+                         index=["p1", "p2", "p3", "p4"])
+    score = pd.Series([0.5, 0.1, 0.05, 0.35], index=pipes.index)
+    zone = candidate_zone(score, pipes, share=0.6)
+    assert zone == {"p1", "p2"}  # p4 scores more but is not connected to p1
