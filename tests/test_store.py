@@ -193,3 +193,23 @@ def test_read_only_reader_sees_the_data(tmp_path):
         with pytest.raises(InputError, match="read-only"):
             a.ingest(m, r)
     assert isinstance(duckdb.__version__, str)
+
+
+def test_grouped_sequence_checks_give_the_same_result(tmp_path, monkeypatch):
+    """Large files run the window checks per group of meters: same outcome."""
+    import twin.store
+
+    m, r = _write(tmp_path)
+    with Store() as one:
+        a = one.ingest(m, r, now=NOW)
+        qa = one.quarantine()[["source_row", "reason"]]
+    monkeypatch.setattr(twin.store, "ROWS_PER_GROUP", 4)  # 31 rows -> 8 groups
+    calls = []
+    with Store() as many:
+        b = many.ingest(m, r, now=NOW, progress=lambda phase, done, total: calls.append((phase, done, total)))
+        qb = many.quarantine()[["source_row", "reason"]]
+        assert many.ingest(m, r, now=NOW).duplicates_skipped == len(PLANTED)
+        assert len(many.table("meter_quarantine")) == 1  # not added again
+    assert (a.accepted, a.quarantined, a.resets) == (b.accepted, b.quarantined, b.resets)
+    pd.testing.assert_frame_equal(qa, qb)
+    assert ("checking", 8, 8) in calls

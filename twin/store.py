@@ -295,6 +295,8 @@ class Store:
             rj.insert(0, "ingest_id", ingest_id)
             rj.insert(1, "source", str(meters_path))
             self.con.register("_rj", rj)
+            # the latest check of a file replaces the earlier one: re-ingest adds nothing
+            self.con.execute("DELETE FROM meter_quarantine WHERE source = ?", [str(meters_path)])
             self.con.execute(
                 "INSERT INTO meter_quarantine SELECT ingest_id, source, source_row, meter_id, kind, lon, lat, "
                 "node_id, link_id, reason FROM _rj"
