@@ -47,7 +47,6 @@ AREA_MARGIN_M = 2000.0
 #: Distances that differ by less than this are a tie in the join, metres.
 TIE_TOLERANCE_M = 1e-6
 
-_JOIN_COLUMNS = ["link_id", "position", "start_node", "end_node", "distance_m", "matched"]
 
 
 # --------------------------------------------------------------------------- reading

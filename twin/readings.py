@@ -91,8 +91,6 @@ REGISTER_TOLERANCE_M3 = 0.0005
 #: Tolerance for timestamps in the future (clock drift), seconds.
 FUTURE_TOLERANCE_S = 600
 
-_ISO = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
-_OFFSET = r"(Z|[+-]\d{2}(:?\d{2})?)$"
 
 
 # --------------------------------------------------------------------------- reading
