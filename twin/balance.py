@@ -75,6 +75,9 @@ PARTIAL_SHARE = 0.10
 #: Centred moving mean of tank levels, samples (2 h at 15 min).
 TANK_SMOOTH_SAMPLES = 9
 
+#: Days of customer readings processed at a time (memory on long periods).
+BATCH_DAYS = 7
+
 #: Gaps in logger series filled by time interpolation, samples (2 h).
 GAP_SAMPLES = 8
 
@@ -302,26 +305,32 @@ def water_balance(
 
         pts = gpd.GeoDataFrame(cust, geometry=gpd.points_from_xy(cust["lon"], cust["lat"]), crs=settings.MAP_CRS)
         join = join_meters(pts, network, max_distance_m=max_distance_m)
-    readings = store.readings(kind="customer", start=edges[0] - pd.Timedelta(days=2),
-                              end=edges[-1] + pd.Timedelta(days=2), ordered=False)
     # consumption follows the day: interpolate registers in "demand time",
     # from the network's inflow above half its night flow (leakage is flat)
     total = net_lps.sum(axis=1, min_count=1)
     night_total = float(total[night].mean()) if night.any() else 0.0
     shape = (total - 0.5 * night_total).clip(lower=0.05 * float(total.mean()))
-    vol = window_volumes(readings, edges, rate_shape=shape)  # days x meters, m³
-    mids = pd.Index(vol.columns.astype(str))
+    # a week of days at a time (with two days of readings either side) keeps
+    # memory bounded on long periods
+    mids = pd.Index(sorted(cust.index.astype(str)), name="meter_id")
+    vols, extraps = [], []
+    margin = pd.Timedelta(days=2)
+    for b0 in range(0, len(full_days), BATCH_DAYS):
+        e = edges[b0: min(b0 + BATCH_DAYS, len(full_days)) + 1]
+        readings = store.readings(kind="customer", start=e[0] - margin, end=e[-1] + margin, ordered=False)
+        vols.append(window_volumes(readings, e, rate_shape=shape).reindex(columns=mids))
+        # meters whose register had to be extrapolated to a day boundary
+        span = readings.groupby("meter_id")["timestamp"].agg(["min", "max"]).reindex(mids)
+        first = pd.DatetimeIndex(span["min"]).as_unit("ns").asi8[None, :]
+        last = pd.DatetimeIndex(span["max"]).as_unit("ns").asi8[None, :]
+        extraps.append(((e[:-1].asi8[:, None] < first) | (e[1:].asi8[:, None] > last)).astype(float))
+        del readings
+    vol = pd.concat(vols, axis=0)  # days x meters, m³
+    extrap = np.vstack(extraps)
     W = _meter_dma_matrix(join, assignment, mids, dmas, network.links)
     factors = dict(NIGHT_FACTORS if night_factors is None else night_factors)
     cls = cust["customer_class"].astype("string").fillna("").reindex(mids).fillna("") if "customer_class" in cust.columns else pd.Series("", index=mids)
     nf = cls.map(lambda c: factors.get(str(c).strip().lower(), factors.get("", 0.25))).to_numpy(dtype=float)
-    # meters whose register had to be extrapolated to a day boundary
-    span = readings.groupby("meter_id")["timestamp"].agg(["min", "max"]).reindex(mids)
-    e0 = edges[:-1].asi8[:, None]
-    e1 = edges[1:].asi8[:, None]
-    first = pd.DatetimeIndex(span["min"]).as_unit("ns").asi8[None, :]
-    last = pd.DatetimeIndex(span["max"]).as_unit("ns").asi8[None, :]
-    extrap = ((e0 < first) | (e1 > last)).astype(float)  # days x meters
     V = vol.to_numpy(dtype=float)
     known = np.isfinite(V)
     cons = np.nan_to_num(V) @ W  # days x dmas
