@@ -98,6 +98,7 @@ def balance(
     out: Path = typer.Option(..., "--out", help="Output folder for balance.csv and balance.parquet."),
     start: Optional[str] = typer.Option(None, "--start", help="First local date (YYYY-MM-DD)."),
     end: Optional[str] = typer.Option(None, "--end", help="Last local date (YYYY-MM-DD)."),
+    max_rows: int = typer.Option(60, "--max-rows", help="Longer tables are shown per DMA plus the flagged days."),
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
     from twin.balance import water_balance
@@ -113,17 +114,42 @@ def balance(
         b.to_parquet(out / "balance.parquet", index=False)
         st.write_table("balance", b)
     con = _console()
-    t = Table(title=f"water balance per DMA and local day ({settings.TIMEZONE})")
-    for c, j in (("DMA", "left"), ("date", "left"), ("SIV m³", "right"), ("metered m³", "right"),
-                 ("NRW m³", "right"), ("NRW %", "right"), ("MNF L/s", "right"), ("night use L/s", "right"),
-                 ("flag", "left")):
-        t.add_column(c, justify=j, no_wrap=c in ("DMA", "date"))  # type: ignore[arg-type]
-    for r in b.itertuples(index=False):
-        style = "bold red" if "jump" in r.flag else None
-        t.add_row(r.dma, str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
-                  f"{r.nrw_pct:.1f}", f"{r.mnf_lps:.2f}", f"{r.night_consumption_lps:.2f}", r.flag, style=style)
-    con.print(t)
+    con.print(_balance_table(b, max_rows=max_rows))
     con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+
+
+def _balance_table(b, *, max_rows: int) -> Table:
+    """The balance as a rich table: every day, or per DMA plus the flagged days when long."""
+    if len(b) <= max_rows:
+        t = Table(title=f"water balance per DMA and local day ({settings.TIMEZONE})")
+        for c, j in (("DMA", "left"), ("date", "left"), ("SIV m³", "right"), ("metered m³", "right"),
+                     ("NRW m³", "right"), ("NRW %", "right"), ("MNF L/s", "right"), ("night use L/s", "right"),
+                     ("flag", "left")):
+            t.add_column(c, justify=j, no_wrap=c in ("DMA", "date"))  # type: ignore[arg-type]
+        for r in b.itertuples(index=False):
+            style = "bold red" if "jump" in r.flag else None
+            t.add_row(r.dma, str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
+                      f"{r.nrw_pct:.1f}", f"{r.mnf_lps:.2f}", f"{r.night_consumption_lps:.2f}", r.flag, style=style)
+        return t
+    t = Table(title=f"water balance per DMA, {b['date'].nunique()} local days ({settings.TIMEZONE}); "
+                    "full table in balance.csv")
+    for c, j in (("DMA", "left"), ("SIV m³/day", "right"), ("NRW %", "right"), ("MNF L/s", "right"),
+                 ("night leakage L/s", "right"), ("flagged days", "left")):
+        t.add_column(c, justify=j, no_wrap=c == "DMA")  # type: ignore[arg-type]
+    for dma, g in b.groupby("dma", sort=True):
+        flagged = g.loc[g["flag"].str.contains("jump"), ["date", "flag"]]
+        text = ""
+        if len(flagged):
+            kinds = sorted({k.replace("_jump", "") for f in flagged["flag"] for k in f.split(",") if k.endswith("_jump")})
+            days = sorted(str(d) for d in flagged["date"])
+            span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1][5:]}"
+            text = f"{span} ({len(days)} d: {', '.join(kinds)})"
+        siv = g["siv_m3"].sum()
+        t.add_row(str(dma), f"{g['siv_m3'].mean():,.0f}",
+                  f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 else "-",
+                  f"{g['mnf_lps'].mean():.2f}", f"{g['night_leakage_lps'].mean():.2f}", text,
+                  style="bold red" if text else None)
+    return t
 
 
 @meters_app.command("join")
