@@ -169,7 +169,8 @@ def detect_leak(
     # one consumption shape per day type (weekday / weekend): weekends differ
     dtype_ = np.zeros(len(s_all), int) if day_type is None else np.asarray(day_type, int)
     n_types = int(dtype_.max()) + 1
-    kslot = dtype_[ok] * n_slots + slot[ok]
+    dt_ok = dtype_[ok]
+    kslot = dt_ok * n_slots + slot[ok]
     step = np.zeros(len(s))
     L, b, k_best = 0.0, 0.0, None
     for _ in range(4):
@@ -178,15 +179,15 @@ def detect_leak(
         D = shaped_consumption(window_m3s, times[ok], prof, kslot, window_of[ok])
         # heteroscedastic weights: the shape error grows with the demand
         w = 1.0 / (D + 0.1 * np.nanmean(D)) ** 2
-        X0 = np.column_stack([D, np.ones(len(s))])
+        # one scale per day type (the class mix, hence meter under-registration, differs on weekends)
+        X0 = np.column_stack([D * (dt_ok == k) for k in range(n_types)] + [np.ones(len(s))])
         G = (X0 * w[:, None]).T @ X0
         beta0 = np.linalg.solve(G, (X0 * w[:, None]).T @ s)
         r = s - X0 @ beta0
         # all step positions at once: u_k = 1[t >= t_k], weighted least squares
         rev_r = np.cumsum((w * r)[::-1])[::-1]
-        rev_D = np.cumsum((w * D)[::-1])[::-1]
         cnt = np.cumsum(w[::-1])[::-1]
-        xu = np.column_stack([rev_D, cnt])
+        xu = np.cumsum((X0 * w[:, None])[::-1], axis=0)[::-1]
         Ginv = np.linalg.inv(G)
         uperp = cnt - np.einsum("ij,jk,ik->i", xu, Ginv, xu)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -200,14 +201,15 @@ def detect_leak(
             break
         k_best = int(np.argmax(np.where(valid, gain, -np.inf)))
         step = (np.arange(len(s)) >= k_best).astype(float)
-        X = np.column_stack([D, np.ones(len(s)), step])
+        X = np.column_stack([X0, step])
         beta = np.linalg.solve((X * w[:, None]).T @ X, (X * w[:, None]).T @ s)
-        b, L = float(beta[1]), max(float(beta[2]), 0.0)
+        b, L = float(beta[-2]), max(float(beta[-1]), 0.0)
     if k_best is None:
         return Detection(False, None, 0.0, float("nan"), 0.0, {"reason": "no positive step"})
     onset = times[idx_ok[k_best]]
-    a, b, L = (float(v) for v in beta)
-    resid_nostep = s - X[:, :2] @ beta[:2]
+    a = float(np.mean(beta[:n_types]))
+    b, L = float(beta[-2]), float(beta[-1])
+    resid_nostep = s - X0 @ beta[:-1]
     # night-to-night scatter of the unexplained supply
     nights = pd.DataFrame({"e": resid_nostep, "night": night_id[ok], "is_night": night[ok],
                            "t": times[ok]})
@@ -242,6 +244,7 @@ def detect_leak(
     se = se_slot
     details = {
         "a": round(a, 5),
+        "a_per_day_type": [round(float(v), 5) for v in beta[:n_types]],
         "b_lps": round(b * 1000, 4),
         "step_lps": round(L * 1000, 4),
         "slot_step_lps": round(L_slot * 1000, 4),
@@ -258,7 +261,7 @@ def detect_leak(
         "mean_supply_lps": round(mean_supply * 1000, 3),
     }
     demand = pd.Series(np.nan, index=times)
-    demand.iloc[idx_ok] = a * D + b
+    demand.iloc[idx_ok] = X0 @ beta[:-1]
     log.debug("balance step %.3f L/s at %s, t=%.1f", L * 1000, onset, t_night)
     return Detection(detected, onset if detected else None, L if detected else 0.0,
                      float(se), float(t_slot), details | {"best_onset": onset.isoformat()},
