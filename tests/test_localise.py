@@ -162,3 +162,13 @@ def test_candidate_zone_is_connected_and_holds_the_share():
     score = pd.Series([0.5, 0.1, 0.05, 0.35], index=pipes.index)
     zone = candidate_zone(score, pipes, share=0.6)
     assert zone == {"p1", "p2"}  # p4 scores more but is not connected to p1
+
+
+def test_unmetered_source_is_a_reported_degraded_result(ltown, leak_result):
+    _, meters, readings, join = leak_result
+    source_meter = meters.index[(meters["kind"] == "flow") & (meters["link_id"] == "p227")][0]
+    loc = localise(ltown, meters=meters, join=join, readings=readings[readings["meter_id"] != source_meter])
+    assert loc.report["detected"] is False
+    assert loc.candidates.empty
+    assert any("degraded" in w for w in loc.report["warnings"])
+    assert any("R1" in w for w in loc.report["warnings"])
