@@ -271,6 +271,10 @@ def test_yingtan_small_week_leak_dma_stands_out(tmp_path, twin_cli, capsys):
     for td in truth["per_day"][1:-1]:
         true_nrw = td["background_leakage_m3"] + td["leak_m3"] + under * td["consumption_m3"]
         assert days[td["date"]] == pytest.approx(true_nrw, rel=0.03)
+    # zones without customer meters (the treatment plant) have volumes but no NRW share
+    no_customers = b[b["meters"] == 0]
+    assert len(no_customers) and (no_customers["nrw_pct"] == "").all()
+    assert (b[b["meters"] > 0]["nrw_pct"] != "").all()
 
 
 def test_week_in_batches_of_days_gives_the_same_balance(week, monkeypatch):

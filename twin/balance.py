@@ -353,7 +353,8 @@ def water_balance(
             m = float(mnf.at[dd, d]) if (dd in mnf.index and d in mnf.columns) else np.nan
             rows.append({
                 "dma": str(d), "date": dd, "siv_m3": siv, "consumption_m3": c, "nrw_m3": nrw,
-                "nrw_pct": 100.0 * nrw / siv if np.isfinite(siv) and siv > 0 else np.nan,
+                # a share of input is meaningless where no customer is metered (plant, trunk stubs)
+                "nrw_pct": 100.0 * nrw / siv if np.isfinite(siv) and siv > 0 and n_meters[di] > 0 else np.nan,
                 "mnf_lps": m, "night_consumption_lps": night_c, "night_leakage_lps": m - night_c,
                 "inflow_m3": infl, "storage_change_m3": dst,
                 "meters": int(n_meters[di]), "meters_missing": int(missing[k, di]),
