@@ -393,21 +393,47 @@ def _pipe_signatures(S: np.ndarray, junctions: list[str], pipes: pd.DataFrame) -
     return 0.5 * (Sx[:, si] + Sx[:, ei])
 
 
-def _loglik(delta, sigma, sig, L_prior, L_sd, alpha):
+def _loglik(delta, sigma, sig, L_prior, L_sd, alpha, nu=None):
     """Log-likelihood per pipe with a non-negative fitted leak size.
 
     ``delta`` (k,), ``sigma`` (k,), ``sig`` (k, m) signatures per m³/s;
-    returns (loglik (m,), L (m,)).
+    ``nu``: Student-t degrees of freedom (None: Gaussian); returns
+    (loglik (m,), L (m,)).
     """
     w = 1.0 / sigma ** 2
     num = (sig * (w * delta)[:, None]).sum(0) + L_prior / L_sd ** 2
     den = (sig ** 2 * w[:, None]).sum(0) + 1.0 / L_sd ** 2
     L = np.maximum(num / den, 0.0)
     pred = sig * L[None, :]
-    var = sigma[:, None] ** 2 + (alpha * pred) ** 2
-    ll = -0.5 * (((delta[:, None] - pred) ** 2) / var + np.log(var / sigma[:, None] ** 2)).sum(0)
+    alpha = np.asarray(alpha, float)
+    a_col = alpha[:, None] if alpha.ndim == 1 else alpha
+    var = sigma[:, None] ** 2 + (a_col * pred) ** 2
+    z2 = ((delta[:, None] - pred) ** 2) / var
+    if nu is None:
+        ll = -0.5 * (z2 + np.log(var / sigma[:, None] ** 2)).sum(0)
+    else:  # heavy tails: a sensor the model cannot explain does not decide alone
+        ll = -(0.5 * (nu + 1) * np.log1p(z2 / nu) + 0.5 * np.log(var / sigma[:, None] ** 2)).sum(0)
     ll -= 0.5 * ((L - L_prior) / L_sd) ** 2
     return ll, L
+
+
+def _centre_pressure(x: np.ndarray, blocks: np.ndarray, is_p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Remove the weighted mean over the pressure sensors of each block (rows of ``x``).
+
+    A change common to every logger (a supply head or demand-level error of
+    the model) is then not taken as a leak signature; only the pattern across
+    loggers, and the flows, locate the leak.
+    """
+    x = np.array(x, dtype=float, copy=True)
+    two_d = x.ndim == 2
+    for b in np.unique(blocks):
+        m = (blocks == b) & is_p
+        if m.sum() < 2:
+            continue
+        wb = w[m] / w[m].sum()
+        mean = (x[m] * (wb[:, None] if two_d else wb)).sum(axis=0)
+        x[m] = x[m] - mean
+    return x
 
 
 def candidate_zone(scores: pd.Series, pipes: pd.DataFrame, *, share: float = settings.CANDIDATE_ZONE_SHARE) -> set[str]:
@@ -457,6 +483,10 @@ def localise(
     refine_top: int = 10,
     block_hours: int = 4,
     alpha: float = 0.1,
+    alpha_flow: float = 2.0,
+    nu: float | None = None,
+    common_mode: bool = False,
+    pool_sigma: bool = False,
     t_threshold: float = 5.0,
     min_leak_share: float = 0.005,
     progress: Callable[[str, int, int], None] | None = None,
@@ -483,7 +513,18 @@ def localise(
     block_hours : int
         Hours of the day pooled into one operating point (signatures, noise).
     alpha : float
-        Model-error allowance: relative error of a leak signature.
+        Model-error allowance: relative error of a pressure leak signature.
+    alpha_flow : float
+        The same for flow meters (how a leak's flow splits between sources).
+    common_mode : bool
+        Remove the change common to all pressure loggers (per block) from the
+        residuals and the signatures: robust to model errors that shift every
+        pressure alike.
+    pool_sigma : bool
+        Pool each sensor's noise over the blocks of the day.
+    nu : float, optional
+        Degrees of freedom of a Student-t likelihood (robust to sensors the
+        model cannot explain); None for Gaussian.
     t_threshold, min_leak_share : float
         Detection thresholds (see :func:`twin.detect.detect_leak`).
     progress : callable, optional
@@ -680,7 +721,20 @@ def localise(
                         {tn: float(lv.iloc[lk].mean()) for tn, lv in tanks.items()},
                         {ln: bool(status[ln].iloc[lk].mean() >= 0.5) for ln in status.columns}))
         delta_all = np.concatenate(deltas)
+        n_s = len(elements)
+        if pool_sigma:  # few leak-free days make per-block noise estimates erratic: pool them
+            sig_arr = np.vstack(sigmas)
+            pooled = np.sqrt(np.mean(sig_arr ** 2, axis=0))
+            sigmas = [np.maximum(pooled, 0.5 * sb) for sb in sigmas]
         sigma_all = np.concatenate(sigmas)
+        row_block = np.repeat(np.arange(len(groups)), n_s)
+        row_is_p = np.tile(np.array(kinds) == "pressure", len(groups))
+        w_rows = 1.0 / sigma_all ** 2
+        if common_mode:
+            delta_all = _centre_pressure(delta_all, row_block, row_is_p, w_rows)
+        # how a leak's flow splits between sources and DMAs depends on roughness
+        # the model does not know: flow signatures get their own allowance
+        alpha_rows = np.where(row_is_p, alpha, alpha_flow)
         report["calibration"] = {
             "offsets": {f"{k}:{e}": round(float(v), 4) for k, e, v in
                         zip(kinds, elements, np.nanmean(offsets.to_numpy(), axis=0))},
@@ -701,10 +755,12 @@ def localise(
             sigs.append(_pipe_signatures(S, lin.junctions, pipes))
             bases.append(base)
         sig = np.vstack(sigs)
+        if common_mode:
+            sig = _centre_pressure(sig, row_block, row_is_p, w_rows)
         L_prior = det.leak_m3s
         L_sd = max(det.leak_se_m3s if np.isfinite(det.leak_se_m3s) else 0.0, 0.15 * L_prior, 1e-5)
         # measured - model: the model lacks the leak, so delta ≈ S L (S < 0 for pressures)
-        ll, Lfit = _loglik(delta_all, sigma_all, sig, L_prior, L_sd, alpha)
+        ll, Lfit = _loglik(delta_all, sigma_all, sig, L_prior, L_sd, alpha_rows, nu)
         timings["signatures_s"] = time.perf_counter() - t4
         # ---- refinement: non-linear leak at the top candidates
         t5 = time.perf_counter()
@@ -731,24 +787,25 @@ def localise(
             except SimulationError:
                 continue
             g = (np.concatenate(preds) / Lk)[:, None]
-            llk, Lr = _loglik(delta_all, sigma_all, g, L_prior, L_sd, alpha)
+            if common_mode:
+                g = _centre_pressure(g, row_block, row_is_p, w_rows)
+            llk, Lr = _loglik(delta_all, sigma_all, g, L_prior, L_sd, alpha_rows, nu)
             ll[k], Lfit[k] = llk[0], Lr[0]
             refined_pred[k] = g[:, 0] * Lr[0]
         # the noise model is estimated from a few leak-free days: when even the
         # best candidate misfits (reduced chi-square > 1), widen it accordingly
         best = int(np.argmax(ll + prior))
         pred_best = refined_pred.get(best, sig[:, best] * Lfit[best])
-        var_best = sigma_all ** 2 + (alpha * pred_best) ** 2
+        var_best = sigma_all ** 2 + (alpha_rows * pred_best) ** 2
         chi2 = float((((delta_all - pred_best) ** 2) / var_best).sum())
         dof = max(len(delta_all) - 1, 1)
-        temper = max(1.0, chi2 / dof)
+        temper = max(1.0, chi2 / dof) if nu is None else 1.0
         report["calibration"]["misfit_reduced_chi2"] = round(chi2 / dof, 3)
         post = ll / temper + prior
         timings["refine_s"] = time.perf_counter() - t5
         # per-sensor summary over the blocks, for maps and the report
-        n_s = len(elements)
         w = 1.0 / sigma_all.reshape(-1, n_s) ** 2
-        delta = (delta_all.reshape(-1, n_s) * w).sum(0) / w.sum(0)
+        delta = (np.concatenate(deltas).reshape(-1, n_s) * w).sum(0) / w.sum(0)
         sigma = 1.0 / np.sqrt(w.sum(0))
         d_mean, tank_mean, stat_mean = ops[len(ops) // 2]
     post = post - post.max()
