@@ -39,7 +39,6 @@ from typing import Any, Callable
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyproj
 
 from twin import settings
 from twin.detect import Detection, detect_leak
