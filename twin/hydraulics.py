@@ -55,6 +55,7 @@ import scipy.sparse.linalg as spla
 import wntr
 
 from twin.errors import SimulationError, UnknownElementError
+from twin.scratch import epanet_scratch
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def simulate(
             wn.options.time.hydraulic_timestep = float(hydraulic_step_s)
         if report_step_s is not None:
             wn.options.time.report_timestep = float(report_step_s)
-    with tempfile.TemporaryDirectory(prefix="twin-sim-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="twin-sim-") as tmp, epanet_scratch(tmp):
         sim = wntr.sim.EpanetSimulator(wn)
         try:
             results = sim.run_sim(file_prefix=str(Path(tmp) / "sim"), convergence_error=True)
