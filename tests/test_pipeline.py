@@ -44,6 +44,17 @@ def test_cli_writes_candidates_report_and_map(week, tmp_path, twin_cli, capsys):
         assert report["timings_s"][key] >= 0
     html = (out / "map.html").read_text()
     assert "leaflet" in html.lower() and cand["link_id"].iat[0] in html
+    # a crew navigates to the written lon/lat: they lie on the candidate pipe (within a metre)
+    from twin.crs import transform_xy
+    from twin.network import read_network
+
+    net = read_network(LTOWN, crs="EPSG:32650")
+    top = cand.head(5)
+    x, y = transform_xy(top["lon"].to_numpy(), top["lat"].to_numpy(), from_crs="EPSG:4326", to_crs=net.crs)
+    import shapely
+
+    off = shapely.distance(net.links.loc[top["link_id"]].geometry.values, shapely.points(x, y))
+    assert (off < 1.0).all(), off
 
 
 def test_cli_missing_readings_exits_two(tmp_path, twin_cli, capsys, week):

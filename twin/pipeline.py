@@ -127,7 +127,12 @@ def localise_files(
     report["inputs"] = {"network": str(network_path), "crs": str(crs), "meters": str(meters_path),
                         "readings": str(readings_path), "meters_crs": str(meters_crs)}
     paths = {"candidates": out / "candidates.csv", "report": out / "report.json"}
-    result.candidates.to_csv(paths["candidates"], index=False, float_format="%.6g")
+    # lon/lat to 1e-7 degrees (about 1 cm): the crew navigates to them; the rest to 6 digits
+    table = result.candidates.copy()
+    for col in ("lon", "lat"):
+        if col in table:
+            table[col] = table[col].map(lambda v: f"{v:.7f}" if pd.notna(v) else "")
+    table.to_csv(paths["candidates"], index=False, float_format="%.6g")
     if write_map:
         t3 = time.perf_counter()
         from twin.maps import crew_map, save_map
