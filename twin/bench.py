@@ -116,7 +116,7 @@ class BenchResult:
 
 
 def _load(network_path: Path, crs: str, files: dict[str, Path]):
-    from twin.meters import join_meters, read_meters
+    from twin.meters import read_meters
 
     meters = read_meters(files["meters"])
     readings = pd.read_csv(files["readings"], dtype={"meter_id": str, "timestamp": str})

@@ -277,7 +277,7 @@ def cut_off(network: Any, segments: Segments, segment: int, closed_valves: Seque
     """
     nodes = network.nodes
     links = network.links
-    nn, nl = len(nodes), len(links)
+    nn = len(nodes)
     node_pos = pd.Series(np.arange(nn), index=nodes.index.astype(str))
     start = node_pos.reindex(links["start_node"].astype(str)).to_numpy().astype(np.int64)
     end = node_pos.reindex(links["end_node"].astype(str)).to_numpy().astype(np.int64)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from twin import settings
+from twin.cli.progress import StageProgress
 from twin.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -22,22 +20,6 @@ bench_app = typer.Typer(
     help="Evaluation harnesses on synthetic scenarios with a known truth.",
     no_args_is_help=True,
 )
-
-
-@contextmanager
-def _progress() -> Iterator:
-    """A rich progress bar on stderr; yields a ``progress(stage, done, total)`` callback."""
-    console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield update
 
 
 def localise_cmd(
@@ -57,10 +39,10 @@ def localise_cmd(
 
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
-    with _progress() as progress:
+    with StageProgress() as bar:
         result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
                                 meters_crs=meters_crs, store_path=store, write_map=not no_map,
-                                basemap=basemap, progress=progress)
+                                basemap=basemap, progress=bar.update)
     report = result["report_dict"]
     if report.get("detected"):
         top = result["result"].candidates.head(3)
@@ -95,9 +77,9 @@ def bench_localise(
         from twin.errors import require_file
 
         require_file(network, what="network")
-    with _progress() as progress:
+    with StageProgress() as bar:
         res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
-                        classic=classic, progress=progress)
+                        classic=classic, progress=bar.update)
     typer.echo(format_summary(res.summary))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

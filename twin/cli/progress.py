@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class StageProgress:
-    """One bar per stage name, on stderr; a no-op when stderr is not a terminal."""
+    """One bar per stage name, on stderr, cleared when done; silent when stderr is not a terminal."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console(stderr=True)
@@ -23,7 +23,7 @@ class StageProgress:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self._console,
-            transient=False,
+            transient=True,
             disable=not self._console.is_terminal,
         )
         self._tasks: dict[str, int] = {}

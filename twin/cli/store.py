@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from twin import settings
+from twin.cli.progress import StageProgress
 from twin.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,9 @@ def ingest(
     net = _network(network, crs)
     con = _console()
     with Store(store, memory_limit=memory_limit) as st:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done, total=total)
-
+        with StageProgress() as bar:
             s = st.ingest(meters, readings, meters_crs=meters_crs, network=net, now=now,
-                          max_distance_m=max_distance, progress=progress)
+                          max_distance_m=max_distance, progress=bar.update)
     t = Table(title=f"ingest #{s.ingest_id} into {store}", show_header=True)
     t.add_column("readings")
     t.add_column("rows", justify="right")
