@@ -160,6 +160,16 @@ def _as_utc(value: Any, what: str) -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
+def _time_window(where: list[str], params: list[Any], start: Any, end: Any) -> None:
+    """Add ``start <= ts < end`` (either bound optional, UTC) to a WHERE clause being built."""
+    if start is not None:
+        where.append("ts >= CAST(? AS TIMESTAMPTZ)")
+        params.append(_as_utc(start, "start").isoformat())
+    if end is not None:
+        where.append("ts < CAST(? AS TIMESTAMPTZ)")
+        params.append(_as_utc(end, "end").isoformat())
+
+
 class Store:
     """A DuckDB file holding meters, readings and what was quarantined.
 
@@ -585,12 +595,7 @@ class Store:
                 raise InputError(f"unknown meter kind {kind!r}", fix="use customer, pressure or flow")
             where.append("kind = ?")
             params.append(kind)
-        if start is not None:
-            where.append("ts >= CAST(? AS TIMESTAMPTZ)")
-            params.append(_as_utc(start, "start").isoformat())
-        if end is not None:
-            where.append("ts < CAST(? AS TIMESTAMPTZ)")
-            params.append(_as_utc(end, "end").isoformat())
+        _time_window(where, params, start, end)
         sql = f"SELECT meter_id, ts AS \"timestamp\", value, flag FROM readings WHERE {' AND '.join(where)}"
         if meter_ids is not None:
             self.con.register("_ids", pd.DataFrame({"meter_id": [str(m) for m in meter_ids]}))
@@ -637,12 +642,7 @@ class Store:
             raise InputError(f"series are for loggers (pressure, flow), not {kind!r}", fix="use Store.readings for customer registers")
         step = int(freq_s)
         where, params = ["kind = ?"], [kind]
-        if start is not None:
-            where.append("ts >= CAST(? AS TIMESTAMPTZ)")
-            params.append(_as_utc(start, "start").isoformat())
-        if end is not None:
-            where.append("ts < CAST(? AS TIMESTAMPTZ)")
-            params.append(_as_utc(end, "end").isoformat())
+        _time_window(where, params, start, end)
         ids_sql = ""
         if meter_ids is not None:
             self.con.register("_ids", pd.DataFrame({"meter_id": [str(m) for m in meter_ids]}))
