@@ -172,3 +172,31 @@ def test_unmetered_source_is_a_reported_degraded_result(ltown, leak_result):
     assert loc.candidates.empty
     assert any("degraded" in w for w in loc.report["warnings"])
     assert any("R1" in w for w in loc.report["warnings"])
+
+
+def test_dma_steps_finds_the_dma_whose_balance_stepped_up():
+    from twin.detect import dma_steps
+
+    rng = np.random.default_rng(3)
+    grid = pd.date_range("2026-03-01", periods=96 * 6, freq="15min", tz="UTC")
+    slot = np.tile(np.arange(96), 6)
+    window_of = np.repeat(np.arange(12), 48)
+    shape = 1.0 + 0.5 * np.sin(2 * np.pi * slot / 96)
+    onset = grid[96 * 3 + 10]
+    q = pd.DataFrame({"A": 0.010 * shape, "B": 0.020 * shape, "C": 0.005 * shape}, index=grid)
+    q += rng.normal(0.0, 2e-4, q.shape)
+    q.loc[grid >= onset, "B"] += 0.002  # 2 L/s leak in B
+    cons = pd.DataFrame({"A": 0.009, "B": 0.018, "C": 0.0045}, index=range(12))
+    steps = dma_steps(q, cons, window_of, slot, onset)
+    assert steps.index[0] == "B"
+    assert steps["step_m3s"].iat[0] == pytest.approx(0.002, rel=0.2)
+    assert steps["z"].iat[0] > 5 and steps["z"].iloc[1:].abs().max() < 3
+
+
+def test_dma_shaping_is_reported(leak_result):
+    loc = leak_result[0]
+    dma = loc.report["dma"]
+    # L-Town has no zones: DMAs are inferred behind its metered links
+    assert dma["method"] == "inlets" and dma["dmas"] >= 1
+    assert dma["shaping"] == "dma inflow"
+    assert dma["leak_dma"] in dma["steps_lps"]

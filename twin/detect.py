@@ -314,3 +314,63 @@ def _slot_matched(
     sd_day = max(float(np.sqrt(np.mean(np.square(placebo)))) if placebo else floor, floor)
     se = sd_day * np.sqrt(1.0 / n_eff + 1.0 / len(R))
     return L, se, len(ref_days)
+
+
+def dma_steps(
+    inflow_m3s: pd.DataFrame,
+    consumption_m3s: pd.DataFrame,
+    window_of: np.ndarray,
+    slot: np.ndarray,
+    onset: pd.Timestamp,
+) -> pd.DataFrame:
+    """Step of each DMA's unexplained inflow at a leak's onset.
+
+    The balance of a DMA is its metered net inflow minus the mean metered
+    consumption of its nodes in the 12-hour window, ``b(t) = Q(t) − C_w``.
+    Its diurnal shape repeats from day to day, so every time after the onset
+    is compared with the mean of the same time-of-day slot before it:
+    ``step = mean_{t≥τ} (b(t) − b̄_ref(slot(t)))``. The DMA holding the leak
+    is the one whose balance steps up by about the leak flow.
+
+    Parameters
+    ----------
+    inflow_m3s : DataFrame
+        Net inflow of each DMA (m³/s), index the grid (UTC), columns DMAs.
+    consumption_m3s : DataFrame
+        Metered consumption of each DMA per window (m³/s), index window
+        number, columns as ``inflow_m3s``.
+    window_of, slot : ndarray of int
+        Window number and time-of-day slot of every grid time.
+    onset : Timestamp
+        Estimated leak onset (UTC).
+
+    Returns
+    -------
+    DataFrame
+        Index DMA, columns ``step_m3s`` (m³/s) and ``z`` (step over its
+        standard error from the day-to-day scatter of the balance per slot),
+        largest step first. Empty when either side of the onset has no data.
+    """
+    cols = list(inflow_m3s.columns)
+    if not cols:
+        return pd.DataFrame(columns=["step_m3s", "z"])
+    q = inflow_m3s.to_numpy(float)
+    c = consumption_m3s.reindex(index=np.unique(window_of), columns=cols).reindex(window_of).to_numpy(float)
+    b = q - c
+    after = np.asarray(inflow_m3s.index >= onset)
+    ok = np.isfinite(b).all(axis=1)
+    ref, aft = ok & ~after, ok & after
+    if ref.sum() < 2 or aft.sum() < 1:
+        return pd.DataFrame(columns=["step_m3s", "z"])
+    ref_df = pd.DataFrame(b[ref]).groupby(slot[ref])
+    mean_slot = ref_df.mean()
+    sd_slot = ref_df.std(ddof=1)
+    m_aft = mean_slot.reindex(slot[aft]).to_numpy(float)
+    dev = b[aft] - m_aft
+    step = np.nanmean(dev, axis=0)
+    n_ref_days = max(ref.sum() / max(len(mean_slot), 1), 1.0)
+    n_aft_days = max(aft.sum() / max(len(mean_slot), 1), 1.0)
+    sd = np.nanmedian(sd_slot.to_numpy(float), axis=0) * np.sqrt(1.0 / n_ref_days + 1.0 / n_aft_days)
+    z = step / np.where(np.isfinite(sd) & (sd > 0), sd, np.inf)
+    out = pd.DataFrame({"step_m3s": step, "z": z}, index=pd.Index(cols, name="dma"))
+    return out.sort_values("step_m3s", ascending=False)

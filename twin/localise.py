@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from twin import settings
-from twin.detect import Detection, detect_leak
-from twin.errors import ReadingsError, SimulationError
+from twin.detect import Detection, detect_leak, dma_steps
+from twin.dma import assign_dmas, dma_inlets, unmetered_boundaries
+from twin.errors import InputError, ReadingsError, SimulationError
 from twin.hydraulics import LinearModel, SnapshotSolver
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,69 @@ def supply_series(flow: pd.DataFrame, pressure: pd.DataFrame, wn: Any) -> tuple[
     return total, notes
 
 
+def dma_inflows(network: Any, flow: pd.DataFrame, pressure: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame, dict]:
+    """DMAs with a complete metered balance and their net inflow.
+
+    DMAs come from :func:`twin.dma.assign_dmas` (the network's zones, or cut
+    at the metered links). A DMA's net inflow is the flow through its metered
+    boundary links (signed into the DMA) plus the outflow of any tank inside
+    it (from the tank's metered links, or ``−A dh/dt`` from its level
+    logger). A DMA with an unmetered open boundary link, or a tank neither
+    metered nor logged, has no complete balance and is left out.
+
+    Parameters
+    ----------
+    network : twin.network.Network
+    flow : DataFrame
+        Flow per metered link (m³/s), index the grid (UTC).
+    pressure : DataFrame
+        Pressure heads and tank levels (m), same index.
+
+    Returns
+    -------
+    Series
+        DMA of every node with a complete balance (index node ID).
+    DataFrame
+        Net inflow (m³/s) per such DMA, index the grid.
+    dict
+        ``method`` (zones / inlets), ``dmas`` with a balance, ``left_out``.
+    """
+    wn = network.wn
+    empty = (pd.Series(dtype="string"), pd.DataFrame(index=flow.index), {"dmas": 0})
+    links = [str(x) for x in flow.columns]
+    try:
+        assignment = assign_dmas(network, inlet_links=links)
+        inlets = dma_inlets(network, assignment, links)
+    except InputError:
+        return empty
+    open_b = unmetered_boundaries(network, assignment, links)
+    incomplete = set(open_b["from_dma"].dropna().astype(str)) | set(open_b["to_dma"].dropna().astype(str))
+    inflow: dict[str, pd.Series] = {}
+    for dma, grp in inlets.groupby("dma", sort=True):
+        if dma in incomplete:
+            continue
+        q = sum(flow[lid] * float(sg) for lid, sg in zip(grp["link_id"], grp["sign"]))
+        for tank in wn.tank_name_list:
+            if assignment.get(tank, pd.NA) is pd.NA or str(assignment.get(tank)) != dma:
+                continue
+            t_links = wn.get_links_for_node(tank)
+            if all(l in flow.columns for l in t_links):
+                q = q + sum(flow[l] * (1.0 if wn.get_link(l).start_node_name == tank else -1.0) for l in t_links)
+            elif tank in pressure.columns:
+                area = np.pi * wn.get_node(tank).diameter ** 2 / 4.0
+                q = q - area * pressure[tank].diff().shift(-1) / STEP.total_seconds()
+            else:
+                q = None
+                break
+        if q is None:
+            incomplete.add(dma)
+            continue
+        inflow[dma] = q
+    member = assignment[assignment.isin(list(inflow))].astype(str)
+    info = {"method": assignment.attrs.get("method"), "dmas": len(inflow), "left_out": sorted(incomplete)}
+    return member, pd.DataFrame(inflow, index=flow.index), info
+
+
 # --------------------------------------------------------------------------- model runs
 
 
@@ -486,6 +550,8 @@ def localise(
     nu: float | None = None,
     common_mode: bool = False,
     pool_sigma: bool = False,
+    dma_shape: bool = True,
+    dma_prior: float = 20.0,
     t_threshold: float = 5.0,
     min_leak_share: float = 0.005,
     progress: Callable[[str, int, int], None] | None = None,
@@ -524,6 +590,16 @@ def localise(
     nu : float, optional
         Degrees of freedom of a Student-t likelihood (robust to sensors the
         model cannot explain); None for Gaussian.
+    dma_shape : bool
+        Shape each node's demand by its own DMA's metered net inflow (minus
+        the leak in the DMA whose balance stepped up at the onset) instead of
+        the system input, where the DMA's balance is fully metered.
+    dma_prior : float
+        Prior odds of a pipe in the DMA whose balance stepped up at the onset
+        against a pipe elsewhere (1 switches it off). Applied only when that
+        DMA's step is significant (``z ≥ 3``) and at least half the leak
+        estimate; a soft weight, so a strong pressure signature elsewhere
+        still wins.
     t_threshold, min_leak_share : float
         Detection thresholds (see :func:`twin.detect.detect_leak`).
     progress : callable, optional
@@ -626,19 +702,53 @@ def localise(
     times = grid[sel]
     leak_on = (times >= det.onset)
     sup = supply.reindex(times).to_numpy(float)
-    # node shares of the window's consumption
-    shares = node_window.div(total_window.replace(0, np.nan), axis=0).fillna(0.0)
     w_of = window_of[sel]
     status, tanks, mnotes = _snapshot_inputs(times, pressure, flow, wn)
     warnings.extend(mnotes)
     junctions = list(wn.junction_name_list)
-    share_mat = shares.reindex(columns=junctions, fill_value=0.0)
+    # demand of node i at time t: its metered rate in the window, scaled so that
+    # its DMA's total follows the DMA's metered net inflow (minus the leak in
+    # the leak's DMA); nodes of no fully metered DMA follow the system input
+    rate_mat = node_window.reindex(columns=junctions, fill_value=0.0)  # m³/s per window
+    q_sys = np.maximum(sup - np.where(leak_on, det.leak_m3s, 0.0), 0.0)
+    tw = total_window.reindex(w_of).to_numpy(float)
+    fac_sys = np.where(tw > 0, q_sys / np.where(tw > 0, tw, 1.0), 0.0)
+    member, dma_in, dinfo = dma_inflows(network, flow, pressure) if dma_shape else (
+        pd.Series(dtype="string"), pd.DataFrame(index=grid), {"dmas": 0})
+    dma_names = list(dma_in.columns)
+    node_dma = pd.Index(dma_names).get_indexer(pd.Series(junctions).map(member).to_numpy()) if dma_names \
+        else np.full(len(junctions), -1)
+    dma_report: dict[str, Any] = {"shaping": "dma inflow" if dma_names else "system input", **dinfo}
+    if dma_names:
+        onehot = np.zeros((len(junctions), len(dma_names)))
+        onehot[node_dma >= 0, node_dma[node_dma >= 0]] = 1.0
+        cons_w = pd.DataFrame(rate_mat.to_numpy(float) @ onehot, index=rate_mat.index, columns=dma_names)
+        steps = dma_steps(dma_in, cons_w, window_of, slot, det.onset)
+        leak_dma = str(steps.index[0]) if len(steps) else None
+        dma_sure = bool(leak_dma is not None and steps["z"].iat[0] >= 3.0
+                        and steps["step_m3s"].iat[0] >= 0.5 * det.leak_m3s)
+        target = dma_in.reindex(times).to_numpy(float).copy()
+        if leak_dma is not None:
+            target[:, dma_names.index(leak_dma)] -= np.where(leak_on, det.leak_m3s, 0.0)
+        target = np.maximum(target, 0.0)
+        cw = cons_w.reindex(w_of).to_numpy(float)
+        fac_dma = np.where(cw > 0, target / np.where(cw > 0, cw, 1.0), 0.0)
+        dma_report.update({"leak_dma": leak_dma, "leak_dma_significant": dma_sure, "steps_lps": {
+            str(k): round(float(v) * 1000, 3) for k, v in steps["step_m3s"].head(5).items()},
+            "steps_z": {str(k): round(float(v), 2) for k, v in steps["z"].head(5).items()}})
+        report["leak_dma"] = leak_dma
+    else:
+        fac_dma = np.zeros((len(times), 0))
+        leak_dma, dma_sure = None, False
+    report["dma"] = dma_report
+    fac = np.hstack([fac_dma, fac_sys[:, None]])
+    fac_col = np.where(node_dma >= 0, node_dma, len(dma_names))
     p_meas = pressure[p_sensors].reindex(times) if p_sensors else pd.DataFrame(index=times)
     q_meas = flow.reindex(times)
     ok = np.isfinite(sup) & p_meas.notna().all(axis=1).to_numpy() & q_meas.notna().all(axis=1).to_numpy()
     for t_name, lv in tanks.items():
         ok &= lv.notna().to_numpy()
-    ok &= pd.Series(w_of).isin(share_mat.index).to_numpy()
+    ok &= pd.Series(w_of).isin(rate_mat.index).to_numpy() & np.isfinite(fac).all(axis=1)
     elev = np.array([wn.get_node(n).elevation for n in p_sensors])
     res_p, res_q, keep_t = [], [], []
     failures = 0
@@ -647,16 +757,18 @@ def localise(
     flow_links = list(flow.columns)
     tank_arr = {tn: lv.to_numpy(float) for tn, lv in tanks.items()}
     status_arr = {ln: status[ln].to_numpy(bool) for ln in status.columns}
-    share_arr = {w: share_mat.loc[w].to_numpy(float) for w in np.unique(w_of[ok])}
-    q_scale = np.zeros(len(times))
+    rate_arr = rate_mat.to_numpy(float)
+    w_row = rate_mat.index.get_indexer(w_of)
+
+    def demands_at(k: np.ndarray | int) -> np.ndarray:
+        """Junction demands (m³/s) at snapshot(s) ``k``."""
+        return rate_arr[w_row[k]] * fac[k][..., fac_col]
     with SnapshotSolver(wn) as solver:
         todo = np.flatnonzero(ok)
         for n_done, k in enumerate(todo):
-            q_total = max(sup[k] - (det.leak_m3s if leak_on[k] else 0.0), 0.0)
-            q_scale[k] = q_total
             try:
                 snap = solver.solve(
-                    share_arr[w_of[k]], scale=q_total,
+                    demands_at(k), scale=1.0,
                     tank_levels={tn: lv[k] for tn, lv in tank_arr.items()},
                     link_status={ln: bool(st[k]) for ln, st in status_arr.items()},
                     heads_of=p_sensors, flows_of=flow_links)
@@ -716,7 +828,7 @@ def localise(
             sigmas.append(sigma_day * np.sqrt(1.0 / max(days_ref, 1) + 1.0 / max(days_leak, 1)))
             deltas.append(np.nanmean(leak_c, axis=0))
             lk = keep_t[mleak]
-            ops.append((np.mean(share_mat.loc[w_of[lk]].to_numpy(float) * q_scale[lk][:, None], axis=0),
+            ops.append((np.mean(demands_at(lk), axis=0),
                         {tn: float(lv.iloc[lk].mean()) for tn, lv in tanks.items()},
                         {ln: bool(status[ln].iloc[lk].mean() >= 0.5) for ln in status.columns}))
         delta_all = np.concatenate(deltas)
@@ -765,6 +877,12 @@ def localise(
         t5 = time.perf_counter()
         length = pipes["length_m"].to_numpy(float)
         prior = np.log(np.maximum(np.nan_to_num(length, nan=1.0), 1.0))
+        if dma_sure and dma_prior > 1.0:
+            # the per-DMA balance says which DMA the leak is in: a soft prior
+            in_dma = (pipes["start_node"].astype(str).map(member).eq(leak_dma).fillna(False).to_numpy(bool)
+                      | pipes["end_node"].astype(str).map(member).eq(leak_dma).fillna(False).to_numpy(bool))
+            prior = prior + np.log(dma_prior) * in_dma
+            dma_report["prior_pipes"] = int(in_dma.sum())
         post = ll + prior
         top = np.argsort(-post)[:refine_top]
         jidx = {n: k for k, n in enumerate(solver.junctions)}
