@@ -32,6 +32,22 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def logger_residuals(result: Any) -> pd.DataFrame | None:
+    """The pressure loggers' residual changes of a localisation, as the crew map takes them.
+
+    Returns
+    -------
+    DataFrame or None
+        Index ``meter_id``; ``residual_change_m`` (m), ``sigma_m`` (m), ``z``.
+        None when the job computed no residuals.
+    """
+    res = result.residuals
+    if not len(res):
+        return None
+    table = res[res["kind"] == "pressure"].set_index("meter_id")[["delta", "sigma", "z"]]
+    return table.rename(columns={"delta": "residual_change_m", "sigma": "sigma_m"})
+
+
 def localise_files(
     network_path: str | Path,
     *,
@@ -76,8 +92,9 @@ def localise_files(
     Returns
     -------
     dict
-        ``candidates``, ``report``, ``map`` (paths) and ``result``
-        (the :class:`~twin.localise.Localisation`).
+        ``candidates``, ``report``, ``map`` (paths), ``report_dict``, ``result``
+        (the :class:`~twin.localise.Localisation`) and the ``network``,
+        ``meters`` and ``join`` the job used.
     """
     from twin.localise import localise
     from twin.network import read_network
@@ -137,11 +154,7 @@ def localise_files(
         t3 = time.perf_counter()
         from twin.maps import crew_map, save_map
 
-        res = result.residuals
-        res_map = None
-        if len(res):
-            res_map = res[res["kind"] == "pressure"].set_index("meter_id")[["delta", "sigma", "z"]]
-            res_map = res_map.rename(columns={"delta": "residual_change_m", "sigma": "sigma_m"})
+        res_map = logger_residuals(result)
         m = crew_map(network, candidates=result.candidates if len(result.candidates) else None,
                      join=join, meters=meters, residuals=res_map, basemap=basemap,
                      title="Leak candidates" if report.get("detected") else "No leak detected")
@@ -152,4 +165,5 @@ def localise_files(
     paths["report"].write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
     log.info("localise_files: %s in %.1f s; wrote %s", "leak detected" if report.get("detected") else "no leak",
              timings["total_s"], ", ".join(p.name for p in paths.values()))
-    return {**paths, "report_dict": report, "result": result}
+    return {**paths, "report_dict": report, "result": result, "network": network, "meters": meters,
+            "join": join}

@@ -102,8 +102,7 @@ def register(app: typer.Typer) -> None:
         from twin.bench import pipe_distances, score_ranking
         from twin.cli.progress import StageProgress
         from twin.maps import crew_map, save_map
-        from twin.network import read_network
-        from twin.pipeline import localise_files
+        from twin.pipeline import localise_files, logger_residuals
         from twin.repair import plan_repairs, write_plan
         from twin.store import Store
 
@@ -130,12 +129,10 @@ def register(app: typer.Typer) -> None:
         result = done["result"]
         candidates = result.candidates
 
-        net = read_network(network_path, crs=crs)
+        net, join, registry = done["network"], done["join"], done["meters"]
         with Store(store_path) as store:
-            balance = water_balance(net, store)
+            balance = water_balance(net, store, join=join)
             store.write_table("balance", balance)
-            join = store.join()
-            registry = store.meters()
         balance.to_csv(out / "balance.csv", index=False, float_format="%.4f")
         balance.to_parquet(out / "balance.parquet", index=False)
 
@@ -147,11 +144,7 @@ def register(app: typer.Typer) -> None:
                                   top_n=top, valves=valves)
             write_plan(orders, out / "plan", net, join=join, meters=registry)
 
-        res = result.residuals
-        residuals = None
-        if len(res):
-            residuals = res[res["kind"] == "pressure"].set_index("meter_id")[["delta", "sigma", "z"]]
-            residuals = residuals.rename(columns={"delta": "residual_change_m", "sigma": "sigma_m"})
+        residuals = logger_residuals(result)
         dmas = gpd.read_file(BUNDLED_GIS, layer="dmas") if bundled_gis else None
         m = crew_map(net, candidates=candidates if len(candidates) else None, join=join, meters=registry,
                      balance=balance, residuals=residuals, plan=orders, basemap=basemap, dmas=dmas,
