@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the per-week rows here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("wntr").setLevel(logging.ERROR)  # EPANET's per-snapshot warnings
     scorer = _scorer(args.root)
     rows = []
     with tempfile.TemporaryDirectory(prefix="twin-validation-") as tmp:
