@@ -1,19 +1,36 @@
-"""Chains the stages for the command line: files in, files out, no logic of its own."""
+"""Chains the stages for the command line: files in, files out, no logic of its own.
+
+:func:`localise_files` is the leak-localisation job on files of the data
+contract (``twin localise``); :func:`run_demo` is the morning's work end to end
+(``twin demo``): that job, the water balance, work orders for the top
+candidates, the crew map and, when the truth is known, the score.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from twin import settings
+from twin.balance import water_balance
+from twin.bench import pipe_distances, score_ranking
 from twin.errors import InputError, require_file
+from twin.localise import Localisation, localise
+from twin.maps import crew_map, save_map
+from twin.network import Network, read_network
+from twin.repair import plan_repairs, write_plan
+from twin.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +49,7 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def logger_residuals(result: Any) -> pd.DataFrame | None:
+def logger_residuals(result: Localisation) -> pd.DataFrame | None:
     """The pressure loggers' residual changes of a localisation, as the crew map takes them.
 
     Returns
@@ -60,6 +77,7 @@ def localise_files(
     write_map: bool = True,
     basemap: str = "osm",
     progress: Callable[[str, int, int], None] | None = None,
+    gis_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the leak-localisation job on files of the data contract.
@@ -86,6 +104,9 @@ def localise_files(
         Tiles of the crew map.
     progress : callable, optional
         ``progress(stage, done, total)``, for the CLI's progress bar.
+    gis_options : mapping, optional
+        Options of a GIS network file, passed to
+        :func:`twin.network.read_network` (``columns``, ``snap_tolerance_m``...).
     **options
         Passed to :func:`twin.localise.localise`.
 
@@ -96,10 +117,6 @@ def localise_files(
         (the :class:`~twin.localise.Localisation`) and the ``network``,
         ``meters`` and ``join`` the job used.
     """
-    from twin.localise import localise
-    from twin.network import read_network
-    from twin.store import Store
-
     t0 = time.perf_counter()
     network_path = require_file(network_path, what="network")
     meters_path = require_file(meters_path, what="meters")
@@ -109,7 +126,7 @@ def localise_files(
         raise InputError("the output path is a file", path=out, fix="give a folder for --out")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    network = read_network(network_path, crs=crs)
+    network = read_network(network_path, crs=crs, **dict(gis_options or {}))
     timings["network_s"] = time.perf_counter() - t0
     tmp = tempfile.TemporaryDirectory(prefix="twin-store-") if store_path is None else None
     db = Path(tmp.name) / "store.duckdb" if tmp is not None else Path(store_path)
@@ -152,8 +169,6 @@ def localise_files(
     table.to_csv(paths["candidates"], index=False, float_format="%.6g")
     if write_map:
         t3 = time.perf_counter()
-        from twin.maps import crew_map, save_map
-
         res_map = logger_residuals(result)
         m = crew_map(network, candidates=result.candidates if len(result.candidates) else None,
                      join=join, meters=meters, residuals=res_map, basemap=basemap,
@@ -167,3 +182,166 @@ def localise_files(
              timings["total_s"], ", ".join(p.name for p in paths.values()))
     return {**paths, "report_dict": report, "result": result, "network": network, "meters": meters,
             "join": join}
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` wrote and found.
+
+    Attributes
+    ----------
+    paths : dict of str to Path
+        ``candidates``, ``report``, ``balance``, ``map`` and, when work orders
+        were planned, ``plan`` (a folder).
+    report : dict
+        The localisation report (``report.json``).
+    candidates : pandas.DataFrame
+        Ranked leak candidates (empty when no leak was detected).
+    balance : pandas.DataFrame
+        Water balance per DMA and local day.
+    orders : geopandas.GeoDataFrame or None
+        Work orders for the top candidates; None when no leak was detected.
+    truth : dict or None
+        The ``truth.json`` scored against, if any.
+    hit : dict or None
+        :func:`twin.bench.score_ranking` of the candidates against the true
+        leak (``top_distance_m``, ``hit``, ``rank``...), if there is one.
+    """
+
+    paths: dict[str, Path]
+    report: dict
+    candidates: pd.DataFrame
+    balance: pd.DataFrame
+    orders: gpd.GeoDataFrame | None = None
+    truth: dict | None = None
+    hit: dict | None = None
+    network: Network | None = field(default=None, repr=False)
+
+
+def run_demo(
+    network_path: str | Path,
+    *,
+    crs: Any,
+    meters_path: str | Path,
+    readings_path: str | Path,
+    out_dir: str | Path,
+    truth_path: str | Path | None = None,
+    gis_layers: str | Path | None = None,
+    top: int = 5,
+    basemap: str = "osm",
+    gis_options: Mapping[str, Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DemoResult:
+    """The main job end to end: localise, water balance, work orders, crew map, score.
+
+    Parameters
+    ----------
+    network_path : str or Path
+        Network file (``.inp`` or GIS).
+    crs : any pyproj input
+        CRS of the network file's coordinates.
+    meters_path, readings_path : str or Path
+        Files of the data contract (``../shared/DESIGN.md``).
+    out_dir : str or Path
+        Output folder (created): ``store.duckdb``, ``candidates.csv``,
+        ``report.json``, ``balance.csv``/``.parquet``, ``plan/``, ``map.html``.
+        A store and plan left by an earlier run are removed first.
+    truth_path : str or Path, optional
+        ``truth.json`` of a synthetic week, to score the candidates against.
+    gis_layers : str or Path, optional
+        GeoPackage with the ``valves`` layer for the work orders and the
+        ``dmas`` polygons for the map (default: generated valves, DMA outlines
+        from the pipes' zones).
+    top : int
+        Work orders for the ``top`` best candidates.
+    basemap : {"osm", "amap", "none"}
+        Tiles of the crew map.
+    gis_options : mapping, optional
+        Options of a GIS network file (see :func:`localise_files`).
+    progress : callable, optional
+        ``progress(stage, done, total)`` of the localisation job.
+
+    Returns
+    -------
+    DemoResult
+    """
+    out = _fresh_output(Path(out_dir))
+    store_path = out / "store.duckdb"
+    done = localise_files(network_path, crs=crs, meters_path=meters_path, readings_path=readings_path,
+                          out_dir=out, store_path=store_path, write_map=False, progress=progress,
+                          gis_options=gis_options)
+    report, result = done["report_dict"], done["result"]
+    net, join, registry = done["network"], done["join"], done["meters"]
+    candidates = result.candidates
+    paths = {"candidates": done["candidates"], "report": done["report"]}
+    balance = _demo_balance(net, join, store_path, out)
+    paths["balance"] = out / "balance.csv"
+    orders = None
+    if report.get("detected") and len(candidates):
+        orders = plan_repairs(net, candidates=candidates, join=join, meters=registry, top_n=top,
+                              valves=Path(gis_layers) if gis_layers is not None else None)
+        write_plan(orders, out / "plan", net, join=join, meters=registry)
+        paths["plan"] = out / "plan"
+    dmas = gpd.read_file(gis_layers, layer="dmas") if gis_layers is not None else None
+    m = crew_map(net, candidates=candidates if len(candidates) else None, join=join, meters=registry,
+                 balance=balance, residuals=logger_residuals(result), plan=orders, basemap=basemap,  # type: ignore[arg-type]
+                 dmas=dmas, title="Leak candidates" if report.get("detected") else "No leak detected")
+    paths["map"] = save_map(m, out / "map.html")
+    truth, hit = score_against_truth(net, candidates, truth_path)
+    return DemoResult(paths=paths, report=report, candidates=candidates, balance=balance, orders=orders,
+                      truth=truth, hit=hit, network=net)
+
+
+def _fresh_output(out: Path) -> Path:
+    """Create the demo's output folder; remove a store and plan left by an earlier run."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "store.duckdb", out / "store.duckdb.wal", out / "plan"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    return out
+
+
+def _demo_balance(network: Network, join: pd.DataFrame, store_path: Path, out: Path) -> pd.DataFrame:
+    """Water balance of the ingested week: stored as table ``balance`` and written as CSV and Parquet."""
+    with Store(store_path) as store:
+        balance = water_balance(network, store, join=join)
+        store.write_table("balance", balance)
+    balance.to_csv(out / "balance.csv", index=False, float_format="%.4f")
+    balance.to_parquet(out / "balance.parquet", index=False)
+    return balance
+
+
+def score_against_truth(
+    network: Network, candidates: pd.DataFrame, truth_path: str | Path | None
+) -> tuple[dict | None, dict | None]:
+    """The truth of a synthetic week and how the candidates score against its leak.
+
+    Parameters
+    ----------
+    network : Network
+        The network the candidates rank (pipe lengths in metres).
+    candidates : pandas.DataFrame
+        Ranked candidates (``rank``, ``link_id``, ``length_m``).
+    truth_path : str or Path, optional
+        ``truth.json`` of :func:`twin.synth.synth_readings`; a missing file
+        gives no truth.
+
+    Returns
+    -------
+    truth : dict or None
+        The parsed ``truth.json``.
+    hit : dict or None
+        :func:`twin.bench.score_ranking` (pipe distances in metres) when the
+        truth has a leak and there are candidates.
+    """
+    if truth_path is None or not Path(truth_path).exists():
+        return None, None
+    truth = json.loads(Path(truth_path).read_text(encoding="utf-8"))
+    leak = truth.get("leak")
+    if not leak or not len(candidates):
+        return truth, None
+    dist = pipe_distances(network, leak["link_id"], float(leak["position"]))
+    length = float(network.links.loc[network.links["link_type"] == "pipe", "length_m"].sum())
+    return truth, score_ranking(candidates, dist, leak["link_id"], length)

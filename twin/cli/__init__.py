@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from twin.cli import demo, localise, network, repair, store, synth
 from twin.errors import TwinError
 
 try:  # typer >= 0.20 carries its own copy of click
@@ -51,14 +52,8 @@ def _root(
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def _register_all() -> None:
-    from twin.cli import localise, network, repair, store, synth, demo
-
-    for module in (network, synth, store, localise, repair, demo):
-        module.register(app)
-
-
-_register_all()
+for _stage in (network, synth, store, localise, repair, demo):
+    _stage.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,11 @@ from typing import Optional
 import typer
 
 from twin import settings
+from twin.bench import format_summary, run_bench
+from twin.cli.options import METERS_CRS_HELP, GisReading, gis_reading_options
 from twin.cli.progress import StageProgress
-from twin.errors import InputError
+from twin.errors import InputError, require_file
+from twin.pipeline import localise_files
 
 log = logging.getLogger(__name__)
 
@@ -22,27 +25,26 @@ bench_app = typer.Typer(
 )
 
 
+@gis_reading_options
 def localise_cmd(
     network: Path = typer.Option(..., "--network", help="The utility's network: EPANET .inp (or GIS file)."),
     crs: str = typer.Option(..., "--crs", help="CRS of the network's coordinates, e.g. EPSG:32650."),
+    gis: GisReading = GisReading(),
     meters: Path = typer.Option(..., "--meters", help="meters.csv / .parquet (data contract)."),
     readings: Path = typer.Option(..., "--readings", help="readings.csv / .parquet (data contract)."),
     out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, map.html."),
-    meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs",
-                                   help="CRS of the meters' lon/lat: EPSG:4326 (default), GCJ02 or BD09."),
+    meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs", help=METERS_CRS_HELP),
     store: Optional[Path] = typer.Option(None, "--store", help="DuckDB store to ingest into (default: temporary)."),
     basemap: str = typer.Option("osm", "--basemap", help="Crew map tiles: osm, amap or none."),
     no_map: bool = typer.Option(False, "--no-map", help="Do not write map.html."),
 ) -> None:
     """Detect a leak in a week of readings and rank the pipes where it most likely is."""
-    from twin.pipeline import localise_files
-
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     with StageProgress() as bar:
         result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
                                 meters_crs=meters_crs, store_path=store, write_map=not no_map,
-                                basemap=basemap, progress=bar.update)
+                                basemap=basemap, progress=bar.update, gis_options=gis.options_for(network))
     report = result["report_dict"]
     if report.get("detected"):
         top = result["result"].candidates.head(3)
@@ -71,11 +73,7 @@ def bench_localise(
     out: Optional[Path] = typer.Option(None, "--out", help="Write per-scenario results (CSV) and summary (JSON) here."),
 ) -> None:
     """Generate scenarios with twin synth readings, run the job and the classic method, print the figures."""
-    from twin.bench import format_summary, run_bench
-
     if not network.exists():
-        from twin.errors import require_file
-
         require_file(network, what="network")
     with StageProgress() as bar:
         res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,

@@ -6,20 +6,27 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+import geopandas as gpd
+import pandas as pd
+import pyogrio
 import typer
+from rich.console import Console
 
+from twin.cli.options import METERS_CRS_HELP, NETWORK_CRS_HELP, GisReading, gis_reading_options
 from twin.errors import InputError, require_file
+from twin.maps import crew_map, save_map
+from twin.meters import join_meters, read_meters, validate_meters
+from twin.network import Network
+from twin.repair import plan_repairs, read_plan, write_plan
 
 log = logging.getLogger(__name__)
 
-_CRS_HELP = "CRS of the network file's coordinates, e.g. EPSG:32650 (required for .inp)."
-_MCRS_HELP = "CRS of the meters' lon/lat columns: EPSG:4326 (default), GCJ02 or BD09."
+_CRS_HELP = NETWORK_CRS_HELP
+_MCRS_HELP = METERS_CRS_HELP
 
 
-def read_table(path: Path, *, what: str, dtype: dict[str, Any] | None = None) -> Any:
+def read_table(path: Path, *, what: str, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet table, raising InputError naming the file on failure."""
-    import pandas as pd
-
     p = require_file(path, what=what)
     try:
         if p.suffix.lower() in (".parquet", ".pq"):
@@ -34,7 +41,7 @@ def read_table(path: Path, *, what: str, dtype: dict[str, Any] | None = None) ->
                          fix="give a CSV (comma-separated, header row) or Parquet file") from exc
 
 
-def _candidates(path: Path) -> Any:
+def _candidates(path: Path) -> pd.DataFrame:
     df = read_table(path, what="candidates", dtype={"link_id": str, "zone": str})
     missing = [c for c in ("rank", "link_id") if c not in df.columns]
     if missing:
@@ -43,11 +50,10 @@ def _candidates(path: Path) -> Any:
     return df
 
 
-def _meters_and_join(path: Path | None, network: Any, meters_crs: str) -> tuple[Any, Any]:
+def _meters_and_join(path: Path | None, network: Network,
+                     meters_crs: str) -> tuple[gpd.GeoDataFrame | None, pd.DataFrame | None]:
     if path is None:
         return None, None
-    from twin.meters import join_meters, read_meters, validate_meters
-
     meters = read_meters(path, crs=meters_crs)
     meters, rejected = validate_meters(meters, network)
     if len(rejected):
@@ -56,13 +62,10 @@ def _meters_and_join(path: Path | None, network: Any, meters_crs: str) -> tuple[
     return meters, join_meters(meters, network)
 
 
-def _gpkg_dmas(network: Path) -> Any:
+def _gpkg_dmas(network: Path) -> gpd.GeoDataFrame | None:
     """The ``dmas`` layer of a GeoPackage network (polygons with a ``dma`` column), if any."""
     if network.suffix.lower() != ".gpkg":
         return None
-    import geopandas as gpd
-    import pyogrio
-
     try:
         layers = {str(name) for name, _ in pyogrio.list_layers(network)}
         if "dmas" not in layers:
@@ -80,9 +83,11 @@ def _inoperable(value: Optional[str]) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+@gis_reading_options
 def plan(
     network: Path = typer.Option(..., "--network", help="Network file: .inp, .gpkg, .geojson or .shp."),
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    gis: GisReading = GisReading(),
     meters: Optional[Path] = typer.Option(None, "--meters", help="Meter registry (meters.csv / .parquet)."),
     candidates: Path = typer.Option(..., "--candidates", help="candidates.csv of `twin localise`."),
     out: Path = typer.Option(..., "--out", help="Folder for work_orders.csv/.geojson and sheets/."),
@@ -98,12 +103,7 @@ def plan(
     with_map: bool = typer.Option(True, "--map/--no-map", help="Also write OUT/map.html (offline, no basemap)."),
 ) -> None:
     """Work orders for the candidate pipes: valves to close, customers affected, loss, priority."""
-    from rich.console import Console
-
-    from twin.network import read_network
-    from twin.repair import plan_repairs, write_plan
-
-    net = read_network(network, crs=crs)
+    net = gis.read(network, crs=crs)
     cands = _candidates(candidates)
     met, join = _meters_and_join(meters, net, meters_crs)
     if join is None:
@@ -115,8 +115,6 @@ def plan(
     )
     files = write_plan(orders, out, net, join=join, meters=met)
     if with_map and len(orders):
-        from twin.maps import crew_map, save_map
-
         m = crew_map(net, candidates=cands, join=join, meters=met, plan=orders,
                      valves=orders.attrs["valves"], dmas=_gpkg_dmas(network), basemap="none",
                      title="twin: repair plan")
@@ -134,9 +132,11 @@ def plan(
                   highlight=False, soft_wrap=True)
 
 
+@gis_reading_options
 def map_(
     network: Path = typer.Option(..., "--network", help="Network file: .inp, .gpkg, .geojson or .shp."),
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    gis: GisReading = GisReading(),
     out: Path = typer.Option(..., "--out", help="The HTML file to write."),
     candidates: Optional[Path] = typer.Option(None, "--candidates", help="candidates.csv of `twin localise`."),
     meters: Optional[Path] = typer.Option(None, "--meters", help="Meter registry (meters.csv / .parquet)."),
@@ -150,16 +150,11 @@ def map_(
     title: Optional[str] = typer.Option(None, "--title", help="Title shown on the map."),
 ) -> None:
     """Crew map (offline HTML): pipes by leak score, candidates, DMAs, meters, valves, work order."""
-    from rich.console import Console
-
-    from twin.maps import crew_map, save_map
-    from twin.network import read_network
-
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the map file must end in .html", path=out, fix="e.g. --out map.html")
-    net = read_network(network, crs=crs)
+    net = gis.read(network, crs=crs)
     cands = _candidates(candidates) if candidates is not None else None
     met, join = _meters_and_join(meters, net, meters_crs)
     bal = read_table(balance, what="balance", dtype={"dma": str}) if balance is not None else None
@@ -171,8 +166,6 @@ def map_(
                              fix="give one row per pressure logger: meter_id, residual_m, ...")
     orders = valves = None
     if plan_dir is not None:
-        from twin.repair import read_plan
-
         orders, valves = read_plan(plan_dir)
     m = crew_map(net, candidates=cands, join=join, meters=met, balance=bal, residuals=res,
                  plan=orders, valves=valves, dmas=_gpkg_dmas(network), basemap=basemap,  # type: ignore[arg-type]

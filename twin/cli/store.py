@@ -6,13 +6,19 @@ import logging
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from twin import settings
+from twin.balance import water_balance
+from twin.cli.options import METERS_CRS_HELP, GisReading, gis_reading_options
 from twin.cli.progress import StageProgress
-from twin.errors import InputError
+from twin.errors import InputError, require_file
+from twin.meters import join_meters, read_meters, validate_meters
+from twin.network import Network
+from twin.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +26,18 @@ meters_app = typer.Typer(name="meters", help="Meter registry: check it and join 
 
 _NET_HELP = "Network: EPANET .inp or GIS file (.gpkg, .geojson, .shp)."
 _CRS_HELP = "CRS of the network file's coordinates, e.g. EPSG:4548 or EPSG:32650."
-_MCRS_HELP = "CRS of the registry's lon/lat: EPSG:4326 (default), GCJ02 (Amap, Tencent) or BD09 (Baidu)."
+_MCRS_HELP = METERS_CRS_HELP
 
 
-def _network(path: Optional[Path], crs: Optional[str]):
-    if path is None:
-        return None
-    from twin.network import read_network
-
-    return read_network(path, crs=crs)
+def _network(path: Optional[Path], crs: Optional[str], gis: GisReading) -> Network | None:
+    return None if path is None else gis.read(path, crs=crs)
 
 
 def _console() -> Console:
     return Console(highlight=False)
 
 
+@gis_reading_options
 def ingest(
     meters: Optional[Path] = typer.Option(None, "--meters", help="Meter registry (.csv/.parquet); optional after the first ingest."),
     readings: Optional[Path] = typer.Option(None, "--readings", help="Readings in long format (.csv/.parquet)."),
@@ -42,16 +45,15 @@ def ingest(
     meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs", help=_MCRS_HELP),
     network: Optional[Path] = typer.Option(None, "--network", help=_NET_HELP + " Checks the registry and stores the join."),
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    gis: GisReading = GisReading(),
     max_distance: float = typer.Option(settings.SNAP_DISTANCE_M, "--max-distance", help="Join distance, metres."),
     now: Optional[str] = typer.Option(None, "--now", help="'Now' for the future-timestamp check (ISO with offset)."),
     memory_limit: str = typer.Option("1GB", "--memory-limit", help="DuckDB memory limit."),
 ) -> None:
     """Load meters and readings into the store; every row accepted or quarantined with a reason."""
-    from twin.store import Store
-
     if meters is None and readings is None:
         raise InputError("nothing to ingest", fix="give --meters and/or --readings")
-    net = _network(network, crs)
+    net = _network(network, crs, gis)
     con = _console()
     with Store(store, memory_limit=memory_limit) as st:
         with StageProgress() as bar:
@@ -83,9 +85,11 @@ def ingest(
         con.print(m)
 
 
+@gis_reading_options
 def balance(
     network: Path = typer.Option(..., "--network", help=_NET_HELP),
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    gis: GisReading = GisReading(),
     store: Path = typer.Option(..., "--store", help="DuckDB file filled by `twin ingest`."),
     out: Path = typer.Option(..., "--out", help="Output folder for balance.csv and balance.parquet."),
     start: Optional[str] = typer.Option(None, "--start", help="First local date (YYYY-MM-DD)."),
@@ -93,12 +97,8 @@ def balance(
     max_rows: int = typer.Option(60, "--max-rows", help="Longer tables are shown per DMA plus the flagged days."),
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
-    from twin.balance import water_balance
-    from twin.errors import require_file
-    from twin.store import Store
-
     require_file(store, what="store")
-    net = _network(network, crs)
+    net = _network(network, crs, gis)
     with Store(store) as st:
         b = water_balance(net, st, start=start, end=end)
         out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def balance(
     con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
 
 
-def _balance_table(b, *, max_rows: int) -> Table:
+def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
     """The balance as a rich table: every day, or per DMA plus the flagged days when long."""
     if len(b) <= max_rows:
         t = Table(title=f"water balance per DMA and local day ({settings.TIMEZONE})")
@@ -145,18 +145,18 @@ def _balance_table(b, *, max_rows: int) -> Table:
 
 
 @meters_app.command("join")
+@gis_reading_options
 def join(
     network: Path = typer.Option(..., "--network", help=_NET_HELP),
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
+    gis: GisReading = GisReading(),
     meters: Path = typer.Option(..., "--meters", help="Meter registry (.csv/.parquet)."),
     out: Path = typer.Option(..., "--out", help="Output folder: join.csv, rejected_meters.csv."),
     meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs", help=_MCRS_HELP),
     max_distance: float = typer.Option(settings.SNAP_DISTANCE_M, "--max-distance", help="Join distance, metres."),
 ) -> None:
     """Check the registry against the network and snap customer meters to pipes."""
-    from twin.meters import join_meters, read_meters, validate_meters
-
-    net = _network(network, crs)
+    net = _network(network, crs, gis)
     raw = read_meters(meters, crs=meters_crs)
     good, rejected = validate_meters(raw, net)
     j = join_meters(good, net, max_distance_m=max_distance)
