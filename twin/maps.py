@@ -46,7 +46,10 @@ from branca.element import Element, MacroElement
 from jinja2 import Template
 
 from twin import settings
+from twin.crs import wgs84_to_gcj02
 from twin.errors import InputError, UnknownElementError
+from twin.network import Network
+from twin.repair import candidate_points
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,6 @@ class _Projector:
         lon, lat = tr.transform(np.asarray(xy[:, 0], float), np.asarray(xy[:, 1], float))
         lon, lat = np.asarray(lon, float), np.asarray(lat, float)
         if self.gcj:
-            from twin.crs import wgs84_to_gcj02
-
             lon, lat = wgs84_to_gcj02(lon, lat)
         return np.round(lon, self.precision), np.round(lat, self.precision)
 
@@ -317,7 +318,7 @@ def _nrw_colour(pct: float | None) -> str:
 
 
 def dma_polygons(
-    network: Any,
+    network: Network,
     *,
     method: Literal["hull", "buffer"] = "hull",
     buffer_m: float = 25.0,
@@ -391,7 +392,7 @@ def dma_polygons(
 
 
 def crew_map(
-    network: Any,
+    network: Network,
     *,
     candidates: pd.DataFrame | None = None,
     join: pd.DataFrame | None = None,
@@ -478,17 +479,46 @@ def crew_map(
         Write it with :func:`save_map` to get a page that works offline.
     """
     if basemap not in BASEMAPS:
-        raise InputError(
-            f"unknown basemap {basemap!r}", element="basemap", fix="use one of osm, amap, none"
-        )
-    links = network.links.copy()
-    links.index = links.index.astype(str)
-    crs = network.crs
+        raise InputError(f"unknown basemap {basemap!r}", element="basemap", fix="use one of osm, amap, none")
+    links, crs = _str_index(network.links), network.crs
     proj = _Projector(basemap, precision)
-    counts: dict[str, int] = {}
+    m = _map_frame(links, network.nodes, proj, crs, basemap, title)
+    counts = _dma_layer(m, network, dmas, balance, proj)
+    cands = _check_candidates(candidates, links) if candidates is not None else None
+    pipe_rows, edges = _pipe_layer(m, links, cands, proj, crs, simplify_m)
+    counts["pipes"] = len(links)
+    if cands is not None and len(cands):
+        counts.update(_zone_layer(m, cands, links, proj, crs))
+        counts.update(_candidate_layer(m, cands.head(top_n), network, proj, crs))
+    if (meters is not None and len(meters)) or (join is not None and len(join)):
+        registry = meters if meters is not None and len(meters) else None
+        counts.update(_meter_layers(m, registry, join, residuals, links, network.nodes, proj, crs))
+    valve_layer = valves if valves is not None else getattr(network, "valves", None)
+    if valve_layer is not None and len(valve_layer):
+        valve_layer = _str_index(valve_layer)
+        counts.update(_valve_points(m, valve_layer, _valve_focus(cands, plan, links, top_n), links, proj, crs,
+                                    max_valves=max_valves, radius_m=valve_radius_m, min_zoom=valve_min_zoom))
+    if plan is not None and len(plan):
+        counts.update(_plan_layers(m, plan, valve_layer, links, proj, crs, selected, pipe_rows))
+    _TwinLegend(_legend_html(edges if cands is not None else None, "dmas" in counts and balance is not None,
+                             counts, residuals=residuals is not None)).add_to(m)
+    folium.LayerControl(collapsed=True).add_to(m)
+    _deterministic_ids(m)
+    log.info("crew map: %s", ", ".join(f"{v:,} {k}" for k, v in counts.items()) + f"; basemap {basemap}")
+    return m
 
-    # Map frame -------------------------------------------------------------
-    xmin, ymin, xmax, ymax = links.total_bounds if len(links) else network.nodes.total_bounds
+
+def _str_index(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """A copy of a layer with its index (element IDs) as str."""
+    frame = frame.copy()
+    frame.index = frame.index.astype(str)
+    return frame
+
+
+def _map_frame(links: gpd.GeoDataFrame, nodes: gpd.GeoDataFrame, proj: _Projector, crs: Any,
+               basemap: str, title: str | None) -> folium.Map:
+    """The map fitted to the network, with the project's CSS, the basemap tiles and the title box."""
+    xmin, ymin, xmax, ymax = links.total_bounds if len(links) else nodes.total_bounds
     lon, lat = proj.lonlat(np.array([[xmin, ymin], [xmax, ymax]]), crs)
     m = folium.Map(
         location=[float(lat.mean()), float(lon.mean())],
@@ -518,61 +548,71 @@ def crew_map(
             ),
             name="twin_title",
         )
+    return m
 
-    # DMAs ------------------------------------------------------------------
+
+def _dma_outlines(network: Network, dmas: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame:
+    """DMA polygons indexed by ``dma`` (str): the given layer (simplified 5 m), else from the zones."""
     if dmas is None:
-        dmas = dma_polygons(network)
-    else:
-        dmas = dmas.copy()
-        if "dma" in dmas.columns:
-            dmas = dmas.set_index("dma")
-        dmas.index = dmas.index.astype(str)
-        if dmas.crs is not None and dmas.crs.is_projected:
-            dmas["geometry"] = shapely.simplify(dmas.geometry.values, 5.0)
-    nrw_legend = False
-    if len(dmas):
-        nrw = _balance_summary(balance)
-        gfc = []
-        geoms = proj.geometry(dmas.geometry.values, dmas.crs)
-        for dma, geom in zip(dmas.index, geoms):
-            row = nrw.get(dma, {})
-            colour = _nrw_colour(row.get("nrw_pct_mean"))
-            labels = ["NRW % (mean)", "NRW % (last day)", "last day", "SIV m³/day", "MNF L/s"]
-            values = [
-                _fmt(row.get("nrw_pct_mean"), 1), _fmt(row.get("nrw_pct_last"), 1),
-                row.get("date_last"), _fmt(row.get("siv_m3_mean"), 0),
-                _fmt(row.get("mnf_lps_mean"), 2),
-            ]
-            gfc.append(
-                {
-                    "type": "Feature",
-                    "geometry": shapely.geometry.mapping(geom),
-                    "properties": {
-                        "_style": {"color": colour, "weight": 2, "fillColor": colour,
-                                   "fillOpacity": 0.25 if row else 0.08, "dashArray": "4 4"},
-                        "_popup": _table_html(f"DMA {dma}", labels, values),
-                    },
-                }
-            )
-        grp = _group(m, "DMAs (NRW %)" if balance is not None else "DMAs")
-        _TwinLayer("geojson", "dmas", {"type": "FeatureCollection", "features": gfc}).add_to(grp)
-        counts["dmas"] = len(gfc)
-        nrw_legend = balance is not None
+        return dma_polygons(network)
+    dmas = dmas.copy()
+    if "dma" in dmas.columns:
+        dmas = dmas.set_index("dma")
+    dmas.index = dmas.index.astype(str)
+    if dmas.crs is not None and dmas.crs.is_projected:
+        dmas["geometry"] = shapely.simplify(dmas.geometry.values, 5.0)
+    return dmas
 
-    # Pipes coloured by score -------------------------------------------------
-    cands = _check_candidates(candidates, links) if candidates is not None else None
+
+def _dma_layer(m: folium.Map, network: Network, dmas: gpd.GeoDataFrame | None,
+               balance: pd.DataFrame | None, proj: _Projector) -> dict[str, int]:
+    """DMA polygons coloured by mean NRW %, with the balance in their popups."""
+    dmas = _dma_outlines(network, dmas)
+    if not len(dmas):
+        return {}
+    nrw = _balance_summary(balance)
+    gfc = []
+    geoms = proj.geometry(dmas.geometry.values, dmas.crs)
+    labels = ["NRW % (mean)", "NRW % (last day)", "last day", "SIV m³/day", "MNF L/s"]
+    for dma, geom in zip(dmas.index, geoms):
+        row = nrw.get(dma, {})
+        colour = _nrw_colour(row.get("nrw_pct_mean"))
+        values = [
+            _fmt(row.get("nrw_pct_mean"), 1), _fmt(row.get("nrw_pct_last"), 1),
+            row.get("date_last"), _fmt(row.get("siv_m3_mean"), 0),
+            _fmt(row.get("mnf_lps_mean"), 2),
+        ]
+        gfc.append(
+            {
+                "type": "Feature",
+                "geometry": shapely.geometry.mapping(geom),
+                "properties": {
+                    "_style": {"color": colour, "weight": 2, "fillColor": colour,
+                               "fillOpacity": 0.25 if row else 0.08, "dashArray": "4 4"},
+                    "_popup": _table_html(f"DMA {dma}", labels, values),
+                },
+            }
+        )
+    grp = _group(m, "DMAs (NRW %)" if balance is not None else "DMAs")
+    _TwinLayer("geojson", "dmas", {"type": "FeatureCollection", "features": gfc}).add_to(grp)
+    return {"dmas": len(gfc)}
+
+
+def _pipe_scores(links: gpd.GeoDataFrame, cands: pd.DataFrame | None) -> tuple[pd.Series, pd.Series]:
+    """Leak score (NaN: none) and rank (NA: none) of every pipe, from its best candidate row."""
     score = pd.Series(np.nan, index=links.index)
     rank = pd.Series(pd.NA, index=links.index, dtype="Int64")
     if cands is not None:
         first = cands.drop_duplicates("link_id")
         score.loc[first["link_id"].to_numpy()] = first["score"].to_numpy(dtype=float)
         rank.loc[first["link_id"].to_numpy()] = first["rank"].to_numpy()
-    cls, edges = _score_classes(score)
-    geoms = links.geometry.values
-    if simplify_m > 0:
-        geoms = shapely.simplify(geoms, simplify_m, preserve_topology=False)
+    return score, rank
+
+
+def _pipe_table(links: gpd.GeoDataFrame, score: pd.Series, rank: pd.Series) -> pd.DataFrame:
+    """Popup fields of every pipe, in the order of :data:`PIPE_LABELS`."""
     diameter_mm = (links["diameter_m"] * 1000).round() if "diameter_m" in links else pd.Series(np.nan, index=links.index)
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "id": links.index,
             "type": links.get("link_type", pd.Series("pipe", index=links.index)),
@@ -586,6 +626,26 @@ def crew_map(
         },
         index=links.index,
     )
+
+
+def _pipe_layer(m: folium.Map, links: gpd.GeoDataFrame, cands: pd.DataFrame | None, proj: _Projector,
+                crs: Any, simplify_m: float) -> tuple[dict[str, list[Any]], list[float]]:
+    """Pipes coloured by leak score, the highest drawn last.
+
+    Returns
+    -------
+    pipe_rows : dict
+        Popup values of each pipe by ID (for the work-order layers).
+    edges : list of float
+        Lower edges of the score classes (for the legend).
+    """
+    score, rank = _pipe_scores(links, cands)
+    cls, edges = _score_classes(score)
+    table = _pipe_table(links, score, rank)
+    geoms = links.geometry.values
+    if simplify_m > 0:
+        geoms = shapely.simplify(geoms, simplify_m, preserve_topology=False)
+    diameter_mm = table["diameter_mm"].astype(float)
     weight = np.where(cls > 0, 4.0, 2.0) + np.where(diameter_mm.fillna(0).to_numpy() >= 300, 1.5, 0.0)
     order = np.argsort(cls, kind="stable")  # draw high scores last (on top)
     rows = _rows(table)
@@ -605,106 +665,98 @@ def crew_map(
             "opacity": 0.9,
         },
     ).add_to(grp)
-    counts["pipes"] = len(links)
+    return dict(zip(links.index, rows)), edges
 
-    # Candidates and zone ------------------------------------------------------
-    if cands is not None and len(cands):
-        zone_mask = _zone_mask(cands)
-        zone_links = cands.loc[zone_mask, "link_id"].unique()
-        if len(zone_links):
-            hull = shapely.union_all(
-                shapely.buffer(links.loc[zone_links].geometry.values, 30.0, quad_segs=4)
-            )
-            hull = shapely.simplify(hull, 3.0)
-            zgeom = proj.geometry(np.array([hull]), crs)[0]
-            share = cands.loc[zone_mask, "score"].sum() / max(cands["score"].sum(), 1e-300)
-            fc = {"type": "FeatureCollection", "features": [{
-                "type": "Feature", "geometry": shapely.geometry.mapping(zgeom),
-                "properties": {
-                    "_style": {"color": "#7b1fa2", "weight": 2, "fillColor": "#ce93d8",
-                               "fillOpacity": 0.2},
-                    "_popup": _table_html("Candidate zone", ["pipes", "share of score"],
-                                          [len(zone_links), f"{100 * share:.0f} %"]),
-                }}]}
-            grp = _group(m, f"Candidate zone ({int(round(100 * settings.CANDIDATE_ZONE_SHARE))} %)")
-            _TwinLayer("geojson", "zone", fc).add_to(grp)
-            counts["zone"] = 1
-        top = cands.head(top_n)
-        xy = _candidate_points(top, network, proj, crs)
-        cols = [c for c in ("link_id", "score", "leak_flow_lps", "zone", "in_candidate_zone")
-                if c in top.columns]
-        tab = top[cols].copy()
-        if "score" in tab:
-            tab["score"] = tab["score"].astype(float).round(4)
-        if "leak_flow_lps" in tab:
-            tab["leak_flow_lps"] = tab["leak_flow_lps"].astype(float).round(2)
-        grp = _group(m, f"Top {len(top)} candidates")
-        _TwinLayer(
-            "labels",
-            "candidates",
-            {
-                "title": "Candidate",
-                "labels": ["rank", "pipe", *cols[1:]],
-                "rows": [[f"#{r}", *row] for r, row in zip(top["rank"].tolist(), _rows(tab))],
-                "coords": xy,
-                "text": [str(r) for r in top["rank"].tolist()],
-                "className": "twin-rank",
-            },
-        ).add_to(grp)
-        counts["candidates"] = len(top)
 
-    # Meters -------------------------------------------------------------------
-    if meters is not None and len(meters):
-        counts.update(_meter_layers(m, meters, join, residuals, links, network.nodes, proj, crs))
-    elif join is not None and len(join):
-        counts.update(_meter_layers(m, None, join, residuals, links, network.nodes, proj, crs))
-
-    # Valves and the work order -----------------------------------------------
-    valve_layer = valves if valves is not None else getattr(network, "valves", None)
-    if valve_layer is not None and len(valve_layer):
-        valve_layer = valve_layer.copy()
-        valve_layer.index = valve_layer.index.astype(str)
-        shown = valve_layer
-        label = f"Valves ({len(valve_layer):,})"
-        if len(valve_layer) > max_valves:  # a city has tens of thousands: show those that matter
-            focus = list(cands["link_id"].head(top_n)) if cands is not None else []
-            if plan is not None and "isolated_links" in plan:
-                focus += [i for v in plan["isolated_links"] for i in _split_ids(v)]
-            focus = [f for f in dict.fromkeys(focus) if f in links.index]
-            if focus:
-                area = shapely.union_all(shapely.buffer(links.loc[focus].geometry.values, valve_radius_m))
-                pts = valve_layer.to_crs(crs).geometry.values
-                shown = valve_layer[shapely.intersects(area, pts)]
-            else:
-                shown = valve_layer.iloc[:0]
-            label = f"Valves within {valve_radius_m:g} m of the candidates ({len(shown):,} of {len(valve_layer):,})"
-        vals = pd.DataFrame({
-            "id": shown.index,
-            "pipe": shown.get("link_id"),
-            "node": shown.get("node_id"),
-        })
-        grp = _group(m, label)
-        _TwinLayer("points", "valves", {
-            "title": "Valve", "labels": ["ID", "pipe", "node"], "rows": _rows(vals),
-            "coords": proj.flat_points(shown.geometry.values, shown.crs),
-            "colour": [0] * len(vals), "palette": ["#ffffff"], "radius": 3, "fill": 1.0,
-            "stroke": "#333", "minZoom": valve_min_zoom,
-        }).add_to(grp)
-        counts["valves"] = len(vals)
-    if plan is not None and len(plan):
-        pipe_rows = dict(zip(links.index, rows))
-        counts.update(_plan_layers(m, plan, valve_layer, links, proj, crs, selected, pipe_rows))
-
-    # Legend and control ---------------------------------------------------------
-    _TwinLegend(_legend_html(edges if cands is not None else None, nrw_legend, counts,
-                             residuals=residuals is not None)).add_to(m)
-    folium.LayerControl(collapsed=True).add_to(m)
-    _deterministic_ids(m)
-    log.info(
-        "crew map: %s",
-        ", ".join(f"{v:,} {k}" for k, v in counts.items()) + f"; basemap {basemap}",
+def _zone_layer(m: folium.Map, cands: pd.DataFrame, links: gpd.GeoDataFrame, proj: _Projector,
+                crs: Any) -> dict[str, int]:
+    """The candidate zone: a 30 m outline around its pipes, with its share of the score."""
+    zone_mask = _zone_mask(cands)
+    zone_links = cands.loc[zone_mask, "link_id"].unique()
+    if not len(zone_links):
+        return {}
+    hull = shapely.union_all(
+        shapely.buffer(links.loc[zone_links].geometry.values, 30.0, quad_segs=4)
     )
-    return m
+    hull = shapely.simplify(hull, 3.0)
+    zgeom = proj.geometry(np.array([hull]), crs)[0]
+    share = cands.loc[zone_mask, "score"].sum() / max(cands["score"].sum(), 1e-300)
+    fc = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": shapely.geometry.mapping(zgeom),
+        "properties": {
+            "_style": {"color": "#7b1fa2", "weight": 2, "fillColor": "#ce93d8",
+                       "fillOpacity": 0.2},
+            "_popup": _table_html("Candidate zone", ["pipes", "share of score"],
+                                  [len(zone_links), f"{100 * share:.0f} %"]),
+        }}]}
+    grp = _group(m, f"Candidate zone ({int(round(100 * settings.CANDIDATE_ZONE_SHARE))} %)")
+    _TwinLayer("geojson", "zone", fc).add_to(grp)
+    return {"zone": 1}
+
+
+def _candidate_layer(m: folium.Map, top: pd.DataFrame, network: Network, proj: _Projector,
+                     crs: Any) -> dict[str, int]:
+    """Rank labels of the top candidates, on their pipes."""
+    xy = _candidate_points(top, network, proj, crs)
+    cols = [c for c in ("link_id", "score", "leak_flow_lps", "zone", "in_candidate_zone")
+            if c in top.columns]
+    tab = top[cols].copy()
+    if "score" in tab:
+        tab["score"] = tab["score"].astype(float).round(4)
+    if "leak_flow_lps" in tab:
+        tab["leak_flow_lps"] = tab["leak_flow_lps"].astype(float).round(2)
+    grp = _group(m, f"Top {len(top)} candidates")
+    _TwinLayer(
+        "labels",
+        "candidates",
+        {
+            "title": "Candidate",
+            "labels": ["rank", "pipe", *cols[1:]],
+            "rows": [[f"#{r}", *row] for r, row in zip(top["rank"].tolist(), _rows(tab))],
+            "coords": xy,
+            "text": [str(r) for r in top["rank"].tolist()],
+            "className": "twin-rank",
+        },
+    ).add_to(grp)
+    return {"candidates": len(top)}
+
+
+def _valve_focus(cands: pd.DataFrame | None, plan: pd.DataFrame | None, links: gpd.GeoDataFrame,
+                 top_n: int) -> list[str]:
+    """Pipes a large valve layer is drawn around: the top candidates and the orders' segments."""
+    focus = list(cands["link_id"].head(top_n)) if cands is not None else []
+    if plan is not None and "isolated_links" in plan:
+        focus += [i for v in plan["isolated_links"] for i in _split_ids(v)]
+    return [f for f in dict.fromkeys(focus) if f in links.index]
+
+
+def _valve_points(m: folium.Map, valve_layer: gpd.GeoDataFrame, focus: list[str], links: gpd.GeoDataFrame,
+                  proj: _Projector, crs: Any, *, max_valves: int, radius_m: float,
+                  min_zoom: int) -> dict[str, int]:
+    """The valve layer: whole up to ``max_valves``, else within ``radius_m`` (m) of the ``focus`` pipes."""
+    shown = valve_layer
+    label = f"Valves ({len(valve_layer):,})"
+    if len(valve_layer) > max_valves:  # a city has tens of thousands: show those that matter
+        if focus:
+            area = shapely.union_all(shapely.buffer(links.loc[focus].geometry.values, radius_m))
+            pts = valve_layer.to_crs(crs).geometry.values
+            shown = valve_layer[shapely.intersects(area, pts)]
+        else:
+            shown = valve_layer.iloc[:0]
+        label = f"Valves within {radius_m:g} m of the candidates ({len(shown):,} of {len(valve_layer):,})"
+    vals = pd.DataFrame({
+        "id": shown.index,
+        "pipe": shown.get("link_id"),
+        "node": shown.get("node_id"),
+    })
+    grp = _group(m, label)
+    _TwinLayer("points", "valves", {
+        "title": "Valve", "labels": ["ID", "pipe", "node"], "rows": _rows(vals),
+        "coords": proj.flat_points(shown.geometry.values, shown.crs),
+        "colour": [0] * len(vals), "palette": ["#ffffff"], "radius": 3, "fill": 1.0,
+        "stroke": "#333", "minZoom": min_zoom,
+    }).add_to(grp)
+    return {"valves": len(vals)}
 
 
 def _fmt(v: Any, nd: int) -> Any:
@@ -767,11 +819,9 @@ def _zone_mask(cands: pd.DataFrame) -> np.ndarray:
 
 
 def _candidate_points(
-    top: pd.DataFrame, network: Any, proj: _Projector, crs: Any
+    top: pd.DataFrame, network: Network, proj: _Projector, crs: Any
 ) -> list[float]:
     """Label positions: the candidate's lon/lat projected onto its pipe, else the pipe's middle."""
-    from twin.repair import candidate_points
-
     return proj.flat_points(candidate_points(top, network), crs)
 
 
@@ -785,101 +835,133 @@ def _meter_layers(
     proj: _Projector,
     crs: Any,
 ) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    if meters is not None:
-        meters = meters.copy()
-        meters.index = meters.index.astype(str)
-        if "kind" not in meters.columns:
-            raise InputError("meter registry lacks the column kind", element="meters",
-                             fix="give the table of twin.meters.read_meters")
-        kind = meters["kind"].astype(str).str.lower()
-    # Customer meters (clustered) -------------------------------------------------
-    if meters is not None:
-        cust = meters[kind == "customer"]
-        cust = cust[~cust.geometry.is_empty & cust.geometry.notna()]
-        coords = proj.flat_points(cust.geometry.values, meters.crs)
-        ids = cust.index.tolist()
-        pipe = None
-        if join is not None and "link_id" in join:
-            j = join["link_id"].copy()
-            j.index = j.index.astype(str)
-            if "matched" in join:
-                j = j.where(join["matched"].astype(bool).to_numpy())
-            pipe = _clean(j.reindex(cust.index))
-        classes = _clean(cust["customer_class"]) if "customer_class" in cust else None
-    else:  # positions on the pipe from the join
-        jj = join[join["matched"].astype(bool)] if "matched" in join else join
-        jj = jj[jj["link_id"].astype(str).isin(links.index)]
-        pts = shapely.line_interpolate_point(
-            links.loc[jj["link_id"].astype(str)].geometry.values,
-            jj["position"].astype(float).clip(0, 1).to_numpy(), normalized=True,
-        )
-        coords = proj.flat_points(pts, crs)
-        ids = [str(i) for i in jj.index]
-        pipe = jj["link_id"].astype(str).tolist()
-        classes = None
-    if ids:
-        grp = _group(m, f"Customer meters ({len(ids):,})")
-        payload: dict[str, Any] = {"ids": ids, "coords": coords, "pointZoom": 17}
-        if pipe is not None:
-            codes, names = pd.factorize(pd.Series(pipe, dtype="object"), use_na_sentinel=True)
-            payload["links"] = codes.tolist()
-            payload["linkNames"] = [str(x) for x in names]
-        if classes is not None:
-            codes, names = pd.factorize(pd.Series(classes, dtype="object"), use_na_sentinel=True)
-            payload["classes"] = codes.tolist()
-            payload["classNames"] = [str(x) for x in names]
-        _TwinLayer("cluster", "customers", payload).add_to(grp)
-        counts["customers"] = len(ids)
+    """Customer meters (from the registry, else placed on their pipes by the join), loggers, flow meters."""
     if meters is None:
-        return counts
+        return _customer_layer(m, *_joined_customers(join, links, proj, crs))  # type: ignore[arg-type]
+    meters = meters.copy()
+    meters.index = meters.index.astype(str)
+    if "kind" not in meters.columns:
+        raise InputError("meter registry lacks the column kind", element="meters",
+                         fix="give the table of twin.meters.read_meters")
+    kind = meters["kind"].astype(str).str.lower()
+    counts = _customer_layer(m, *_registry_customers(meters[kind == "customer"], meters.crs, join, proj))
+    counts.update(_logger_layer(m, meters[kind == "pressure"], residuals, network_nodes, proj, crs))
+    counts.update(_flow_layer(m, meters[kind == "flow"], links, proj, crs))
+    return counts
 
-    # Pressure loggers ---------------------------------------------------------------
-    loggers = meters[kind == "pressure"]
-    logger_pts = _device_points(loggers, network_nodes, "node_id", crs)
+
+def _registry_customers(
+    cust: gpd.GeoDataFrame, meters_crs: Any, join: pd.DataFrame | None, proj: _Projector
+) -> tuple[list[str], list[float], list[Any] | None, list[Any] | None]:
+    """IDs, flat map coordinates, pipe (matched joins only) and class of the registry's customer meters."""
+    cust = cust[~cust.geometry.is_empty & cust.geometry.notna()]
+    coords = proj.flat_points(cust.geometry.values, meters_crs)
+    pipe = None
+    if join is not None and "link_id" in join:
+        j = join["link_id"].copy()
+        j.index = j.index.astype(str)
+        if "matched" in join:
+            j = j.where(join["matched"].astype(bool).to_numpy())
+        pipe = _clean(j.reindex(cust.index))
+    classes = _clean(cust["customer_class"]) if "customer_class" in cust else None
+    return cust.index.tolist(), coords, pipe, classes
+
+
+def _joined_customers(
+    join: pd.DataFrame, links: gpd.GeoDataFrame, proj: _Projector, crs: Any
+) -> tuple[list[str], list[float], list[Any], None]:
+    """IDs, flat map coordinates and pipe of the joined customer meters, placed at their position on it."""
+    jj = join[join["matched"].astype(bool)] if "matched" in join else join
+    jj = jj[jj["link_id"].astype(str).isin(links.index)]
+    pts = shapely.line_interpolate_point(
+        links.loc[jj["link_id"].astype(str)].geometry.values,
+        jj["position"].astype(float).clip(0, 1).to_numpy(), normalized=True,
+    )
+    return [str(i) for i in jj.index], proj.flat_points(pts, crs), jj["link_id"].astype(str).tolist(), None
+
+
+def _customer_layer(m: folium.Map, ids: list[str], coords: list[float], pipe: list[Any] | None,
+                    classes: list[Any] | None) -> dict[str, int]:
+    """The customer meters, clustered; pipes and classes as factor codes."""
+    if not ids:
+        return {}
+    grp = _group(m, f"Customer meters ({len(ids):,})")
+    payload: dict[str, Any] = {"ids": ids, "coords": coords, "pointZoom": 17}
+    if pipe is not None:
+        codes, names = pd.factorize(pd.Series(pipe, dtype="object"), use_na_sentinel=True)
+        payload["links"] = codes.tolist()
+        payload["linkNames"] = [str(x) for x in names]
+    if classes is not None:
+        codes, names = pd.factorize(pd.Series(classes, dtype="object"), use_na_sentinel=True)
+        payload["classes"] = codes.tolist()
+        payload["classNames"] = [str(x) for x in names]
+    _TwinLayer("cluster", "customers", payload).add_to(grp)
+    return {"customers": len(ids)}
+
+
+def _logger_layer(m: folium.Map, loggers: gpd.GeoDataFrame, residuals: pd.Series | pd.DataFrame | None,
+                  nodes: gpd.GeoDataFrame, proj: _Projector, crs: Any) -> dict[str, int]:
+    """Pressure loggers at their position (else their node), coloured by |residual| when given."""
+    logger_pts = _device_points(loggers, nodes, "node_id", crs)
     loggers, logger_pts = loggers[_placed(logger_pts)], logger_pts[_placed(logger_pts)]
-    if len(loggers):
-        tab = pd.DataFrame({"id": loggers.index,
-                            "node": loggers.get("node_id")}, index=loggers.index)
-        colour = np.zeros(len(loggers), dtype=int)
-        palette = ["#1565c0", "#90caf9", "#ffb74d", "#e65100"]
-        if residuals is not None:
-            res = residuals.to_frame() if isinstance(residuals, pd.Series) else residuals.copy()
-            if "meter_id" in res.columns:
-                res = res.set_index("meter_id")
-            res.index = res.index.astype(str)
-            num = res.select_dtypes("number").reindex(loggers.index)
-            for c in num.columns:
-                tab[str(c) if c != 0 else "residual_m"] = num[c].round(3)
-            if num.shape[1]:
-                mag = num.iloc[:, 0].abs().to_numpy(dtype=float)
-                top = np.nanmax(mag) if np.isfinite(mag).any() else 0.0
-                if top > 0:
-                    ok = np.isfinite(mag)
-                    level = np.minimum((np.where(ok, mag, 0.0) / top * 3).astype(int), 2)
-                    colour = np.where(ok, 1 + level, 0)
-        grp = _group(m, f"Pressure loggers ({len(loggers)})")
-        _TwinLayer("points", "loggers", {
-            "title": "Pressure logger", "labels": ["ID", *tab.columns[1:].map(str)],
-            "rows": _rows(tab), "coords": proj.flat_points(logger_pts, crs),
-            "colour": colour.tolist(), "palette": palette, "radius": 7, "fill": 0.95,
-            "tooltip": loggers.index.tolist(),
-        }).add_to(grp)
-        counts["loggers"] = len(loggers)
-    flows = meters[kind == "flow"]
+    if not len(loggers):
+        return {}
+    tab = pd.DataFrame({"id": loggers.index,
+                        "node": loggers.get("node_id")}, index=loggers.index)
+    colour = np.zeros(len(loggers), dtype=int)
+    palette = ["#1565c0", "#90caf9", "#ffb74d", "#e65100"]
+    if residuals is not None:
+        colour = _residual_columns(tab, residuals, colour)
+    grp = _group(m, f"Pressure loggers ({len(loggers)})")
+    _TwinLayer("points", "loggers", {
+        "title": "Pressure logger", "labels": ["ID", *tab.columns[1:].map(str)],
+        "rows": _rows(tab), "coords": proj.flat_points(logger_pts, crs),
+        "colour": colour.tolist(), "palette": palette, "radius": 7, "fill": 0.95,
+        "tooltip": loggers.index.tolist(),
+    }).add_to(grp)
+    return {"loggers": len(loggers)}
+
+
+def _residual_columns(tab: pd.DataFrame, residuals: pd.Series | pd.DataFrame,
+                      colour: np.ndarray) -> np.ndarray:
+    """Add the residuals' numeric columns to the loggers' table ``tab`` (in place, 3 decimals).
+
+    Returns the colour class of each logger: 0 without a residual, else 1-3 by
+    the magnitude of the first numeric column relative to the largest.
+    """
+    res = residuals.to_frame() if isinstance(residuals, pd.Series) else residuals.copy()
+    if "meter_id" in res.columns:
+        res = res.set_index("meter_id")
+    res.index = res.index.astype(str)
+    num = res.select_dtypes("number").reindex(tab.index)
+    for c in num.columns:
+        tab[str(c) if c != 0 else "residual_m"] = num[c].round(3)
+    if num.shape[1]:
+        mag = num.iloc[:, 0].abs().to_numpy(dtype=float)
+        top = np.nanmax(mag) if np.isfinite(mag).any() else 0.0
+        if top > 0:
+            ok = np.isfinite(mag)
+            level = np.minimum((np.where(ok, mag, 0.0) / top * 3).astype(int), 2)
+            colour = np.where(ok, 1 + level, 0)
+    return colour
+
+
+def _flow_layer(m: folium.Map, flows: gpd.GeoDataFrame, links: gpd.GeoDataFrame, proj: _Projector,
+                crs: Any) -> dict[str, int]:
+    """Flow meters at their position, else the middle of their pipe."""
     flow_pts = _device_points(flows, links, "link_id", crs)
     flows, flow_pts = flows[_placed(flow_pts)], flow_pts[_placed(flow_pts)]
-    if len(flows):
-        tab = pd.DataFrame({"id": flows.index, "pipe": flows.get("link_id")}, index=flows.index)
-        grp = _group(m, f"Flow meters ({len(flows)})")
-        _TwinLayer("points", "flowmeters", {
-            "title": "Flow meter", "labels": ["ID", "pipe"], "rows": _rows(tab),
-            "coords": proj.flat_points(flow_pts, crs),
-            "colour": [0] * len(flows), "palette": ["#6a1b9a"], "radius": 8, "fill": 0.95,
-            "stroke": "#fff", "strokeWeight": 2, "tooltip": flows.index.tolist(),
-        }).add_to(grp)
-        counts["flowmeters"] = len(flows)
-    return counts
+    if not len(flows):
+        return {}
+    tab = pd.DataFrame({"id": flows.index, "pipe": flows.get("link_id")}, index=flows.index)
+    grp = _group(m, f"Flow meters ({len(flows)})")
+    _TwinLayer("points", "flowmeters", {
+        "title": "Flow meter", "labels": ["ID", "pipe"], "rows": _rows(tab),
+        "coords": proj.flat_points(flow_pts, crs),
+        "colour": [0] * len(flows), "palette": ["#6a1b9a"], "radius": 8, "fill": 0.95,
+        "stroke": "#fff", "strokeWeight": 2, "tooltip": flows.index.tolist(),
+    }).add_to(grp)
+    return {"flowmeters": len(flows)}
 
 
 def _device_points(devices: gpd.GeoDataFrame, places: gpd.GeoDataFrame, column: str,
@@ -924,24 +1006,52 @@ def _plan_layers(
     selected: str | int | None,
     pipe_rows: dict[str, list[Any]],
 ) -> dict[str, int]:
+    """The selected work order (segment, cut-off pipes, valves to close) and the other orders, hidden."""
     plan = plan.reset_index(drop=True)
-    if selected is None:
-        idx = 0
-    else:
-        hit = plan.index[plan.get("order_id", pd.Series(dtype=str)).astype(str) == str(selected)]
-        if not len(hit) and "rank" in plan:
-            hit = plan.index[plan["rank"].astype(str) == str(selected)]
-        if not len(hit):
-            raise UnknownElementError(
-                f"work order {selected!r} is not in the plan", element="selected",
-                fix="give an order_id or candidate rank of the plan",
-            )
-        idx = int(hit[0])
+    idx = _selected_order(plan, selected)
     order = plan.iloc[idx]
     oid = str(order.get("order_id", idx + 1))
-    seg = [i for i in _split_ids(order.get("isolated_links")) if i in links.index]
-    counts: dict[str, int] = {}
     grp = _group(m, f"Work order {oid}: isolated segment and valves to close")
+    counts = _order_pipes(grp, order, oid, links, proj, crs, pipe_rows)
+    close = _split_ids(order.get("valves_to_close"))
+    if close and valve_layer is not None and len(valve_layer):
+        known = [v for v in close if v in valve_layer.index]
+        if len(known) < len(close):
+            log.warning("work order %s: %d valve(s) not in the valve layer", oid,
+                        len(close) - len(known))
+        vl = valve_layer.loc[known]
+        tab = pd.DataFrame({"id": known, "pipe": vl.get("link_id"), "node": vl.get("node_id"),
+                            "order": oid})
+        _TwinLayer("labels", "close", {
+            "title": "Close valve", "labels": ["ID", "pipe", "node", "work order"],
+            "rows": _rows(tab), "coords": proj.flat_points(vl.geometry.values, vl.crs),
+            "text": ["V"] * len(known), "className": "twin-valve",
+        }).add_to(grp)
+        counts["close"] = len(known)
+    counts.update(_other_orders(m, plan.drop(index=idx), valve_layer, links, proj, crs, pipe_rows))
+    return counts
+
+
+def _selected_order(plan: pd.DataFrame, selected: str | int | None) -> int:
+    """Row of the work order to draw: ``selected`` as an ``order_id``, else a candidate rank; default 0."""
+    if selected is None:
+        return 0
+    hit = plan.index[plan.get("order_id", pd.Series(dtype=str)).astype(str) == str(selected)]
+    if not len(hit) and "rank" in plan:
+        hit = plan.index[plan["rank"].astype(str) == str(selected)]
+    if not len(hit):
+        raise UnknownElementError(
+            f"work order {selected!r} is not in the plan", element="selected",
+            fix="give an order_id or candidate rank of the plan",
+        )
+    return int(hit[0])
+
+
+def _order_pipes(grp: folium.FeatureGroup, order: pd.Series, oid: str, links: gpd.GeoDataFrame,
+                 proj: _Projector, crs: Any, pipe_rows: dict[str, list[Any]]) -> dict[str, int]:
+    """The isolated segment of a work order and the pipes its closure cuts off (dashed)."""
+    counts: dict[str, int] = {}
+    seg = [i for i in _split_ids(order.get("isolated_links")) if i in links.index]
     if seg:
         _TwinLayer("lines", "segment", {
             "title": f"Work order {oid}: isolated pipe", "labels": PIPE_LABELS,
@@ -961,23 +1071,13 @@ def _plan_layers(
             "opacity": 0.7, "dashArray": "6 6",
         }).add_to(grp)
         counts["cut_off"] = len(dry)
-    close = _split_ids(order.get("valves_to_close"))
-    if close and valve_layer is not None and len(valve_layer):
-        known = [v for v in close if v in valve_layer.index]
-        if len(known) < len(close):
-            log.warning("work order %s: %d valve(s) not in the valve layer", oid,
-                        len(close) - len(known))
-        vl = valve_layer.loc[known]
-        tab = pd.DataFrame({"id": known, "pipe": vl.get("link_id"), "node": vl.get("node_id"),
-                            "order": oid})
-        _TwinLayer("labels", "close", {
-            "title": "Close valve", "labels": ["ID", "pipe", "node", "work order"],
-            "rows": _rows(tab), "coords": proj.flat_points(vl.geometry.values, vl.crs),
-            "text": ["V"] * len(known), "className": "twin-valve",
-        }).add_to(grp)
-        counts["close"] = len(known)
-    # the other orders, hidden, for a crew that moves on to the next one
-    others = plan.drop(index=idx)
+    return counts
+
+
+def _other_orders(m: folium.Map, others: pd.DataFrame, valve_layer: gpd.GeoDataFrame | None,
+                  links: gpd.GeoDataFrame, proj: _Projector, crs: Any,
+                  pipe_rows: dict[str, list[Any]]) -> dict[str, int]:
+    """The other work orders' segments and valves, hidden, for a crew that moves on to the next one."""
     seg_rows, seg_ids, valve_rows, valve_ids = [], [], [], []
     for _, o in others.iterrows():
         other_id = str(o.get("order_id", ""))
@@ -991,24 +1091,26 @@ def _plan_layers(
                     valve_ids.append(v)
                     valve_rows.append([v, str(valve_layer.at[v, "link_id"]) if "link_id" in valve_layer else None,
                                        other_id])
-    if seg_ids or valve_ids:
-        grp = _group(m, f"Other work orders ({len(others)})", show=False)
-        if seg_ids:
-            _TwinLayer("lines", "other_segments", {
-                "title": "Isolated pipe", "labels": [*PIPE_LABELS, "work order"], "rows": seg_rows,
-                "coords": proj.flat_lines(links.loc[seg_ids].geometry.values, crs),
-                "colour": [0] * len(seg_ids), "palette": ["#ffab40"], "weight": [6] * len(seg_ids),
-                "opacity": 0.7,
-            }).add_to(grp)
-            counts["other_segments"] = len(seg_ids)
-        if valve_ids:
-            vl = valve_layer.loc[valve_ids]
-            _TwinLayer("labels", "other_close", {
-                "title": "Close valve", "labels": ["ID", "pipe", "work order"], "rows": valve_rows,
-                "coords": proj.flat_points(vl.geometry.values, vl.crs),
-                "text": ["V"] * len(valve_ids), "className": "twin-valve twin-valve-other",
-            }).add_to(grp)
-            counts["other_close"] = len(valve_ids)
+    if not (seg_ids or valve_ids):
+        return {}
+    counts: dict[str, int] = {}
+    grp = _group(m, f"Other work orders ({len(others)})", show=False)
+    if seg_ids:
+        _TwinLayer("lines", "other_segments", {
+            "title": "Isolated pipe", "labels": [*PIPE_LABELS, "work order"], "rows": seg_rows,
+            "coords": proj.flat_lines(links.loc[seg_ids].geometry.values, crs),
+            "colour": [0] * len(seg_ids), "palette": ["#ffab40"], "weight": [6] * len(seg_ids),
+            "opacity": 0.7,
+        }).add_to(grp)
+        counts["other_segments"] = len(seg_ids)
+    if valve_ids:
+        vl = valve_layer.loc[valve_ids]  # type: ignore[union-attr]
+        _TwinLayer("labels", "other_close", {
+            "title": "Close valve", "labels": ["ID", "pipe", "work order"], "rows": valve_rows,
+            "coords": proj.flat_points(vl.geometry.values, vl.crs),
+            "text": ["V"] * len(valve_ids), "className": "twin-valve twin-valve-other",
+        }).add_to(grp)
+        counts["other_close"] = len(valve_ids)
     return counts
 
 
