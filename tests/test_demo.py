@@ -31,3 +31,25 @@ def test_demo_writes_every_output_and_finds_the_leak_district(tmp_path, twin_cli
     assert "http" not in "".join(
         line for line in (out / "map.html").read_text().splitlines() if "<script src" in line
     )
+
+
+def test_run_demo_returns_what_it_wrote_and_clears_an_earlier_plan(tmp_path):
+    from twin.pipeline import run_demo
+
+    root = DATA.parent
+    week = DATA / "yingtan-small-week"
+    out = tmp_path / "demo"
+    (out / "plan" / "sheets").mkdir(parents=True)
+    (out / "plan" / "sheets" / "WO-OLD.html").write_text("stale")
+    done = run_demo(root / "networks" / "yingtan-small.inp", crs="EPSG:4548", meters_path=week / "meters.csv",
+                    readings_path=week / "readings.parquet", out_dir=out, truth_path=week / "truth.json",
+                    gis_layers=root / "networks" / "yingtan-small.gpkg", top=2, basemap="none")
+    assert set(done.paths) == {"candidates", "report", "balance", "plan", "map"}
+    assert all(p.exists() for p in done.paths.values())
+    assert not (out / "plan" / "sheets" / "WO-OLD.html").exists()
+    assert len(done.orders) == 2 and done.report["detected"] is True
+    truth = json.loads((week / "truth.json").read_text())
+    assert done.truth == truth
+    ranked = done.candidates["link_id"].tolist()
+    expected = ranked.index(truth["leak"]["link_id"]) + 1 if truth["leak"]["link_id"] in ranked else None
+    assert (done.hit["rank"] == expected) if expected else done.hit["rank"] != done.hit["rank"]
