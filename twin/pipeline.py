@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -215,7 +215,6 @@ class DemoResult:
     orders: gpd.GeoDataFrame | None = None
     truth: dict | None = None
     hit: dict | None = None
-    network: Network | None = field(default=None, repr=False)
 
 
 def run_demo(
@@ -289,7 +288,7 @@ def run_demo(
     paths["map"] = save_map(m, out / "map.html")
     truth, hit = score_against_truth(net, candidates, truth_path)
     return DemoResult(paths=paths, report=report, candidates=candidates, balance=balance, orders=orders,
-                      truth=truth, hit=hit, network=net)
+                      truth=truth, hit=hit)
 
 
 def _fresh_output(out: Path) -> Path:

@@ -85,7 +85,7 @@ def _summary_table(report: dict, candidates: pd.DataFrame, truth: dict | None, h
 
 def demo(
     out: Path = typer.Option(Path("build/demo"), "--out", help="Output folder (created)."),
-    network: Optional[Path] = typer.Option(None, help="Network .inp (default: bundled Yingtan small)."),
+    network: Optional[Path] = typer.Option(None, help="Network: .inp or GIS file (default: bundled Yingtan small)."),
     crs: str = typer.Option("EPSG:4548", help="CRS of the network's coordinates."),
     gis: GisReading = GisReading(),
     meters: Optional[Path] = typer.Option(None, help="meters.csv (default: bundled week)."),
