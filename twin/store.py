@@ -456,6 +456,7 @@ class Store:
                 f"readings lack the column(s) {', '.join(missing)} (has {', '.join(lower) or 'none'})",
                 path=path,
                 fix="the long format needs meter_id,timestamp,value (DESIGN.md)",
+                data={"missing_columns": missing, "columns": list(lower)},
             )
 
     def _rejected_meters_table(self, rejected: pd.DataFrame | None) -> str:
