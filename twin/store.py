@@ -40,8 +40,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import duckdb
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -51,9 +52,6 @@ from twin.errors import InputError, ReadingsError, TwinError, require_file
 from twin.meters import join_meters, read_meters, validate_meters
 from twin.network import Network
 from twin.readings import REASONS, REQUIRED_COLUMNS, classify
-
-if TYPE_CHECKING:  # pragma: no cover
-    import duckdb
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +219,6 @@ class Store:
         memory_limit: str = "1GB",
         threads: int | None = None,
     ) -> None:
-        import duckdb
-
         self.path = str(path)
         if read_only and self.path != ":memory:":
             require_file(self.path, what="store")
