@@ -37,7 +37,19 @@ class TwinError(Exception):
     fix : str, optional
         What the user should do about it.
     data : Any, optional
-        Structured detail for programs (for example a table of bad rows).
+        Structured detail for programs, so that a caller can act on the
+        problem without parsing the message (as networkx's exceptions carry
+        the offending nodes): a dictionary keyed by what it holds, for example
+        ``{"missing_columns": ["kind"], "columns": ["meter_id", "lon", "lat"]}``
+        when a table lacks columns, or the offending IDs or rows.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise MeterError("registry lacks the column kind", data={"missing_columns": ["kind"]})
+    ... except TwinError as exc:
+    ...     exc.data["missing_columns"]
+    ['kind']
     """
 
     def __init__(

@@ -18,8 +18,9 @@ Examples
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -27,10 +28,9 @@ import pandas as pd
 import shapely
 
 from twin import settings
+from twin.crs import is_pseudo_crs, parse_crs, transform_xy
 from twin.errors import InputError, MeterError, require_file
-
-if TYPE_CHECKING:  # pragma: no cover
-    from twin.network import Network
+from twin.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def meters_from_frame(
             f"meter registry lacks the column(s) {', '.join(missing)} (has {', '.join(df.columns) or 'none'})",
             path=source,
             fix="the registry needs meter_id, kind, lon, lat (and node_id / link_id for loggers)",
+            data={"missing_columns": missing, "columns": list(df.columns)},
         )
     for col in ("node_id", "link_id"):
         if col not in df.columns:
@@ -122,8 +123,6 @@ def meters_from_frame(
     x = pd.to_numeric(df["lon"], errors="coerce").to_numpy(dtype=np.float64)
     y = pd.to_numeric(df["lat"], errors="coerce").to_numpy(dtype=np.float64)
     if len(df) and not _is_wgs84(crs):
-        from twin.crs import transform_xy
-
         ok = np.isfinite(x) & np.isfinite(y)
         tx = np.full_like(x, np.nan)
         ty = np.full_like(y, np.nan)
@@ -145,8 +144,6 @@ def _is_wgs84(crs: Any) -> bool:
         return True
     if isinstance(crs, str) and crs.strip().upper() in ("EPSG:4326", "WGS84", "4326"):
         return True
-    from twin.crs import is_pseudo_crs, parse_crs
-
     if is_pseudo_crs(crs):
         return False
     return parse_crs(crs, what="meters CRS").equals(parse_crs(settings.MAP_CRS))
@@ -189,16 +186,14 @@ def read_meters(path: str | Path, *, crs: Any = settings.MAP_CRS) -> gpd.GeoData
 # --------------------------------------------------------------------------- validation
 
 
-def _network_bbox(network: "Network") -> tuple[float, float, float, float]:
+def _network_bbox(network: Network) -> tuple[float, float, float, float]:
     b = network.nodes.geometry.total_bounds
     if not np.all(np.isfinite(b)):
         b = network.links.geometry.total_bounds
     return tuple(float(v) for v in b)  # type: ignore[return-value]
 
 
-def _to_network_xy(lon: np.ndarray, lat: np.ndarray, network: "Network") -> tuple[np.ndarray, np.ndarray]:
-    from twin.crs import transform_xy
-
+def _to_network_xy(lon: np.ndarray, lat: np.ndarray, network: Network) -> tuple[np.ndarray, np.ndarray]:
     x = np.full_like(lon, np.nan, dtype=np.float64)
     y = np.full_like(lat, np.nan, dtype=np.float64)
     ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
@@ -207,9 +202,160 @@ def _to_network_xy(lon: np.ndarray, lat: np.ndarray, network: "Network") -> tupl
     return x, y
 
 
+class _FirstReason:
+    """One rejection reason per row: the first check that marks a row wins.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.reason = np.full(n, None, dtype=object)
+
+    def mark(self, mask: np.ndarray, text: str | Callable[[np.ndarray], list[str]]) -> None:
+        """Give rows in ``mask`` without a reason yet ``text`` (or ``text(row_positions)``)."""
+        sel = np.flatnonzero(mask & pd.isna(self.reason))
+        if len(sel):
+            self.reason[sel] = text(sel) if callable(text) else text
+
+    @property
+    def bad(self) -> np.ndarray:
+        """Boolean mask of the rows that have a reason."""
+        return pd.notna(self.reason)
+
+
+def _require_registry_columns(meters: gpd.GeoDataFrame) -> None:
+    missing = [c for c in ("kind", "lon", "lat", "node_id", "link_id") if c not in meters.columns]
+    if missing:
+        raise MeterError(
+            f"meter table lacks the column(s) {', '.join(missing)}",
+            path=meters.attrs.get("source"),
+            fix="read the registry with twin.meters.read_meters",
+            data={"missing_columns": missing, "columns": [str(c) for c in meters.columns]},
+        )
+
+
+def _mark_ids(reasons: _FirstReason, meters: gpd.GeoDataFrame, ids: pd.Series) -> None:
+    """Missing IDs; duplicates (identical repeats keep the first row, conflicting rows all go)."""
+    reasons.mark(ids.isna().to_numpy(), "missing meter_id")
+    cols = ["kind", "lon", "lat", "node_id", "link_id"]
+    frame = pd.DataFrame({c: meters[c].to_numpy() for c in cols})
+    frame["meter_id"] = ids.to_numpy()
+    dup_any = frame["meter_id"].duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    if dup_any.any():
+        n_variants = frame.loc[dup_any].astype("string").fillna("").drop_duplicates().groupby("meter_id").size()
+        conflicting = frame["meter_id"].isin(n_variants.index[n_variants > 1]).to_numpy() & dup_any
+        later = frame["meter_id"].duplicated(keep="first").to_numpy() & ids.notna().to_numpy()
+        reasons.mark(conflicting, "duplicate meter_id with conflicting attributes")
+        reasons.mark(later, "duplicate meter_id (repeated row)")
+
+
+def _mark_kinds(reasons: _FirstReason, kind: pd.Series) -> None:
+    kinds = kind.fillna("").to_numpy(dtype=object)
+    reasons.mark(
+        ~kind.isin(KINDS).fillna(False).to_numpy(),
+        lambda i: [f"unknown kind {k!r} (expected customer, pressure or flow)" for k in kinds[i]],
+    )
+
+
+def _mark_coordinates(
+    reasons: _FirstReason,
+    lon: np.ndarray,
+    lat: np.ndarray,
+    is_customer: np.ndarray,
+    network: Network | None,
+    area_margin_m: float,
+) -> None:
+    """Missing (customers only), swapped, out-of-range and out-of-area coordinates, in that order."""
+    no_xy = ~(np.isfinite(lon) & np.isfinite(lat))
+    reasons.mark(no_xy & is_customer, "missing or non-numeric lon/lat")
+    has_xy = ~no_xy
+    invalid_range = has_xy & ((np.abs(lat) > 90) | (np.abs(lon) > 180))
+    swapped_range = invalid_range & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
+    if network is None:
+        reasons.mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
+        reasons.mark(invalid_range, "lon/lat out of range")
+        return
+    xmin, ymin, xmax, ymax = _network_bbox(network)
+    xmin, ymin, xmax, ymax = xmin - area_margin_m, ymin - area_margin_m, xmax + area_margin_m, ymax + area_margin_m
+    x, y = _to_network_xy(lon, lat, network)
+    inside = (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
+    sx, sy = _to_network_xy(lat, lon, network)
+    inside_swapped = (sx >= xmin) & (sx <= xmax) & (sy >= ymin) & (sy <= ymax)
+    reasons.mark(
+        has_xy & ~inside & inside_swapped,
+        "lon/lat swapped (the point falls in the network area with lon and lat exchanged)",
+    )
+    reasons.mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
+    reasons.mark(invalid_range, "lon/lat out of range")
+    dist = np.hypot(np.maximum(np.maximum(xmin - x, x - xmax), 0), np.maximum(np.maximum(ymin - y, y - ymax), 0))
+    dist = np.nan_to_num(dist)
+    reasons.mark(
+        has_xy & ~inside,
+        lambda i: [f"outside the network area ({d / 1000:.1f} km beyond its bounding box)" for d in dist[i]],
+    )
+
+
+def _mark_logger_places(
+    reasons: _FirstReason, meters: gpd.GeoDataFrame, kind: pd.Series, network: Network | None
+) -> None:
+    """Pressure loggers need a (known) node, flow meters a (known) link."""
+    node_id = meters["node_id"].astype("string")
+    link_id = meters["link_id"].astype("string")
+    if network is not None:
+        node_known = node_id.isin(set(map(str, network.nodes.index))).fillna(False).to_numpy()
+        link_known = link_id.isin(set(map(str, network.links.index))).fillna(False).to_numpy()
+    else:
+        node_known = meters["node_id"].notna().to_numpy()
+        link_known = meters["link_id"].notna().to_numpy()
+    is_pressure = (kind == "pressure").fillna(False).to_numpy()
+    is_flow = (kind == "flow").fillna(False).to_numpy()
+    node_s = node_id.fillna("").to_numpy(dtype=object)
+    link_s = link_id.fillna("").to_numpy(dtype=object)
+    reasons.mark(is_pressure & meters["node_id"].isna().to_numpy(), "pressure logger without node_id")
+    reasons.mark(is_pressure & ~node_known, lambda i: [f"pressure logger on unknown node {v!r}" for v in node_s[i]])
+    reasons.mark(is_flow & meters["link_id"].isna().to_numpy(), "flow meter without link_id")
+    reasons.mark(is_flow & ~link_known, lambda i: [f"flow meter on unknown link {v!r}" for v in link_s[i]])
+
+
+def _place_loggers_without_xy(good: gpd.GeoDataFrame, network: Network) -> None:
+    """Give loggers without coordinates their node's place / their link's midpoint (in place)."""
+    fill = good.geometry.isna() | good.geometry.is_empty
+    if not fill.any():
+        return
+    pts = []
+    for _, row in good.loc[fill].iterrows():
+        if row["kind"] == "pressure":
+            pts.append(network.nodes.geometry.loc[row["node_id"]])
+        else:
+            pts.append(network.links.geometry.loc[row["link_id"]].interpolate(0.5, normalized=True))
+    gs = gpd.GeoSeries(pts, index=good.index[fill], crs=network.crs).to_crs(settings.MAP_CRS)
+    good.loc[fill, "geometry"] = gs.values
+    good.loc[fill, "lon"] = gs.x.values
+    good.loc[fill, "lat"] = gs.y.values
+
+
+def _rejected_table(meters: gpd.GeoDataFrame, ids: pd.Series, kind: pd.Series, reasons: _FirstReason) -> pd.DataFrame:
+    bad = reasons.bad
+    return pd.DataFrame(
+        {
+            "meter_id": ids[bad].to_numpy(),
+            "source_row": meters["source_row"].to_numpy()[bad] if "source_row" in meters else np.flatnonzero(bad) + 1,
+            "kind": kind[bad].to_numpy(),
+            "lon": meters["lon"].to_numpy(dtype=np.float64)[bad],
+            "lat": meters["lat"].to_numpy(dtype=np.float64)[bad],
+            "node_id": meters["node_id"].astype("string").to_numpy()[bad],
+            "link_id": meters["link_id"].astype("string").to_numpy()[bad],
+            "reason": reasons.reason[bad].astype(str),
+        }
+    )
+
+
 def validate_meters(
     meters: gpd.GeoDataFrame,
-    network: "Network | None" = None,
+    network: Network | None = None,
     *,
     area_margin_m: float = AREA_MARGIN_M,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
@@ -239,7 +385,9 @@ def validate_meters(
     Returns
     -------
     meters : GeoDataFrame
-        The usable rows, unique index ``meter_id``, same columns.
+        The usable rows, unique index ``meter_id``, same columns. Loggers
+        without coordinates are placed on their node / the middle of their
+        link (only with ``network``).
     rejected : DataFrame
         The other rows: ``meter_id`` (column), ``source_row``, ``kind``,
         ``lon``, ``lat``, ``node_id``, ``link_id``, ``reason``.
@@ -247,119 +395,30 @@ def validate_meters(
     Raises
     ------
     MeterError
-        When a required column is missing (a fatal problem, not a row problem).
+        When a required column is missing (a fatal problem, not a row
+        problem); its ``data`` holds ``missing_columns`` and ``columns``.
     """
-    missing = [c for c in ("kind", "lon", "lat", "node_id", "link_id") if c not in meters.columns]
-    if missing:
-        raise MeterError(
-            f"meter table lacks the column(s) {', '.join(missing)}",
-            path=meters.attrs.get("source"),
-            fix="read the registry with twin.meters.read_meters",
-        )
-    n = len(meters)
-    reason = np.full(n, None, dtype=object)
-
-    def mark(mask: np.ndarray, text: Any) -> None:
-        """Give rows in ``mask`` without a reason yet ``text`` (or ``text(index_array)``)."""
-        sel = np.flatnonzero(mask & pd.isna(reason))
-        if len(sel):
-            reason[sel] = text(sel) if callable(text) else text
-
+    _require_registry_columns(meters)
+    reasons = _FirstReason(len(meters))
     ids = pd.Series(meters.index, dtype="string")
-    mark(ids.isna().to_numpy(), "missing meter_id")
-
-    # duplicates: identical repeats keep the first row; conflicting rows all go
-    cols = ["kind", "lon", "lat", "node_id", "link_id"]
-    frame = pd.DataFrame({c: meters[c].to_numpy() for c in cols})
-    frame["meter_id"] = ids.to_numpy()
-    dup_any = frame["meter_id"].duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
-    if dup_any.any():
-        n_variants = frame.loc[dup_any].astype("string").fillna("").drop_duplicates().groupby("meter_id").size()
-        conflicting = frame["meter_id"].isin(n_variants.index[n_variants > 1]).to_numpy() & dup_any
-        later = frame["meter_id"].duplicated(keep="first").to_numpy() & ids.notna().to_numpy()
-        mark(conflicting, "duplicate meter_id with conflicting attributes")
-        mark(later, "duplicate meter_id (repeated row)")
-
     kind = meters["kind"].astype("string")
-    kinds = kind.fillna("").to_numpy(dtype=object)
-    mark(~kind.isin(KINDS).fillna(False).to_numpy(),
-         lambda i: [f"unknown kind {k!r} (expected customer, pressure or flow)" for k in kinds[i]])
-
-    lon = meters["lon"].to_numpy(dtype=np.float64)
-    lat = meters["lat"].to_numpy(dtype=np.float64)
-    is_customer = (kind == "customer").fillna(False).to_numpy()
-    no_xy = ~(np.isfinite(lon) & np.isfinite(lat))
-    mark(no_xy & is_customer, "missing or non-numeric lon/lat")
-    has_xy = ~no_xy
-    invalid_range = has_xy & ((np.abs(lat) > 90) | (np.abs(lon) > 180))
-    swapped_range = invalid_range & (np.abs(lon) <= 90) & (np.abs(lat) <= 180)
-
-    if network is not None:
-        xmin, ymin, xmax, ymax = _network_bbox(network)
-        xmin, ymin, xmax, ymax = xmin - area_margin_m, ymin - area_margin_m, xmax + area_margin_m, ymax + area_margin_m
-        x, y = _to_network_xy(lon, lat, network)
-        inside = (x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax)
-        sx, sy = _to_network_xy(lat, lon, network)
-        inside_swapped = (sx >= xmin) & (sx <= xmax) & (sy >= ymin) & (sy <= ymax)
-        mark(has_xy & ~inside & inside_swapped, "lon/lat swapped (the point falls in the network area with lon and lat exchanged)")
-        mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
-        mark(invalid_range, "lon/lat out of range")
-        dist = np.hypot(np.maximum(np.maximum(xmin - x, x - xmax), 0), np.maximum(np.maximum(ymin - y, y - ymax), 0))
-        dist = np.nan_to_num(dist)
-
-        def out_text(i: np.ndarray) -> list[str]:
-            return [f"outside the network area ({d / 1000:.1f} km beyond its bounding box)" for d in dist[i]]
-
-        mark(has_xy & ~inside, out_text)
-        node_ids = set(map(str, network.nodes.index))
-        link_ids = set(map(str, network.links.index))
-        node_known = meters["node_id"].astype("string").isin(node_ids).fillna(False).to_numpy()
-        link_known = meters["link_id"].astype("string").isin(link_ids).fillna(False).to_numpy()
-    else:
-        mark(swapped_range, "lon/lat swapped (latitude beyond ±90°)")
-        mark(invalid_range, "lon/lat out of range")
-        node_known = meters["node_id"].notna().to_numpy()
-        link_known = meters["link_id"].notna().to_numpy()
-    is_pressure = (kind == "pressure").fillna(False).to_numpy()
-    is_flow = (kind == "flow").fillna(False).to_numpy()
-    mark(is_pressure & meters["node_id"].isna().to_numpy(), "pressure logger without node_id")
-    node_s = meters["node_id"].astype("string").fillna("").to_numpy(dtype=object)
-    link_s = meters["link_id"].astype("string").fillna("").to_numpy(dtype=object)
-    mark(is_pressure & ~node_known, lambda i: [f"pressure logger on unknown node {v!r}" for v in node_s[i]])
-    mark(is_flow & meters["link_id"].isna().to_numpy(), "flow meter without link_id")
-    mark(is_flow & ~link_known, lambda i: [f"flow meter on unknown link {v!r}" for v in link_s[i]])
-
-    bad = pd.notna(reason)
-    good = meters.loc[~bad].copy()
-    if network is not None and len(good):
-        # loggers without coordinates sit where their node / link is
-        fill = good.geometry.isna() | good.geometry.is_empty
-        if fill.any():
-            pts = []
-            for mid, row in good.loc[fill].iterrows():
-                if row["kind"] == "pressure":
-                    g = network.nodes.geometry.loc[row["node_id"]]
-                else:
-                    g = network.links.geometry.loc[row["link_id"]].interpolate(0.5, normalized=True)
-                pts.append(g)
-            gs = gpd.GeoSeries(pts, index=good.index[fill], crs=network.crs).to_crs(settings.MAP_CRS)
-            good.loc[fill, "geometry"] = gs.values
-            good.loc[fill, "lon"] = gs.x.values
-            good.loc[fill, "lat"] = gs.y.values
-    rejected = pd.DataFrame(
-        {
-            "meter_id": ids[bad].to_numpy(),
-            "source_row": meters["source_row"].to_numpy()[bad] if "source_row" in meters else np.flatnonzero(bad) + 1,
-            "kind": kind[bad].to_numpy(),
-            "lon": lon[bad],
-            "lat": lat[bad],
-            "node_id": meters["node_id"].astype("string").to_numpy()[bad],
-            "link_id": meters["link_id"].astype("string").to_numpy()[bad],
-            "reason": reason[bad].astype(str),
-        }
+    _mark_ids(reasons, meters, ids)
+    _mark_kinds(reasons, kind)
+    _mark_coordinates(
+        reasons,
+        meters["lon"].to_numpy(dtype=np.float64),
+        meters["lat"].to_numpy(dtype=np.float64),
+        (kind == "customer").fillna(False).to_numpy(),
+        network,
+        area_margin_m,
     )
+    _mark_logger_places(reasons, meters, kind, network)
+    good = meters.loc[~reasons.bad].copy()
+    if network is not None and len(good):
+        _place_loggers_without_xy(good, network)
+    rejected = _rejected_table(meters, ids, kind, reasons)
     log.info(
-        "validated %s meters: %s usable, %s rejected", f"{n:,}", f"{len(good):,}", f"{len(rejected):,}"
+        "validated %s meters: %s usable, %s rejected", f"{len(meters):,}", f"{len(good):,}", f"{len(rejected):,}"
     )
     return good, rejected
 
@@ -367,20 +426,168 @@ def validate_meters(
 # --------------------------------------------------------------------------- join
 
 
+def _customer_points(meters: gpd.GeoDataFrame, network: Network) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """Customer meters as points in ``network.crs``.
+
+    Returns
+    -------
+    index : Index
+        ``meter_id`` (string) of the customer rows.
+    points : ndarray of shapely Point
+        In ``network.crs`` (metres).
+    has_point : ndarray of bool
+        Whether the meter has finite coordinates.
+    """
+    cust = meters.loc[meters["kind"].astype("string").eq("customer").fillna(False).to_numpy()]
+    if cust.crs is None:
+        cust = cust.set_crs(settings.MAP_CRS)
+    geom = np.asarray(cust.geometry.values, dtype=object)
+    has_pt = ~(shapely.is_missing(geom) | shapely.is_empty(geom))
+    gx = shapely.get_x(np.where(has_pt, geom, shapely.Point(0, 0)))
+    gy = shapely.get_y(np.where(has_pt, geom, shapely.Point(0, 0)))
+    has_pt &= np.isfinite(gx) & np.isfinite(gy)
+    px, py = transform_xy(gx, gy, from_crs=cust.crs, to_crs=network.crs)
+    return pd.Index(cust.index.astype(str), name="meter_id"), shapely.points(px, py), has_pt
+
+
+def _candidate_pipes(network: Network) -> gpd.GeoDataFrame:
+    """Pipes with a geometry, sorted by ID so that tree indices follow the tie-break order."""
+    pipes = network.links.loc[network.links["link_type"].astype("string").eq("pipe").fillna(False).to_numpy()]
+    pipes = pipes.loc[~(pipes.geometry.isna() | pipes.geometry.is_empty)]
+    return pipes.iloc[np.argsort(pipes.index.astype(str).to_numpy(), kind="stable")]
+
+
+def _nearest_pipes(
+    points: np.ndarray, lines: np.ndarray, max_distance_m: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nearest pipe of every point, ties to the smallest index.
+
+    Every pipe within the limit, then per point the nearest; distances within
+    :data:`TIE_TOLERANCE_M` are a tie (coordinates that went through a CRS
+    round trip are never exactly equidistant) and the smallest line index
+    (= smallest link ID) wins. Points beyond the limit get their nearest pipe
+    for the report.
+
+    Returns
+    -------
+    point_index, line_index : ndarray of int
+        Pairs, one per point (in no particular order).
+    distance_m : ndarray of float
+        Point-to-pipe distances, metres.
+    """
+    tree = shapely.STRtree(lines)
+    pi, ti = tree.query(points, predicate="dwithin", distance=max_distance_m)
+    d = shapely.distance(points[pi], lines[ti])
+    key = np.floor(d / TIE_TOLERANCE_M)
+    order = np.lexsort((ti, key, pi))
+    pi, ti, d = pi[order], ti[order], d[order]
+    first = np.ones(len(pi), dtype=bool)
+    first[1:] = pi[1:] != pi[:-1]
+    pi, ti, d = pi[first], ti[first], d[first]
+    far = np.ones(len(points), dtype=bool)
+    far[pi] = False
+    if far.any():
+        fi, fti = tree.query_nearest(points[far], all_matches=False)
+        fi = np.flatnonzero(far)[fi]
+        pi = np.concatenate([pi, fi])
+        ti = np.concatenate([ti, fti])
+        d = np.concatenate([d, shapely.distance(points[fi], lines[fti])])
+    return pi, ti, d
+
+
+def _join_frame(
+    index: pd.Index,
+    *,
+    link: np.ndarray | None = None,
+    position: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    end: np.ndarray | None = None,
+    distance_m: np.ndarray | None = None,
+    matched: np.ndarray | None = None,
+    nearest: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The join table of :func:`join_meters`; columns not given are empty (NA, NaN, False)."""
+    n = len(index)
+
+    def ids(values: np.ndarray | None) -> pd.api.extensions.ExtensionArray:
+        return pd.array([pd.NA] * n if values is None else values, dtype="string")
+
+    def floats(values: np.ndarray | None) -> np.ndarray:
+        return np.full(n, np.nan) if values is None else values
+
+    return pd.DataFrame(
+        {
+            "link_id": ids(link),
+            "position": floats(position),
+            "start_node": ids(start),
+            "end_node": ids(end),
+            "distance_m": floats(distance_m),
+            "matched": np.zeros(n, dtype=bool) if matched is None else matched,
+            "nearest_link_id": ids(nearest),
+        },
+        index=index,
+    )
+
+
+def _join_from_pairs(
+    index: pd.Index,
+    rows: np.ndarray,
+    line_index: np.ndarray,
+    distance_m: np.ndarray,
+    ok: np.ndarray,
+    position: np.ndarray,
+    pipes: gpd.GeoDataFrame,
+) -> pd.DataFrame:
+    """The join table from (meter row, pipe) pairs.
+
+    Parameters
+    ----------
+    index : Index
+        ``meter_id`` of every customer meter.
+    rows, line_index : ndarray of int
+        Per pair, the meter's position in ``index`` and the pipe's in ``pipes``.
+    distance_m : ndarray of float
+        Per pair, metres.
+    ok : ndarray of bool
+        Per pair, within the join distance (matched).
+    position : ndarray of float
+        Per matched pair (``ok``), 0..1 from the pipe's ``start_node``.
+    pipes : GeoDataFrame
+        The candidate pipes, as from :func:`_candidate_pipes`.
+    """
+    n = len(index)
+    link_ids = pipes.index.astype(str).to_numpy()
+    link, nearest, start, end = (np.full(n, None, dtype=object) for _ in range(4))
+    pos = np.full(n, np.nan)
+    dist = np.full(n, np.nan)
+    matched = np.zeros(n, dtype=bool)
+    nearest[rows] = link_ids[line_index]
+    dist[rows] = distance_m
+    ok_rows, ok_lines = rows[ok], line_index[ok]
+    link[ok_rows] = link_ids[ok_lines]
+    start[ok_rows] = pipes["start_node"].astype(str).to_numpy()[ok_lines]
+    end[ok_rows] = pipes["end_node"].astype(str).to_numpy()[ok_lines]
+    pos[ok_rows] = position
+    matched[ok_rows] = True
+    return _join_frame(
+        index, link=link, position=pos, start=start, end=end, distance_m=dist, matched=matched, nearest=nearest
+    )
+
+
 def join_meters(
     meters: gpd.GeoDataFrame,
-    network: "Network",
+    network: Network,
     *,
     max_distance_m: float = settings.SNAP_DISTANCE_M,
 ) -> pd.DataFrame:
     """Snap every customer meter to its nearest pipe.
 
     Meters are projected into ``network.crs`` (metres); the candidate pipes
-    The pipes within ``max_distance_m`` come from a shapely STRtree
-    (``dwithin``); the nearest wins, pipes within 1 µm of the same distance
-    are tied and the smallest ``link_id`` (string order) wins, so the result
-    does not depend on the order of the input. Meters beyond the limit get
-    the distance to their nearest pipe (``query_nearest``). The position along the pipe is
+    within ``max_distance_m`` come from a shapely STRtree (``dwithin``); the
+    nearest wins, pipes within 1 µm of the same distance are tied and the
+    smallest ``link_id`` (string order) wins, so the result does not depend
+    on the order of the input. Meters beyond the limit get the distance to
+    their nearest pipe (``query_nearest``). The position along the pipe is
     ``line.project(point, normalized=True)`` on the pipe's geometry, which
     runs from ``start_node`` to ``end_node``.
 
@@ -410,97 +617,22 @@ def join_meters(
             f"max_distance_m must be a non-negative number of metres, got {max_distance_m!r}",
             fix="give a distance such as 50",
         )
-    cust = meters.loc[meters["kind"].astype("string").eq("customer").fillna(False).to_numpy()]
-    if cust.crs is None:
-        cust = cust.set_crs(settings.MAP_CRS)
-    geom = np.asarray(cust.geometry.values, dtype=object)
-    has_pt = ~(shapely.is_missing(geom) | shapely.is_empty(geom))
-    gx = shapely.get_x(np.where(has_pt, geom, shapely.Point(0, 0)))
-    gy = shapely.get_y(np.where(has_pt, geom, shapely.Point(0, 0)))
-    has_pt &= np.isfinite(gx) & np.isfinite(gy)
-    from twin.crs import transform_xy
-
-    px, py = transform_xy(gx, gy, from_crs=cust.crs, to_crs=network.crs)
-    pts_arr = shapely.points(px, py)
-
-    pipes = network.links.loc[network.links["link_type"].astype("string").eq("pipe").fillna(False).to_numpy()]
-    pipes = pipes.loc[~(pipes.geometry.isna() | pipes.geometry.is_empty)]
-    # sort pipes by ID so that tree indices follow the tie-break order
-    pipes = pipes.iloc[np.argsort(pipes.index.astype(str).to_numpy(), kind="stable")]
-    lines = np.asarray(pipes.geometry.values, dtype=object)
-    link_ids = pipes.index.astype(str).to_numpy()
-    n = len(cust)
-    out = pd.DataFrame(
-        {
-            "link_id": pd.array([pd.NA] * n, dtype="string"),
-            "position": np.full(n, np.nan),
-            "start_node": pd.array([pd.NA] * n, dtype="string"),
-            "end_node": pd.array([pd.NA] * n, dtype="string"),
-            "distance_m": np.full(n, np.nan),
-            "matched": np.zeros(n, dtype=bool),
-            "nearest_link_id": pd.array([pd.NA] * n, dtype="string"),
-        },
-        index=pd.Index(cust.index.astype(str), name="meter_id"),
-    )
-    if n == 0 or len(lines) == 0:
-        if len(lines) == 0 and n:
+    index, points, has_pt = _customer_points(meters, network)
+    pipes = _candidate_pipes(network)
+    n = len(index)
+    if n == 0 or len(pipes) == 0:
+        if len(pipes) == 0 and n:
             log.warning("network has no pipes: none of %d customer meters joined", n)
-        return out
-    tree = shapely.STRtree(lines)
+        return _join_frame(index)
+    lines = np.asarray(pipes.geometry.values, dtype=object)
     q_idx = np.flatnonzero(has_pt)
-    qpts = pts_arr[q_idx]
-    # every pipe within the limit, then per meter the nearest; distances within
-    # 1 µm are a tie (coordinates that went through a CRS round trip are never
-    # exactly equidistant) and the smallest link ID wins (tree order = ID order)
-    pi, ti = tree.query(qpts, predicate="dwithin", distance=max_distance_m)
-    d = shapely.distance(qpts[pi], lines[ti])
-    key = np.floor(d / TIE_TOLERANCE_M)
-    order = np.lexsort((ti, key, pi))
-    pi, ti, d = pi[order], ti[order], d[order]
-    first = np.ones(len(pi), dtype=bool)
-    first[1:] = pi[1:] != pi[:-1]
-    pi, ti, d = pi[first], ti[first], d[first]
-    # meters beyond the limit: their nearest pipe, for the report
-    far = np.ones(len(qpts), dtype=bool)
-    far[pi] = False
-    if far.any():
-        fi, fti = tree.query_nearest(qpts[far], all_matches=False)
-        fi = np.flatnonzero(far)[fi]
-        pi = np.concatenate([pi, fi])
-        ti = np.concatenate([ti, fti])
-        d = np.concatenate([d, shapely.distance(qpts[fi], lines[fti])])
+    qpts = points[q_idx]
+    pi, ti, d = _nearest_pipes(qpts, lines, max_distance_m)
     rows = q_idx[pi]
     ok = d <= max_distance_m
     pos = shapely.line_locate_point(lines[ti[ok]], qpts[pi[ok]], normalized=True)
     pos = np.where(np.isfinite(pos), pos, 0.5)  # zero-length pipe
-    n_pts = len(out)
-    link = np.full(n_pts, None, dtype=object)
-    nearest = np.full(n_pts, None, dtype=object)
-    start = np.full(n_pts, None, dtype=object)
-    end = np.full(n_pts, None, dtype=object)
-    position = np.full(n_pts, np.nan)
-    dist = np.full(n_pts, np.nan)
-    matched = np.zeros(n_pts, dtype=bool)
-    nearest[rows] = link_ids[ti]
-    dist[rows] = d
-    ok_rows = rows[ok]
-    link[ok_rows] = link_ids[ti[ok]]
-    start[ok_rows] = pipes["start_node"].astype(str).to_numpy()[ti[ok]]
-    end[ok_rows] = pipes["end_node"].astype(str).to_numpy()[ti[ok]]
-    position[ok_rows] = np.clip(pos, 0.0, 1.0)
-    matched[ok_rows] = True
-    out = pd.DataFrame(
-        {
-            "link_id": pd.array(link, dtype="string"),
-            "position": position,
-            "start_node": pd.array(start, dtype="string"),
-            "end_node": pd.array(end, dtype="string"),
-            "distance_m": dist,
-            "matched": matched,
-            "nearest_link_id": pd.array(nearest, dtype="string"),
-        },
-        index=out.index,
-    )
+    out = _join_from_pairs(index, rows, ti, d, ok, np.clip(pos, 0.0, 1.0), pipes)
     n_match = int(out["matched"].sum())
     log.info(
         "joined %s of %s customer meters within %g m; %s unmatched",

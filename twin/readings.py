@@ -44,10 +44,12 @@ is **accepted** with ``flag = 'reset'``; consumption is computed across it by
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -159,6 +161,7 @@ def _check_columns(names: Any, path: Path) -> None:
             f"readings lack the column(s) {', '.join(missing)} (has {', '.join(names) or 'none'})",
             path=path,
             fix="the long format needs meter_id,timestamp,value (DESIGN.md)",
+            data={"missing_columns": missing, "columns": names},
         )
 
 
@@ -183,58 +186,43 @@ def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def classify(
-    con: Any,
+@dataclass(frozen=True)
+class _SequenceRules:
+    """Thresholds of the sequence checks, written into SQL.
+
+    Attributes
+    ----------
+    max_flow_m3h : float
+        Largest plausible flow through a customer meter, m³/h.
+    min_jump_m3 : float
+        A register step always allowed, m³.
+    pressure_spike_m : float
+        Pressure change that, going and coming back, marks a spike, m.
+    tolerance_m3 : float
+        Register resolution, m³.
+    """
+
+    max_flow_m3h: float = MAX_FLOW_M3H
+    min_jump_m3: float = MIN_JUMP_M3
+    pressure_spike_m: float = PRESSURE_SPIKE_M
+    tolerance_m3: float = REGISTER_TOLERANCE_M3
+
+    def jump(self, a: str, b: str) -> str:
+        """SQL for the largest plausible register rise between times ``a`` and ``b``, m³."""
+        rate = float(self.max_flow_m3h) / 3600.0
+        return f"greatest({float(self.min_jump_m3)}, {rate} * (epoch({b}) - epoch({a})))"
+
+
+def _parse_rows(
+    con: duckdb.DuckDBPyConnection,
     *,
     stage: str,
     meters: str,
     rejected_meters: str | None,
-    stored_readings: str | None,
-    stored_quarantine: str | None,
     now: pd.Timestamp,
-    groups: int = 1,
-    max_flow_m3h: float = MAX_FLOW_M3H,
-    min_jump_m3: float = MIN_JUMP_M3,
-    pressure_spike_m: float = PRESSURE_SPIKE_M,
-    tolerance_m3: float = REGISTER_TOLERANCE_M3,
-    progress: Any = None,
-) -> str:
-    """Classify every staged row in SQL; return the name of the result table.
-
-    Parameters
-    ----------
-    con : duckdb.DuckDBPyConnection
-        A connection whose session ``TimeZone`` is UTC.
-    stage : str
-        Table ``(source_row BIGINT, meter_id, timestamp, value VARCHAR,
-        extra_fields BOOLEAN)``.
-    meters : str
-        Table of the usable registry: ``meter_id``, ``kind``.
-    rejected_meters : str or None
-        Table with a ``meter_id`` column of registry rows that were rejected.
-    stored_readings, stored_quarantine : str or None
-        Tables already in the store (``readings(meter_id, ts, value, kind)``,
-        ``quarantine(meter_id, timestamp, value)`` raw) for duplicate checks
-        and sequence context.
-    now : Timestamp
-        tz-aware "now" for the future check.
-    groups : int
-        The sequence checks run per group of meters (hash of the ID) to bound
-        the memory of the window functions.
-    max_flow_m3h, min_jump_m3, pressure_spike_m, tolerance_m3 : float
-        Thresholds, see the module docstring.
-    progress : callable, optional
-        ``progress(done, total)`` after each group.
-
-    Returns
-    -------
-    str
-        Temp table ``classified(source_row, meter_id, timestamp, value,
-        mid, ts, v, kind, reason, flag)`` where ``reason`` is NULL for an
-        accepted row, ``'skipped'`` for a row already stored, otherwise a
-        quarantine reason; ``flag`` is ``'reset'`` for an accepted register
-        reset.
-    """
+    groups: int,
+) -> None:
+    """Create ``_parsed``: every staged row parsed, with the first row-level reason that applies."""
     now_utc = pd.Timestamp(now).tz_convert("UTC") + pd.Timedelta(seconds=FUTURE_TOLERANCE_S)
     now_sql = f"TIMESTAMPTZ {_sql_str(now_utc.strftime('%Y-%m-%d %H:%M:%S+00'))}"
     rej_join = (
@@ -293,7 +281,10 @@ def classify(
         {rej_join}
         """
     )
-    # duplicates in the file (first row wins) and against the store
+
+
+def _mark_duplicates(con: duckdb.DuckDBPyConnection, stored_readings: str | None) -> None:
+    """Duplicates in the file (first row wins) and against the stored readings."""
     con.execute(
         """
         UPDATE _parsed p SET reason = 'duplicate' FROM (
@@ -321,19 +312,14 @@ def classify(
         ) d WHERE d.source_row = p.source_row AND d.k > 1
         """
     )
-    groups = max(1, int(groups))
 
-    rate = float(max_flow_m3h) / 3600.0
 
-    def jump(a: str, b: str) -> str:
-        return f"greatest({float(min_jump_m3)}, {rate} * (epoch({b}) - epoch({a})))"
-
-    tol = float(tolerance_m3)
-    spike = float(pressure_spike_m)
-    for g in range(groups):
-        stored_ctx = ""
-        if stored_readings:
-            stored_ctx = f"""
+def _stored_context_sql(stored_readings: str | None, group: int) -> str:
+    """SQL rows of stored readings around a group's new ones (7 days either side), for context."""
+    if not stored_readings:
+        return ""
+    g = group
+    return f"""
             UNION ALL
             SELECT NULL::BIGINT, r.meter_id, r.ts, r.value, r.kind, TRUE
             FROM {stored_readings} r
@@ -343,19 +329,26 @@ def classify(
               AND r.ts BETWEEN (SELECT min(ts) - INTERVAL 7 DAY FROM _parsed WHERE grp = {g} AND reason IS NULL)
                            AND (SELECT max(ts) + INTERVAL 7 DAY FROM _parsed WHERE grp = {g} AND reason IS NULL)
             """
-        # One window pass. A row is an outlier against its neighbours (a spike
-        # up that falls back, a misread that the next reading undoes); the
-        # other rows are compared with the previous reading that is not an
-        # outlier (the one before when the previous row is one): a drop that
-        # stays is a register reset (accepted, flagged), a rise faster than
-        # max_flow_m3h an implausible jump.
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE _seq AS
+
+
+def _sequence_sql(rules: _SequenceRules, stored_readings: str | None, group: int) -> str:
+    """SQL of the sequence verdicts of one group: ``(source_row, reason, flag)``.
+
+    One window pass. A row is an outlier against its neighbours (a spike up
+    that falls back, a misread that the next reading undoes); the other rows
+    are compared with the previous reading that is not an outlier (the one
+    before when the previous row is one): a drop that stays is a register
+    reset (accepted, flagged), a rise faster than ``max_flow_m3h`` an
+    implausible jump.
+    """
+    tol = float(rules.tolerance_m3)
+    spike = float(rules.pressure_spike_m)
+    jump = rules.jump
+    return f"""
             WITH ctx AS (
                 SELECT source_row, mid, ts, v, kind, FALSE AS stored
-                FROM _parsed WHERE grp = {g} AND reason IS NULL AND kind IN ('customer', 'pressure')
-                {stored_ctx}
+                FROM _parsed WHERE grp = {group} AND reason IS NULL AND kind IN ('customer', 'pressure')
+                {_stored_context_sql(stored_readings, group)}
             ),
             w AS (
                 SELECT *, lag(v) OVER w AS pv, lag(v, 2) OVER w AS pv2, lead(v) OVER w AS nv,
@@ -397,7 +390,19 @@ def classify(
                 FROM e WHERE NOT stored
             ) WHERE reason IS NOT NULL OR flag IS NOT NULL
             """
-        )
+
+
+def _check_sequences(
+    con: duckdb.DuckDBPyConnection,
+    rules: _SequenceRules,
+    *,
+    stored_readings: str | None,
+    groups: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Register and pressure sequence checks, one group of meters at a time."""
+    for g in range(groups):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _seq AS {_sequence_sql(rules, stored_readings, g)}")
         con.execute(
             """
             UPDATE _parsed p SET reason = s.reason, flag = s.flag
@@ -407,19 +412,176 @@ def classify(
         if progress is not None:
             progress(g + 1, groups)
     con.execute("DROP TABLE IF EXISTS _seq")
-    # rows already quarantined once (same raw text): a re-ingest, skipped
-    if stored_quarantine:
-        con.execute(
-            f"""
-            UPDATE _parsed p SET reason = 'skipped'
-            FROM (SELECT DISTINCT meter_id, "timestamp", value FROM {stored_quarantine}) q
-            WHERE p.reason IS NOT NULL AND p.reason <> 'skipped'
-              AND q.meter_id IS NOT DISTINCT FROM p.meter_id
-              AND q."timestamp" IS NOT DISTINCT FROM p."timestamp"
-              AND q.value IS NOT DISTINCT FROM p.value
-            """
-        )
+
+
+def _skip_stored_quarantine(con: duckdb.DuckDBPyConnection, stored_quarantine: str | None) -> None:
+    """Rows already quarantined once (same raw text): a re-ingest, skipped."""
+    if not stored_quarantine:
+        return
+    con.execute(
+        f"""
+        UPDATE _parsed p SET reason = 'skipped'
+        FROM (SELECT DISTINCT meter_id, "timestamp", value FROM {stored_quarantine}) q
+        WHERE p.reason IS NOT NULL AND p.reason <> 'skipped'
+          AND q.meter_id IS NOT DISTINCT FROM p.meter_id
+          AND q."timestamp" IS NOT DISTINCT FROM p."timestamp"
+          AND q.value IS NOT DISTINCT FROM p.value
+        """
+    )
+
+
+def classify(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    stage: str,
+    meters: str,
+    rejected_meters: str | None,
+    stored_readings: str | None,
+    stored_quarantine: str | None,
+    now: pd.Timestamp,
+    groups: int = 1,
+    max_flow_m3h: float = MAX_FLOW_M3H,
+    min_jump_m3: float = MIN_JUMP_M3,
+    pressure_spike_m: float = PRESSURE_SPIKE_M,
+    tolerance_m3: float = REGISTER_TOLERANCE_M3,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
+    """Classify every staged row in SQL; return the name of the result table.
+
+    The steps, in order: parse each row and give it the first row-level
+    reason that applies; mark duplicates (in the file, against the store);
+    check the register and pressure sequences per group of meters; skip rows
+    already quarantined by an earlier ingest.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        A connection whose session ``TimeZone`` is UTC.
+    stage : str
+        Table ``(source_row BIGINT, meter_id, timestamp, value VARCHAR,
+        extra_fields BOOLEAN)``.
+    meters : str
+        Table of the usable registry: ``meter_id``, ``kind``.
+    rejected_meters : str or None
+        Table with a ``meter_id`` column of registry rows that were rejected.
+    stored_readings, stored_quarantine : str or None
+        Tables already in the store (``readings(meter_id, ts, value, kind)``,
+        ``quarantine(meter_id, timestamp, value)`` raw) for duplicate checks
+        and sequence context.
+    now : Timestamp
+        tz-aware "now" for the future check.
+    groups : int
+        The sequence checks run per group of meters (hash of the ID) to bound
+        the memory of the window functions.
+    max_flow_m3h, min_jump_m3, pressure_spike_m, tolerance_m3 : float
+        Thresholds, see the module docstring.
+    progress : callable, optional
+        ``progress(done, total)`` after each group.
+
+    Returns
+    -------
+    str
+        Temp table ``_parsed(source_row, meter_id, timestamp, value, mid,
+        kind, ts, v, reason, flag, grp)`` where ``reason`` is NULL for an
+        accepted row, ``'skipped'`` for a row already stored, otherwise a
+        quarantine reason; ``flag`` is ``'reset'`` for an accepted register
+        reset.
+    """
+    groups = max(1, int(groups))
+    rules = _SequenceRules(max_flow_m3h, min_jump_m3, pressure_spike_m, tolerance_m3)
+    _parse_rows(con, stage=stage, meters=meters, rejected_meters=rejected_meters, now=now, groups=groups)
+    _mark_duplicates(con, stored_readings)
+    _check_sequences(con, rules, stored_readings=stored_readings, groups=groups, progress=progress)
+    _skip_stored_quarantine(con, stored_quarantine)
     return "_parsed"
+
+
+def _stage_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Raw rows as the staging table :func:`classify` reads (strings, ``source_row``)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ReadingsError(
+            f"readings lack the column {missing[0]!r}",
+            fix="give meter_id,timestamp,value",
+            data={"missing_columns": missing, "columns": [str(c) for c in raw.columns]},
+        )
+    if "source_row" in raw.columns:
+        source_row = raw["source_row"].to_numpy(dtype=np.int64)
+    else:
+        source_row = np.arange(1, len(raw) + 1, dtype=np.int64)
+    return pd.DataFrame(
+        {
+            "source_row": source_row,
+            "meter_id": _obj_str(raw["meter_id"]),
+            "timestamp": _obj_str(raw["timestamp"]),
+            "value": _obj_str(raw["value"]),
+            "extra_fields": np.zeros(len(raw), dtype=bool),
+        }
+    )
+
+
+def _registry_frame(meters: pd.DataFrame) -> pd.DataFrame:
+    """``meter_id``, ``kind`` (strings) of a registry with ``meter_id`` as index or column."""
+    m = meters.reset_index() if "meter_id" not in meters.columns else meters
+    return pd.DataFrame({"meter_id": m["meter_id"].astype(str).to_numpy(), "kind": m["kind"].astype(str).to_numpy()})
+
+
+def _stored_frame(stored: pd.DataFrame, registry: pd.DataFrame) -> pd.DataFrame:
+    """Stored readings as the store's ``readings`` table: ``meter_id``, ``ts`` (UTC), ``value``, ``kind``."""
+    st = pd.DataFrame(
+        {
+            "meter_id": stored["meter_id"].astype(str).to_numpy(),
+            "ts": pd.to_datetime(stored["timestamp"], utc=True),
+            "value": stored["value"].to_numpy(dtype=np.float64),
+        }
+    )
+    return st.merge(registry, on="meter_id", how="left")
+
+
+def _classify_frames(
+    stage: pd.DataFrame,
+    registry: pd.DataFrame,
+    *,
+    rejected_ids: pd.DataFrame | None,
+    stored: pd.DataFrame | None,
+    now: pd.Timestamp,
+    thresholds: dict[str, float],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run :func:`classify` on in-memory tables; return the accepted and the refused rows."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_stage_df", stage)
+        con.register("_meters_df", registry)
+        con.execute("CREATE TEMP TABLE _stage AS SELECT * FROM _stage_df")
+        con.execute("CREATE TEMP TABLE _meters AS SELECT * FROM _meters_df")
+        if rejected_ids is not None:
+            con.register("_rej_df", rejected_ids)
+        if stored is not None:
+            con.register("_stored_df", stored)
+        table = classify(
+            con,
+            stage="_stage",
+            meters="_meters",
+            rejected_meters="_rej_df" if rejected_ids is not None else None,
+            stored_readings="_stored_df" if stored is not None else None,
+            stored_quarantine=None,
+            now=now,
+            **thresholds,
+        )
+        acc = con.execute(
+            f"""SELECT mid AS meter_id, ts AS "timestamp", v AS value, kind, flag, source_row
+                FROM {table} WHERE reason IS NULL ORDER BY mid, ts"""
+        ).df()
+        qua = con.execute(
+            f"""SELECT meter_id, "timestamp", value, source_row, reason
+                FROM {table} WHERE reason IS NOT NULL ORDER BY source_row"""
+        ).df()
+    finally:
+        con.close()
+    acc["timestamp"] = _as_utc_ns(acc["timestamp"])
+    acc["value"] = acc["value"].astype(np.float64)
+    return acc, qua
 
 
 def validate_readings(
@@ -460,74 +622,25 @@ def validate_readings(
     quarantined : DataFrame
         The raw columns, ``source_row`` and ``reason``; rows identical to
         stored readings get ``reason = 'skipped'``.
-    """
-    import duckdb
 
-    raw = raw.copy()
-    for c in REQUIRED_COLUMNS:
-        if c not in raw.columns:
-            raise ReadingsError(f"readings lack the column {c!r}", fix="give meter_id,timestamp,value")
-    if "source_row" not in raw.columns:
-        raw["source_row"] = np.arange(1, len(raw) + 1, dtype=np.int64)
-    stage = pd.DataFrame(
-        {
-            "source_row": raw["source_row"].to_numpy(dtype=np.int64),
-            "meter_id": _obj_str(raw["meter_id"]),
-            "timestamp": _obj_str(raw["timestamp"]),
-            "value": _obj_str(raw["value"]),
-            "extra_fields": np.zeros(len(raw), dtype=bool),
-        }
-    )
-    m = meters.reset_index() if "meter_id" not in meters.columns else meters
-    reg = pd.DataFrame({"meter_id": m["meter_id"].astype(str).to_numpy(), "kind": m["kind"].astype(str).to_numpy()})
+    Raises
+    ------
+    ReadingsError
+        A required column is missing (``data`` names them) or ``now`` has no
+        time zone.
+    """
+    stage = _stage_frame(raw)
+    registry = _registry_frame(meters)
     now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     if now_ts.tzinfo is None:
         raise ReadingsError("`now` must carry a time zone", fix="give e.g. '2026-03-09T00:00:00+08:00'")
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("_stage_df", stage)
-        con.register("_meters_df", reg)
-        con.execute("CREATE TEMP TABLE _stage AS SELECT * FROM _stage_df")
-        con.execute("CREATE TEMP TABLE _meters AS SELECT * FROM _meters_df")
-        rej_name = None
-        if rejected_meters is not None and len(rejected_meters):
-            con.register("_rej_df", pd.DataFrame({"meter_id": rejected_meters["meter_id"].astype(str).to_numpy()}))
-            rej_name = "_rej_df"
-        st_name = None
-        if stored is not None and len(stored):
-            st = pd.DataFrame(
-                {
-                    "meter_id": stored["meter_id"].astype(str).to_numpy(),
-                    "ts": pd.to_datetime(stored["timestamp"], utc=True),
-                    "value": stored["value"].to_numpy(dtype=np.float64),
-                }
-            )
-            st = st.merge(reg, on="meter_id", how="left")
-            con.register("_stored_df", st)
-            st_name = "_stored_df"
-        table = classify(
-            con,
-            stage="_stage",
-            meters="_meters",
-            rejected_meters=rej_name,
-            stored_readings=st_name,
-            stored_quarantine=None,
-            now=now_ts,
-            **thresholds,
-        )
-        acc = con.execute(
-            f"""SELECT mid AS meter_id, ts AS "timestamp", v AS value, kind, flag, source_row
-                FROM {table} WHERE reason IS NULL ORDER BY mid, ts"""
-        ).df()
-        qua = con.execute(
-            f"""SELECT meter_id, "timestamp", value, source_row, reason
-                FROM {table} WHERE reason IS NOT NULL ORDER BY source_row"""
-        ).df()
-    finally:
-        con.close()
-    acc["timestamp"] = _as_utc_ns(acc["timestamp"])
-    acc["value"] = acc["value"].astype(np.float64)
+    rejected_ids = None
+    if rejected_meters is not None and len(rejected_meters):
+        rejected_ids = pd.DataFrame({"meter_id": rejected_meters["meter_id"].astype(str).to_numpy()})
+    stored_rows = _stored_frame(stored, registry) if stored is not None and len(stored) else None
+    acc, qua = _classify_frames(
+        stage, registry, rejected_ids=rejected_ids, stored=stored_rows, now=now_ts, thresholds=thresholds
+    )
     log.info(
         "validated %s readings: %s accepted, %s quarantined",
         f"{len(raw):,}", f"{len(acc):,}", f"{int((qua['reason'] != 'skipped').sum()):,}",

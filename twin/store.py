@@ -40,20 +40,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import duckdb
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
 from twin import settings
 from twin.errors import InputError, ReadingsError, TwinError, require_file
+from twin.meters import join_meters, read_meters, validate_meters
+from twin.network import Network
 from twin.readings import REASONS, REQUIRED_COLUMNS, classify
-
-if TYPE_CHECKING:  # pragma: no cover
-    import duckdb
-
-    from twin.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +168,27 @@ def _time_window(where: list[str], params: list[Any], start: Any, end: Any) -> N
         params.append(_as_utc(end, "end").isoformat())
 
 
+def _fill_reading_counts(summary: IngestSummary, rows_in: int, counts: dict[str, int], resets: int) -> None:
+    """Put the outcome counts of a readings file into ``summary`` (reasons in :data:`REASONS` order)."""
+    counts = dict(counts)
+    summary.rows_in = rows_in
+    summary.accepted = int(counts.pop("accepted", 0))
+    summary.duplicates_skipped = int(counts.pop("skipped", 0))
+    summary.quarantined = {r: int(counts[r]) for r in REASONS if r in counts}
+    summary.resets = resets
+
+
+def _warn_if_clock_is_off(summary: IngestSummary, now: pd.Timestamp) -> None:
+    """Warn when most rows are in the future: the machine's clock (or ``now``) is likely wrong."""
+    future = summary.quarantined.get("future_timestamp", 0)
+    if future > 0.5 * max(summary.rows_in, 1):
+        log.warning(
+            "%s of %s rows are later than now (%s): is this machine's clock right? "
+            "Pass now= (CLI: --now) to check against another time",
+            f"{future:,}", f"{summary.rows_in:,}", now.isoformat(),
+        )
+
+
 class Store:
     """A DuckDB file holding meters, readings and what was quarantined.
 
@@ -200,8 +219,6 @@ class Store:
         memory_limit: str = "1GB",
         threads: int | None = None,
     ) -> None:
-        import duckdb
-
         self.path = str(path)
         if read_only and self.path != ":memory:":
             require_file(self.path, what="store")
@@ -225,7 +242,6 @@ class Store:
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.read_only = read_only
-        self._current_rejected: pd.DataFrame | None = None
         if not read_only:
             self.con.execute(_SCHEMA)
 
@@ -276,7 +292,7 @@ class Store:
         meters_path: str | Path,
         *,
         meters_crs: Any = settings.MAP_CRS,
-        network: "Network | None" = None,
+        network: Network | None = None,
         max_distance_m: float = settings.SNAP_DISTANCE_M,
         ingest_id: int | None = None,
     ) -> IngestSummary:
@@ -285,9 +301,22 @@ class Store:
         Rows for meters already stored replace them. Returns a summary with
         the meter counts only.
         """
-        from twin.meters import join_meters, read_meters, validate_meters
-
         ingest_id = self._next_ingest_id() if ingest_id is None else ingest_id
+        summary, _ = self._ingest_meters(
+            meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m, ingest_id=ingest_id
+        )
+        return summary
+
+    def _ingest_meters(
+        self,
+        meters_path: str | Path,
+        *,
+        meters_crs: Any,
+        network: Network | None,
+        max_distance_m: float,
+        ingest_id: int,
+    ) -> tuple[IngestSummary, pd.DataFrame]:
+        """:meth:`ingest_meters`, also returning the rejected registry rows."""
         raw = read_meters(meters_path, crs=meters_crs)
         good, rejected = validate_meters(raw, network)
         table = pd.DataFrame(good.drop(columns="geometry")).reset_index()
@@ -295,41 +324,45 @@ class Store:
         for c in ("kind", "node_id", "link_id"):
             table[c] = table[c].astype("string")
         table["ingest_id"] = ingest_id
-        if self.has_table("meters"):
-            old = self._df("SELECT * FROM meters")
-            old = old.loc[~old["meter_id"].isin(table["meter_id"])]
-            table = pd.concat([old, table], ignore_index=True) if len(old) else table
-        self.write_table("meters", table)
+        self._upsert_by_meter("meters", table)
         if len(rejected):
-            rj = rejected.copy()
-            rj.insert(0, "ingest_id", ingest_id)
-            rj.insert(1, "source", str(meters_path))
-            self.con.register("_rj", rj)
-            # the latest check of a file replaces the earlier one: re-ingest adds nothing
-            self.con.execute("DELETE FROM meter_quarantine WHERE source = ?", [str(meters_path)])
-            self.con.execute(
-                "INSERT INTO meter_quarantine SELECT ingest_id, source, source_row, meter_id, kind, lon, lat, "
-                "node_id, link_id, reason FROM _rj"
-            )
-            self.con.unregister("_rj")
+            self._replace_meter_quarantine(rejected, meters_path, ingest_id)
         summary = IngestSummary(
             meters_in=len(raw),
             meters_accepted=len(good),
             meters_rejected=_reason_counts(rejected["reason"]) if len(rejected) else {},
             ingest_id=ingest_id,
         )
-        self._current_rejected = rejected
         if network is not None:
             join = join_meters(good, network, max_distance_m=max_distance_m)
-            j = join.reset_index()
-            if self.has_table("meter_join"):
-                old = self._df("SELECT * FROM meter_join")
-                old = old.loc[~old["meter_id"].isin(j["meter_id"])]
-                j = pd.concat([old, j], ignore_index=True) if len(old) else j
-            self.write_table("meter_join", j)
+            self._upsert_by_meter("meter_join", join.reset_index())
             summary.joined = int(join["matched"].sum())
             summary.unmatched = int((~join["matched"]).sum())
-        return summary
+        return summary, rejected
+
+    def _upsert_by_meter(self, name: str, table: pd.DataFrame) -> None:
+        """Write ``table`` into table ``name``, replacing the stored rows of the same ``meter_id``."""
+        if self.has_table(name):
+            old = self._df(f'SELECT * FROM "{name}"')
+            old = old.loc[~old["meter_id"].isin(table["meter_id"])]
+            table = pd.concat([old, table], ignore_index=True) if len(old) else table
+        self.write_table(name, table)
+
+    def _replace_meter_quarantine(self, rejected: pd.DataFrame, meters_path: str | Path, ingest_id: int) -> None:
+        """Store the rejected registry rows.
+
+        The latest check of a file replaces the earlier one: a re-ingest adds nothing.
+        """
+        rj = rejected.copy()
+        rj.insert(0, "ingest_id", ingest_id)
+        rj.insert(1, "source", str(meters_path))
+        self.con.register("_rj", rj)
+        self.con.execute("DELETE FROM meter_quarantine WHERE source = ?", [str(meters_path)])
+        self.con.execute(
+            "INSERT INTO meter_quarantine SELECT ingest_id, source, source_row, meter_id, kind, lon, lat, "
+            "node_id, link_id, reason FROM _rj"
+        )
+        self.con.unregister("_rj")
 
     def meters(self) -> gpd.GeoDataFrame:
         """The stored registry, as :func:`twin.meters.read_meters` returns it (EPSG:4326)."""
@@ -419,7 +452,111 @@ class Store:
                 f"readings lack the column(s) {', '.join(missing)} (has {', '.join(lower) or 'none'})",
                 path=path,
                 fix="the long format needs meter_id,timestamp,value (DESIGN.md)",
+                data={"missing_columns": missing, "columns": list(lower)},
             )
+
+    def _rejected_meters_table(self, rejected: pd.DataFrame | None) -> str:
+        """Name of a table of rejected meter IDs: this ingest's, else every one the store rejected."""
+        if rejected is not None and len(rejected):
+            self.con.register("_rej_ids", pd.DataFrame({"meter_id": rejected["meter_id"].astype(str)}))
+            return "_rej_ids"
+        self.con.execute("CREATE OR REPLACE TEMP VIEW _rej_hist AS SELECT meter_id FROM meter_quarantine")
+        return "_rej_hist"
+
+    def _write_classified(self, table: str, ingest_id: int, source: Path) -> tuple[dict[str, int], int]:
+        """Append the accepted rows to ``readings`` and the refused ones to ``quarantine``.
+
+        Returns
+        -------
+        counts : dict
+            Rows per outcome: ``'accepted'``, ``'skipped'`` or a quarantine reason.
+        resets : int
+            Accepted rows flagged as a register reset.
+        """
+        self.con.execute(
+            f"""INSERT INTO readings SELECT mid, ts, v, kind, flag, {ingest_id}
+                FROM {table} WHERE reason IS NULL"""
+        )
+        self.con.execute(
+            f"""INSERT INTO quarantine SELECT {ingest_id}, {_q(source)}, source_row, meter_id, "timestamp", value, reason
+                FROM {table} WHERE reason IS NOT NULL AND reason <> 'skipped' ORDER BY source_row"""
+        )
+        counts = dict(
+            self.con.execute(f"SELECT coalesce(reason, 'accepted'), count(*) FROM {table} GROUP BY ALL").fetchall()
+        )
+        resets = int(
+            self.con.execute(f"SELECT count(*) FROM {table} WHERE reason IS NULL AND flag = 'reset'").fetchall()[0][0]
+        )
+        self.con.execute(f"DROP TABLE IF EXISTS {table}")
+        self.con.execute("DROP TABLE IF EXISTS _stage")
+        return {str(k): int(v) for k, v in counts.items()}, resets
+
+    def _ingest_readings(
+        self,
+        summary: IngestSummary,
+        readings_path: str | Path,
+        *,
+        rejected: pd.DataFrame | None,
+        now: Any,
+        progress: Callable[[str, int, int], None] | None,
+        thresholds: dict[str, float],
+    ) -> None:
+        """Stage, classify and write a readings file; fill the reading counts of ``summary``."""
+        rp = require_file(readings_path, what="readings")
+        if not self.has_table("meters"):
+            raise InputError(
+                "no meter registry: readings cannot be checked against meters",
+                path=rp,
+                fix="give --meters meters.csv with the first ingest",
+            )
+        now_ts = pd.Timestamp.now(tz="UTC") if now is None else _as_utc(now, "now")
+        if progress:
+            progress("staging", 0, 1)
+        rows_in = self._stage(rp)
+        if progress:
+            progress("staging", 1, 1)
+        table = classify(
+            self.con,
+            stage="_stage",
+            meters="meters",
+            rejected_meters=self._rejected_meters_table(rejected),
+            stored_readings="readings",
+            stored_quarantine="quarantine",
+            now=now_ts,
+            groups=max(1, math.ceil(rows_in / ROWS_PER_GROUP)),
+            progress=(lambda d, t: progress("checking", d, t)) if progress else None,
+            **thresholds,
+        )
+        if progress:
+            progress("writing", 0, 1)
+        counts, resets = self._write_classified(table, summary.ingest_id, rp)
+        if progress:
+            progress("writing", 1, 1)
+        _fill_reading_counts(summary, rows_in, counts, resets)
+        _warn_if_clock_is_off(summary, now_ts)
+        if not summary.adds_up:  # a bug, not bad input
+            raise TwinError(f"ingest counts do not add up: {summary.as_dict()}", data=summary.as_dict())
+
+    def _record_ingest(
+        self, summary: IngestSummary, meters_path: str | Path | None, readings_path: str | Path | None
+    ) -> None:
+        """Append one row to the ``ingests`` table."""
+        self.con.execute(
+            "INSERT INTO ingests VALUES (?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                summary.ingest_id,
+                str(meters_path) if meters_path is not None else None,
+                str(readings_path) if readings_path is not None else None,
+                _file_head_hash(Path(readings_path)) if readings_path is not None else None,
+                summary.rows_in,
+                summary.accepted,
+                summary.quarantined_total,
+                summary.duplicates_skipped,
+                summary.resets,
+                summary.seconds,
+                json.dumps(summary.as_dict()),
+            ],
+        )
 
     def ingest(
         self,
@@ -427,13 +564,18 @@ class Store:
         readings_path: str | Path | None,
         *,
         meters_crs: Any = settings.MAP_CRS,
-        network: "Network | None" = None,
+        network: Network | None = None,
         now: Any = None,
         max_distance_m: float = settings.SNAP_DISTANCE_M,
         progress: Callable[[str, int, int], None] | None = None,
         **thresholds: float,
     ) -> IngestSummary:
         """Load a registry and/or a readings file; every row ends in one place.
+
+        The steps: store the registry (validated, joined to ``network``);
+        stage the readings file; classify every row
+        (:func:`twin.readings.classify`); write the accepted and quarantined
+        rows; record the ingest with its counts.
 
         Parameters
         ----------
@@ -458,102 +600,35 @@ class Store:
         -------
         IngestSummary
             ``rows_in == accepted + sum(quarantined) + duplicates_skipped``.
+
+        Raises
+        ------
+        InputError
+            The store is read-only, or readings come before any registry.
+        ReadingsError
+            The readings file cannot be read or lacks a required column.
+        TwinError
+            The counts do not add up (a bug, not bad input); ``data`` holds the
+            summary as a dictionary.
         """
         if self.read_only:
             raise InputError("the store is open read-only", path=self.path, fix="open it without read_only to ingest")
         t0 = time.perf_counter()
         ingest_id = self._next_ingest_id()
-        self._current_rejected = None
+        rejected = None
         if meters_path is not None:
-            summary = self.ingest_meters(
+            summary, rejected = self._ingest_meters(
                 meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
                 ingest_id=ingest_id,
             )
         else:
             summary = IngestSummary(ingest_id=ingest_id)
         if readings_path is not None:
-            rp = require_file(readings_path, what="readings")
-            if not self.has_table("meters"):
-                raise InputError(
-                    "no meter registry: readings cannot be checked against meters",
-                    path=rp,
-                    fix="give --meters meters.csv with the first ingest",
-                )
-            now_ts = pd.Timestamp.now(tz="UTC") if now is None else _as_utc(now, "now")
-            if progress:
-                progress("staging", 0, 1)
-            rows_in = self._stage(rp)
-            if progress:
-                progress("staging", 1, 1)
-            if self._current_rejected is not None and len(self._current_rejected):
-                self.con.register("_rej_ids", pd.DataFrame({"meter_id": self._current_rejected["meter_id"].astype(str)}))
-                rej = "_rej_ids"
-            else:
-                self.con.execute("CREATE OR REPLACE TEMP VIEW _rej_hist AS SELECT meter_id FROM meter_quarantine")
-                rej = "_rej_hist"
-            groups = max(1, math.ceil(rows_in / ROWS_PER_GROUP))
-            table = classify(
-                self.con,
-                stage="_stage",
-                meters="meters",
-                rejected_meters=rej,
-                stored_readings="readings",
-                stored_quarantine="quarantine",
-                now=now_ts,
-                groups=groups,
-                progress=(lambda d, t: progress("checking", d, t)) if progress else None,
-                **thresholds,
+            self._ingest_readings(
+                summary, readings_path, rejected=rejected, now=now, progress=progress, thresholds=thresholds
             )
-            if progress:
-                progress("writing", 0, 1)
-            self.con.execute(
-                f"""INSERT INTO readings SELECT mid, ts, v, kind, flag, {ingest_id}
-                    FROM {table} WHERE reason IS NULL"""
-            )
-            self.con.execute(
-                f"""INSERT INTO quarantine SELECT {ingest_id}, {_q(rp)}, source_row, meter_id, "timestamp", value, reason
-                    FROM {table} WHERE reason IS NOT NULL AND reason <> 'skipped' ORDER BY source_row"""
-            )
-            counts = dict(
-                self.con.execute(
-                    f"SELECT coalesce(reason, 'accepted'), count(*) FROM {table} GROUP BY ALL"
-                ).fetchall()
-            )
-            resets = int(self.con.execute(f"SELECT count(*) FROM {table} WHERE reason IS NULL AND flag = 'reset'").fetchall()[0][0])
-            self.con.execute(f"DROP TABLE IF EXISTS {table}")
-            self.con.execute("DROP TABLE IF EXISTS _stage")
-            if progress:
-                progress("writing", 1, 1)
-            summary.rows_in = rows_in
-            summary.accepted = int(counts.pop("accepted", 0))
-            summary.duplicates_skipped = int(counts.pop("skipped", 0))
-            summary.quarantined = {r: int(counts[r]) for r in REASONS if r in counts}
-            summary.resets = resets
-            if summary.quarantined.get("future_timestamp", 0) > 0.5 * max(rows_in, 1):
-                log.warning(
-                    "%s of %s rows are later than now (%s): is this machine's clock right? "
-                    "Pass now= (CLI: --now) to check against another time",
-                    f"{summary.quarantined['future_timestamp']:,}", f"{rows_in:,}", now_ts.isoformat(),
-                )
-            if not summary.adds_up:  # a bug, not bad input
-                raise TwinError(f"ingest counts do not add up: {summary.as_dict()}")
         summary.seconds = time.perf_counter() - t0
-        self.con.execute(
-            "INSERT INTO ingests VALUES (?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                ingest_id,
-                str(meters_path) if meters_path is not None else None,
-                str(readings_path) if readings_path is not None else None,
-                _file_head_hash(Path(readings_path)) if readings_path is not None else None,
-                summary.rows_in,
-                summary.accepted,
-                summary.quarantined_total,
-                summary.duplicates_skipped,
-                summary.resets,
-                summary.seconds,
-                json.dumps(summary.as_dict()),
-            ],
-        )
+        self._record_ingest(summary, meters_path, readings_path)
         log.info(
             "ingested %s rows: %s accepted, %s quarantined, %s already stored (%.1f s)",
             f"{summary.rows_in:,}", f"{summary.accepted:,}", f"{summary.quarantined_total:,}",
