@@ -3,7 +3,7 @@
 Utilities keep their networks as GIS layers, not EPANET files: pipes as
 LineStrings, sometimes with a node layer and start/end node columns, often
 without. :func:`read_gis_network` turns such layers into a
-:class:`twin.network.Network` (with a WNTR model built from them, so
+:class:`twin.model.Network` (with a WNTR model built from them, so
 hydraulics can run); :func:`write_gis_network` writes a network back.
 
 Layers
@@ -50,13 +50,13 @@ import pyproj
 import shapely
 import shapely.ops
 import wntr
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from twin import settings
-from twin.crs import is_pseudo_crs, parse_crs, transform_xy
+from twin.crs import check_declared_crs, internal_crs, is_pseudo_crs, parse_crs, transform_xy
 from twin.errors import CRSError, NetworkError
+from twin.graph import edge_components
+from twin.model import Network, empty_valves
 
 log = logging.getLogger(__name__)
 
@@ -325,12 +325,6 @@ def _transform_geoms(geoms: np.ndarray, src: Any, dst: pyproj.CRS) -> np.ndarray
     return out
 
 
-def _check_degrees(coords: np.ndarray, src: Any, *, path: Path, ratio: float | None) -> None:
-    from twin.network import check_declared_crs
-
-    check_declared_crs(coords, src, path=path, length_ratio=ratio)
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -350,7 +344,7 @@ def read_gis_network(
     valve_snap_m: float = 5.0,
     default_diameter_m: float | None = None,
     split_at_tees: bool = True,
-):
+) -> Network:
     """Read a pipe network from GIS layers.
 
     Parameters
@@ -392,7 +386,7 @@ def read_gis_network(
 
     Returns
     -------
-    twin.network.Network
+    twin.model.Network
         With a WNTR model (SI, LPS for ``.inp`` output, Hazen-Williams)
         built from the layers.
 
@@ -405,8 +399,6 @@ def read_gis_network(
     CRSError
         No CRS, unknown CRS, degrees declared as metres.
     """
-    from twin.network import Network, _log_import, internal_crs
-
     path = Path(path)
     if diameter_unit not in ("auto", "mm", "m"):
         raise NetworkError(f"diameter_unit {diameter_unit!r} is not one of 'auto', 'mm', 'm'", path=path)
@@ -433,7 +425,7 @@ def read_gis_network(
     src_len = shapely.length(geoms)
     ok = (src_len > 0) & np.isfinite(length_attr) & (length_attr > 0)
     ratio = float(np.median(length_attr[ok] / src_len[ok])) if ok.sum() >= 3 else None
-    _check_degrees(raw_coords, src, path=path, ratio=ratio)
+    check_declared_crs(raw_coords, src, path=path, length_ratio=ratio)
     geoms = _transform_geoms(geoms, src, dst)
     has_topology = "start_node" in pcols and "end_node" in pcols
     if split_at_tees and not has_topology:
@@ -559,9 +551,7 @@ def read_gis_network(
     }
     wn = _build_wn(nodes, links, extras, node_layer, ncols, path=path)
     valves = _read_valves(valves_src, links, crs=crs, dst=dst, columns=columns, max_m=valve_snap_m)
-    net = Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
-    _log_import(net)
-    return net
+    return Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
 
 
 def _split_at_tees(geoms: np.ndarray, *, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -799,8 +789,7 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
     tree = cKDTree(xy)
     pairs = tree.query_pairs(tol, output_type="ndarray")
     m = len(xy)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
-    n_clusters, label = connected_components(graph, directed=False)
+    n_clusters, label = edge_components(m, pairs[:, 0], pairs[:, 1])
     sums = np.zeros((n_clusters, 2))
     np.add.at(sums, label, xy)
     centre = sums / np.bincount(label, minlength=n_clusters)[:, None]
@@ -836,8 +825,7 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
             fix="delete these zero-length pipes or lower the snap tolerance (--snap-tolerance)",
         )
     # Connectivity of the snapped network.
-    edges = coo_matrix((np.ones(n), (label[:n], label[n:])), shape=(n_clusters, n_clusters))
-    n_parts, part = connected_components(edges, directed=False)
+    n_parts, part = edge_components(n_clusters, label[:n], label[n:])
     if n_parts > 1 and not allow_disconnected:
         degree = np.bincount(label, minlength=n_clusters)
         dangling = np.flatnonzero(degree[label] == 1)
@@ -1017,8 +1005,6 @@ def _add_link(wn, i: int, lid: str, s: str, e: str, kind: str, a: dict, path: Pa
 
 
 def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.GeoDataFrame:
-    from twin.network import empty_valves
-
     if valves_src is None:
         return empty_valves(dst)
     layer = _read_layer(valves_src, "valves")
@@ -1070,7 +1056,7 @@ def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.G
 # --------------------------------------------------------------------------- writing
 
 
-def _pump_columns(network) -> tuple[list, list]:
+def _pump_columns(network: Network) -> tuple[list, list]:
     wn = network.wn
     curve, power = [], []
     for lid in network.links.index:
@@ -1087,7 +1073,7 @@ def _pump_columns(network) -> tuple[list, list]:
     return curve, power
 
 
-def write_gis_network(network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
+def write_gis_network(network: Network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
     """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`."""
     path = Path(path)
     suffix = path.suffix.lower()
