@@ -120,7 +120,9 @@ def _distance_matrix(n: int, i: np.ndarray, j: np.ndarray, length: np.ndarray) -
 # --------------------------------------------------------------------------- network level
 
 
-def link_ends(network: Network, *, links: pd.DataFrame | None = None) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+def link_ends(
+    network: Network, *, links: pd.DataFrame | None = None, strict: bool = False
+) -> tuple[pd.Index, np.ndarray, np.ndarray]:
     """Positions of every link's end nodes in the node table.
 
     Parameters
@@ -128,6 +130,9 @@ def link_ends(network: Network, *, links: pd.DataFrame | None = None) -> tuple[p
     network : Network
     links : DataFrame, optional
         A subset of ``network.links`` (default: all links).
+    strict : bool
+        Raise :class:`~twin.errors.InputError` when a link names a node that
+        is not in the table (default: mark it -1).
 
     Returns
     -------
@@ -141,12 +146,7 @@ def link_ends(network: Network, *, links: pd.DataFrame | None = None) -> tuple[p
     nodes = pd.Index(network.nodes.index.astype(str).unique())
     start = nodes.get_indexer(links["start_node"].astype(str))
     end = nodes.get_indexer(links["end_node"].astype(str))
-    return nodes, start, end
-
-
-def _known_ends(network: Network) -> tuple[pd.Index, np.ndarray, np.ndarray]:
-    nodes, start, end = link_ends(network)
-    if (start < 0).any() or (end < 0).any():
+    if strict and ((start < 0).any() or (end < 0).any()):
         raise InputError("a link names an end node that is not in the node table",
                          element="network", fix="validate the network (twin network check)")
     return nodes, start, end
@@ -200,7 +200,7 @@ def incidence(network: Network) -> sp.csr_matrix:
     InputError
         A link names a node that is not in the node table.
     """
-    nodes, start, end = _known_ends(network)
+    nodes, start, end = link_ends(network, strict=True)
     cols = np.arange(len(start))
     data = np.r_[-np.ones(len(start)), np.ones(len(end))]
     return sp.coo_matrix((data, (np.r_[start, end], np.r_[cols, cols])), shape=(len(nodes), len(start))).tocsr()
@@ -227,7 +227,7 @@ def pipe_distances(network: Network, link_id: str, position: float) -> pd.Series
     links = network.links
     if link_id not in links.index:
         raise InputError(f"pipe {link_id!r} is not in the network", element=link_id)
-    nodes, si, ei = _known_ends(network)
+    nodes, si, ei = link_ends(network, strict=True)
     length = link_lengths(network).to_numpy()
     g = _distance_matrix(len(nodes), si, ei, length)
     k = links.index.get_loc(link_id)
