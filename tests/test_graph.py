@@ -106,6 +106,9 @@ def test_components_split_the_island(loop_network):
     assert comp["h"] != comp["a"]
     assert comp.nunique() == 2
     assert comp.loc[["R", "a", "b", "c", "d", "e", "f", "g", "k"]].nunique() == 1
+    # without the spur c-e, e stands alone
+    cut = components(loop_network, links=loop_network.links.drop(index="P5"))
+    assert cut.nunique() == 3 and cut["e"] != cut["c"]
 
 
 def test_incidence_shape_and_signs(loop_network):

@@ -147,7 +147,12 @@ def require_projected(crs: Any, *, what: str = "network") -> pyproj.CRS:
 
 
 def internal_crs(crs: pyproj.CRS | None, to_crs: Any = None) -> pyproj.CRS:
-    """The projected CRS a network is held in: ``to_crs``, else ``crs`` if projected, else the default."""
+    """The projected metric CRS a network is held in.
+
+    ``to_crs`` when given, else ``crs`` if it is projected, else
+    ``settings.DEFAULT_CRS`` (EPSG:4548). Raises :class:`CRSError` when the
+    chosen CRS is not projected in metres.
+    """
     if to_crs is not None:
         return require_projected(to_crs, what="target")
     if crs is not None and crs.is_projected:
@@ -389,8 +394,24 @@ def degrees_declared_as_metres(
 def check_declared_crs(coords: np.ndarray, src: Any, *, path: Path, length_ratio: float | None = None) -> None:
     """Refuse coordinates that clearly do not fit the declared CRS.
 
-    Raises :class:`CRSError` when lon/lat degrees are declared as a metric
-    CRS, or when values beyond +-180 / +-90 are declared as degrees.
+    Parameters
+    ----------
+    coords : numpy.ndarray
+        (n, 2) x, y as read from the file, in ``src``.
+    src : any pyproj input or "GCJ02" / "BD09"
+        The CRS the file declares or the user named.
+    path : Path
+        The file, for the message.
+    length_ratio : float, optional
+        Median of stated pipe length over coordinate distance; a ratio far
+        above 1 marks degrees read as metres (see
+        :func:`degrees_declared_as_metres`).
+
+    Raises
+    ------
+    CRSError
+        Lon/lat degrees declared as a metric CRS, or values beyond
+        +-180 / +-90 declared as degrees.
     """
     if coords.size == 0:
         return

@@ -167,10 +167,16 @@ def link_lengths(network: Network) -> pd.Series:
     return pd.Series(length, index=links.index, name="length_m")
 
 
-def components(network: Network) -> pd.Series:
+def components(network: Network, *, links: pd.DataFrame | None = None) -> pd.Series:
     """Connected component of every node.
 
-    Links that name an unknown node are left out.
+    Parameters
+    ----------
+    network : Network
+    links : DataFrame, optional
+        The links that connect (a subset of ``network.links``, e.g. the open
+        links without the DMA inlets); default: all. Links that name an
+        unknown node are left out.
 
     Returns
     -------
@@ -178,7 +184,7 @@ def components(network: Network) -> pd.Series:
         index = node IDs (str, unique); component number (int), numbered as
         :func:`edge_components` does. Name ``component``.
     """
-    nodes, start, end = link_ends(network)
+    nodes, start, end = link_ends(network, links=links)
     ok = (start >= 0) & (end >= 0)
     _, labels = edge_components(len(nodes), start[ok], end[ok])
     return pd.Series(labels, index=nodes, name="component")
