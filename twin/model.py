@@ -10,7 +10,6 @@ other.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +24,6 @@ import wntr
 from twin.crs import transform_xy
 from twin.graph import graph_from_network
 
-log = logging.getLogger(__name__)
-
 __all__ = [
     "LINK_COLUMNS",
     "NODE_COLUMNS",
@@ -37,7 +34,9 @@ __all__ = [
     "tables_from_wn",
 ]
 
+#: Columns of ``Network.nodes`` besides the geometry (see :class:`Network`).
 NODE_COLUMNS = ["node_type", "elevation_m", "base_demand_m3s", "zone"]
+#: Columns every ``Network.links`` holds besides the geometry.
 LINK_COLUMNS = [
     "link_type",
     "start_node",
@@ -50,6 +49,7 @@ LINK_COLUMNS = [
     "zone",
     "status",
 ]
+#: Columns of ``Network.valves`` (isolation valves) besides the geometry.
 VALVE_COLUMNS = ["link_id", "node_id"]
 
 
