@@ -42,6 +42,8 @@ import pandas as pd
 import pyproj
 import shapely
 import wntr
+from numpy.random import Generator
+from wntr.network import WaterNetworkModel
 from wntr.network.controls import Control, ControlAction, ValueCondition
 
 from twin.errors import InputError, SimulationError
@@ -134,7 +136,7 @@ class _Grid:
     trunk: np.ndarray  # node on a trunk line
 
 
-def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
+def _layout(spec: CitySpec, rng: Generator) -> _Layout:
     """Streets, trunk mains, DMA cells, bridges, the river and the terrain (draws from ``rng`` in this order)."""
     w, h = spec.extent_m
     s = spec.spacing_m
@@ -160,7 +162,7 @@ def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
                    river=river)
 
 
-def _grid(spec: CitySpec, rng: np.random.Generator) -> _Grid:
+def _grid(spec: CitySpec, rng: Generator) -> _Grid:
     """A lattice warped (curved streets) and jittered (irregular blocks); trunk lines straighter."""
     w, h = spec.extent_m
     s = spec.spacing_m
@@ -179,7 +181,7 @@ def _grid(spec: CitySpec, rng: np.random.Generator) -> _Grid:
 
 
 def _street_edges(spec: CitySpec, grid: _Grid, in_river: np.ndarray, north: np.ndarray,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  rng: Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Streets kept: trunk lines, a random spanning forest of each block plus a share of the rest.
 
     Returns the edges (node index pairs), which are trunk mains, and each node's DMA cell (-1 on the trunk).
@@ -365,8 +367,15 @@ class _Customers:
     y: np.ndarray
 
 
-def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, size: str):
-    """The network from the layout: zones, inlets, attributes, customers, the WNTR model and its tables."""
+def _build(
+    lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec, r_att: Generator, r_cus: Generator, size: str
+) -> tuple[WaterNetworkModel, gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The network from the layout: zones, inlets, attributes, customers, the WNTR model and its tables.
+
+    Returns the model (SI, EPSG:4548 coordinates) and the ``nodes``, ``pipes``, ``customers`` and ``dmas``
+    layers. ``r_att`` draws the inlets and pipe attributes, ``r_cus`` the customers, in a fixed order:
+    the same seed gives the same city.
+    """
     E = lay.edges
     zones = _zones(lay, X, Y)
     streets = _streets(lay, X, Y, spec, zones, r_att, size)
@@ -399,7 +408,7 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, size: str):
     return wn, nodes, links, customers, dmas
 
 
-def _zones(lay: _Layout, X, Y) -> _Zones:
+def _zones(lay: _Layout, X: np.ndarray, Y: np.ndarray) -> _Zones:
     """DMAs (connected blocks named south-west first), the high zone, the boosted and the PRV-fed DMAs."""
     n = len(X)
     E = lay.edges
@@ -445,7 +454,8 @@ def _zones(lay: _Layout, X, Y) -> _Zones:
                   high=high, boosted=boosted, prv_dmas=prv_dmas)
 
 
-def _streets(lay: _Layout, X, Y, spec: CitySpec, zones: _Zones, r_att, size: str) -> _Streets:
+def _streets(lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec, zones: _Zones, r_att: Generator,
+             size: str) -> _Streets:
     """Inlets (one or two per DMA, far apart), closed boundaries, lengths, ages, materials and diameters."""
     E = lay.edges
     m = len(E)
@@ -485,12 +495,13 @@ def _streets(lay: _Layout, X, Y, spec: CitySpec, zones: _Zones, r_att, size: str
     return _Streets(inlet=inlet, boundary=boundary, length=length, year=year, mat=mat, dn=dn)
 
 
-def _midpoints(X, Y, E) -> tuple[np.ndarray, np.ndarray]:
+def _midpoints(X: np.ndarray, Y: np.ndarray, E) -> tuple[np.ndarray, np.ndarray]:
     """Edge midpoints relative to the south-west corner of the nodes, m."""
     return (X[E[:, 0]] + X[E[:, 1]]) / 2 - X.min(), (Y[E[:, 0]] + Y[E[:, 1]]) / 2 - Y.min()
 
 
-def _customers(lay: _Layout, X, Y, spec: CitySpec, zones: _Zones, streets: _Streets, r_cus) -> _Customers:
+def _customers(lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec, zones: _Zones, streets: _Streets,
+               r_cus: Generator) -> _Customers:
     """Customers on the DMA streets, denser in the centre; class by area, size log-normal by class."""
     E = lay.edges
     m = len(E)
@@ -530,7 +541,7 @@ def _customers(lay: _Layout, X, Y, spec: CitySpec, zones: _Zones, streets: _Stre
     return _Customers(pipe_of=pipe_of, cls=cls, size_m3=size_m3, position=position, x=cxp, y=cyp)
 
 
-def _node_demands(n: int, E, cust: _Customers) -> np.ndarray:
+def _node_demands(n: int, E: np.ndarray, cust: _Customers) -> np.ndarray:
     """Nominal node demand by class, m3/s, shape (nodes, classes): split like the meter join."""
     q = cust.size_m3 / 86400.0
     dem = np.zeros((n, len(CLASSES)))
@@ -540,9 +551,9 @@ def _node_demands(n: int, E, cust: _Customers) -> np.ndarray:
     return dem
 
 
-def _new_model() -> wntr.network.WaterNetworkModel:
+def _new_model() -> WaterNetworkModel:
     """An empty model: LPS, Hazen-Williams, a day at 15 minutes, hourly demand patterns by class."""
-    wn = wntr.network.WaterNetworkModel()
+    wn = WaterNetworkModel()
     wn.options.hydraulic.inpfile_units = "LPS"
     wn.options.hydraulic.headloss = "H-W"
     wn.options.time.duration = 86400
@@ -555,7 +566,8 @@ def _new_model() -> wntr.network.WaterNetworkModel:
     return wn
 
 
-def _add_junctions(wn, lay: _Layout, X, Y, zones: _Zones, dem: np.ndarray, node_ids) -> None:
+def _add_junctions(wn: WaterNetworkModel, lay: _Layout, X: np.ndarray, Y: np.ndarray, zones: _Zones,
+                   dem: np.ndarray, node_ids: np.ndarray) -> None:
     """One junction per kept node, a demand per class with its pattern, tagged with its zone."""
     for i in np.flatnonzero(zones.alive):
         wn.add_junction(node_ids[i], base_demand=0.0, elevation=float(round(lay.z[i], 2)),
@@ -568,7 +580,8 @@ def _add_junctions(wn, lay: _Layout, X, Y, zones: _Zones, dem: np.ndarray, node_
         j.tag = zones.zone[i]
 
 
-def _add_pipes(wn, lay: _Layout, zones: _Zones, streets: _Streets, node_ids, link_ids) -> np.ndarray:
+def _add_pipes(wn: WaterNetworkModel, lay: _Layout, zones: _Zones, streets: _Streets, node_ids: np.ndarray,
+               link_ids: np.ndarray) -> np.ndarray:
     """One pipe per kept edge (boundaries closed); returns which edges are inlets of PRV-fed DMAs."""
     E = lay.edges
     zone = zones.zone
@@ -591,7 +604,8 @@ def _add_pipes(wn, lay: _Layout, zones: _Zones, streets: _Streets, node_ids, lin
     return is_prv
 
 
-def _add_plants(wn, lay: _Layout, X, Y, spec: CitySpec, zones: _Zones, total_q: float, node_ids) -> None:
+def _add_plants(wn: WaterNetworkModel, lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec,
+                zones: _Zones, total_q: float, node_ids: np.ndarray) -> None:
     """Treatment plants: a clear well, two duty pumps on one curve, one or two DN800 mains to the trunk."""
     w, h = spec.extent_m
     trunk_nodes = np.flatnonzero(zones.alive & (zones.zone == "TRUNK"))
@@ -628,8 +642,8 @@ def _add_plants(wn, lay: _Layout, X, Y, spec: CitySpec, zones: _Zones, total_q: 
             wn.get_link(lid).tag = "TRUNK"
 
 
-def _add_boosters(wn, lay: _Layout, zones: _Zones, inlet: np.ndarray, dem: np.ndarray,
-                  link_ids) -> dict[str, tuple[str, str, float]]:
+def _add_boosters(wn: WaterNetworkModel, lay: _Layout, zones: _Zones, inlet: np.ndarray, dem: np.ndarray,
+                  link_ids: np.ndarray) -> dict[str, tuple[str, str, float]]:
     """Booster pumps replace the inlets of the boosted DMAs: DMA -> (pump, suction node, demand m3/s)."""
     E = lay.edges
     zone = zones.zone
@@ -650,7 +664,8 @@ def _add_boosters(wn, lay: _Layout, zones: _Zones, inlet: np.ndarray, dem: np.nd
     return boosters
 
 
-def _add_tank(wn, lay: _Layout, X, Y, zones: _Zones, boosters: dict, node_ids) -> float:
+def _add_tank(wn: WaterNetworkModel, lay: _Layout, X: np.ndarray, Y: np.ndarray, zones: _Zones,
+              boosters: dict, node_ids: np.ndarray) -> float:
     """An elevated tank at the high zone's top, switching its booster by level; returns its floor, m."""
     high = zones.high
     hz_nodes = np.flatnonzero(zones.zone == high)
@@ -672,7 +687,7 @@ def _add_tank(wn, lay: _Layout, X, Y, zones: _Zones, boosters: dict, node_ids) -
     return tank_floor
 
 
-def _tune_boosters(wn, res, boosters: dict, lay: _Layout, zones: _Zones, tank_floor: float) -> None:
+def _tune_boosters(wn: WaterNetworkModel, res, boosters: dict, lay: _Layout, zones: _Zones, tank_floor: float) -> None:
     """Booster curves from the suction head at the peak to the zone's target head."""
     H = res.node["head"].iloc[0]
     for d, (name, suction, q_d) in boosters.items():
@@ -682,7 +697,7 @@ def _tune_boosters(wn, res, boosters: dict, lay: _Layout, zones: _Zones, tank_fl
                                                 (round(3.6 * q_d, 5), round(0.55 * hd, 2))]
 
 
-def _peak_run(wn, multiplier: float = 1.0):
+def _peak_run(wn: WaterNetworkModel, multiplier: float = 1.0):
     """Steady-state run at the peak hour (07:00-08:00, residential peak) with ``multiplier``.
 
     The model's time options are changed for the run and restored afterwards
@@ -702,7 +717,7 @@ def _peak_run(wn, multiplier: float = 1.0):
         t.duration, t.pattern_start, hyd.demand_multiplier = saved
 
 
-def _size_pipes(wn, rounds: int = 5):
+def _size_pipes(wn: WaterNetworkModel, rounds: int = 5):
     """Upsize pipes whose peak-hour unit head loss is too high (trunk 1.5 m/km, streets 5 m/km).
 
     Returns the results of the last steady-state run (after the last change).
@@ -730,7 +745,7 @@ def _size_pipes(wn, rounds: int = 5):
     return res
 
 
-def _add_prvs(wn, inlet_ids) -> dict[str, float]:
+def _add_prvs(wn: WaterNetworkModel, inlet_ids) -> dict[str, float]:
     """Replace the inlets of pressure-managed DMAs by PRVs set to 28-32 m downstream."""
     settings = {}
     for lid in inlet_ids:
@@ -754,7 +769,7 @@ def _add_prvs(wn, inlet_ids) -> dict[str, float]:
     return settings
 
 
-def _tables(wn, mat_year: dict):
+def _tables(wn: WaterNetworkModel, mat_year: dict):
     rows = []
     for name, nd in wn.nodes():
         kind = nd.node_type.lower()
@@ -823,7 +838,7 @@ def _dma_polygons(nodes, links, customers, prv_dmas, boosted, prv_settings, tank
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=CRS)
 
 
-def _valves(wn, links, rng):
+def _valves(wn: WaterNetworkModel, links, rng):
     """Isolation valves, WNTR's strategic N-1 rule (a local seed), as points 2 m from the node."""
     seed = int(rng.integers(0, 2**31 - 1))
     layer = wntr.network.generate_valve_layer(wn, placement_type="strategic", n=1, seed=seed)
@@ -839,7 +854,7 @@ def _valves(wn, links, rng):
                             geometry=pts, crs=CRS)
 
 
-def _write_inp(wn, path: Path) -> None:
+def _write_inp(wn: WaterNetworkModel, path: Path) -> None:
     wntr.network.write_inpfile(wn, str(path), units="LPS")
 
 
