@@ -9,9 +9,11 @@ import pytest
 from twin.crs import (
     bd09_to_gcj02,
     bd09_to_wgs84,
+    check_declared_crs,
     degrees_declared_as_metres,
     gcj02_to_bd09,
     gcj02_to_wgs84,
+    internal_crs,
     is_pseudo_crs,
     outside_area_of_use,
     parse_crs,
@@ -164,3 +166,24 @@ def test_outside_area_of_use():
     x, y = transform_xy(np.array([117.0, 100.0]), np.array([28.2, 28.2]), from_crs=4326, to_crs=4548)
     out = outside_area_of_use(x, y, "EPSG:4548")
     assert out.tolist() == [False, True]
+
+
+def test_internal_crs_prefers_the_target_then_a_projected_source():
+    assert internal_crs(None).equals(pyproj.CRS("EPSG:4548"))  # the default
+    assert internal_crs(pyproj.CRS("EPSG:4326")).equals(pyproj.CRS("EPSG:4548"))  # degrees: default
+    assert internal_crs(pyproj.CRS("EPSG:32650")).equals(pyproj.CRS("EPSG:32650"))
+    assert internal_crs(pyproj.CRS("EPSG:32650"), "EPSG:4548").equals(pyproj.CRS("EPSG:4548"))
+    with pytest.raises(CRSError, match="not projected"):
+        internal_crs(None, "EPSG:4326")
+
+
+def test_check_declared_crs_refuses_coordinates_that_do_not_fit(tmp_path):
+    lonlat = np.array([[117.01, 28.21], [117.02, 28.22], [117.03, 28.25]])
+    metres = np.array([[503_000.0, 3_124_000.0], [503_500.0, 3_124_800.0]])
+    check_declared_crs(lonlat, "EPSG:4326", path=tmp_path / "x.inp")
+    check_declared_crs(metres, "EPSG:4548", path=tmp_path / "x.inp")
+    check_declared_crs(lonlat, "GCJ02", path=tmp_path / "x.inp")
+    with pytest.raises(CRSError, match="look like lon/lat degrees.*EPSG:4548 is in metres"):
+        check_declared_crs(lonlat, "EPSG:4548", path=tmp_path / "x.inp")
+    with pytest.raises(CRSError, match="not lon/lat degrees.*EPSG:4326 is geographic"):
+        check_declared_crs(metres, "EPSG:4326", path=tmp_path / "x.inp")

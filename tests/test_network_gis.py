@@ -360,3 +360,19 @@ def test_node_layer_points_away_from_pipe_ends(tmp_path):
     nodes.to_file(path, layer="nodes")
     with pytest.raises(NetworkError, match=r"reservoir R1 of the node layer is 2.50 m from the nearest pipe end"):
         read_network(path)
+
+
+def test_gis_reader_does_not_import_the_inp_reader():
+    """twin.gis and twin.network both stand on twin.model; neither imports the other's module."""
+    import subprocess
+    import sys
+
+    code = "import sys, twin.gis; print('twin.network' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_network_is_the_model_dataclass():
+    from twin import model, network
+
+    assert network.Network is model.Network

@@ -29,54 +29,19 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.sparse.csgraph import dijkstra
 
 from twin import settings
-from twin.errors import InputError
+from twin.classic import classic_localise
+from twin.graph import pipe_distances
+from twin.localise import Localisation, localise
+from twin.meters import join_meters, read_meters
+from twin.model import Network
+from twin.network import read_network
+from twin.synth import synth_readings
 
 log = logging.getLogger(__name__)
 
-
-def pipe_distances(network: Any, link_id: str, position: float) -> pd.Series:
-    """Distance along the pipes from a point on ``link_id`` to every pipe (m).
-
-    Parameters
-    ----------
-    network : twin.network.Network
-    link_id : str
-        The pipe holding the point.
-    position : float
-        0..1 along the pipe from its start node.
-
-    Returns
-    -------
-    Series
-        index = pipe link ids; shortest path length (m) from the point to the
-        nearest point of each pipe (0 for ``link_id`` itself). Pumps and
-        valves are walkable with their geometry length.
-    """
-    links = network.links
-    if link_id not in links.index:
-        raise InputError(f"pipe {link_id!r} is not in the network", element=link_id)
-    nodes = pd.Index(network.nodes.index.astype(str))
-    length = links["length_m"].to_numpy(float)
-    length = np.where(np.isfinite(length), length, links.geometry.length.to_numpy())
-    si = nodes.get_indexer(links["start_node"].astype(str))
-    ei = nodes.get_indexer(links["end_node"].astype(str))
-    n = len(nodes)
-    g = sp.coo_matrix((np.r_[length, length] + 1e-9, (np.r_[si, ei], np.r_[ei, si])), shape=(n, n)).tocsr()
-    lk = links.loc[link_id]
-    ls = float(length[links.index.get_loc(link_id)])
-    src = [nodes.get_loc(str(lk["start_node"])), nodes.get_loc(str(lk["end_node"]))]
-    d = dijkstra(g, directed=False, indices=src)
-    to_node = np.minimum(d[0] + position * ls, d[1] + (1 - position) * ls)
-    pipes = links[links["link_type"] == "pipe"]
-    ps = nodes.get_indexer(pipes["start_node"].astype(str))
-    pe = nodes.get_indexer(pipes["end_node"].astype(str))
-    out = pd.Series(np.minimum(to_node[ps], to_node[pe]), index=pipes.index.astype(str))
-    out[link_id] = 0.0
-    return out
+__all__ = ["BenchResult", "format_summary", "pipe_distances", "run_bench", "score_ranking", "summarise"]
 
 
 def score_ranking(candidates: pd.DataFrame, distances: pd.Series, leak_link: str,
@@ -115,9 +80,8 @@ class BenchResult:
     summary: dict
 
 
-def _load(network_path: Path, crs: str, files: dict[str, Path]):
-    from twin.meters import read_meters
-
+def _load(files: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The meter table and the readings (UTC timestamps) that :func:`synth_readings` wrote."""
     meters = read_meters(files["meters"])
     readings = pd.read_csv(files["readings"], dtype={"meter_id": str, "timestamp": str})
     readings["timestamp"] = pd.to_datetime(readings["timestamp"], utc=True, format="ISO8601")
@@ -166,12 +130,6 @@ def run_bench(
     -------
     BenchResult
     """
-    from twin.classic import classic_localise
-    from twin.localise import localise
-    from twin.meters import join_meters
-    from twin.network import read_network
-    from twin.synth import synth_readings
-
     network_path = Path(network_path)
     network = read_network(network_path, crs=crs)
     total_len = float(network.links.loc[network.links["link_type"] == "pipe", "length_m"].sum())
@@ -179,45 +137,14 @@ def run_bench(
     tmp = tempfile.TemporaryDirectory(prefix="twin-bench-") if work_dir is None else None
     root = Path(work_dir) if work_dir is not None else Path(tmp.name)
     jobs = [(seed + i, "random") for i in range(scenarios)] + [(seed + 10_000 + i, "none") for i in range(leak_free)]
-    join = None
     try:
         for done, (sd, leak) in enumerate(jobs):
             out = root / f"{'leak' if leak == 'random' else 'free'}-{sd}"
-            t0 = time.perf_counter()
-            files = synth_readings(network_path, crs=crs, days=days, leak=leak, seed=sd, out_dir=out)
-            t_syn = time.perf_counter() - t0
-            truth = json.loads(Path(files["truth"]).read_text())
-            meters, readings = _load(network_path, crs, files)
-            join = join_meters(meters, network)
-            t1 = time.perf_counter()
-            row: dict[str, Any] = {"seed": sd, "leak": leak != "none", "synth_s": round(t_syn, 2)}
-            try:
-                loc = localise(network, meters=meters, join=join, readings=readings, **(localise_options or {}))
-            except Exception as exc:  # a failed scenario is a result, not a crash
-                row.update({"error": f"{type(exc).__name__}: {exc}"})
-                rows.append(row)
-                continue
-            row["twin_s"] = round(time.perf_counter() - t1, 2)
-            row["detected"] = loc.report["detected"]
-            row["leak_flow_est_lps"] = loc.report["leak_flow_lps"]
-            if truth.get("leak"):
-                lk = truth["leak"]
-                row.update({"leak_link": lk["link_id"], "leak_flow_lps": lk["flow_lps"],
-                            "onset_true": lk["onset"], "onset_est": loc.report["onset"]})
-                dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
-                row.update({f"twin_{k}": v for k, v in score_ranking(loc.candidates, dist, lk["link_id"], total_len).items()})
-                row["twin_zone_pipes"] = loc.report.get("candidate_zone", {}).get("pipes")
-                row["twin_zone_has_leak"] = bool(
-                    loc.candidates.loc[loc.candidates["link_id"] == lk["link_id"], "in_candidate_zone"].any())
-                if classic and loc.internals:
-                    t2 = time.perf_counter()
-                    ccand, cinfo = classic_localise(network, loc.internals)
-                    row["classic_s"] = round(time.perf_counter() - t2 + row["twin_s"]
-                                             - loc.report["timings_s"].get("signatures_s", 0)
-                                             - loc.report["timings_s"].get("refine_s", 0), 2)
-                    row["classic_simulations"] = cinfo["simulations"]
-                    row.update({f"classic_{k}": v for k, v in score_ranking(ccand, dist, lk["link_id"], total_len).items()})
+            row = _run_scenario(network, network_path, out, crs=crs, days=days, seed=sd, leak=leak,
+                                classic=classic, total_len=total_len, localise_options=localise_options or {})
             rows.append(row)
+            if "error" in row:
+                continue
             log.info("bench scenario %d/%d (seed %d): %s", done + 1, len(jobs), sd,
                      {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "classic_rank")})
             if progress is not None:
@@ -227,6 +154,52 @@ def run_bench(
             tmp.cleanup()
     df = pd.DataFrame(rows)
     return BenchResult(df, summarise(df, total_len, network_path.name))
+
+
+def _run_scenario(network: Network, network_path: Path, out: Path, *, crs: str, days: int, seed: int, leak: str,
+                  classic: bool, total_len: float, localise_options: dict) -> dict[str, Any]:
+    """Simulate one week, localise, and score against the truth: one row of the scenario table."""
+    t0 = time.perf_counter()
+    files = synth_readings(network_path, crs=crs, days=days, leak=leak, seed=seed, out_dir=out)
+    t_syn = time.perf_counter() - t0
+    truth = json.loads(Path(files["truth"]).read_text())
+    meters, readings = _load(files)
+    join = join_meters(meters, network)
+    t1 = time.perf_counter()
+    row: dict[str, Any] = {"seed": seed, "leak": leak != "none", "synth_s": round(t_syn, 2)}
+    try:
+        loc = localise(network, meters=meters, join=join, readings=readings, **localise_options)
+    except Exception as exc:  # a failed scenario is a result, not a crash
+        row.update({"error": f"{type(exc).__name__}: {exc}"})
+        return row
+    row["twin_s"] = round(time.perf_counter() - t1, 2)
+    row["detected"] = loc.report["detected"]
+    row["leak_flow_est_lps"] = loc.report["leak_flow_lps"]
+    if truth.get("leak"):
+        row.update(_score_leak(network, loc, truth["leak"], total_len=total_len, classic=classic,
+                               twin_s=row["twin_s"]))
+    return row
+
+
+def _score_leak(network: Network, loc: Localisation, lk: dict, *, total_len: float, classic: bool,
+                twin_s: float) -> dict[str, Any]:
+    """Figures of the twin's ranking (and the classic method's) against the true leak ``lk``."""
+    row: dict[str, Any] = {"leak_link": lk["link_id"], "leak_flow_lps": lk["flow_lps"],
+                           "onset_true": lk["onset"], "onset_est": loc.report["onset"]}
+    dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
+    row.update({f"twin_{k}": v for k, v in score_ranking(loc.candidates, dist, lk["link_id"], total_len).items()})
+    row["twin_zone_pipes"] = loc.report.get("candidate_zone", {}).get("pipes")
+    row["twin_zone_has_leak"] = bool(
+        loc.candidates.loc[loc.candidates["link_id"] == lk["link_id"], "in_candidate_zone"].any())
+    if classic and loc.internals:
+        t2 = time.perf_counter()
+        ccand, cinfo = classic_localise(network, loc.internals)
+        row["classic_s"] = round(time.perf_counter() - t2 + twin_s
+                                 - loc.report["timings_s"].get("signatures_s", 0)
+                                 - loc.report["timings_s"].get("refine_s", 0), 2)
+        row["classic_simulations"] = cinfo["simulations"]
+        row.update({f"classic_{k}": v for k, v in score_ranking(ccand, dist, lk["link_id"], total_len).items()})
+    return row
 
 
 def summarise(df: pd.DataFrame, total_length_m: float, name: str = "") -> dict:

@@ -22,12 +22,14 @@ True
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyproj
 from numpy.typing import ArrayLike, NDArray
 
+from twin import settings
 from twin.errors import CRSError
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,11 @@ __all__ = [
     "PSEUDO_CRS",
     "bd09_to_gcj02",
     "bd09_to_wgs84",
+    "check_declared_crs",
     "degrees_declared_as_metres",
     "gcj02_to_bd09",
     "gcj02_to_wgs84",
+    "internal_crs",
     "is_pseudo_crs",
     "outside_area_of_use",
     "parse_crs",
@@ -140,6 +144,20 @@ def require_projected(crs: Any, *, what: str = "network") -> pyproj.CRS:
             fix="use a metric projected CRS such as EPSG:4548 or EPSG:32650",
         )
     return parsed
+
+
+def internal_crs(crs: pyproj.CRS | None, to_crs: Any = None) -> pyproj.CRS:
+    """The projected metric CRS a network is held in.
+
+    ``to_crs`` when given, else ``crs`` if it is projected, else
+    ``settings.DEFAULT_CRS`` (EPSG:4548). Raises :class:`CRSError` when the
+    chosen CRS is not projected in metres.
+    """
+    if to_crs is not None:
+        return require_projected(to_crs, what="target")
+    if crs is not None and crs.is_projected:
+        return require_projected(crs, what="network")
+    return require_projected(settings.DEFAULT_CRS, what="default")
 
 
 # --------------------------------------------------------------------------- GCJ-02 / BD-09
@@ -371,3 +389,48 @@ def degrees_declared_as_metres(
     if length_ratio is not None and np.isfinite(length_ratio):
         return bool(length_ratio > 1_000.0)
     return span < 10.0
+
+
+def check_declared_crs(coords: np.ndarray, src: Any, *, path: Path, length_ratio: float | None = None) -> None:
+    """Refuse coordinates that clearly do not fit the declared CRS.
+
+    Parameters
+    ----------
+    coords : numpy.ndarray
+        (n, 2) x, y as read from the file, in ``src``.
+    src : any pyproj input or "GCJ02" / "BD09"
+        The CRS the file declares or the user named.
+    path : Path
+        The file, for the message.
+    length_ratio : float, optional
+        Median of stated pipe length over coordinate distance; a ratio far
+        above 1 marks degrees read as metres (see
+        :func:`degrees_declared_as_metres`).
+
+    Raises
+    ------
+    CRSError
+        Lon/lat degrees declared as a metric CRS, or values beyond
+        +-180 / +-90 declared as degrees.
+    """
+    if coords.size == 0:
+        return
+    x, y = coords[:, 0], coords[:, 1]
+    geographic = is_pseudo_crs(src) or not parse_crs(src).is_projected
+    if geographic:
+        if np.nanmax(np.abs(x)) > 180.0 or np.nanmax(np.abs(y)) > 90.0:
+            name = src if is_pseudo_crs(src) else parse_crs(src).to_string()
+            raise CRSError(
+                f"coordinates reach x {np.nanmax(np.abs(x)):.1f}, y {np.nanmax(np.abs(y)):.1f}: not lon/lat degrees, "
+                f"but {name} is geographic",
+                path=path,
+                fix="pass the projected CRS the coordinates are in, e.g. --crs EPSG:4548 or EPSG:32650",
+            )
+        return
+    if degrees_declared_as_metres(x, y, src, length_ratio=length_ratio):
+        raise CRSError(
+            f"coordinates look like lon/lat degrees (x {np.nanmin(x):.4f}..{np.nanmax(x):.4f}, "
+            f"y {np.nanmin(y):.4f}..{np.nanmax(y):.4f}) but {parse_crs(src).to_string()} is in metres",
+            path=path,
+            fix="pass --crs EPSG:4326 (or the geographic CRS they are in)",
+        )

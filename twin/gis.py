@@ -3,7 +3,7 @@
 Utilities keep their networks as GIS layers, not EPANET files: pipes as
 LineStrings, sometimes with a node layer and start/end node columns, often
 without. :func:`read_gis_network` turns such layers into a
-:class:`twin.network.Network` (with a WNTR model built from them, so
+:class:`twin.model.Network` (with a WNTR model built from them, so
 hydraulics can run); :func:`write_gis_network` writes a network back.
 
 Layers
@@ -39,6 +39,7 @@ import json
 import logging
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,13 @@ import pyproj
 import shapely
 import shapely.ops
 import wntr
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from twin import settings
-from twin.crs import is_pseudo_crs, parse_crs, transform_xy
+from twin.crs import check_declared_crs, internal_crs, is_pseudo_crs, parse_crs, transform_xy
 from twin.errors import CRSError, NetworkError
+from twin.graph import edge_components
+from twin.model import Network, empty_valves
 
 log = logging.getLogger(__name__)
 
@@ -325,12 +326,6 @@ def _transform_geoms(geoms: np.ndarray, src: Any, dst: pyproj.CRS) -> np.ndarray
     return out
 
 
-def _check_degrees(coords: np.ndarray, src: Any, *, path: Path, ratio: float | None) -> None:
-    from twin.network import check_declared_crs
-
-    check_declared_crs(coords, src, path=path, length_ratio=ratio)
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -350,7 +345,7 @@ def read_gis_network(
     valve_snap_m: float = 5.0,
     default_diameter_m: float | None = None,
     split_at_tees: bool = True,
-):
+) -> Network:
     """Read a pipe network from GIS layers.
 
     Parameters
@@ -392,7 +387,7 @@ def read_gis_network(
 
     Returns
     -------
-    twin.network.Network
+    twin.model.Network
         With a WNTR model (SI, LPS for ``.inp`` output, Hazen-Williams)
         built from the layers.
 
@@ -405,8 +400,6 @@ def read_gis_network(
     CRSError
         No CRS, unknown CRS, degrees declared as metres.
     """
-    from twin.network import Network, _log_import, internal_crs
-
     path = Path(path)
     if diameter_unit not in ("auto", "mm", "m"):
         raise NetworkError(f"diameter_unit {diameter_unit!r} is not one of 'auto', 'mm', 'm'", path=path)
@@ -418,47 +411,93 @@ def read_gis_network(
         raise NetworkError("the pipes layer has no features", path=path, fix="give a layer with pipe LineStrings")
     src = _layer_crs(pipes, crs, path=path, what="pipes")
     dst = internal_crs(None if is_pseudo_crs(src) else pyproj.CRS(src), to_crs)
+    lines = _pipe_lines(pipes, columns, src, dst, path=path, tol=snap_tolerance_m, split_at_tees=split_at_tees)
+    attrs = _link_attributes(lines, path=path, diameter_unit=diameter_unit, default_roughness=default_roughness,
+                             default_diameter_m=default_diameter_m)
+    node_layer, ncols = _read_node_layer(nodes_src, columns, crs, dst)
+    start, end, node_xy = _topology(lines, node_layer, ncols, path=path, nodes_path=nodes_src[0] if nodes_src else path,
+                                    tol=snap_tolerance_m, allow_disconnected=allow_disconnected)
+    end_z = pd.Series(np.concatenate([lines.z_start, lines.z_end]), index=np.concatenate([start, end]))
+    end_z = end_z[np.isfinite(end_z.to_numpy())].groupby(level=0).mean()
+    nodes = _node_table(node_xy, node_layer, ncols, path=path, crs=dst, end_elevation=end_z)
+    links = _link_table(lines, attrs, start, end, path=path, crs=dst)
+    extras = {
+        "pump_curve": _strings(lines.table, lines.cols.get("pump_curve")).to_numpy(),
+        "pump_power_w": _numeric(lines.table, lines.cols.get("pump_power_w"), path=path, what="pipes", ids=lines.ids),
+    }
+    wn = _build_wn(nodes, links, extras, node_layer, ncols, path=path)
+    valves = _read_valves(valves_src, links, crs=crs, dst=dst, columns=columns, max_m=valve_snap_m)
+    return Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
 
+
+@dataclass
+class _Lines:
+    """The pipe layer's features as lines in the internal CRS, after splitting at tees."""
+
+    table: gpd.GeoDataFrame  # the layer's rows, one per line (repeated for split pieces)
+    cols: dict[str, str]  # canonical attribute -> column of ``table``
+    ids: pd.Index  # link IDs
+    geoms: np.ndarray  # 2D LineStrings, internal CRS
+    z_start: np.ndarray  # Z or elevation column at the first / last vertex, m (NaN if none)
+    z_end: np.ndarray
+    length_attr: np.ndarray  # stated length, m (NaN if none; shared in proportion for split pieces)
+
+    @property
+    def has_topology(self) -> bool:
+        return "start_node" in self.cols and "end_node" in self.cols
+
+
+def _pipe_lines(pipes: gpd.GeoDataFrame, columns: Mapping[str, str] | None, src: Any, dst: pyproj.CRS, *,
+                path: Path, tol: float, split_at_tees: bool) -> _Lines:
+    """Columns, IDs, clean 2D lines, end elevations and stated lengths; degrees checked, lines transformed."""
     pcols = _resolve_columns(pipes, PIPE_COLUMNS, columns, path=path, what="pipes")
     id_col = pcols.get("link_id")
     link_ids = _ids(pipes[id_col] if id_col else None, len(pipes), "P")
     _require_ids(link_ids, path=path, what="pipe", col=id_col or "link_id")
-
     geoms, z_start, z_end = _clean_lines(pipes.geometry.to_numpy(), link_ids, path=path)
     for key, z in (("elevation_start", z_start), ("elevation_end", z_end)):
         given = _numeric(pipes, pcols.get(key), path=path, what="pipes", ids=link_ids)
         z[np.isfinite(given)] = given[np.isfinite(given)]
     length_attr = _numeric(pipes, pcols.get("length"), path=path, what="pipes", ids=link_ids)
-    raw_coords = shapely.get_coordinates(geoms)
     src_len = shapely.length(geoms)
     ok = (src_len > 0) & np.isfinite(length_attr) & (length_attr > 0)
     ratio = float(np.median(length_attr[ok] / src_len[ok])) if ok.sum() >= 3 else None
-    _check_degrees(raw_coords, src, path=path, ratio=ratio)
-    geoms = _transform_geoms(geoms, src, dst)
-    has_topology = "start_node" in pcols and "end_node" in pcols
-    if split_at_tees and not has_topology:
-        before = shapely.length(geoms)
-        geoms, src_row = _split_at_tees(geoms, tol=snap_tolerance_m)
-        if len(src_row) != len(pipes):
-            frac = shapely.length(geoms) / np.where(before[src_row] > 0, before[src_row], 1.0)
-            length_attr = length_attr[src_row] * frac
-            link_ids = _piece_ids(link_ids, src_row)
-            piece = pd.Series(src_row)
-            first_piece = (piece.groupby(src_row).cumcount() == 0).to_numpy()
-            last_piece = (piece[::-1].groupby(src_row[::-1]).cumcount() == 0)[::-1].to_numpy()
-            z_start = np.where(first_piece, z_start[src_row], np.nan)
-            z_end = np.where(last_piece, z_end[src_row], np.nan)
-            pipes = pipes.iloc[src_row].reset_index(drop=True)
-            log.info("%s: split %d pipes at %d tees (line ends on another line's interior)", path.name,
-                     len(np.unique(src_row[pd.Index(src_row).duplicated()])), len(src_row) - len(before))
-    geom_len = shapely.length(geoms)
+    check_declared_crs(shapely.get_coordinates(geoms), src, path=path, length_ratio=ratio)
+    lines = _Lines(table=pipes, cols=pcols, ids=link_ids, geoms=_transform_geoms(geoms, src, dst),
+                   z_start=z_start, z_end=z_end, length_attr=length_attr)
+    if split_at_tees and not lines.has_topology:
+        lines = _split_lines_at_tees(lines, path=path, tol=tol)
+    return lines
 
-    # Attributes.
+
+def _split_lines_at_tees(lines: _Lines, *, path: Path, tol: float) -> _Lines:
+    """:func:`_split_at_tees` applied to the lines and carried to their attributes."""
+    before = shapely.length(lines.geoms)
+    geoms, src_row = _split_at_tees(lines.geoms, tol=tol)
+    if len(src_row) == len(lines.table):
+        return lines
+    frac = shapely.length(geoms) / np.where(before[src_row] > 0, before[src_row], 1.0)
+    piece = pd.Series(src_row)
+    first_piece = (piece.groupby(src_row).cumcount() == 0).to_numpy()
+    last_piece = (piece[::-1].groupby(src_row[::-1]).cumcount() == 0)[::-1].to_numpy()
+    log.info("%s: split %d pipes at %d tees (line ends on another line's interior)", path.name,
+             len(np.unique(src_row[pd.Index(src_row).duplicated()])), len(src_row) - len(before))
+    return _Lines(table=lines.table.iloc[src_row].reset_index(drop=True), cols=lines.cols,
+                  ids=_piece_ids(lines.ids, src_row), geoms=geoms,
+                  z_start=np.where(first_piece, lines.z_start[src_row], np.nan),
+                  z_end=np.where(last_piece, lines.z_end[src_row], np.nan),
+                  length_attr=lines.length_attr[src_row] * frac)
+
+
+def _link_attributes(lines: _Lines, *, path: Path, diameter_unit: str, default_roughness: float,
+                     default_diameter_m: float | None) -> dict[str, Any]:
+    """Link type, length (m; NaN for pumps and valves), diameter (m) and roughness, checked."""
+    pipes, pcols, link_ids = lines.table, lines.cols, lines.ids
     diameter = _numeric(pipes, pcols.get("diameter"), path=path, what="pipes", ids=link_ids)
     diameter = _diameter_m(diameter, pcols.get("diameter"), diameter_unit)
     roughness = _numeric(pipes, pcols.get("roughness"), path=path, what="pipes", ids=link_ids)
     roughness = np.where(np.isfinite(roughness), roughness, default_roughness)
-    length = np.where(np.isfinite(length_attr), length_attr, geom_len)
+    length = np.where(np.isfinite(lines.length_attr), lines.length_attr, shapely.length(lines.geoms))
     link_type = _strings(pipes, pcols.get("link_type")).str.lower().fillna("pipe")
     bad_type = ~link_type.isin(["pipe", "pump", "valve"])
     if bad_type.any():
@@ -468,74 +507,96 @@ def read_gis_network(
     is_pipe = (link_type == "pipe").to_numpy()
     length = np.where(is_pipe, length, np.nan)
     needs_d = is_pipe | (link_type == "valve").to_numpy()
-    no_d = needs_d & ~(diameter > 0)
-    if no_d.any():
-        if default_diameter_m is not None and default_diameter_m > 0:
-            log.warning("%s: %d links without a diameter get %g m", path.name, int(no_d.sum()), default_diameter_m)
-            diameter = np.where(no_d, default_diameter_m, diameter)
-        else:
-            i = int(np.flatnonzero(no_d)[0])
-            what = (f"no diameter column (looked for {', '.join(PIPE_COLUMNS['diameter'])})"
-                    if pcols.get("diameter") is None
-                    else f"{int(no_d.sum())} links have a missing, zero or negative diameter in {pcols['diameter']!r}")
-            raise NetworkError(
-                what, path=path, row=i + 1, element=str(link_ids[i]),
-                fix="fill the diameters, name the column with columns={'diameter': NAME} (CLI: --column "
-                "diameter=NAME), or give default_diameter_m (CLI: --default-diameter-mm)",
-            )
+    diameter = _fill_diameters(diameter, needs_d, lines, path=path, default_diameter_m=default_diameter_m)
     short = is_pipe & ~(length > 0)
     if short.any():
         i = int(np.flatnonzero(short)[0])
         raise NetworkError(f"{int(short.sum())} pipes have zero or negative length", path=path, row=i + 1,
                            element=str(link_ids[i]), fix="correct the length column or the geometry")
+    return {"link_type": link_type, "is_pipe": is_pipe, "length": length, "diameter": diameter,
+            "roughness": roughness}
 
-    # Nodes layer.
-    node_layer = None
-    ncols: dict[str, str] = {}
-    if nodes_src is not None:
-        node_layer = _read_layer(nodes_src, "nodes")
-        node_layer = node_layer[~(node_layer.geometry.isna() | node_layer.geometry.is_empty)].copy()
-        ncols = _resolve_columns(node_layer, NODE_COLUMNS, columns, path=nodes_src[0], what="nodes",
-                                 strict=set(NODE_COLUMNS) - set(PIPE_COLUMNS))
-        node_src_crs = _layer_crs(node_layer, crs, path=nodes_src[0], what="nodes")
-        pts = shapely.force_2d(node_layer.geometry.to_numpy())
-        if not np.all(shapely.get_type_id(pts) == 0):
-            raise NetworkError("the nodes layer holds non-Point geometries", path=nodes_src[0],
-                               fix="give Points in the nodes layer")
-        node_layer = gpd.GeoDataFrame(
-            node_layer.drop(columns=node_layer.geometry.name),
-            geometry=_transform_geoms(pts, node_src_crs, dst), crs=dst,
-        ).reset_index(drop=True)
-        nid_col = ncols.get("node_id")
-        node_ids_layer = _ids(node_layer[nid_col] if nid_col else None, len(node_layer), "N")
-        _require_ids(node_ids_layer, path=nodes_src[0], what="node", col=nid_col or "node_id")
-        node_layer.index = node_ids_layer
 
-    # Topology.
-    if has_topology:
+def _fill_diameters(diameter: np.ndarray, needs_d: np.ndarray, lines: _Lines, *, path: Path,
+                    default_diameter_m: float | None) -> np.ndarray:
+    """Pipes and valves without a positive diameter get ``default_diameter_m``, or are refused."""
+    no_d = needs_d & ~(diameter > 0)
+    if not no_d.any():
+        return diameter
+    if default_diameter_m is not None and default_diameter_m > 0:
+        log.warning("%s: %d links without a diameter get %g m", path.name, int(no_d.sum()), default_diameter_m)
+        return np.where(no_d, default_diameter_m, diameter)
+    i = int(np.flatnonzero(no_d)[0])
+    col = lines.cols.get("diameter")
+    what = (f"no diameter column (looked for {', '.join(PIPE_COLUMNS['diameter'])})" if col is None
+            else f"{int(no_d.sum())} links have a missing, zero or negative diameter in {col!r}")
+    raise NetworkError(
+        what, path=path, row=i + 1, element=str(lines.ids[i]),
+        fix="fill the diameters, name the column with columns={'diameter': NAME} (CLI: --column "
+        "diameter=NAME), or give default_diameter_m (CLI: --default-diameter-mm)",
+    )
+
+
+def _read_node_layer(nodes_src, columns: Mapping[str, str] | None, crs: Any,
+                     dst: pyproj.CRS) -> tuple[gpd.GeoDataFrame | None, dict[str, str]]:
+    """The node layer in the internal CRS, indexed by node ID, and its columns; (None, {}) without one."""
+    if nodes_src is None:
+        return None, {}
+    node_layer = _read_layer(nodes_src, "nodes")
+    node_layer = node_layer[~(node_layer.geometry.isna() | node_layer.geometry.is_empty)].copy()
+    ncols = _resolve_columns(node_layer, NODE_COLUMNS, columns, path=nodes_src[0], what="nodes",
+                             strict=set(NODE_COLUMNS) - set(PIPE_COLUMNS))
+    node_src_crs = _layer_crs(node_layer, crs, path=nodes_src[0], what="nodes")
+    pts = shapely.force_2d(node_layer.geometry.to_numpy())
+    if not np.all(shapely.get_type_id(pts) == 0):
+        raise NetworkError("the nodes layer holds non-Point geometries", path=nodes_src[0],
+                           fix="give Points in the nodes layer")
+    node_layer = gpd.GeoDataFrame(
+        node_layer.drop(columns=node_layer.geometry.name),
+        geometry=_transform_geoms(pts, node_src_crs, dst), crs=dst,
+    ).reset_index(drop=True)
+    nid_col = ncols.get("node_id")
+    node_ids_layer = _ids(node_layer[nid_col] if nid_col else None, len(node_layer), "N")
+    _require_ids(node_ids_layer, path=nodes_src[0], what="node", col=nid_col or "node_id")
+    node_layer.index = node_ids_layer
+    return node_layer, ncols
+
+
+def _topology(lines: _Lines, node_layer, ncols, *, path: Path, nodes_path: Path, tol: float,
+              allow_disconnected: bool) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Start and end node of every line and the node positions; moves the line ends onto their nodes.
+
+    Updates ``lines`` in place: geometry (ends on the nodes, reversed lines
+    drawn end to start) and end elevations (swapped with them).
+    """
+    if lines.has_topology:
         start, end, node_xy, flip = _explicit_topology(
-            pipes, pcols, geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m
+            lines.table, lines.cols, lines.geoms, node_layer, lines.ids, path=path, tol=tol
         )
-        z_start, z_end = np.where(flip, z_end, z_start), np.where(flip, z_start, z_end)
-        geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
-    else:
-        start, end, node_xy = _snap_topology(geoms, node_layer, link_ids, path=path, tol=snap_tolerance_m,
-                                             allow_disconnected=allow_disconnected)
-        geoms = _move_ends(geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
-        if node_layer is not None:
-            _check_unmatched_nodes(node_layer, ncols, node_xy, geoms, path=nodes_src[0], tol=snap_tolerance_m)
+        lines.z_start, lines.z_end = np.where(flip, lines.z_end, lines.z_start), np.where(flip, lines.z_start,
+                                                                                        lines.z_end)
+        lines.geoms = _move_ends(lines.geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
+        return start, end, node_xy
+    start, end, node_xy = _snap_topology(lines.geoms, node_layer, lines.ids, path=path, tol=tol,
+                                         allow_disconnected=allow_disconnected)
+    lines.geoms = _move_ends(lines.geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
+    if node_layer is not None:
+        _check_unmatched_nodes(node_layer, ncols, node_xy, lines.geoms, path=nodes_path, tol=tol)
+    return start, end, node_xy
 
-    end_z = pd.Series(np.concatenate([z_start, z_end]), index=np.concatenate([start, end]))
-    end_z = end_z[np.isfinite(end_z.to_numpy())].groupby(level=0).mean()
-    nodes = _node_table(node_xy, node_layer, ncols, path=path, crs=dst, end_elevation=end_z)
+
+def _link_table(lines: _Lines, attrs: dict[str, Any], start: np.ndarray, end: np.ndarray, *, path: Path,
+                crs: pyproj.CRS) -> gpd.GeoDataFrame:
+    """The link table (see :class:`twin.model.Network`) from the lines, their attributes and topology."""
+    pipes, pcols, link_ids = lines.table, lines.cols, lines.ids
     links = gpd.GeoDataFrame(
         {
-            "link_type": link_type.to_numpy(dtype=object),
+            "link_type": attrs["link_type"].to_numpy(dtype=object),
             "start_node": np.asarray(start, dtype=object),
             "end_node": np.asarray(end, dtype=object),
-            "length_m": length,
-            "diameter_m": diameter,
-            "roughness": np.where(is_pipe, roughness, np.nan),
+            "length_m": attrs["length"],
+            "diameter_m": attrs["diameter"],
+            "roughness": np.where(attrs["is_pipe"], attrs["roughness"], np.nan),
             "material": _strings(pipes, pcols.get("material")).to_numpy(),
             "install_year": _years(pipes, pcols.get("install_year")).to_numpy(),
             "zone": _strings(pipes, pcols.get("zone")).to_numpy(),
@@ -546,22 +607,14 @@ def read_gis_network(
                 _numeric(pipes, pcols.get("minor_loss"), path=path, what="pipes", ids=link_ids), nan=0.0),
         },
         index=pd.Index(link_ids, name="link_id"),
-        geometry=geoms,
-        crs=dst,
+        geometry=lines.geoms,
+        crs=crs,
     )
     links["material"] = links["material"].astype("string")
     links["install_year"] = links["install_year"].astype("Int64")
     links["zone"] = links["zone"].astype("string")
     links["valve_type"] = links["valve_type"].astype("string")
-    extras = {
-        "pump_curve": _strings(pipes, pcols.get("pump_curve")).to_numpy(),
-        "pump_power_w": _numeric(pipes, pcols.get("pump_power_w"), path=path, what="pipes", ids=link_ids),
-    }
-    wn = _build_wn(nodes, links, extras, node_layer, ncols, path=path)
-    valves = _read_valves(valves_src, links, crs=crs, dst=dst, columns=columns, max_m=valve_snap_m)
-    net = Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
-    _log_import(net)
-    return net
+    return links
 
 
 def _split_at_tees(geoms: np.ndarray, *, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -799,8 +852,7 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
     tree = cKDTree(xy)
     pairs = tree.query_pairs(tol, output_type="ndarray")
     m = len(xy)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
-    n_clusters, label = connected_components(graph, directed=False)
+    n_clusters, label = edge_components(m, pairs[:, 0], pairs[:, 1])
     sums = np.zeros((n_clusters, 2))
     np.add.at(sums, label, xy)
     centre = sums / np.bincount(label, minlength=n_clusters)[:, None]
@@ -836,8 +888,7 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
             fix="delete these zero-length pipes or lower the snap tolerance (--snap-tolerance)",
         )
     # Connectivity of the snapped network.
-    edges = coo_matrix((np.ones(n), (label[:n], label[n:])), shape=(n_clusters, n_clusters))
-    n_parts, part = connected_components(edges, directed=False)
+    n_parts, part = edge_components(n_clusters, label[:n], label[n:])
     if n_parts > 1 and not allow_disconnected:
         degree = np.bincount(label, minlength=n_clusters)
         dangling = np.flatnonzero(degree[label] == 1)
@@ -1017,8 +1068,6 @@ def _add_link(wn, i: int, lid: str, s: str, e: str, kind: str, a: dict, path: Pa
 
 
 def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.GeoDataFrame:
-    from twin.network import empty_valves
-
     if valves_src is None:
         return empty_valves(dst)
     layer = _read_layer(valves_src, "valves")
@@ -1070,7 +1119,7 @@ def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.G
 # --------------------------------------------------------------------------- writing
 
 
-def _pump_columns(network) -> tuple[list, list]:
+def _pump_columns(network: Network) -> tuple[list, list]:
     wn = network.wn
     curve, power = [], []
     for lid in network.links.index:
@@ -1087,7 +1136,7 @@ def _pump_columns(network) -> tuple[list, list]:
     return curve, power
 
 
-def write_gis_network(network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
+def write_gis_network(network: Network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
     """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`."""
     path = Path(path)
     suffix = path.suffix.lower()

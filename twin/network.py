@@ -26,121 +26,51 @@ import copy
 import logging
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
-import networkx as nx
 import numpy as np
-import pandas as pd
 import pyproj
-import shapely
 import wntr
 
-from twin import settings
-from twin.crs import degrees_declared_as_metres, is_pseudo_crs, parse_crs, require_projected, transform_xy
+from twin.crs import check_declared_crs, internal_crs, is_pseudo_crs, parse_crs, transform_xy
 from twin.errors import CRSError, InputError, NetworkError, require_file
+from twin.gis import read_gis_network, write_gis_network
+from twin.graph import graph_from_network
+from twin.model import (
+    LINK_COLUMNS,
+    NODE_COLUMNS,
+    VALVE_COLUMNS,
+    Network,
+    empty_valves,
+    lonlat_bounds,
+    tables_from_wn,
+)
 from twin.validate import validate_network
 
 log = logging.getLogger(__name__)
 
+# Network, its column contracts and table helpers live in twin.model, the CRS checks in twin.crs and the
+# graph in twin.graph; they are re-exported here, where callers have always found them.
 __all__ = [
     "GIS_SUFFIXES",
+    "LINK_COLUMNS",
+    "NODE_COLUMNS",
+    "VALVE_COLUMNS",
     "Network",
+    "check_declared_crs",
+    "empty_valves",
     "graph_from_network",
+    "internal_crs",
+    "lonlat_bounds",
     "read_network",
+    "tables_from_wn",
     "validate_network",
     "write_network",
 ]
 
 #: File suffixes read and written as GIS layers.
 GIS_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp")
-
-NODE_COLUMNS = ["node_type", "elevation_m", "base_demand_m3s", "zone"]
-LINK_COLUMNS = [
-    "link_type",
-    "start_node",
-    "end_node",
-    "length_m",
-    "diameter_m",
-    "roughness",
-    "material",
-    "install_year",
-    "zone",
-    "status",
-]
-VALVE_COLUMNS = ["link_id", "node_id"]
-
-
-@dataclass(frozen=True)
-class Network:
-    """A water network in a projected metric CRS.
-
-    Attributes
-    ----------
-    wn : wntr.network.WaterNetworkModel
-        The hydraulic model, SI units (m, m³/s); node coordinates and link
-        vertices in ``crs``.
-    crs : pyproj.CRS
-        Projected CRS in metres of every geometry here.
-    nodes : geopandas.GeoDataFrame
-        Index ``node_id`` (str). Columns ``node_type`` ("junction", "tank",
-        "reservoir"), ``elevation_m`` (junction/tank elevation, reservoir
-        head; NaN where the source had none), ``base_demand_m3s``, ``zone``
-        (str or NA); Point geometry.
-    links : geopandas.GeoDataFrame
-        Index ``link_id`` (str). Columns ``link_type`` ("pipe", "pump",
-        "valve"), ``start_node``, ``end_node``, ``length_m`` (pipes; NaN for
-        pumps and valves), ``diameter_m``, ``roughness`` (Hazen-Williams C,
-        or as the model's headloss formula says), ``material``,
-        ``install_year`` (Int64), ``zone``, ``status`` ("open", "closed",
-        "active", "cv"); extra columns ``valve_type``, ``setting``,
-        ``minor_loss``. LineString geometry from the start node through the
-        vertices to the end node.
-    valves : geopandas.GeoDataFrame
-        Isolation valves: index ``valve_id``; ``link_id`` (the pipe it sits
-        on), ``node_id`` (the nearer end node); Point. Empty for ``.inp``.
-    source : str
-        The file the network was read from.
-    """
-
-    wn: wntr.network.WaterNetworkModel
-    crs: pyproj.CRS
-    nodes: gpd.GeoDataFrame
-    links: gpd.GeoDataFrame
-    valves: gpd.GeoDataFrame
-    source: str
-
-    def to_graph(self) -> nx.MultiGraph:
-        """Undirected multigraph with ``length_m`` on edges; see :func:`graph_from_network`."""
-        return graph_from_network(self)
-
-    @property
-    def pipes(self) -> gpd.GeoDataFrame:
-        """The links that are pipes."""
-        return self.links[self.links["link_type"] == "pipe"]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts, total pipe length (km), lon/lat bounding box and zones, JSON-friendly."""
-        node_counts = self.nodes["node_type"].value_counts()
-        link_counts = self.links["link_type"].value_counts()
-        bbox = lonlat_bounds(self)
-        zones = sorted({str(z) for z in pd.concat([self.nodes["zone"], self.links["zone"]]).dropna()})
-        return {
-            "source": self.source,
-            "crs": self.crs.to_string(),
-            "junctions": int(node_counts.get("junction", 0)),
-            "reservoirs": int(node_counts.get("reservoir", 0)),
-            "tanks": int(node_counts.get("tank", 0)),
-            "pipes": int(link_counts.get("pipe", 0)),
-            "pumps": int(link_counts.get("pump", 0)),
-            "valves": int(link_counts.get("valve", 0)),
-            "isolation_valves": int(len(self.valves)),
-            "pipe_length_km": float(self.pipes["length_m"].sum() / 1000.0),
-            "bbox_lonlat": bbox,
-            "zones": zones,
-        }
 
 
 # --------------------------------------------------------------------------- reading
@@ -193,25 +123,18 @@ def read_network(
                 path=p,
                 fix="drop them for an .inp file",
             )
-        return _read_inp(p, crs=crs, to_crs=to_crs)
+        net = _read_inp(p, crs=crs, to_crs=to_crs)
+        _log_import(net)
+        return net
     if suffix in GIS_SUFFIXES:
-        from twin.gis import read_gis_network
-
-        return read_gis_network(p, crs=crs, to_crs=to_crs, **gis_options)
+        net = read_gis_network(p, crs=crs, to_crs=to_crs, **gis_options)
+        _log_import(net)
+        return net
     raise NetworkError(
         f"unknown network file type {p.suffix or '(none)'!r}",
         path=p,
         fix="give an EPANET .inp, a GeoPackage (.gpkg), GeoJSON (.geojson) or Shapefile (.shp)",
     )
-
-
-def internal_crs(crs: pyproj.CRS | None, to_crs: Any = None) -> pyproj.CRS:
-    """The projected CRS a network is held in: ``to_crs``, else ``crs`` if projected, else the default."""
-    if to_crs is not None:
-        return require_projected(to_crs, what="target")
-    if crs is not None and crs.is_projected:
-        return require_projected(crs, what="network")
-    return require_projected(settings.DEFAULT_CRS, what="default")
 
 
 _LINE_RE = re.compile(r"at line (\d+)")
@@ -454,45 +377,7 @@ def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
     if pseudo or not src.equals(dst):
         wn = _transform_wn(wn, src, dst, path=path)
     nodes, links = tables_from_wn(wn, dst)
-    net = Network(
-        wn=wn,
-        crs=dst,
-        nodes=nodes,
-        links=links,
-        valves=empty_valves(dst),
-        source=str(path),
-    )
-    _log_import(net)
-    return net
-
-
-def check_declared_crs(coords: np.ndarray, src: Any, *, path: Path, length_ratio: float | None = None) -> None:
-    """Refuse coordinates that clearly do not fit the declared CRS.
-
-    Raises :class:`CRSError` when lon/lat degrees are declared as a metric
-    CRS, or when values beyond +-180 / +-90 are declared as degrees.
-    """
-    if coords.size == 0:
-        return
-    x, y = coords[:, 0], coords[:, 1]
-    geographic = is_pseudo_crs(src) or not parse_crs(src).is_projected
-    if geographic:
-        if np.nanmax(np.abs(x)) > 180.0 or np.nanmax(np.abs(y)) > 90.0:
-            name = src if is_pseudo_crs(src) else parse_crs(src).to_string()
-            raise CRSError(
-                f"coordinates reach x {np.nanmax(np.abs(x)):.1f}, y {np.nanmax(np.abs(y)):.1f}: not lon/lat degrees, "
-                f"but {name} is geographic",
-                path=path,
-                fix="pass the projected CRS the coordinates are in, e.g. --crs EPSG:4548 or EPSG:32650",
-            )
-        return
-    if degrees_declared_as_metres(x, y, src, length_ratio=length_ratio):
-        raise CRSError(
-            f"coordinates look like lon/lat degrees (x {np.nanmin(x):.4f}..{np.nanmax(x):.4f}, "
-            f"y {np.nanmin(y):.4f}..{np.nanmax(y):.4f}) but {parse_crs(src).to_string()} is in metres",
-            path=path,
-            fix="pass --crs EPSG:4326 (or the geographic CRS they are in)",
-        )
+    return Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=empty_valves(dst), source=str(path))
 
 
 def _inp_length_ratio(wn: wntr.network.WaterNetworkModel, xy: dict[str, tuple[float, float]]) -> float | None:
@@ -543,146 +428,14 @@ def _transform_wn(
     return wn
 
 
-def _status_name(link: Any) -> str:
-    if getattr(link, "link_type", "") == "Pipe" and getattr(link, "check_valve", False):
-        return "cv"
-    status = getattr(link, "initial_status", None)
-    name = getattr(status, "name", str(status))
-    return str(name).lower()
-
-
-def tables_from_wn(
-    wn: wntr.network.WaterNetworkModel, crs: pyproj.CRS
-) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """Node and link GeoDataFrames (see :class:`Network`) from a WNTR model whose coordinates are in ``crs``.
-
-    ``material`` and ``install_year`` are NA: EPANET has no field for them.
-    """
-    node_rows = []
-    for name, node in wn.nodes():
-        kind = node.node_type.lower()
-        if kind == "junction":
-            elev = node.elevation
-            demand = float(sum(ts.base_value for ts in node.demand_timeseries_list))
-        elif kind == "tank":
-            elev = node.elevation
-            demand = 0.0
-        else:
-            elev = node.base_head
-            demand = 0.0
-        x, y = node.coordinates
-        node_rows.append((name, kind, float(elev), demand, node.tag, float(x), float(y)))
-    nodes_df = pd.DataFrame(
-        node_rows, columns=["node_id", "node_type", "elevation_m", "base_demand_m3s", "zone", "x", "y"]
-    ).set_index("node_id")
-    nodes_df["zone"] = nodes_df["zone"].astype("string")
-    nodes = gpd.GeoDataFrame(
-        nodes_df[NODE_COLUMNS],
-        geometry=gpd.points_from_xy(nodes_df["x"], nodes_df["y"]),
-        crs=crs,
-    )
-    pos = {n: (x, y) for n, x, y in zip(nodes_df.index, nodes_df["x"], nodes_df["y"])}
-
-    link_rows = []
-    coord_list = []
-    for name, link in wn.links():
-        ltype = link.link_type.lower()
-        length = float(link.length) if ltype == "pipe" else np.nan
-        diameter = float(link.diameter) if ltype in ("pipe", "valve") else np.nan
-        rough = float(link.roughness) if ltype == "pipe" else np.nan
-        minor = float(getattr(link, "minor_loss", np.nan)) if ltype in ("pipe", "valve") else np.nan
-        vtype = link.valve_type if ltype == "valve" else None
-        setting = float(link.initial_setting) if ltype == "valve" and link.initial_setting is not None else np.nan
-        link_rows.append(
-            (name, ltype, link.start_node_name, link.end_node_name, length, diameter, rough, link.tag,
-             _status_name(link), vtype, setting, minor)
-        )
-        coord_list.append([pos[link.start_node_name], *link.vertices, pos[link.end_node_name]])
-    links_df = pd.DataFrame(
-        link_rows,
-        columns=["link_id", "link_type", "start_node", "end_node", "length_m", "diameter_m", "roughness",
-                 "zone", "status", "valve_type", "setting", "minor_loss"],
-    ).set_index("link_id")
-    links_df["material"] = pd.Series(pd.NA, index=links_df.index, dtype="string")
-    links_df["install_year"] = pd.Series(pd.NA, index=links_df.index, dtype="Int64")
-    links_df["zone"] = links_df["zone"].astype("string")
-    links_df["valve_type"] = links_df["valve_type"].astype("string")
-    geoms = shapely.linestrings(np.concatenate([np.asarray(c, dtype=float) for c in coord_list]) if coord_list
-                                else np.empty((0, 2)),
-                                indices=np.repeat(np.arange(len(coord_list)), [len(c) for c in coord_list]))
-    links = gpd.GeoDataFrame(
-        links_df[LINK_COLUMNS + ["valve_type", "setting", "minor_loss"]],
-        geometry=geoms if len(coord_list) else [],
-        crs=crs,
-    )
-    return nodes, links
-
-
-def empty_valves(crs: pyproj.CRS) -> gpd.GeoDataFrame:
-    """An empty isolation-valve layer with the contract's columns."""
-    df = pd.DataFrame(
-        {"link_id": pd.Series(dtype="string"), "node_id": pd.Series(dtype="string")},
-        index=pd.Index([], name="valve_id", dtype="object"),
-    )
-    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
-
-
-def lonlat_bounds(network: Network) -> tuple[float, float, float, float]:
-    """Bounding box of the nodes in WGS84 lon/lat degrees: (west, south, east, north)."""
-    if network.nodes.empty:
-        return (np.nan, np.nan, np.nan, np.nan)
-    x0, y0, x1, y1 = network.nodes.total_bounds
-    xs = np.array([x0, x1, x1, x0])
-    ys = np.array([y0, y0, y1, y1])
-    lon, lat = transform_xy(xs, ys, from_crs=network.crs, to_crs="EPSG:4326")
-    return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
-
-
 def _log_import(net: Network) -> None:
+    """One INFO line per network read: counts, pipe length and CRS."""
     s = net.summary()
     log.info(
         "read %s: %d junctions, %d reservoirs, %d tanks, %d pipes (%.2f km), %d pumps, %d valves; CRS %s",
         Path(net.source).name, s["junctions"], s["reservoirs"], s["tanks"], s["pipes"], s["pipe_length_km"],
         s["pumps"], s["valves"], s["crs"],
     )
-
-
-# --------------------------------------------------------------------------- graph
-
-
-def graph_from_network(network: Network) -> nx.MultiGraph:
-    """Undirected multigraph of the network for pipe distances.
-
-    Parameters
-    ----------
-    network : Network
-
-    Returns
-    -------
-    networkx.MultiGraph
-        Nodes are node IDs (attributes ``node_type``, ``x``, ``y`` in the
-        network CRS); one edge per link, keyed by link ID, with ``link_id``,
-        ``link_type`` and ``length_m`` (pipe length; pumps and valves get
-        their geometry length, usually a few metres).
-    """
-    g = nx.MultiGraph(crs=network.crs.to_string())
-    nodes = network.nodes
-    xs = nodes.geometry.x.to_numpy()
-    ys = nodes.geometry.y.to_numpy()
-    g.add_nodes_from(
-        (nid, {"node_type": t, "x": float(x), "y": float(y)})
-        for nid, t, x, y in zip(nodes.index, nodes["node_type"], xs, ys)
-    )
-    links = network.links
-    length = links["length_m"].to_numpy(dtype=float)
-    geom_len = links.geometry.length.to_numpy()
-    length = np.where(np.isfinite(length), length, geom_len)
-    g.add_edges_from(
-        (s, e, lid, {"link_id": lid, "link_type": t, "length_m": float(metres)})
-        for lid, s, e, t, metres in zip(links.index.tolist(), links["start_node"].tolist(),
-                                        links["end_node"].tolist(), links["link_type"].tolist(), length.tolist())
-    )
-    return g
 
 
 # --------------------------------------------------------------------------- writing
@@ -715,8 +468,6 @@ def write_network(network: Network, path: str | Path, *, to_crs: Any = None) -> 
     if suffix == ".inp":
         return [_write_inp(network, p, target)]
     if suffix in GIS_SUFFIXES:
-        from twin.gis import write_gis_network
-
         return write_gis_network(network, p, to_crs=target)
     raise NetworkError(
         f"cannot write network files of type {p.suffix or '(none)'!r}",

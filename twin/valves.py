@@ -21,17 +21,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import geopandas as gpd
 import pyogrio
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import shapely
-from scipy.sparse.csgraph import connected_components
 
 from twin.errors import InputError, UnknownElementError, require_file
+from twin.graph import edge_components, link_ends
+from twin.model import Network
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 VALVE_OFFSET_M = 2.0
 
 
-def _pipe_ends(network: Any) -> pd.DataFrame:
+def _pipe_ends(network: Network) -> pd.DataFrame:
     """Long table of (link_id, node_id, end) for every pipe end."""
     pipes = network.links[network.links["link_type"] == "pipe"]
     ends = pd.DataFrame(
@@ -56,7 +56,7 @@ def _pipe_ends(network: Any) -> pd.DataFrame:
 
 
 def valve_points(
-    network: Any, link_ids: Iterable[str], node_ids: Iterable[str], *, offset_m: float = VALVE_OFFSET_M
+    network: Network, link_ids: Iterable[str], node_ids: Iterable[str], *, offset_m: float = VALVE_OFFSET_M
 ) -> np.ndarray:
     """Point of a valve on ``link`` next to ``node``, in ``network.crs``.
 
@@ -84,7 +84,7 @@ def valve_points(
 
 
 def generate_valves(
-    network: Any,
+    network: Network,
     *,
     strategy: Literal["strategic", "random"] = "strategic",
     n: int = 1,
@@ -138,7 +138,7 @@ def generate_valves(
     return out
 
 
-def _layer(network: Any, link_ids: pd.Series, node_ids: pd.Series, source: str,
+def _layer(network: Network, link_ids: pd.Series, node_ids: pd.Series, source: str,
            ids: Iterable[str] | None = None) -> gpd.GeoDataFrame:
     link_ids = pd.Series(link_ids).astype(str).to_numpy()
     node_ids = pd.Series(node_ids).astype(str).to_numpy()
@@ -154,7 +154,7 @@ def _layer(network: Any, link_ids: pd.Series, node_ids: pd.Series, source: str,
     )
 
 
-def read_valves(path: str | Path, network: Any, *, max_distance_m: float = 5.0) -> gpd.GeoDataFrame:
+def read_valves(path: str | Path, network: Network, *, max_distance_m: float = 5.0) -> gpd.GeoDataFrame:
     """Read a GIS valve layer and tie every valve to a pipe and an end node.
 
     Parameters
@@ -206,7 +206,7 @@ def read_valves(path: str | Path, network: Any, *, max_distance_m: float = 5.0) 
 
 
 def valves_from_frame(
-    gdf: gpd.GeoDataFrame, network: Any, *, max_distance_m: float = 5.0, source: str = "valves"
+    gdf: gpd.GeoDataFrame, network: Network, *, max_distance_m: float = 5.0, source: str = "valves"
 ) -> gpd.GeoDataFrame:
     """Tie a GeoDataFrame of valves (``valve_id`` column or index) to pipes and nodes.
 
@@ -269,7 +269,7 @@ def valves_from_frame(
 
 
 def valve_layer(
-    network: Any,
+    network: Network,
     *,
     valves: gpd.GeoDataFrame | str | Path | None = None,
     strategy: Literal["strategic", "random"] = "strategic",
@@ -301,6 +301,22 @@ def valve_layer(
     return generate_valves(network, strategy=strategy, n=n, seed=seed)
 
 
+def _unvalved_ends(valves: gpd.GeoDataFrame, nodes: pd.Index, links: pd.DataFrame, start: np.ndarray,
+                   end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per link: is its start end / end end free of a valve (still joined to its node)?"""
+    keep_start = np.ones(len(links), dtype=bool)
+    keep_end = np.ones(len(links), dtype=bool)
+    if len(valves):
+        vl = pd.Series(np.arange(len(links)), index=links.index.astype(str)).reindex(
+            valves["link_id"].astype(str)).to_numpy()
+        vn = pd.Series(np.arange(len(nodes)), index=nodes).reindex(valves["node_id"].astype(str)).to_numpy()
+        ok = ~(np.isnan(vl) | np.isnan(vn))
+        vl, vn = vl[ok].astype(np.int64), vn[ok].astype(np.int64)
+        keep_start[vl[start[vl] == vn]] = False
+        keep_end[vl[end[vl] == vn]] = False
+    return keep_start, keep_end
+
+
 @dataclass(frozen=True)
 class Segments:
     """The valve segments of a network.
@@ -329,7 +345,7 @@ class Segments:
 
 
 def valve_segments(
-    network: Any, valves: gpd.GeoDataFrame, *, inoperable: Iterable[str] = ()
+    network: Network, valves: gpd.GeoDataFrame, *, inoperable: Iterable[str] = ()
 ) -> Segments:
     """Cut the network into valve segments.
 
@@ -354,32 +370,14 @@ def valve_segments(
             element=unknown[0], fix="use valve IDs of the valve layer (valves.geojson of the plan)",
         )
     ops = valves.drop(index=inoperable)
-    nodes = network.nodes.index.astype(str)
     links = network.links
+    nodes, start, end = link_ends(network, strict=True)
     nn, nl = len(nodes), len(links)
-    node_pos = pd.Series(np.arange(nn), index=nodes)
     li = np.arange(nl)
-    start = node_pos.reindex(links["start_node"].astype(str)).to_numpy()
-    end = node_pos.reindex(links["end_node"].astype(str)).to_numpy()
-    if np.isnan(start).any() or np.isnan(end).any():
-        raise InputError("a link names an end node that is not in the node table",
-                         element="network", fix="validate the network (twin network check)")
-    start = start.astype(np.int64)
-    end = end.astype(np.int64)
-    link_pos = pd.Series(li, index=links.index.astype(str))
-    keep_start = np.ones(nl, dtype=bool)
-    keep_end = np.ones(nl, dtype=bool)
-    if len(ops):
-        vl = link_pos.reindex(ops["link_id"].astype(str)).to_numpy()
-        vn = node_pos.reindex(ops["node_id"].astype(str)).to_numpy()
-        ok = ~(np.isnan(vl) | np.isnan(vn))
-        vl, vn = vl[ok].astype(np.int64), vn[ok].astype(np.int64)
-        keep_start[vl[start[vl] == vn]] = False
-        keep_end[vl[end[vl] == vn]] = False
-    rows = np.concatenate([nn + li[keep_start], nn + li[keep_end]])
-    cols = np.concatenate([start[keep_start], end[keep_end]])
-    graph = sp.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(nn + nl, nn + nl))
-    _, label = connected_components(graph, directed=False)
+    keep_start, keep_end = _unvalved_ends(ops, nodes, links, start, end)
+    # bipartite graph: vertices 0..nn-1 are nodes, nn.. are links; a valve cuts its link from its node
+    _, label = edge_components(nn + nl, np.concatenate([nn + li[keep_start], nn + li[keep_end]]),
+                               np.concatenate([start[keep_start], end[keep_end]]))
     # renumber segments by first appearance among links, then nodes (stable, small numbers)
     order = pd.unique(np.concatenate([label[nn:], label[:nn]]))
     remap = np.empty(label.max() + 1, dtype=np.int64)

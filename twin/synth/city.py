@@ -36,14 +36,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyproj
-import scipy.sparse as sp
-import scipy.sparse.csgraph as csgraph
 import shapely
+import wntr
+from numpy.random import Generator
+from wntr.network import WaterNetworkModel
+from wntr.network.controls import Control, ControlAction, ValueCondition
 
 from twin.errors import InputError, SimulationError
+from twin.graph import edge_components, spanning_tree
 from twin.scratch import epanet_scratch
 from twin.synth.readings import _HOURLY, CLASSES, CUSTOMER_SIZE_M3_PER_DAY
 
@@ -117,14 +121,55 @@ class _Layout:
     river: np.ndarray  # (k, 2) polygon ring of the river, layout coordinates
 
 
-def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
+@dataclass
+class _Grid:
+    """The warped street lattice before streets are chosen; layout coordinates, m."""
+
+    x: np.ndarray
+    y: np.ndarray
+    gx: np.ndarray  # unwarped lattice coordinates
+    gy: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    nr: int
+    nc: int
+    trunk: np.ndarray  # node on a trunk line
+
+
+def _layout(spec: CitySpec, rng: Generator) -> _Layout:
+    """Streets, trunk mains, DMA cells, bridges, the river and the terrain (draws from ``rng`` in this order)."""
+    w, h = spec.extent_m
+    s = spec.spacing_m
+    grid = _grid(spec, rng)
+    # the Xin River: a W-E band a little south of the middle
+    phase = rng.uniform(0, 2 * np.pi)
+    river_mid = 0.42 * h
+    river_y = river_mid + 0.06 * h * np.sin(2 * np.pi * grid.gx / w * 1.3 + phase)
+    in_river = np.abs(grid.gy - river_y) < 1.25 * s
+    north = grid.gy > river_y
+    edges, e_trunk, cell = _street_edges(spec, grid, in_river, north, rng)
+    edges, e_trunk, bridge = _add_bridges(spec, grid, edges, e_trunk, in_river, north)
+    alive, edges, e_trunk, bridge = _main_part(grid, edges, e_trunk, bridge, in_river)
+    # river polygon in the warped coordinates, narrower than the cleared band
+    rx = np.linspace(-s, w + s, 200)
+    ry = river_mid + 0.06 * h * np.sin(2 * np.pi * rx / w * 1.3 + phase) + 0.22 * s * np.sin(rx / (9.1 * s) + 1.0)
+    bank = 0.85 * s
+    river = np.vstack([np.column_stack([rx, ry - bank]), np.column_stack([rx[::-1], ry[::-1] + bank])])
+    hill = (float(rng.uniform(0.72, 0.82)), float(rng.uniform(0.72, 0.82)))
+    z = _terrain(grid.x, grid.y, river_y, spec, hill)
+    return _Layout(x=grid.x[alive], y=grid.y[alive], z=z[alive], row=grid.row[alive], col=grid.col[alive],
+                   trunk=grid.trunk[alive], cell=cell[alive], edges=edges, edge_trunk=e_trunk, bridge=bridge,
+                   river=river)
+
+
+def _grid(spec: CitySpec, rng: Generator) -> _Grid:
+    """A lattice warped (curved streets) and jittered (irregular blocks); trunk lines straighter."""
     w, h = spec.extent_m
     s = spec.spacing_m
     nc, nr = int(w // s) + 1, int(h // s) + 1
     col, row = np.meshgrid(np.arange(nc), np.arange(nr))
     col, row = col.ravel(), row.ravel()
     gx, gy = col * s, row * s
-    # warp (curved streets) and jitter (irregular blocks)
     x = gx + 0.18 * s * np.sin(gy / (7.3 * s)) + rng.uniform(-0.2, 0.2, gx.size) * s
     y = gy + 0.22 * s * np.sin(gx / (9.1 * s) + 1.0) + rng.uniform(-0.2, 0.2, gy.size) * s
     t = spec.trunk_every
@@ -132,56 +177,50 @@ def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
     # on trunk lines no jitter across the line: straighter main roads
     x = np.where(col % t == 0, gx + 0.18 * s * np.sin(gy / (7.3 * s)), x)
     y = np.where(row % t == 0, gy + 0.22 * s * np.sin(gx / (9.1 * s) + 1.0), y)
+    return _Grid(x=x, y=y, gx=gx, gy=gy, row=row, col=col, nr=nr, nc=nc, trunk=trunk)
 
-    # the Xin River: a W-E band a little south of the middle
-    phase = rng.uniform(0, 2 * np.pi)
-    river_mid = 0.42 * h
-    river_y = river_mid + 0.06 * h * np.sin(2 * np.pi * gx / w * 1.3 + phase)
-    half_width = 1.25 * s
-    in_river = np.abs(gy - river_y) < half_width
-    north = gy > river_y
 
-    def rc_index(r, c):
-        return r * nc + c
+def _street_edges(spec: CitySpec, grid: _Grid, in_river: np.ndarray, north: np.ndarray,
+                  rng: Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Streets kept: trunk lines, a random spanning forest of each block plus a share of the rest.
 
-    # lattice edges
-    e_h = np.array([(rc_index(r, c), rc_index(r, c + 1)) for r in range(nr) for c in range(nc - 1)])
-    e_v = np.array([(rc_index(r, c), rc_index(r + 1, c)) for r in range(nr - 1) for c in range(nc)])
+    Returns the edges (node index pairs), which are trunk mains, and each node's DMA cell (-1 on the trunk).
+    """
+    nr, nc, row, col = grid.nr, grid.nc, grid.row, grid.col
+    t = spec.trunk_every
+    e_h = np.array([(r * nc + c, r * nc + c + 1) for r in range(nr) for c in range(nc - 1)])
+    e_v = np.array([(r * nc + c, (r + 1) * nc + c) for r in range(nr - 1) for c in range(nc)])
     edges = np.vstack([e_h, e_v])
-    keep = ~in_river[edges[:, 0]] & ~in_river[edges[:, 1]]
-    edges = edges[keep]
+    edges = edges[~in_river[edges[:, 0]] & ~in_river[edges[:, 1]]]
     trunk_row = (row % t == 0) | (row == nr - 1)
     trunk_col = (col % t == 0) | (col == nc - 1)
     a_, b_ = edges[:, 0], edges[:, 1]
     e_trunk = ((row[a_] == row[b_]) & trunk_row[a_]) | ((col[a_] == col[b_]) & trunk_col[a_])
-    # cells: the blocks between trunk lines
-    cell_r, cell_c = row // t, col // t
-    ncell_c = (nc - 1) // t + 1
-    cell = np.where(trunk, -1, cell_r * ncell_c + cell_c)
-    # cells split by the river get separate ids for each bank
+    # cells: the blocks between trunk lines; cells split by the river get separate ids for each bank
+    cell = np.where(grid.trunk, -1, (row // t) * ((nc - 1) // t + 1) + col // t)
     cell = np.where((cell >= 0) & north, cell + 100_000, cell)
-
     # distribution streets: random spanning forest + a share of the other streets
     dist = ~e_trunk
     same_cell = (cell[edges[:, 0]] == cell[edges[:, 1]]) & (cell[edges[:, 0]] >= 0)
     to_trunk = dist & ~same_cell & ((cell[edges[:, 0]] >= 0) ^ (cell[edges[:, 1]] >= 0))
     inner = dist & same_cell
-    n = x.size
     idx = np.flatnonzero(inner)
     wts = rng.uniform(1.0, 2.0, idx.size)
-    g = sp.coo_matrix((wts, (edges[idx, 0], edges[idx, 1])), shape=(n, n)).tocsr()
-    tree = csgraph.minimum_spanning_tree(g).tocoo()
-    tree_pairs = set(zip(np.minimum(tree.row, tree.col).tolist(), np.maximum(tree.row, tree.col).tolist()))
-    lo, hi = np.minimum(edges[:, 0], edges[:, 1]), np.maximum(edges[:, 0], edges[:, 1])
-    in_tree = np.array([(a, b) in tree_pairs for a, b in zip(lo.tolist(), hi.tolist())])
+    in_tree = np.zeros(len(edges), dtype=bool)
+    in_tree[idx] = spanning_tree(grid.x.size, edges[idx, 0], edges[idx, 1], wts)
     extra = inner & ~in_tree & (rng.random(len(edges)) < spec.keep_extra)
     # links from a block to the trunk: many streets meet the main road
     trunk_links = to_trunk & (rng.random(len(edges)) < 0.6)
     keep = e_trunk | (inner & in_tree) | extra | trunk_links
-    edges, e_trunk = edges[keep], e_trunk[keep]
+    return edges[keep], e_trunk[keep], cell
 
-    # bridges: trunk columns chosen across the width, joining the banks
-    tcols = np.unique(col[trunk & (col % t == 0)])
+
+def _add_bridges(spec: CitySpec, grid: _Grid, edges: np.ndarray, e_trunk: np.ndarray, in_river: np.ndarray,
+                 north: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bridges: trunk columns chosen across the width, joining the banks; returns edges, trunk, bridge flags."""
+    row, col, nc = grid.row, grid.col, grid.nc
+    t = spec.trunk_every
+    tcols = np.unique(col[grid.trunk & (col % t == 0)])
     tcols = tcols[(tcols > 0) & (tcols < nc - 1)]
     pick = np.unique(np.linspace(0, len(tcols) - 1, spec.bridges).round().astype(int)) if len(tcols) else []
     bridges = []
@@ -190,36 +229,28 @@ def _layout(spec: CitySpec, rng: np.random.Generator) -> _Layout:
         s_side = on[~north[on]]
         n_side = on[north[on]]
         if len(s_side) and len(n_side):
-            a = s_side[np.argmax(row[s_side])]
-            b = n_side[np.argmin(row[n_side])]
-            bridges.append((a, b))
+            bridges.append((s_side[np.argmax(row[s_side])], n_side[np.argmin(row[n_side])]))
     bridge = np.zeros(len(edges), dtype=bool)
     if bridges:
         edges = np.vstack([edges, np.array(bridges)])
         e_trunk = np.concatenate([e_trunk, np.ones(len(bridges), dtype=bool)])
         bridge = np.concatenate([bridge, np.ones(len(bridges), dtype=bool)])
+    return edges, e_trunk, bridge
 
-    # drop river nodes and anything not connected to the trunk
+
+def _main_part(grid: _Grid, edges: np.ndarray, e_trunk: np.ndarray, bridge: np.ndarray,
+               in_river: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Drop river nodes and anything not connected to the trunk; edges renumbered to the kept nodes."""
+    n = grid.x.size
     used = np.zeros(n, dtype=bool)
     used[edges.ravel()] = True
-    adj = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    ncomp, lab = csgraph.connected_components(adj, directed=False)
-    trunk_lab = np.bincount(lab[trunk & used], minlength=ncomp)
-    main = lab == np.argmax(trunk_lab)
-    alive = used & main & ~in_river
+    ncomp, lab = edge_components(n, edges[:, 0], edges[:, 1])
+    trunk_lab = np.bincount(lab[grid.trunk & used], minlength=ncomp)
+    alive = used & (lab == np.argmax(trunk_lab)) & ~in_river
     remap = -np.ones(n, dtype=np.int64)
     remap[alive] = np.arange(alive.sum())
     ok = alive[edges[:, 0]] & alive[edges[:, 1]]
-    edges, e_trunk, bridge = remap[edges[ok]], e_trunk[ok], bridge[ok]
-    # river polygon in the warped coordinates, narrower than the cleared band
-    rx = np.linspace(-s, w + s, 200)
-    ry = river_mid + 0.06 * h * np.sin(2 * np.pi * rx / w * 1.3 + phase) + 0.22 * s * np.sin(rx / (9.1 * s) + 1.0)
-    bank = 0.85 * s
-    river = np.vstack([np.column_stack([rx, ry - bank]), np.column_stack([rx[::-1], ry[::-1] + bank])])
-    hill = (float(rng.uniform(0.72, 0.82)), float(rng.uniform(0.72, 0.82)))
-    z = _terrain(x, y, river_y, spec, hill)
-    return _Layout(x=x[alive], y=y[alive], z=z[alive], row=row[alive], col=col[alive], trunk=trunk[alive],
-                   cell=cell[alive], edges=edges, edge_trunk=e_trunk, bridge=bridge, river=river)
+    return alive, remap[edges[ok]], e_trunk[ok], bridge[ok]
 
 
 # ----------------------------------------------------------------------------
@@ -257,7 +288,7 @@ def synth_city(*, size: str = "small", seed: int = 2026, out_dir: str | Path) ->
         raise InputError(f"unknown city size {size!r}", element="size", fix="use 'small' or 'city'")
     spec = SIZES[size]
     rng = np.random.default_rng(seed)
-    r_lay, r_att, r_cus, r_hyd, r_val = rng.spawn(5)
+    r_lay, r_att, r_cus, _r_hyd, r_val = rng.spawn(5)  # _r_hyd: spare, kept so r_val draws as before
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -267,14 +298,12 @@ def synth_city(*, size: str = "small", seed: int = 2026, out_dir: str | Path) ->
     x0 = round(cx - spec.extent_m[0] / 2.0)
     y0 = round(cy - spec.extent_m[1] / 2.0)
     X, Y = np.round(lay.x + x0, 2), np.round(lay.y + y0, 2)
-    net = _build(lay, X, Y, spec, r_att, r_cus, r_hyd, size)
+    net = _build(lay, X, Y, spec, r_att, r_cus, size)
     wn, nodes, links, customers, dmas = net
 
     inp = out / f"yingtan-{size}.inp"
     _write_inp(wn, inp)
     valves = _valves(wn, links, r_val)
-    import geopandas as gpd
-
     river = gpd.GeoDataFrame({"name": ["Xin River"], "name_zh": ["信江"]},
                              geometry=[shapely.Polygon(np.round(lay.river + [x0, y0], 2))], crs=CRS)
     gpkg = out / f"yingtan-{size}.gpkg"
@@ -299,18 +328,93 @@ def _hw_c(material: np.ndarray, year: np.ndarray) -> np.ndarray:
     return np.round(np.clip(b - d * age, 70.0, 150.0), 1)
 
 
-def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
-    import wntr
+@dataclass
+class _Zones:
+    """Zones of the layout's nodes and the DMA inlets that may feed them."""
 
+    zone: np.ndarray  # per node: "TRUNK", "DMAnn", or "" for dropped tiny blocks
+    alive: np.ndarray  # per node: kept in the network
+    keep_e: np.ndarray  # per edge: both ends kept
+    cand: np.ndarray  # per edge: a street from the trunk into a DMA (candidate inlet)
+    dma_node: np.ndarray  # per edge: its DMA-side node
+    dma_names: list[str]
+    high: str  # the high zone, which carries the elevated tank
+    boosted: list[str]  # DMAs fed by booster pumps
+    prv_dmas: set[str]  # pressure-managed DMAs (PRV inlets)
+
+
+@dataclass
+class _Streets:
+    """Per-edge attributes of the pipes."""
+
+    inlet: np.ndarray  # open DMA inlet
+    boundary: np.ndarray  # closed boundary valve
+    length: np.ndarray  # m
+    year: np.ndarray
+    mat: np.ndarray
+    dn: np.ndarray  # nominal diameter, mm
+
+
+@dataclass
+class _Customers:
+    """Customers along the distribution streets."""
+
+    pipe_of: np.ndarray  # edge each customer hangs on
+    cls: np.ndarray  # customer class
+    size_m3: np.ndarray  # nominal consumption, m3/day
+    position: np.ndarray  # 0..1 along the edge
+    x: np.ndarray  # layout-placed coordinates, EPSG:4548 m
+    y: np.ndarray
+
+
+def _build(
+    lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec, r_att: Generator, r_cus: Generator, size: str
+) -> tuple[WaterNetworkModel, gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The network from the layout: zones, inlets, attributes, customers, the WNTR model and its tables.
+
+    Returns the model (SI, EPSG:4548 coordinates) and the ``nodes``, ``pipes``, ``customers`` and ``dmas``
+    layers. ``r_att`` draws the inlets and pipe attributes, ``r_cus`` the customers, in a fixed order:
+    the same seed gives the same city.
+    """
+    E = lay.edges
+    zones = _zones(lay, X, Y)
+    streets = _streets(lay, X, Y, spec, zones, r_att, size)
+    cust = _customers(lay, X, Y, spec, zones, streets, r_cus)
+    dem = _node_demands(len(X), E, cust)
+    node_ids = np.array([f"J{i + 1:05d}" for i in range(len(X))], dtype=object)
+    link_ids = np.array([f"P{i + 1:05d}" for i in range(len(E))], dtype=object)
+
+    wn = _new_model()
+    _add_junctions(wn, lay, X, Y, zones, dem, node_ids)
+    is_prv = _add_pipes(wn, lay, zones, streets, node_ids, link_ids)
+    _add_plants(wn, lay, X, Y, spec, zones, float(dem.sum()), node_ids)
+    boosters = _add_boosters(wn, lay, zones, streets.inlet, dem, link_ids)
+    tank_floor = _add_tank(wn, lay, X, Y, zones, boosters, node_ids)
+
+    res = _size_pipes(wn)
+    _tune_boosters(wn, res, boosters, lay, zones, tank_floor)
+    prv_settings = _add_prvs(wn, link_ids[is_prv])
+
+    nodes, links = _tables(wn, mat_year=dict(zip(link_ids, zip(streets.mat, streets.year))))
+    customers = gpd.GeoDataFrame({
+        "meter_id": [f"YT{i + 1:06d}" for i in range(len(cust.pipe_of))],
+        "customer_class": cust.cls,
+        "base_demand_m3_per_day": np.round(cust.size_m3, 4),
+        "link_id": link_ids[cust.pipe_of],
+        "position": cust.position,
+        "zone": zones.zone[E[cust.pipe_of, 0]],
+    }, geometry=shapely.points(np.round(cust.x, 2), np.round(cust.y, 2)), crs=CRS)
+    dmas = _dma_polygons(nodes, links, customers, zones.prv_dmas, set(boosters), prv_settings, zones.high)
+    return wn, nodes, links, customers, dmas
+
+
+def _zones(lay: _Layout, X: np.ndarray, Y: np.ndarray) -> _Zones:
+    """DMAs (connected blocks named south-west first), the high zone, the boosted and the PRV-fed DMAs."""
     n = len(X)
     E = lay.edges
-    m = len(E)
-    w, h = spec.extent_m
-    # --- zones -----------------------------------------------------------------
     # DMA components: each cell's nodes connected by inner streets
     inner = (lay.cell[E[:, 0]] == lay.cell[E[:, 1]]) & (lay.cell[E[:, 0]] >= 0)
-    g = sp.coo_matrix((np.ones(inner.sum()), (E[inner, 0], E[inner, 1])), shape=(n, n))
-    _, comp = csgraph.connected_components(g, directed=False)
+    _, comp = edge_components(n, E[inner, 0], E[inner, 1])
     comp = np.where(lay.cell >= 0, comp, -1)
     # candidate inlets: streets from the trunk into a component
     into = ~lay.edge_trunk & ~inner
@@ -337,7 +441,7 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
     # nodes of dropped tiny components are removed with their streets
     keep_e = alive[E[:, 0]] & alive[E[:, 1]]
 
-    # --- high zone: the DMA with the highest mean ground ---------------------------
+    # high zone: the DMA with the highest mean ground, and every DMA reaching above HIGH_ZONE_GROUND_M
     dma_names = sorted(set(zone[alive]) - {"TRUNK"})
     z_mean = {d: float(lay.z[zone == d].mean()) for d in dma_names}
     high = max(dma_names, key=lambda d: z_mean[d])  # carries the elevated tank
@@ -346,26 +450,34 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
     # pressure-managed DMAs: the lowest third by ground level (PRV inlets)
     low_cut = np.quantile([z_mean[d] for d in dma_names], 0.33)
     prv_dmas = {d for d in dma_names if z_mean[d] <= low_cut and d not in boosted}
+    return _Zones(zone=zone, alive=alive, keep_e=keep_e, cand=cand, dma_node=dma_node, dma_names=dma_names,
+                  high=high, boosted=boosted, prv_dmas=prv_dmas)
 
-    # --- inlets: one or two per DMA, far apart ---------------------------------
+
+def _streets(lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec, zones: _Zones, r_att: Generator,
+             size: str) -> _Streets:
+    """Inlets (one or two per DMA, far apart), closed boundaries, lengths, ages, materials and diameters."""
+    E = lay.edges
+    m = len(E)
+    w, h = spec.extent_m
     inlet = np.zeros(m, dtype=bool)
-    for d in dma_names:
-        c_idx = np.flatnonzero(cand & keep_e & (zone[dma_node] == d))
+    for d in zones.dma_names:
+        c_idx = np.flatnonzero(zones.cand & zones.keep_e & (zones.zone[zones.dma_node] == d))
         if len(c_idx) == 0:
             continue
         first = c_idx[r_att.integers(len(c_idx))]
         inlet[first] = True
-        two = d not in boosted and d not in prv_dmas and len(c_idx) > 1 and r_att.random() < (0.45 if size == "city" else 0.5)
+        two = (d not in zones.boosted and d not in zones.prv_dmas and len(c_idx) > 1
+               and r_att.random() < (0.45 if size == "city" else 0.5))
         if two:
             p0 = np.array([X[E[first]].mean(), Y[E[first]].mean()])
             dd = np.hypot(X[E[c_idx]].mean(1) - p0[0], Y[E[c_idx]].mean(1) - p0[1])
             inlet[c_idx[np.argmax(dd)]] = True
-    boundary = cand & keep_e & ~inlet  # closed boundary valves
+    boundary = zones.cand & zones.keep_e & ~inlet  # closed boundary valves
 
-    # --- attributes ------------------------------------------------------------
     length = np.hypot(X[E[:, 0]] - X[E[:, 1]], Y[E[:, 0]] - Y[E[:, 1]])
     length = np.maximum(np.round(length * 1.02, 1), 5.0)  # streets are not straight
-    mx, my = (X[E[:, 0]] + X[E[:, 1]]) / 2 - X.min(), (Y[E[:, 0]] + Y[E[:, 1]]) / 2 - Y.min()
+    mx, my = _midpoints(X, Y, E)
     # old town: centre-north of the river, laid earlier
     old = np.hypot((mx - 0.45 * w) / w, (my - 0.62 * h) / h) < 0.22
     year = np.where(old, r_att.integers(1972, 2000, m), r_att.integers(1990, 2024, m))
@@ -380,13 +492,27 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
     # DMA streets that are not part of the spanning structure: smaller
     dn = np.where(~lay.edge_trunk & ~inlet & (r_att.random(m) < 0.45), 100, dn)
     mat = np.where((dn >= 300) & (mat == "PE"), "DI", mat)
+    return _Streets(inlet=inlet, boundary=boundary, length=length, year=year, mat=mat, dn=dn)
 
-    # --- customers ---------------------------------------------------------------
-    serve = keep_e & ~lay.edge_trunk & ~boundary & ~inlet & (zone[E[:, 0]] != "TRUNK") & (
+
+def _midpoints(X: np.ndarray, Y: np.ndarray, E) -> tuple[np.ndarray, np.ndarray]:
+    """Edge midpoints relative to the south-west corner of the nodes, m."""
+    return (X[E[:, 0]] + X[E[:, 1]]) / 2 - X.min(), (Y[E[:, 0]] + Y[E[:, 1]]) / 2 - Y.min()
+
+
+def _customers(lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec, zones: _Zones, streets: _Streets,
+               r_cus: Generator) -> _Customers:
+    """Customers on the DMA streets, denser in the centre; class by area, size log-normal by class."""
+    E = lay.edges
+    m = len(E)
+    w, h = spec.extent_m
+    zone = zones.zone
+    serve = zones.keep_e & ~lay.edge_trunk & ~streets.boundary & ~streets.inlet & (zone[E[:, 0]] != "TRUNK") & (
         zone[E[:, 0]] == zone[E[:, 1]])
+    mx, my = _midpoints(X, Y, E)
     centre_d = np.hypot((mx - 0.45 * w) / w, (my - 0.55 * h) / h)
     density = np.exp(-(centre_d / 0.45) ** 2) + 0.25
-    wgt = np.where(serve, length * density, 0.0)
+    wgt = np.where(serve, streets.length * density, 0.0)
     n_c = spec.customers
     pipe_of = r_cus.choice(m, size=n_c, p=wgt / wgt.sum())
     pipe_of.sort()
@@ -412,20 +538,22 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
     tx, ty = (bx - ax) / L, (by - ay) / L
     cxp = ax + (bx - ax) * position - ty * side * offset
     cyp = ay + (by - ay) * position + tx * side * offset
+    return _Customers(pipe_of=pipe_of, cls=cls, size_m3=size_m3, position=position, x=cxp, y=cyp)
 
-    # --- nominal node demand by class (m3/s), split like the meter join -------------
-    q = size_m3 / 86400.0
+
+def _node_demands(n: int, E: np.ndarray, cust: _Customers) -> np.ndarray:
+    """Nominal node demand by class, m3/s, shape (nodes, classes): split like the meter join."""
+    q = cust.size_m3 / 86400.0
     dem = np.zeros((n, len(CLASSES)))
-    ci = pd.Index(CLASSES).get_indexer(cls)
-    np.add.at(dem, (E[pipe_of, 0], ci), q * (1 - position))
-    np.add.at(dem, (E[pipe_of, 1], ci), q * position)
+    ci = pd.Index(CLASSES).get_indexer(cust.cls)
+    np.add.at(dem, (E[cust.pipe_of, 0], ci), q * (1 - cust.position))
+    np.add.at(dem, (E[cust.pipe_of, 1], ci), q * cust.position)
+    return dem
 
-    # --- names -------------------------------------------------------------------
-    node_ids = np.array([f"J{i + 1:05d}" for i in range(n)], dtype=object)
-    link_ids = np.array([f"P{i + 1:05d}" for i in range(m)], dtype=object)
 
-    # --- WNTR model ------------------------------------------------------------
-    wn = wntr.network.WaterNetworkModel()
+def _new_model() -> WaterNetworkModel:
+    """An empty model: LPS, Hazen-Williams, a day at 15 minutes, hourly demand patterns by class."""
+    wn = WaterNetworkModel()
     wn.options.hydraulic.inpfile_units = "LPS"
     wn.options.hydraulic.headloss = "H-W"
     wn.options.time.duration = 86400
@@ -435,7 +563,13 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
     for c in CLASSES:
         hrs = np.asarray(_HOURLY[c], float)
         wn.add_pattern(c.upper()[:3], (hrs / hrs.mean()).round(4).tolist())
-    for i in np.flatnonzero(alive):
+    return wn
+
+
+def _add_junctions(wn: WaterNetworkModel, lay: _Layout, X: np.ndarray, Y: np.ndarray, zones: _Zones,
+                   dem: np.ndarray, node_ids: np.ndarray) -> None:
+    """One junction per kept node, a demand per class with its pattern, tagged with its zone."""
+    for i in np.flatnonzero(zones.alive):
         wn.add_junction(node_ids[i], base_demand=0.0, elevation=float(round(lay.z[i], 2)),
                         coordinates=(float(X[i]), float(Y[i])))
         j = wn.get_node(node_ids[i])
@@ -443,27 +577,39 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
         for k_, c in enumerate(CLASSES):
             if dem[i, k_] > 0:
                 j.add_demand(float(dem[i, k_]), c.upper()[:3], category=c)
-        j.tag = zone[i]
-    C = _hw_c(mat, year)
-    is_prv = np.zeros(m, dtype=bool)
-    for e in np.flatnonzero(keep_e):
+        j.tag = zones.zone[i]
+
+
+def _add_pipes(wn: WaterNetworkModel, lay: _Layout, zones: _Zones, streets: _Streets, node_ids: np.ndarray,
+               link_ids: np.ndarray) -> np.ndarray:
+    """One pipe per kept edge (boundaries closed); returns which edges are inlets of PRV-fed DMAs."""
+    E = lay.edges
+    zone = zones.zone
+    C = _hw_c(streets.mat, streets.year)
+    inlet, boundary = streets.inlet, streets.boundary
+    is_prv = np.zeros(len(E), dtype=bool)
+    for e in np.flatnonzero(zones.keep_e):
         a, b = E[e]
         # inlets and boundaries point from the trunk into the DMA
         if (inlet[e] or boundary[e]) and not lay.trunk[a]:
             a, b = b, a
         d_zone = zone[b] if zone[b] != "TRUNK" else zone[a]
-        if inlet[e] and d_zone in prv_dmas:
+        if inlet[e] and d_zone in zones.prv_dmas:
             is_prv[e] = True
-        wn.add_pipe(link_ids[e], node_ids[a], node_ids[b], length=float(length[e]), diameter=dn[e] / 1000.0,
-                    roughness=float(C[e]), minor_loss=0.0, initial_status="CLOSED" if boundary[e] else "OPEN")
+        wn.add_pipe(link_ids[e], node_ids[a], node_ids[b], length=float(streets.length[e]),
+                    diameter=streets.dn[e] / 1000.0, roughness=float(C[e]), minor_loss=0.0,
+                    initial_status="CLOSED" if boundary[e] else "OPEN")
         wn.get_link(link_ids[e]).tag = d_zone if (inlet[e] or boundary[e]) else zone[a] if zone[a] == zone[b] \
             else "TRUNK"
+    return is_prv
 
-    # --- plants: clear well + duty pumps + DN800 outlets --------------------------
-    total_q = float(dem.sum())
-    trunk_nodes = np.flatnonzero(alive & (zone == "TRUNK"))
+
+def _add_plants(wn: WaterNetworkModel, lay: _Layout, X: np.ndarray, Y: np.ndarray, spec: CitySpec,
+                zones: _Zones, total_q: float, node_ids: np.ndarray) -> None:
+    """Treatment plants: a clear well, two duty pumps on one curve, one or two DN800 mains to the trunk."""
+    w, h = spec.extent_m
+    trunk_nodes = np.flatnonzero(zones.alive & (zones.zone == "TRUNK"))
     plant_sites = [(0.02, 0.58), (0.97, 0.25)][: spec.plants]
-    plants = []
     for p_i, (fx, fy) in enumerate(plant_sites, start=1):
         px, py = X.min() + fx * w, Y.min() + fy * h
         near = trunk_nodes[np.argsort(np.hypot(X[trunk_nodes] - px, Y[trunk_nodes] - py))[:1]][0]
@@ -494,12 +640,16 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
             Lm = float(np.hypot(X[tnode] - ox, Y[tnode] - oy)) * 1.05 + 20.0
             wn.add_pipe(lid, dis, node_ids[tnode], length=round(Lm, 1), diameter=0.8, roughness=120.0)
             wn.get_link(lid).tag = "TRUNK"
-        plants.append((res, dis))
 
-    # --- high zone: booster pumps replace the inlets; an elevated tank ---------------
+
+def _add_boosters(wn: WaterNetworkModel, lay: _Layout, zones: _Zones, inlet: np.ndarray, dem: np.ndarray,
+                  link_ids: np.ndarray) -> dict[str, tuple[str, str, float]]:
+    """Booster pumps replace the inlets of the boosted DMAs: DMA -> (pump, suction node, demand m3/s)."""
+    E = lay.edges
+    zone = zones.zone
     zone_of_edge = np.where(zone[E[:, 0]] != "TRUNK", zone[E[:, 0]], zone[E[:, 1]])
     boosters = {}
-    for d in boosted:
+    for d in zones.boosted:
         for e in np.flatnonzero(inlet & (zone_of_edge == d))[:1]:
             pipe = wn.get_link(link_ids[e])
             a, b = pipe.start_node_name, pipe.end_node_name
@@ -511,7 +661,14 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
             wn.add_pump(name, a, b, pump_type="HEAD", pump_parameter=f"{name}-CURVE")
             wn.get_link(name).tag = d
             boosters[d] = (name, a, q_d)
-    hz_nodes = np.flatnonzero(zone == high)
+    return boosters
+
+
+def _add_tank(wn: WaterNetworkModel, lay: _Layout, X: np.ndarray, Y: np.ndarray, zones: _Zones,
+              boosters: dict, node_ids: np.ndarray) -> float:
+    """An elevated tank at the high zone's top, switching its booster by level; returns its floor, m."""
+    high = zones.high
+    hz_nodes = np.flatnonzero(zones.zone == high)
     top = hz_nodes[np.argmax(lay.z[hz_nodes])]
     tank = f"{high}-TANK"
     tank_floor = round(float(lay.z[top]) + HIGH_ZONE_PRESSURE_M, 2)  # an elevated tank on a tower
@@ -521,50 +678,31 @@ def _build(lay: _Layout, X, Y, spec: CitySpec, r_att, r_cus, r_hyd, size: str):
     wn.add_pipe(f"{tank}-RISER", tank, node_ids[top], length=60.0, diameter=0.3, roughness=130.0)
     wn.get_link(f"{tank}-RISER").tag = high
     if high in boosters:
-        from wntr.network.controls import Control, ControlAction, ValueCondition
-
         pump = wn.get_link(boosters[high][0])
         t_obj = wn.get_node(tank)
         wn.add_control(f"{high}-BOOSTER-ON", Control(ValueCondition(t_obj, "level", "<", 3.0),
                                                      ControlAction(pump, "status", wntr.network.LinkStatus.Open)))
         wn.add_control(f"{high}-BOOSTER-OFF", Control(ValueCondition(t_obj, "level", ">", 7.5),
                                                       ControlAction(pump, "status", wntr.network.LinkStatus.Closed)))
+    return tank_floor
 
-    # --- size pipes for the peak hour, then PRVs ---------------------------------------
-    res = _size_pipes(wn)
-    # booster curves: from the suction head at the peak to the zone's target head
+
+def _tune_boosters(wn: WaterNetworkModel, res, boosters: dict, lay: _Layout, zones: _Zones, tank_floor: float) -> None:
+    """Booster curves from the suction head at the peak to the zone's target head."""
     H = res.node["head"].iloc[0]
     for d, (name, suction, q_d) in boosters.items():
-        target = (tank_floor + 8.5) if d == high else float(lay.z[zone == d].max()) + 17.0
+        target = (tank_floor + 8.5) if d == zones.high else float(lay.z[zones.zone == d].max()) + 17.0
         hd = max(target - float(H[suction]) + 4.0, 8.0)
         wn.get_curve(f"{name}-CURVE").points = [(0.0, round(1.25 * hd, 2)), (round(2.0 * q_d, 5), round(hd, 2)),
                                                 (round(3.6 * q_d, 5), round(0.55 * hd, 2))]
-    prv_settings = _add_prvs(wn, link_ids[is_prv])
-
-    # --- tables for the GIS layers -------------------------------------------------
-    nodes, links = _tables(wn, mat_year=dict(zip(link_ids, zip(mat, year))))
-    import geopandas as gpd
-
-    customers = gpd.GeoDataFrame({
-        "meter_id": [f"YT{i + 1:06d}" for i in range(n_c)],
-        "customer_class": cls,
-        "base_demand_m3_per_day": np.round(size_m3, 4),
-        "link_id": link_ids[pipe_of],
-        "position": position,
-        "zone": zone[E[pipe_of, 0]],
-    }, geometry=shapely.points(np.round(cxp, 2), np.round(cyp, 2)), crs=CRS)
-    dmas = _dma_polygons(nodes, links, customers, prv_dmas, set(boosters), prv_settings, high)
-    return wn, nodes, links, customers, dmas
 
 
-def _peak_run(wn, multiplier: float = 1.0):
+def _peak_run(wn: WaterNetworkModel, multiplier: float = 1.0):
     """Steady-state run at the peak hour (07:00-08:00, residential peak) with ``multiplier``.
 
     The model's time options are changed for the run and restored afterwards
     (a deep copy of a 20,000-pipe model costs more than the simulation).
     """
-    import wntr
-
     t, hyd = wn.options.time, wn.options.hydraulic
     saved = (t.duration, t.pattern_start, hyd.demand_multiplier)
     t.duration, t.pattern_start, hyd.demand_multiplier = 0, 7 * 3600, multiplier
@@ -579,7 +717,7 @@ def _peak_run(wn, multiplier: float = 1.0):
         t.duration, t.pattern_start, hyd.demand_multiplier = saved
 
 
-def _size_pipes(wn, rounds: int = 5):
+def _size_pipes(wn: WaterNetworkModel, rounds: int = 5):
     """Upsize pipes whose peak-hour unit head loss is too high (trunk 1.5 m/km, streets 5 m/km).
 
     Returns the results of the last steady-state run (after the last change).
@@ -607,7 +745,7 @@ def _size_pipes(wn, rounds: int = 5):
     return res
 
 
-def _add_prvs(wn, inlet_ids) -> dict[str, float]:
+def _add_prvs(wn: WaterNetworkModel, inlet_ids) -> dict[str, float]:
     """Replace the inlets of pressure-managed DMAs by PRVs set to 28-32 m downstream."""
     settings = {}
     for lid in inlet_ids:
@@ -631,9 +769,7 @@ def _add_prvs(wn, inlet_ids) -> dict[str, float]:
     return settings
 
 
-def _tables(wn, mat_year: dict):
-    import geopandas as gpd
-
+def _tables(wn: WaterNetworkModel, mat_year: dict):
     rows = []
     for name, nd in wn.nodes():
         kind = nd.node_type.lower()
@@ -679,8 +815,6 @@ def _tables(wn, mat_year: dict):
 
 
 def _dma_polygons(nodes, links, customers, prv_dmas, boosted, prv_settings, tank_zone):
-    import geopandas as gpd
-
     rows = []
     feed_nodes = set(nodes.node_id[nodes.zone.isin(["TRUNK", "PLANT"])])
     is_inlet = (links.status == "open") & (links.start_node.isin(feed_nodes) | (links.link_type != "pipe")) & \
@@ -704,11 +838,8 @@ def _dma_polygons(nodes, links, customers, prv_dmas, boosted, prv_settings, tank
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=CRS)
 
 
-def _valves(wn, links, rng):
+def _valves(wn: WaterNetworkModel, links, rng):
     """Isolation valves, WNTR's strategic N-1 rule (a local seed), as points 2 m from the node."""
-    import geopandas as gpd
-    import wntr
-
     seed = int(rng.integers(0, 2**31 - 1))
     layer = wntr.network.generate_valve_layer(wn, placement_type="strategic", n=1, seed=seed)
     layer = layer.sort_values(["link", "node"]).reset_index(drop=True)
@@ -723,9 +854,7 @@ def _valves(wn, links, rng):
                             geometry=pts, crs=CRS)
 
 
-def _write_inp(wn, path: Path) -> None:
-    import wntr
-
+def _write_inp(wn: WaterNetworkModel, path: Path) -> None:
     wntr.network.write_inpfile(wn, str(path), units="LPS")
 
 
