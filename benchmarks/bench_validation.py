@@ -57,7 +57,8 @@ def _scorer(root: Path):
 def _own_score(week: Path, cand_csv: Path, crs: str) -> dict:
     import pandas as pd
 
-    from twin.bench import pipe_distances, score_ranking
+    from twin.bench import score_ranking
+    from twin.graph import pipe_distances
     from twin.network import read_network
 
     truth = json.loads((week / "truth.json").read_text())

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import wntr
 
-from twin.bench import pipe_distances, score_ranking, summarise
+from twin.bench import score_ranking, summarise
+from twin.graph import pipe_distances
 from twin.network import read_network
 
 

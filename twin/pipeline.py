@@ -24,8 +24,9 @@ import pandas as pd
 
 from twin import settings
 from twin.balance import water_balance
-from twin.bench import pipe_distances, score_ranking
+from twin.bench import score_ranking
 from twin.errors import InputError, require_file
+from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.maps import crew_map, save_map
 from twin.network import Network, read_network
