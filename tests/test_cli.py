@@ -34,14 +34,14 @@ def test_unknown_command_exits_two_without_traceback():
 
 def test_error_text_in_brackets_is_printed_verbatim(tmp_path, monkeypatch, capsys):
     # Messages quote .inp fields like [status]; rich must not take them for markup.
-    import twin.cli.options
+    import twin.network
     from twin.cli import main
     from twin.errors import NetworkError
 
     def broken(*args, **kwargs):
         raise NetworkError("line 7: the [status] field is not OPEN or CLOSED", path="net.inp")
 
-    monkeypatch.setattr(twin.cli.options, "read_network", broken)
+    monkeypatch.setattr(twin.network, "read_network", broken)
     status = main(["network", "info", str(tmp_path / "net.inp"), "--crs", "EPSG:32650"])
     err = capsys.readouterr().err
     assert status == 2

@@ -3,6 +3,11 @@
 Each stage keeps its commands in a module of this package with a
 ``register(app)`` function. Errors of the project's own hierarchy are printed
 on one line and exit with status 2; no traceback reaches the user.
+
+The stage modules (and through them WNTR, GeoPandas, folium, DuckDB) are
+imported inside each command's body, marked "deferred, see twin.cli": they
+take about 2 s to import, and ``twin --help`` or a mistyped option should
+answer at once. No import cycle is involved.
 """
 
 from __future__ import annotations

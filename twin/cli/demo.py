@@ -23,7 +23,6 @@ from rich.table import Table
 from twin.cli.options import GisReading, gis_reading_options
 from twin.cli.progress import StageProgress
 from twin.errors import InputError
-from twin.pipeline import run_demo
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +94,7 @@ def demo(
     basemap: str = typer.Option("osm", help="Basemap of the crew map: osm, amap or none."),
 ) -> None:
     """Run the main job end to end: ingest, localise, water balance, work orders, crew map."""
+    from twin.pipeline import run_demo  # deferred, see twin.cli
     week = BUNDLED_WEEK
     network_path = _bundled(network, BUNDLED_NETWORK, "network")
     with StageProgress() as bar:

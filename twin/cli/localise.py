@@ -10,11 +10,9 @@ from typing import Optional
 import typer
 
 from twin import settings
-from twin.bench import format_summary, run_bench
 from twin.cli.options import METERS_CRS_HELP, GisReading, gis_reading_options
 from twin.cli.progress import StageProgress
 from twin.errors import InputError, require_file
-from twin.pipeline import localise_files
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +37,7 @@ def localise_cmd(
     no_map: bool = typer.Option(False, "--no-map", help="Do not write map.html."),
 ) -> None:
     """Detect a leak in a week of readings and rank the pipes where it most likely is."""
+    from twin.pipeline import localise_files  # deferred, see twin.cli
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     with StageProgress() as bar:
@@ -73,6 +72,7 @@ def bench_localise(
     out: Optional[Path] = typer.Option(None, "--out", help="Write per-scenario results (CSV) and summary (JSON) here."),
 ) -> None:
     """Generate scenarios with twin synth readings, run the job and the classic method, print the figures."""
+    from twin.bench import format_summary, run_bench  # deferred, see twin.cli
     if not network.exists():
         require_file(network, what="network")
     with StageProgress() as bar:

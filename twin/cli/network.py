@@ -15,7 +15,6 @@ from rich.table import Table
 from twin.cli.options import GisReading, gis_reading_options
 from twin.crs import parse_crs
 from twin.errors import InputError, NetworkError
-from twin.network import validate_network, write_network
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the summary and findings as JSON."),
 ) -> None:
     """Counts, total pipe length, lon/lat bounding box, zones and validation findings."""
+    from twin.network import validate_network  # deferred, see twin.cli
     net = gis.read(file, crs=crs, to_crs=to_crs)
     summary = net.summary()
     findings = validate_network(net)
@@ -99,6 +99,7 @@ def check(
     strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
 ) -> None:
     """Validate a network: list every finding; exit 2 when there are errors (or warnings with --strict)."""
+    from twin.network import validate_network  # deferred, see twin.cli
     net = gis.read(file, crs=crs, to_crs=to_crs)
     findings = validate_network(net)
     console = Console(width=max(Console().width, 100))
@@ -125,6 +126,7 @@ def convert(
     gis: GisReading = GisReading(),
 ) -> None:
     """Convert between EPANET .inp and GIS layers, keeping IDs, attributes and vertices."""
+    from twin.network import write_network  # deferred, see twin.cli
     if out.resolve() == src.resolve():
         raise InputError("output is the input file", path=out, fix="name a different output file")
     # Internal CRS: the requested output CRS when it is metric, so no second transformation is needed.

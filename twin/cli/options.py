@@ -16,12 +16,14 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 
 from twin.errors import InputError
-from twin.network import Network, read_network
+
+if TYPE_CHECKING:
+    from twin.network import Network
 
 #: Help of ``--crs`` for commands that read a network file.
 NETWORK_CRS_HELP = "CRS of the network file's coordinates, e.g. EPSG:32650 (required for .inp)."
@@ -92,6 +94,8 @@ class GisReading:
 
     def read(self, path: str | Path, *, crs: Any = None, to_crs: Any = None) -> Network:
         """Read the network at ``path`` with these options (see :func:`twin.network.read_network`)."""
+        from twin.network import read_network  # deferred, see twin.cli
+
         return read_network(path, crs=crs, to_crs=to_crs, **self.options_for(path))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import geopandas as gpd
 import pandas as pd
@@ -14,10 +14,9 @@ from rich.console import Console
 
 from twin.cli.options import METERS_CRS_HELP, NETWORK_CRS_HELP, GisReading, gis_reading_options
 from twin.errors import InputError, require_file
-from twin.maps import crew_map, save_map
-from twin.meters import join_meters, read_meters, validate_meters
-from twin.network import Network
-from twin.repair import plan_repairs, read_plan, write_plan
+
+if TYPE_CHECKING:
+    from twin.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,7 @@ def _meters_and_join(path: Path | None, network: Network,
 
 def _gpkg_dmas(network: Path) -> gpd.GeoDataFrame | None:
     """The ``dmas`` layer of a GeoPackage network (polygons with a ``dma`` column), if any."""
+    from twin.meters import join_meters, read_meters, validate_meters  # deferred, see twin.cli
     if network.suffix.lower() != ".gpkg":
         return None
     try:
@@ -103,6 +103,8 @@ def plan(
     with_map: bool = typer.Option(True, "--map/--no-map", help="Also write OUT/map.html (offline, no basemap)."),
 ) -> None:
     """Work orders for the candidate pipes: valves to close, customers affected, loss, priority."""
+    from twin.maps import crew_map, save_map  # deferred, see twin.cli
+    from twin.repair import plan_repairs, write_plan
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates)
     met, join = _meters_and_join(meters, net, meters_crs)
@@ -150,6 +152,8 @@ def map_(
     title: Optional[str] = typer.Option(None, "--title", help="Title shown on the map."),
 ) -> None:
     """Crew map (offline HTML): pipes by leak score, candidates, DMAs, meters, valves, work order."""
+    from twin.maps import crew_map, save_map  # deferred, see twin.cli
+    from twin.repair import read_plan
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     if out.suffix.lower() not in (".html", ".htm"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pandas as pd
 import typer
@@ -12,13 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from twin import settings
-from twin.balance import water_balance
 from twin.cli.options import METERS_CRS_HELP, GisReading, gis_reading_options
 from twin.cli.progress import StageProgress
 from twin.errors import InputError, require_file
-from twin.meters import join_meters, read_meters, validate_meters
-from twin.network import Network
-from twin.store import Store
+
+if TYPE_CHECKING:
+    from twin.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,7 @@ def ingest(
     memory_limit: str = typer.Option("1GB", "--memory-limit", help="DuckDB memory limit."),
 ) -> None:
     """Load meters and readings into the store; every row accepted or quarantined with a reason."""
+    from twin.store import Store  # deferred, see twin.cli
     if meters is None and readings is None:
         raise InputError("nothing to ingest", fix="give --meters and/or --readings")
     net = _network(network, crs, gis)
@@ -97,6 +97,8 @@ def balance(
     max_rows: int = typer.Option(60, "--max-rows", help="Longer tables are shown per DMA plus the flagged days."),
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
+    from twin.balance import water_balance  # deferred, see twin.cli
+    from twin.store import Store
     require_file(store, what="store")
     net = _network(network, crs, gis)
     with Store(store) as st:
@@ -156,6 +158,7 @@ def join(
     max_distance: float = typer.Option(settings.SNAP_DISTANCE_M, "--max-distance", help="Join distance, metres."),
 ) -> None:
     """Check the registry against the network and snap customer meters to pipes."""
+    from twin.meters import join_meters, read_meters, validate_meters  # deferred, see twin.cli
     net = _network(network, crs, gis)
     raw = read_meters(meters, crs=meters_crs)
     good, rejected = validate_meters(raw, net)

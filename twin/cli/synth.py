@@ -9,8 +9,6 @@ from typing import Optional
 import typer
 
 from twin.errors import InputError
-from twin.synth.city import synth_city
-from twin.synth.readings import synth_readings
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +27,7 @@ def city(
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
 ) -> None:
     """Build the Yingtan reference network: yingtan-SIZE.inp (EPSG:4548) and yingtan-SIZE.gpkg."""
+    from twin.synth.city import synth_city  # deferred, see twin.cli
     if size not in ("small", "city"):
         raise InputError(f"unknown size {size!r}", element="--size", fix="use --size small or --size city")
     paths = synth_city(size=size, seed=seed, out_dir=out)
@@ -58,6 +57,7 @@ def readings(
                                                "Yingtan; writes the shifted network.inp beside the data."),
 ) -> None:
     """Simulate a true network and write meters.csv, readings.csv and truth.json."""
+    from twin.synth.readings import synth_readings  # deferred, see twin.cli
     paths = synth_readings(
         network, crs=crs, days=days, leak=leak, seed=seed, out_dir=out, customers=customers,
         leak_flow_lps=leak_flow_lps, start=start, readings_format=readings_format,
