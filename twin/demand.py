@@ -290,6 +290,7 @@ def window_volumes(
     vol.index.name = "start"
     vol = vol.clip(lower=0.0)
     vol.attrs["window_s"] = np.diff(reg.index.asi8) / 1e9
+    vol.attrs["extrapolated"] = reg.attrs.get("extrapolated", 0)
     return vol
 
 
@@ -353,6 +354,56 @@ def node_demand(
     return out
 
 
+def window_demand(
+    customer_readings: pd.DataFrame,
+    join: pd.DataFrame,
+    edges: Sequence[Any] | pd.DatetimeIndex,
+    *,
+    rate_shape: pd.Series | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Mean metered demand per node and window, with counts for a report.
+
+    :func:`window_volumes` of the joined meters (registers interpolated at
+    the edges, in "demand time" when ``rate_shape`` is given) split onto the
+    nodes by :func:`node_demand`.
+
+    Parameters
+    ----------
+    customer_readings : DataFrame
+        ``meter_id``, ``timestamp`` (tz-aware), ``value`` (m³), opt. ``flag``.
+    join : DataFrame
+        From :func:`twin.meters.join_meters` (index ``meter_id``).
+    edges : sequence of tz-aware times
+        Window boundaries (n + 1 edges give n windows).
+    rate_shape : Series, optional
+        Relative consumption rate on the grid (see :func:`register_at`), e.g.
+        the system input minus a leak.
+
+    Returns
+    -------
+    DataFrame
+        Index window number (0 .. n-1), columns node IDs, mean demand (m³/s).
+    dict
+        ``customer_meters``, ``customer_meters_joined``,
+        ``customer_meters_with_readings``, ``customer_windows_filled``
+        (meter windows whose volume was extrapolated or is unknown).
+    """
+    joined = join.index[join["matched"].astype(bool)].astype(str)
+    ids = customer_readings["meter_id"].astype(str)
+    mine = customer_readings[ids.isin(joined)]
+    n_w = max(len(edges) - 1, 0)
+    info = {"customer_meters": int(len(join)), "customer_meters_joined": int(len(joined)),
+            "customer_meters_with_readings": 0, "customer_windows_filled": 0}
+    if mine.empty or n_w < 1:
+        return pd.DataFrame(index=range(n_w)), info
+    vol = window_volumes(mine, edges, rate_shape=rate_shape)
+    extrapolated = vol.attrs.get("extrapolated", 0)
+    info["customer_meters_with_readings"] = int(vol.shape[1])
+    info["customer_windows_filled"] = int(extrapolated + vol.isna().to_numpy().sum())
+    dem = node_demand(join, vol)
+    return dem.reset_index(drop=True), info
+
+
 def diurnal_pattern(
     inflow: pd.DataFrame | pd.Series,
     *,
@@ -364,8 +415,8 @@ def diurnal_pattern(
     Parameters
     ----------
     inflow : DataFrame or Series
-        Index UTC times, columns DMAs, flow (any unit, e.g. L/s), as from
-        :func:`twin.dma.dma_inflow`.
+        Index UTC times, columns DMAs, flow (any unit), e.g. ``net`` of
+        :func:`twin.dma.dma_net_inflow` (m³/s).
     step_s : int, default 3600
         Slot length, seconds (must divide a day).
     tz : str, default ``settings.TIMEZONE``

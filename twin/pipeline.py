@@ -97,6 +97,7 @@ def localise_files(
         ``meters`` and ``join`` the job used.
     """
     from twin.localise import localise
+    from twin.measure import measurements_from_store
     from twin.network import read_network
     from twin.store import Store
 
@@ -120,8 +121,8 @@ def localise_files(
                                    progress=progress)
             meters = store.meters()
             join = store.join()
-            readings = store.readings()
             quarantine = store.quarantine()
+            measurements = measurements_from_store(store, network, meters=meters)
         timings["ingest_s"] = time.perf_counter() - t1
     finally:
         if tmp is not None:
@@ -130,7 +131,7 @@ def localise_files(
         raise InputError("no customer meter could be joined to the network", path=meters_path,
                          fix="check --crs of the network and --meters-crs of the registry")
     t2 = time.perf_counter()
-    result = localise(network, meters=meters, join=join, readings=readings, progress=progress, **options)
+    result = localise(network, meters=meters, join=join, measurements=measurements, progress=progress, **options)
     timings["localise_s"] = time.perf_counter() - t2
     report = dict(result.report)
     reasons = (quarantine["reason"].value_counts().to_dict() if len(quarantine) and "reason" in quarantine
