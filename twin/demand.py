@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from twin import settings
 from twin.errors import InputError
+from twin.meters import node_weights
 
 log = logging.getLogger(__name__)
 
@@ -198,44 +199,57 @@ def register_at(
     if len(p.code) == 0:
         return pd.DataFrame(index=idx, columns=pd.Index([], name="meter_id"), dtype=float)
     reg = _continuous(p, tolerance_m3)
-    code = p.code
-    t_clock = p.t
-    tq_clock = idx.asi8 / 1e9
+    out, n_extrapolated = _interpolate(p.code, p.t, reg, idx.asi8 / 1e9, len(meters), rate_shape, extrapolate_s)
+    wide = pd.DataFrame(out.reshape(len(meters), len(idx)).T, index=idx, columns=pd.Index(meters, name="meter_id"))
+    wide.index.name = "timestamp"
+    wide.attrs["extrapolated"] = n_extrapolated
+    return wide
+
+
+def _interpolate(
+    code: np.ndarray,
+    t_clock: np.ndarray,
+    reg: np.ndarray,
+    tq_clock: np.ndarray,
+    n_meters: int,
+    rate_shape: pd.Series | None,
+    extrapolate_s: float,
+) -> tuple[np.ndarray, int]:
+    """Registers of every meter at every query instant (meter-major, flat), and the number extrapolated.
+
+    ``code``, ``t_clock`` (s since 1970), ``reg`` (continuous register, m³):
+    the sorted readings; ``tq_clock``: the instants (s since 1970).
+    """
     t = _demand_time(t_clock, rate_shape)
     tq = _demand_time(tq_clock, rate_shape)
     t0 = min(t.min(), tq.min()) - 1.0
     span = max(t.max(), tq.max()) - t0 + 2.0
     key = code * span + (t - t0)
-    lo = np.searchsorted(code, np.arange(len(meters)), side="left")
-    hi = np.searchsorted(code, np.arange(len(meters)), side="right")
-    qm = np.repeat(np.arange(len(meters)), len(tq))
-    qt = np.tile(tq, len(meters))
-    qkey = qm * span + (qt - t0)
-    j = np.searchsorted(key, qkey, side="left")  # first reading at or after the instant
+    lo = np.searchsorted(code, np.arange(n_meters), side="left")
+    hi = np.searchsorted(code, np.arange(n_meters), side="right")
+    qm = np.repeat(np.arange(n_meters), len(tq))
+    qt = np.tile(tq, n_meters)
+    j = np.searchsorted(key, qm * span + (qt - t0), side="left")  # first reading at or after the instant
     first, last = lo[qm], hi[qm] - 1
-    # mean rate per meter (m³/s) for extrapolation
+    # mean rate per meter (m³ per demand second) for extrapolation
     dur = t[hi - 1] - t[lo]
     rate = np.where(dur > 0, (reg[hi - 1] - reg[lo]) / np.where(dur > 0, dur, 1.0), 0.0)
-    out = np.full(len(qkey), np.nan)
+    out = np.full(len(qt), np.nan)
     inside = (j > first) & (j <= last)
     jj, ii = j[inside], j[inside] - 1
     w = (qt[inside] - t[ii]) / np.where(t[jj] > t[ii], t[jj] - t[ii], 1.0)
     out[inside] = reg[ii] + w * (reg[jj] - reg[ii])
     exact = (j <= last) & (j >= first) & (t[np.minimum(j, len(t) - 1)] == qt)
     out[exact] = reg[j[exact]]
-    qt_clock = np.tile(tq_clock, len(meters))
+    # up to extrapolate_s (clock seconds) outside a meter's readings: its mean rate
+    qt_clock = np.tile(tq_clock, n_meters)
     before = (j == first) & ~exact
-    gap_b = t[first[before]] - qt[before]
     ok_b = (t_clock[first[before]] - qt_clock[before]) <= extrapolate_s
-    out[before] = np.where(ok_b, reg[first[before]] - rate[qm[before]] * gap_b, np.nan)
+    out[before] = np.where(ok_b, reg[first[before]] - rate[qm[before]] * (t[first[before]] - qt[before]), np.nan)
     after = j > last
-    gap_a = qt[after] - t[last[after]]
     ok_a = (qt_clock[after] - t_clock[last[after]]) <= extrapolate_s
-    out[after] = np.where(ok_a, reg[last[after]] + rate[qm[after]] * gap_a, np.nan)
-    wide = pd.DataFrame(out.reshape(len(meters), len(tq)).T, index=idx, columns=pd.Index(meters, name="meter_id"))
-    wide.index.name = "timestamp"
-    wide.attrs["extrapolated"] = int(ok_b.sum() + ok_a.sum())
-    return wide
+    out[after] = np.where(ok_a, reg[last[after]] + rate[qm[after]] * (qt[after] - t[last[after]]), np.nan)
+    return out, int(ok_b.sum() + ok_a.sum())
 
 
 def _demand_time(t_s: np.ndarray, shape: pd.Series | None) -> np.ndarray:
@@ -323,8 +337,6 @@ def node_demand(
         Index window start, columns ``node_id`` (sorted; only nodes that get
         demand), mean demand m³/s.
     """
-    from twin.meters import node_weights
-
     if window_s is None:
         window_s = window_volumes.attrs.get("window_s")
     if window_s is None:

@@ -26,7 +26,7 @@ from twin.network import Network
 log = logging.getLogger(__name__)
 
 
-def _open_links(network) -> pd.DataFrame:
+def _open_links(network: Network) -> pd.DataFrame:
     links = network.links
     status = links["status"].astype("string").str.lower() if "status" in links.columns else None
     if status is None:
@@ -34,7 +34,7 @@ def _open_links(network) -> pd.DataFrame:
     return links.loc[~status.eq("closed").fillna(False).to_numpy()]
 
 
-def assign_dmas(network, *, inlet_links: Iterable[str] | None = None, use_zones: bool = True) -> pd.Series:
+def assign_dmas(network: Network, *, inlet_links: Iterable[str] | None = None, use_zones: bool = True) -> pd.Series:
     """Which DMA each node belongs to.
 
     Parameters
@@ -88,16 +88,19 @@ def assign_dmas(network, *, inlet_links: Iterable[str] | None = None, use_zones:
             path=getattr(network, "source", None),
             fix="check the flow meters' link_id",
         )
+    return _dmas_behind_inlets(network, inlets, is_res)
+
+
+def _dmas_behind_inlets(network: Network, inlets: list[str], is_res: np.ndarray) -> pd.Series:
+    """DMAs as the parts of the graph cut at the inlets and closed links, without a reservoir."""
+    nodes = network.nodes
     links = _open_links(network)
     links = links.loc[~links.index.isin(inlets)]
     g = nx.Graph()
     g.add_nodes_from(nodes.index.astype(str))
     g.add_edges_from(zip(links["start_node"].astype(str), links["end_node"].astype(str)))
-    comp_of: dict[str, int] = {}
     comps = list(nx.connected_components(g))
-    for k, c in enumerate(comps):
-        for n in c:
-            comp_of[n] = k
+    comp_of = {n: k for k, c in enumerate(comps) for n in c}
     trunk = {comp_of[str(n)] for n in nodes.index[is_res]}
     # parts made only of tanks (a tank behind its metered feed) are storage, not DMAs
     junction_ids = set(nodes.index[nodes["node_type"].astype(str).eq("junction").to_numpy()].astype(str))
@@ -123,7 +126,7 @@ def assign_dmas(network, *, inlet_links: Iterable[str] | None = None, use_zones:
     return out
 
 
-def dma_inlets(network, assignment: pd.Series, inlet_links: Iterable[str]) -> pd.DataFrame:
+def dma_inlets(network: Network, assignment: pd.Series, inlet_links: Iterable[str]) -> pd.DataFrame:
     """Metered links on DMA boundaries and the sign of their flow for each DMA.
 
     Parameters
@@ -156,7 +159,7 @@ def dma_inlets(network, assignment: pd.Series, inlet_links: Iterable[str]) -> pd
     return pd.DataFrame(rows, columns=["dma", "link_id", "sign"]).astype({"sign": np.int64})
 
 
-def unmetered_boundaries(network, assignment: pd.Series, inlet_links: Iterable[str]) -> pd.DataFrame:
+def unmetered_boundaries(network: Network, assignment: pd.Series, inlet_links: Iterable[str]) -> pd.DataFrame:
     """Open links that cross a DMA boundary without a flow meter.
 
     Returns

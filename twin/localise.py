@@ -419,9 +419,10 @@ def _snapshot_inputs(
     times: pd.DatetimeIndex,
     pressure: pd.DataFrame,
     flow: pd.DataFrame,
-    wn: Any,
+    network: Network,
 ) -> tuple[pd.DataFrame, dict[str, pd.Series], list[str]]:
     """Tank levels and link states per time from the measurements."""
+    wn = network.wn
     tanks = {t: pressure[t].reindex(times) for t in wn.tank_name_list if t in pressure.columns}
     status = {}
     notes = []
@@ -460,7 +461,7 @@ def _snapshots(
     """
     wn = network.wn
     times = inputs.grid.times[demands.sel]
-    status, tanks, notes = _snapshot_inputs(times, inputs.pressure, inputs.flow, wn)
+    status, tanks, notes = _snapshot_inputs(times, inputs.pressure, inputs.flow, network)
     p_sensors, flow_links = inputs.p_sensors, list(inputs.flow.columns)
     p_arr = inputs.pressure[p_sensors].reindex(times).to_numpy(float) if p_sensors else np.zeros((len(times), 0))
     q_arr = inputs.flow.reindex(times).to_numpy(float)
@@ -720,8 +721,8 @@ def _leak_response(solver: SnapshotSolver, inputs: _Inputs, cal: _Calibration, b
 # --------------------------------------------------------------------------- 8. tables
 
 
-def _candidates(network: Network, scores: _Scores) -> tuple[pd.DataFrame, set[str], dict]:
-    """Candidate table (best first), the candidate zone and its report entry."""
+def _candidates(network: Network, scores: _Scores) -> tuple[pd.DataFrame, dict]:
+    """Candidate table (best first) and the candidate zone's report entry."""
     pipes = _pipes(network)
     post = scores.posterior - scores.posterior.max()
     prob = np.exp(post)
@@ -741,7 +742,7 @@ def _candidates(network: Network, scores: _Scores) -> tuple[pd.DataFrame, set[st
     }).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     cand.insert(0, "rank", np.arange(1, len(cand) + 1))
     info = {"pipes": int(len(zone)), "length_m": round(float(pipes.loc[list(zone), "length_m"].sum()), 1)}
-    return cand, zone, info
+    return cand, info
 
 
 def _residual_table(meters: pd.DataFrame, snaps: _Snapshots, cal: _Calibration) -> tuple[pd.DataFrame, np.ndarray,
@@ -862,7 +863,6 @@ def localise(
         if readings is None:
             raise InputError("localise needs readings or measurements", fix="pass readings=... or measurements=...")
         measurements = measurements_from_readings(readings, meters, network)
-    hours = hours or (0, 24)
     inputs = _inputs(network, measurements)
     clock.lap("series_s")
     det, node_window, found, det_warnings = _detection(inputs, join, t_threshold=t_threshold,
@@ -877,12 +877,41 @@ def localise(
         log.info("localise: no leak detected (balance step %.2f L/s, t=%.1f)",
                  det.details.get("step_lps", 0.0), det.t_night)
         return Localisation(pd.DataFrame(columns=CANDIDATE_COLUMNS), report)
+    options = {"hours": hours or (0, 24), "refine_top": refine_top, "block_hours": block_hours, "alpha": alpha,
+               "alpha_flow": alpha_flow, "nu": nu, "common_mode": common_mode, "pool_sigma": pool_sigma,
+               "dma_shape": dma_shape, "dma_prior": dma_prior}
+    result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
+    log.info("localise: leak of %.2f L/s from %s; top pipe %s (p=%.2f); zone of %d pipes",
+             det.leak_m3s * 1000, report["onset"], result.candidates["link_id"].iat[0],
+             result.candidates["score"].iat[0], result.report["candidate_zone"]["pipes"])
+    return result
+
+
+def _rank(
+    network: Network,
+    meters: pd.DataFrame,
+    inputs: _Inputs,
+    det: Detection,
+    node_window: pd.DataFrame,
+    report: dict,
+    clock: "_Clock",
+    *,
+    hours: tuple[int, int],
+    refine_top: int,
+    block_hours: int,
+    alpha: float,
+    alpha_flow: float,
+    nu: float | None,
+    common_mode: bool,
+    pool_sigma: bool,
+    dma_shape: bool,
+    dma_prior: float,
+    progress: Callable[[str, int, int], None] | None,
+) -> Localisation:
+    """Steps 3 to 8 once a leak is detected (options as :func:`localise`); ``report`` is the detection's."""
     demands = _demand_factors(network, inputs, det, node_window, hours=hours, dma_shape=dma_shape)
-    if demands.report["shaping"] == "dma inflow":
-        report["leak_dma"] = demands.leak_dma
     with SnapshotSolver(network.wn) as solver:
         snaps = _snapshots(solver, network, inputs, demands, hours=hours, progress=progress)
-        report["warnings"].extend(snaps.warnings)
         clock.lap("snapshots_s")
         cal = _calibration(inputs, demands, snaps, block_hours=block_hours, pool_sigma=pool_sigma,
                            common_mode=common_mode, alpha=alpha, alpha_flow=alpha_flow)
@@ -893,18 +922,18 @@ def localise(
         scores = _refine(solver, network, inputs, det, cal, first, sig, bases, refine_top=refine_top,
                          common_mode=common_mode, nu=nu)
         clock.lap("refine_s")
-    cand, zone, zone_info = _candidates(network, scores)
+    cand, zone_info = _candidates(network, scores)
     residuals, delta, sigma = _residual_table(meters, snaps, cal)
-    report.update({
+    clock.lap("total_s", since_start=True)
+    leak_dma = {"leak_dma": demands.leak_dma} if demands.report["shaping"] == "dma inflow" else {}
+    report = {
+        **report, "warnings": report["warnings"] + snaps.warnings, **leak_dma,
         "dma": {**demands.report, **{k: v for k, v in scores.report.items() if k == "prior_pipes"}},
         "snapshots": snaps.report,
         "calibration": {**cal.report, "misfit_reduced_chi2": scores.report["misfit_reduced_chi2"]},
-    })
-    clock.lap("total_s", since_start=True)
-    report.update({"timings_s": clock.rounded(), "candidate_zone": zone_info,
-                   "top": cand.head(5)[["rank", "link_id", "score", "leak_flow_lps"]].round(4).to_dict("records")})
-    log.info("localise: leak of %.2f L/s from %s; top pipe %s (p=%.2f); zone of %d pipes",
-             det.leak_m3s * 1000, report["onset"], cand["link_id"].iat[0], cand["score"].iat[0], len(zone))
+        "timings_s": clock.rounded(), "candidate_zone": zone_info,
+        "top": cand.head(5)[["rank", "link_id", "score", "leak_flow_lps"]].round(4).to_dict("records"),
+    }
     d_mean, tank_mean, stat_mean = cal.ops[len(cal.ops) // 2]
     internals = {"delta": delta, "sigma": sigma, "kinds": snaps.kinds, "elements": snaps.elements,
                  "demands": d_mean, "tank_levels": tank_mean, "link_status": stat_mean,
