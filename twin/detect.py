@@ -222,6 +222,7 @@ class _StepFit:
 
     @property
     def leak(self) -> float:
+        """Fitted step (m³/s)."""
         return float(self.beta[-1])
 
 

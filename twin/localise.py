@@ -172,10 +172,12 @@ class _Inputs:
 
     @property
     def pressure(self) -> pd.DataFrame:
+        """Pressure heads and tank levels (m) by node."""
         return self.measurements.pressure
 
     @property
     def flow(self) -> pd.DataFrame:
+        """Flows (m³/s) by link."""
         return self.measurements.flow
 
 
@@ -955,6 +957,7 @@ class _Clock:
         self.last = now
 
     def rounded(self) -> dict[str, float]:
+        """The laps in seconds, to the millisecond."""
         return {k: round(v, 3) for k, v in self.laps.items()}
 
 
