@@ -115,3 +115,29 @@ def test_diurnal_pattern_is_local_time_with_mean_one():
     p = diurnal_pattern(flow)
     assert len(p) == 24 and p["DMA1"].mean() == pytest.approx(1.0)
     assert p["DMA1"].idxmax() == 19
+
+
+def test_window_demand_keeps_the_volume_and_counts_the_meters():
+    from twin.demand import window_demand
+
+    # two meters, registers at irregular times; a third joined meter without readings
+    t = pd.to_datetime(["2026-03-02T01:00Z", "2026-03-02T13:30Z", "2026-03-03T00:10Z",
+                        "2026-03-02T02:00Z", "2026-03-03T02:00Z"], utc=True)
+    readings = pd.DataFrame({"meter_id": ["a", "a", "a", "b", "b"], "timestamp": t,
+                             "value": [10.0, 11.0, 12.5, 100.0, 102.4]})
+    join = pd.DataFrame({"link_id": ["p", "p", "p"], "position": [0.25, 1.0, 0.5], "start_node": ["n1"] * 3,
+                         "end_node": ["n2"] * 3, "matched": [True, True, True]},
+                        index=pd.Index(["a", "b", "c"], name="meter_id"))
+    edges = pd.date_range("2026-03-02T00:00Z", periods=3, freq="12h")
+    rate, info = window_demand(readings, join, edges)
+    assert list(rate.index) == [0, 1]
+    vol = rate.sum(axis=1).to_numpy() * 12 * 3600  # m³ per window
+    # registers at the edges: interpolated between readings, extrapolated an hour or two
+    # before the first reading at the meter's mean rate
+    rate_a, rate_b = 2.5 / (23 + 10 / 60), 2.4 / 24  # m³/h
+    a = [10.0 - rate_a, 10.0 + 1.0 * 11 / 12.5, 11.0 + 1.5 * 10.5 / (10 + 40 / 60)]
+    b = [100.0 - 2 * rate_b, 100.0 + 2.4 * 10 / 24, 100.0 + 2.4 * 22 / 24]
+    np.testing.assert_allclose(vol, np.diff(a) + np.diff(b), rtol=1e-9)
+    assert rate["n2"].sum() > rate["n1"].sum()  # b sits at the end node, a mostly at the start
+    assert info == {"customer_meters": 3, "customer_meters_joined": 3, "customer_meters_with_readings": 2,
+                    "customer_windows_filled": 2}  # a's and b's registers at the first edge

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin.dma import assign_dmas, dma_inflow, dma_inlets, unmetered_boundaries
+from twin.dma import assign_dmas, dma_inlets, dma_net_inflow, storage_outflow, system_input, unmetered_boundaries
 from twin.errors import InputError, UnknownElementError
 from twin.network import read_network
 
@@ -104,12 +104,44 @@ def test_errors_name_the_problem(net):
         assign_dmas(net, inlet_links=["NOPE"])
 
 
-def test_dma_inflow_signs_and_missing_samples(net):
-    a = assign_dmas(net, inlet_links=["PIN", "PX"])
-    inl = dma_inlets(net, a, ["PIN", "PX"])
+def test_net_inflow_signs_and_missing_samples(net):
     idx = pd.date_range("2026-03-02", periods=3, freq="15min", tz="UTC")
-    flow = pd.DataFrame({"FLW-PIN": [10.0, 11.0, 12.0], "FLW-PX": [2.0, np.nan, 3.0]}, index=idx)
-    meters = pd.DataFrame({"link_id": ["PIN", "PX"]}, index=pd.Index(["FLW-PIN", "FLW-PX"], name="meter_id"))
-    q = dma_inflow(flow, inl, meters)
-    assert q["DMA01"].tolist()[0] == 12.0 and q["DMA02"].tolist()[0] == -2.0
-    assert np.isnan(q["DMA01"].iloc[1])  # an inlet without a reading: unknown
+    flow = pd.DataFrame({"PIN": [0.010, 0.011, 0.012], "PX": [0.002, np.nan, 0.003]}, index=idx)  # m³/s
+    level = pd.DataFrame({"T": [3.0, 3.0, 3.0]}, index=idx)
+    q = dma_net_inflow(net, flow, level)
+    assert list(q.inlet.columns) == ["DMA01", "DMA02"]
+    # PX points D -> C: positive flow leaves DMA02 (D, E) into DMA01 (A, B, C)
+    assert q.net["DMA01"].iat[0] == pytest.approx(0.012) and q.net["DMA02"].iat[0] == pytest.approx(-0.002)
+    assert np.isnan(q.net["DMA01"].iat[1])  # an inlet without a reading: unknown
+    assert q.incomplete() == [] and q.unlogged == []
+    # without the tank's level logger the west balance is incomplete
+    bare = dma_net_inflow(net, flow, pd.DataFrame(index=idx))
+    assert bare.unlogged == ["DMA01"] and bare.incomplete() == ["DMA01"]
+
+
+def test_tank_filling_is_taken_from_the_inflow(net):
+    idx = pd.date_range("2026-03-02", periods=40, freq="15min", tz="UTC")
+    flow = pd.DataFrame({"PIN": 0.010, "PX": 0.0}, index=idx)
+    level = pd.DataFrame({"T": 3.0 + 0.01 * np.arange(40)}, index=idx)  # rising 1 cm per 15 min
+    area = np.pi * 10.0 ** 2 / 4.0
+    filling = 0.01 * area / 900.0
+    draw = storage_outflow(level["T"], 10.0)
+    np.testing.assert_allclose(draw.iloc[:-1], -filling)
+    assert np.isnan(draw.iat[-1])  # the last step has no "next" level
+    q = dma_net_inflow(net, flow, level)
+    # mass balance: what enters the DMA minus what the tank takes
+    np.testing.assert_allclose(q.net["DMA01"].iloc[:-1], 0.010 - filling)
+    supply, notes = system_input(net, flow, level)
+    np.testing.assert_allclose(supply.iloc[:-1], 0.010 - filling)
+    assert any("level logger" in n for n in notes)
+    none, notes = system_input(net, flow, pd.DataFrame(index=idx))
+    assert none is None and any("T is not metered" in n for n in notes)
+
+
+def test_noisy_tank_level_is_smoothed():
+    idx = pd.date_range("2026-03-02", periods=96, freq="15min", tz="UTC")
+    noise = np.random.default_rng(1).normal(0.0, 0.01, 96)
+    level = pd.Series(3.0 + noise, index=idx)
+    raw = storage_outflow(level, 10.0, smooth=1)
+    smooth = storage_outflow(level, 10.0)
+    assert smooth.iloc[10:-10].std() < 0.5 * raw.iloc[10:-10].std()

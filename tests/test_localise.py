@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin.bench import pipe_distances
+from twin.graph import pipe_distances
 from twin.errors import ReadingsError
-from twin.localise import candidate_zone, localise, window_consumption
+from twin.localise import TimeGrid, candidate_zone, localise
+from twin.measure import measurements_from_readings
 from twin.meters import join_meters, read_meters
 from twin.network import read_network
 
@@ -133,27 +134,21 @@ def test_customers_off_the_network_are_refused(ltown, leak_result):
         localise(ltown, meters=meters, join=far, readings=readings)
 
 
-def test_window_consumption_keeps_the_volume():
-    # two meters, registers at irregular times; the volume between the first and
-    # last reading is conserved whatever the clock
-    t = pd.to_datetime(["2026-03-02T01:00Z", "2026-03-02T13:30Z", "2026-03-03T00:10Z",
-                        "2026-03-02T02:00Z", "2026-03-03T02:00Z"], utc=True)
-    readings = pd.DataFrame({"meter_id": ["a", "a", "a", "b", "b"], "timestamp": t,
-                             "value": [10.0, 11.0, 12.5, 100.0, 102.4]})
-    join = pd.DataFrame({"link_id": ["p", "p"], "position": [0.25, 1.0], "start_node": ["n1", "n1"],
-                         "end_node": ["n2", "n2"], "matched": [True, True]}, index=pd.Index(["a", "b"], name="meter_id"))
-    edges = pd.date_range("2026-03-02T00:00Z", periods=4, freq="12h")
-    rate, info = window_consumption(readings, join, edges)
-    vol = rate.sum(axis=1).to_numpy() * 12 * 3600
-    # windows the readings do not bracket get the meter's mean rate; the middle
-    # window is interpolated between the readings (linear clock by default)
-    rate_a, rate_b = 2.5 / (23 + 10 / 60), 2.4 / 24  # m³/h
-    reg12 = 10 + 1.0 * 11 / 12.5
-    reg24 = 11 + 1.5 * (10.5 / (10 + 40 / 60))
-    expected = [12 * (rate_a + rate_b), (reg24 - reg12) + 1.2, 12 * (rate_a + rate_b)]
-    np.testing.assert_allclose(vol, expected, rtol=1e-6)
-    assert rate["n2"].sum() > rate["n1"].sum()  # b sits at the end node, a mostly at the start
-    assert info["customer_meters_with_readings"] == 2
+def test_measurements_and_readings_give_the_same_result(ltown, leak_result):
+    loc, meters, readings, join = leak_result
+    m = measurements_from_readings(readings, meters, ltown)
+    again = localise(ltown, meters=meters, join=join, measurements=m)
+    pd.testing.assert_frame_equal(again.candidates, loc.candidates)
+    assert set(loc.internals) >= {"delta", "sigma", "kinds", "elements", "demands", "tank_levels", "link_status",
+                                  "leak_m3s", "p_sensors", "flow_links"}
+
+
+def test_time_grid_labels_local_windows():
+    times = pd.date_range("2026-03-01T16:00Z", periods=96 * 2, freq="15min")  # local midnight, +08:00
+    g = TimeGrid.on(times, tz="Asia/Shanghai", night_hours=(2, 4))
+    assert g.slot[0] == 0 and g.slot[-1] == 95 and g.window[48] == 1 and g.window[96] == 2
+    assert g.nights == 2 and g.night.sum() == 16
+    assert g.window_edges[0] == times[0] and len(g.window_edges) == 5
 
 
 def test_candidate_zone_is_connected_and_holds_the_share():

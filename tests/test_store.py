@@ -161,11 +161,32 @@ def test_series_on_a_regular_grid_in_utc(tmp_path):
         assert p.index[0] == pd.Timestamp("2026-03-01T16:00Z")
         assert (np.diff(p.index.asi8) == 900 * 10**9).all()
         assert p["P1"].iloc[1] == pytest.approx(31.1)  # 15 min 3 s late still counts
-        assert np.isnan(p["P1"].iloc[2])  # spike quarantined
+        assert np.isnan(store.series("pressure", max_gap=0)["P1"].iloc[2])  # spike quarantined
+        # the one gap rule: a one-sample hole between two readings is interpolated
+        assert p["P1"].iloc[2] == pytest.approx((p["P1"].iloc[1] + p["P1"].iloc[3]) / 2)
         f = store.series("flow", start="2026-03-02T00:10:00+08:00")
         assert f["F1"].tolist() == [12.25]
         sub = store.readings(kind="customer", meter_ids=["C2"], end="2026-03-02T12:00:00Z")
         assert sub["value"].tolist() == [5.0]
+
+
+def test_gap_rule_fills_short_gaps_only():
+    from twin.store import fill_gaps, grid_series
+
+    t = pd.date_range("2026-03-02", periods=12, freq="15min", tz="UTC")
+    keep = [0, 2, 6, 7, 9, 11]  # gaps of 1, 3, 1 and 1 samples
+    readings = pd.DataFrame({"meter_id": "P1", "timestamp": t[keep] + pd.Timedelta(seconds=4),
+                             "value": [float(k) for k in keep]})
+    s = grid_series(readings, max_gap=2)["P1"]
+    assert s.index.equals(t.rename("timestamp"))  # readings a few seconds late go to their grid instant
+    assert s.iloc[1] == pytest.approx(1.0) and s.iloc[8] == pytest.approx(8.0) and s.iloc[10] == pytest.approx(10.0)
+    assert s.iloc[3:6].isna().all()  # a gap longer than max_gap stays whole
+    assert grid_series(readings, max_gap=0)["P1"].isna().sum() == 6
+    # duplicates on one instant are averaged; a frame without timestamps' offsets is read as ISO 8601
+    dup = pd.DataFrame({"meter_id": ["F", "F"], "timestamp": ["2026-03-02T08:00:00+08:00", "2026-03-02T08:00:05+08:00"],
+                        "value": [1.0, 3.0]})
+    assert grid_series(dup)["F"].tolist() == [2.0]
+    assert fill_gaps(pd.DataFrame({"x": [1.0, np.nan, 3.0]}), max_gap=1)["x"].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):

@@ -3,12 +3,14 @@
 For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
 
 ``siv_m3`` (system input volume)
-    The net inflow through the DMA's metered inlets (each flow meter's L/s
-    times its sign, summed over the 15-minute grid: sample ``t`` stands for
-    ``[t, t + 15 min)``; gaps up to 2 h interpolated) plus the water drawn
-    from tanks inside the DMA: ``(level at start - level at end) x area``,
-    levels from the tank's logger interpolated to the day boundaries, area
-    from the tank's diameter (cylindrical tank).
+    The DMA's net inflow (:func:`twin.dma.dma_net_inflow`, the same as the
+    localisation's) summed over the 15-minute grid (sample ``t`` stands for
+    ``[t, t + 15 min)``; the store fills gaps up to
+    ``settings.GAP_FILL_SAMPLES``): the flow through its metered inlets, each
+    signed into the DMA (``inflow_m3``), plus the water drawn from tanks
+    inside it (``-storage_change_m3``: from the tank's link meters, else from
+    its level logger smoothed over ``settings.TANK_SMOOTH_SAMPLES`` times the
+    tank's area).
 ``consumption_m3``
     Metered consumption: every customer register interpolated to the local
     day boundaries (reset-corrected, :func:`twin.demand.register_at`), the
@@ -42,7 +44,8 @@ For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
 from __future__ import annotations
 
 import logging
-import math
+from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -50,7 +53,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from twin import settings
+from twin.demand import window_volumes
+from twin.dma import DmaInflow, assign_dmas, dma_inlets, dma_net_inflow
 from twin.errors import InputError
+from twin.measure import element_series
+from twin.meters import join_meters, node_weights
+from twin.network import Network
+from twin.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +81,8 @@ NIGHT_FLOOR = (0.02, 0.1)
 #: register on both sides of a day boundary (first / last day of the data).
 PARTIAL_SHARE = 0.10
 
-#: Centred moving mean of tank levels, samples (2 h at 15 min).
-TANK_SMOOTH_SAMPLES = 9
-
 #: Days of customer readings processed at a time (memory on long periods).
 BATCH_DAYS = 7
-
-#: Gaps in logger series filled by time interpolation, samples (2 h).
-GAP_SAMPLES = 8
 
 BALANCE_COLUMNS = [
     "dma", "date", "siv_m3", "consumption_m3", "nrw_m3", "nrw_pct", "mnf_lps",
@@ -96,8 +99,6 @@ def _meter_dma_matrix(
     Unmatched meters (beyond the join distance) go half to each end of their
     nearest pipe: for the balance the DMA matters, not the node.
     """
-    from twin.meters import node_weights
-
     j = join.copy()
     un = ~j["matched"].astype(bool) & j["nearest_link_id"].notna() if "nearest_link_id" in j.columns else None
     w = node_weights(j)
@@ -161,8 +162,8 @@ def _jump_flags(
 
 
 def water_balance(
-    network: Any,
-    store: Any,
+    network: Network,
+    store: Store,
     *,
     start: Any = None,
     end: Any = None,
@@ -209,114 +210,166 @@ def water_balance(
         One row per DMA and local day, columns :data:`BALANCE_COLUMNS`
         (``date`` is a ``datetime.date``; volumes m³, flows L/s).
     """
-    from twin.demand import window_volumes
-    from twin.dma import assign_dmas, dma_inflow, dma_inlets, unmetered_boundaries
-    from twin.meters import join_meters
-
     meters = store.meter_table() if hasattr(store, "meter_table") else store.meters()
+    inflow = _measured_inflow(network, store, meters, assignment)
+    days = _Days.of(inflow.inlet.index, tz=tz, night_hours=night_hours, start=start, end=end, path=store.path)
+    volumes = _daily_inflow(inflow, days)
+    cust = meters.loc[meters["kind"].astype(str).eq("customer").to_numpy()]
+    join = _customer_join(store, network, cust, join, max_distance_m)
+    # consumption follows the day: interpolate registers in "demand time",
+    # from the network's inflow above half its night flow (leakage is flat)
+    total = _net_m3s(inflow).sum(axis=1, min_count=1)
+    night_total = float(total[days.night].mean()) if days.night.any() else 0.0
+    shape = (total - 0.5 * night_total).clip(lower=0.05 * float(total.mean()))
+    used = _metered_consumption(store, cust, join, inflow, network, days, shape,
+                                NIGHT_FACTORS if night_factors is None else night_factors)
+    out = _flag_days(_balance_rows(inflow, days, volumes, used), flag_z=flag_z, min_history_days=min_history_days)
+    n_flag = int(out["flag"].str.contains("jump").sum())
+    log.info(
+        "water balance: %d DMAs x %d days; NRW %.1f %% overall; %d DMA-days flagged",
+        len(inflow.inlet.columns), len(days.dates),
+        100.0 * out["nrw_m3"].sum() / out["siv_m3"].sum() if out["siv_m3"].sum() > 0 else float("nan"),
+        n_flag,
+    )
+    return out
+
+
+def _measured_inflow(network: Network, store: Store, meters: pd.DataFrame,
+                     assignment: pd.Series | None) -> DmaInflow:
+    """The DMAs' metered inflow (m³/s) from the store's flow and tank-level series.
+
+    Raises
+    ------
+    InputError
+        No DMA has a metered inlet, or the store holds no flow readings.
+    """
     kind = meters["kind"].astype(str)
     flow_m = meters.loc[kind.eq("flow").to_numpy()]
     inlet_links = sorted(set(flow_m["link_id"].dropna().astype(str)) & set(network.links.index.astype(str)))
     if assignment is None:
         assignment = assign_dmas(network, inlet_links=inlet_links)
-    inlets = dma_inlets(network, assignment, inlet_links)
-    if inlets.empty:
+    if dma_inlets(network, assignment, inlet_links).empty:
         raise InputError(
             "no DMA has a metered inlet, so no balance can be made",
             path=getattr(network, "source", None),
             fix="register flow meters (kind=flow, link_id) on the links that feed each DMA",
         )
-    dmas = pd.Index(sorted(inlets["dma"].unique()), name="dma")
-    unmet = unmetered_boundaries(network, assignment, inlet_links)
-    unmet_count = {d: int(((unmet["from_dma"] == d) | (unmet["to_dma"] == d)).sum()) for d in dmas}
-
-    # --- inflow on the 15-minute grid -------------------------------------------------
-    flow = store.series("flow", meter_ids=list(flow_m.index.astype(str)))
-    if flow.empty:
+    series = store.series("flow", meter_ids=list(flow_m.index.astype(str)))
+    if series.empty:
         raise InputError("the store holds no flow readings", path=store.path, fix="ingest the flow meters' readings")
-    step_s = int(settings.LOGGER_INTERVAL_S)
-    flow = flow.interpolate(method="time", limit=GAP_SAMPLES, limit_area="inside")
-    inflow = dma_inflow(flow, inlets, flow_m)  # L/s, NaN where an inlet is missing
-    grid = inflow.index
-    # tanks inside DMAs: storage (m³) on the grid
-    storage = pd.DataFrame(0.0, index=grid, columns=dmas)
-    nodes = network.nodes
-    tanks = nodes.index[nodes["node_type"].astype(str).eq("tank").to_numpy()].astype(str)
+    flow_m = flow_m.loc[flow_m.index.astype(str).isin(series.columns)]
+    _, flow = element_series(series, flow_m["link_id"].astype(str), meters)
+    tanks = set(network.wn.tank_name_list)
     p_m = meters.loc[kind.eq("pressure").to_numpy()]
     tank_loggers = p_m.loc[p_m["node_id"].astype(str).isin(tanks)]
-    tank_missing: set[str] = set()
+    levels = pd.DataFrame(index=flow.index)
     if len(tank_loggers):
         lev = store.series("pressure", meter_ids=list(tank_loggers.index.astype(str)))
-        lev = lev.reindex(grid.union(lev.index)).interpolate(method="time", limit=GAP_SAMPLES, limit_area="inside").reindex(grid)
-        # level loggers are noisy (cm) and a tank's area multiplies that:
-        # a centred 2-hour mean keeps the storage change, not the noise
-        lev = lev.rolling(TANK_SMOOTH_SAMPLES, center=True, min_periods=TANK_SMOOTH_SAMPLES).mean().fillna(lev)
-        for mid, tnode in zip(tank_loggers.index.astype(str), tank_loggers["node_id"].astype(str)):
-            d = assignment.get(tnode, pd.NA)
-            if pd.isna(d) or d not in dmas or mid not in lev.columns:
-                continue
-            diam = float(network.wn.get_node(tnode).diameter)
-            storage[d] = storage[d] + lev[mid] * math.pi * diam**2 / 4.0
-    in_dmas = set(assignment.reindex(tanks).dropna().astype(str)) & set(dmas)
-    logged = {assignment.get(t) for t in tank_loggers["node_id"].astype(str)}
-    for t in tanks:
-        d = assignment.get(t, pd.NA)
-        if not pd.isna(d) and d in in_dmas and d not in logged:
-            tank_missing.add(str(d))
-    if tank_missing:
-        log.warning("DMAs with an unlogged tank (storage change unknown): %s", ", ".join(sorted(tank_missing)))
-    draw_lps = -(storage.diff().shift(-1)) / step_s * 1000.0  # water drawn from storage over [t, t+step)
-    net_lps = inflow + draw_lps.fillna(0.0)
+        tank_loggers = tank_loggers.loc[tank_loggers.index.astype(str).isin(lev.columns)]
+        levels, _ = element_series(lev, tank_loggers["node_id"].astype(str), meters)
+        levels = levels.reindex(flow.index)
+    return dma_net_inflow(network, flow.reindex(columns=inlet_links), levels, assignment=assignment)
 
-    # --- local days fully covered by the grid ----------------------------------------
-    local = grid.tz_convert(tz)
-    day = pd.Index(local.normalize().tz_localize(None).date, name="date")
-    counts = pd.Series(1, index=day).groupby(level=0).size()
-    full_days = [d for d, c in counts.items() if c == 86400 // step_s]
-    if start is not None:
-        full_days = [d for d in full_days if d >= pd.Timestamp(start).date()]
-    if end is not None:
-        full_days = [d for d in full_days if d <= pd.Timestamp(end).date()]
-    if not full_days:
-        raise InputError(
-            "the flow readings cover no complete local day",
-            path=store.path,
-            fix="ingest at least one full day (00:00-24:00 local) of flow readings",
-        )
-    full_days = sorted(full_days)
-    in_day = pd.Series(day, index=grid).isin(full_days).to_numpy()
-    inflow_m3 = (inflow[in_day] * step_s / 1000.0).groupby(np.asarray(day)[in_day]).sum(min_count=1)
-    complete = inflow[in_day].notna().groupby(np.asarray(day)[in_day]).all()
-    inflow_m3 = inflow_m3.where(complete)
-    edges_local = pd.DatetimeIndex([pd.Timestamp(d).tz_localize(tz) for d in full_days] + [pd.Timestamp(full_days[-1]).tz_localize(tz) + pd.Timedelta(days=1)])
-    edges = edges_local.tz_convert("UTC").as_unit("ns")
-    st = storage.reindex(grid.union(edges)).interpolate(method="time", limit_area="inside").ffill(limit=1).reindex(edges)
-    st_change = pd.DataFrame(st.diff().iloc[1:].to_numpy(), index=full_days, columns=dmas)
-    hour = np.asarray(local.hour)
-    night = (hour >= night_hours[0]) & (hour < night_hours[1])
-    mnf = net_lps[in_day & night].groupby(np.asarray(day)[in_day & night]).mean()
 
-    # --- metered consumption -----------------------------------------------------------
+def _net_m3s(inflow: DmaInflow) -> pd.DataFrame:
+    """Net inflow (m³/s) with an unknown tank draw taken as none (the balance keeps the day)."""
+    return inflow.inlet + inflow.storage.fillna(0.0)
+
+
+@dataclass
+class _Days:
+    """The complete local days of a grid."""
+
+    dates: list[date]  # sorted
+    tz: str
+    day: np.ndarray  # local date of every grid instant
+    in_day: np.ndarray  # grid instant in a complete day (bool)
+    night: np.ndarray  # grid instant in the night window (bool)
+    step_s: float
+
+    @classmethod
+    def of(cls, grid: pd.DatetimeIndex, *, tz: str, night_hours: tuple[int, int], start: Any, end: Any,
+           path: Any) -> "_Days":
+        """Complete local days (every grid step present) between ``start`` and ``end``.
+
+        Raises
+        ------
+        InputError
+            No complete day.
+        """
+        step_s = float(settings.LOGGER_INTERVAL_S)
+        local = grid.tz_convert(tz)
+        day = np.asarray(local.normalize().tz_localize(None).date)
+        counts = pd.Series(1, index=day).groupby(level=0).size()
+        full = [d for d, c in counts.items() if c == 86400 // step_s]
+        if start is not None:
+            full = [d for d in full if d >= pd.Timestamp(start).date()]
+        if end is not None:
+            full = [d for d in full if d <= pd.Timestamp(end).date()]
+        if not full:
+            raise InputError(
+                "the flow readings cover no complete local day",
+                path=path,
+                fix="ingest at least one full day (00:00-24:00 local) of flow readings",
+            )
+        hour = np.asarray(local.hour)
+        return cls(sorted(full), tz, day, pd.Series(day).isin(full).to_numpy(),
+                   (hour >= night_hours[0]) & (hour < night_hours[1]), step_s)
+
+    def edges(self) -> pd.DatetimeIndex:
+        """Local midnights (UTC) bounding the days."""
+        local = [pd.Timestamp(d).tz_localize(self.tz) for d in self.dates]
+        return pd.DatetimeIndex(local + [local[-1] + pd.Timedelta(days=1)]).tz_convert("UTC").as_unit("ns")
+
+
+def _daily_inflow(inflow: DmaInflow, days: _Days) -> dict[str, pd.DataFrame]:
+    """Per day and DMA: metered inflow (m³), storage change (m³), mean night flow (L/s)."""
+    sel = days.in_day
+    by_day = np.asarray(days.day)[sel]
+    inlet = inflow.inlet[sel]
+    inflow_m3 = (inlet * days.step_s).groupby(by_day).sum(min_count=1).where(inlet.notna().groupby(by_day).all())
+    draw = inflow.storage[sel]
+    storage_m3 = -(draw * days.step_s).groupby(by_day).sum(min_count=1)
+    net_lps = _net_m3s(inflow) * 1000.0
+    night = sel & days.night
+    mnf = net_lps[night].groupby(np.asarray(days.day)[night]).mean()
+    return {"inflow_m3": inflow_m3, "storage_change_m3": storage_m3, "mnf_lps": mnf}
+
+
+def _customer_join(store: Store, network: Network, cust: pd.DataFrame, join: pd.DataFrame | None,
+                   max_distance_m: float) -> pd.DataFrame:
+    """The customers' join: given, the store's, else computed here."""
     if join is None:
         join = store.join() if hasattr(store, "join") else None
-    cust = meters.loc[kind.eq("customer").to_numpy()]
     if join is None or not set(cust.index.astype(str)) <= set(join.index.astype(str)):
-        import geopandas as gpd
+        import geopandas as gpd  # heavy: only when the store holds no join
 
         pts = gpd.GeoDataFrame(cust, geometry=gpd.points_from_xy(cust["lon"], cust["lat"]), crs=settings.MAP_CRS)
         join = join_meters(pts, network, max_distance_m=max_distance_m)
-    # consumption follows the day: interpolate registers in "demand time",
-    # from the network's inflow above half its night flow (leakage is flat)
-    total = net_lps.sum(axis=1, min_count=1)
-    night_total = float(total[night].mean()) if night.any() else 0.0
-    shape = (total - 0.5 * night_total).clip(lower=0.05 * float(total.mean()))
-    # a week of days at a time (with two days of readings either side) keeps
-    # memory bounded on long periods
+    return join
+
+
+def _metered_consumption(
+    store: Store,
+    cust: pd.DataFrame,
+    join: pd.DataFrame,
+    inflow: DmaInflow,
+    network: Network,
+    days: _Days,
+    shape: pd.Series,
+    night_factors: dict[str, float],
+) -> dict[str, np.ndarray]:
+    """Per day and DMA: metered consumption (m³), night-equivalent use, meter counts.
+
+    A week of days at a time (with two days of readings either side) keeps
+    memory bounded on long periods.
+    """
+    edges = days.edges()
     mids = pd.Index(sorted(cust.index.astype(str)), name="meter_id")
     vols, extraps = [], []
     margin = pd.Timedelta(days=2)
-    for b0 in range(0, len(full_days), BATCH_DAYS):
-        e = edges[b0: min(b0 + BATCH_DAYS, len(full_days)) + 1]
+    for b0 in range(0, len(days.dates), BATCH_DAYS):
+        e = edges[b0: min(b0 + BATCH_DAYS, len(days.dates)) + 1]
         readings = store.readings(kind="customer", start=e[0] - margin, end=e[-1] + margin, ordered=False)
         vols.append(window_volumes(readings, e, rate_shape=shape).reindex(columns=mids))
         # meters whose register had to be extrapolated to a day boundary
@@ -325,47 +378,64 @@ def water_balance(
         last = pd.DatetimeIndex(span["max"]).as_unit("ns").asi8[None, :]
         extraps.append(((e[:-1].asi8[:, None] < first) | (e[1:].asi8[:, None] > last)).astype(float))
         del readings
-    vol = pd.concat(vols, axis=0)  # days x meters, m³
+    V = pd.concat(vols, axis=0).to_numpy(dtype=float)  # days x meters, m³
     extrap = np.vstack(extraps)
-    W = _meter_dma_matrix(join, assignment, mids, dmas, network.links)
-    factors = dict(NIGHT_FACTORS if night_factors is None else night_factors)
-    cls = cust["customer_class"].astype("string").fillna("").reindex(mids).fillna("") if "customer_class" in cust.columns else pd.Series("", index=mids)
-    nf = cls.map(lambda c: factors.get(str(c).strip().lower(), factors.get("", 0.25))).to_numpy(dtype=float)
-    V = vol.to_numpy(dtype=float)
+    dmas = pd.Index(inflow.inlet.columns, name="dma")
+    W = _meter_dma_matrix(join, inflow.assignment, mids, dmas, network.links)
+    cls = (cust["customer_class"].astype("string").fillna("").reindex(mids).fillna("")
+           if "customer_class" in cust.columns else pd.Series("", index=mids))
+    nf = cls.map(lambda c: night_factors.get(str(c).strip().lower(), night_factors.get("", 0.25))).to_numpy(float)
     known = np.isfinite(V)
-    cons = np.nan_to_num(V) @ W  # days x dmas
-    night_eq = (np.nan_to_num(V) * nf[None, :]) @ W
     in_any = np.asarray(W.sum(axis=1)).ravel() > 0
-    n_meters = np.asarray((W > 0).sum(axis=0)).ravel()
-    missing = (~known & in_any[None, :]).astype(float) @ (W > 0).astype(float)
-    n_extrap = (extrap * known) @ (W > 0).astype(float)
+    has = (W > 0).astype(float)
+    return {"consumption": np.nan_to_num(V) @ W, "night_eq": (np.nan_to_num(V) * nf[None, :]) @ W,
+            "meters": np.asarray((W > 0).sum(axis=0)).ravel(),
+            "missing": (~known & in_any[None, :]).astype(float) @ has,
+            "extrapolated": (extrap * known) @ has}
 
-    # --- assemble -----------------------------------------------------------------------
+
+def _balance_rows(inflow: DmaInflow, days: _Days, volumes: dict[str, pd.DataFrame],
+                  used: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per DMA and day: volumes, NRW, night flows and counts (no flags yet)."""
+    unmet = inflow.unmetered
     rows = []
-    for di, d in enumerate(dmas):
-        for k, dd in enumerate(full_days):
-            infl = float(inflow_m3.at[dd, d]) if d in inflow_m3.columns else np.nan
-            dst = float(st_change.at[dd, d])
+    for di, d in enumerate(inflow.inlet.columns):
+        n_unmet = int(((unmet["from_dma"] == d) | (unmet["to_dma"] == d)).sum())
+        for k, dd in enumerate(days.dates):
+            infl = _at(volumes["inflow_m3"], dd, d)
+            dst = _at(volumes["storage_change_m3"], dd, d)
             siv = infl - (dst if np.isfinite(dst) else 0.0)
-            c = float(cons[k, di])
+            c = float(used["consumption"][k, di])
             nrw = siv - c
-            night_c = float(night_eq[k, di]) / 86400.0 * 1000.0
-            m = float(mnf.at[dd, d]) if (dd in mnf.index and d in mnf.columns) else np.nan
+            night_c = float(used["night_eq"][k, di]) / 86400.0 * 1000.0
+            m = _at(volumes["mnf_lps"], dd, d)
+            n_meters = int(used["meters"][di])
             rows.append({
                 "dma": str(d), "date": dd, "siv_m3": siv, "consumption_m3": c, "nrw_m3": nrw,
                 # a share of input is meaningless where no customer is metered (plant, trunk stubs)
-                "nrw_pct": 100.0 * nrw / siv if np.isfinite(siv) and siv > 0 and n_meters[di] > 0 else np.nan,
+                "nrw_pct": 100.0 * nrw / siv if np.isfinite(siv) and siv > 0 and n_meters > 0 else np.nan,
                 "mnf_lps": m, "night_consumption_lps": night_c, "night_leakage_lps": m - night_c,
                 "inflow_m3": infl, "storage_change_m3": dst,
-                "meters": int(n_meters[di]), "meters_missing": int(missing[k, di]),
-                "meters_extrapolated": int(n_extrap[k, di]),
-                "unmetered_boundaries": unmet_count.get(d, 0),
+                "meters": n_meters, "meters_missing": int(used["missing"][k, di]),
+                "meters_extrapolated": int(used["extrapolated"][k, di]),
+                "unmetered_boundaries": n_unmet,
             })
-    out = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _at(table: pd.DataFrame, day: date, dma: str) -> float:
+    """``table.at[day, dma]`` as a float, NaN when absent."""
+    if day in table.index and dma in table.columns:
+        return float(table.at[day, dma])
+    return float("nan")
+
+
+def _flag_days(out: pd.DataFrame, *, flag_z: float, min_history_days: int) -> pd.DataFrame:
+    """Robust z-scores and flags of each DMA's days (:func:`_jump_flags`), columns in order."""
     out["nrw_z"] = np.nan
     out["mnf_z"] = np.nan
     out["flag"] = ""
-    for d, g in out.groupby("dma", sort=False):
+    for _, g in out.groupby("dma", sort=False):
         idx = g.index.to_numpy()
         partial = ((g["meters_extrapolated"] + g["meters_missing"]) > PARTIAL_SHARE * g["meters"].clip(lower=1)).to_numpy()
         # the day-to-day noise of metered consumption sets a floor too
@@ -381,12 +451,4 @@ def water_balance(
             f = [x for x, on in (("nrw_jump", a), ("mnf_jump", b), ("incomplete", inc), ("partial", par)) if on]
             flags.append(",".join(f))
         out.loc[idx, "flag"] = flags
-    out = out[BALANCE_COLUMNS]
-    n_flag = int(out["flag"].str.contains("jump").sum())
-    log.info(
-        "water balance: %d DMAs x %d days; NRW %.1f %% overall; %d DMA-days flagged",
-        len(dmas), len(full_days),
-        100.0 * out["nrw_m3"].sum() / out["siv_m3"].sum() if out["siv_m3"].sum() > 0 else float("nan"),
-        n_flag,
-    )
-    return out
+    return out[BALANCE_COLUMNS]

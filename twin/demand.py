@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from twin import settings
 from twin.errors import InputError
+from twin.meters import node_weights
 
 log = logging.getLogger(__name__)
 
@@ -198,44 +199,57 @@ def register_at(
     if len(p.code) == 0:
         return pd.DataFrame(index=idx, columns=pd.Index([], name="meter_id"), dtype=float)
     reg = _continuous(p, tolerance_m3)
-    code = p.code
-    t_clock = p.t
-    tq_clock = idx.asi8 / 1e9
+    out, n_extrapolated = _interpolate(p.code, p.t, reg, idx.asi8 / 1e9, len(meters), rate_shape, extrapolate_s)
+    wide = pd.DataFrame(out.reshape(len(meters), len(idx)).T, index=idx, columns=pd.Index(meters, name="meter_id"))
+    wide.index.name = "timestamp"
+    wide.attrs["extrapolated"] = n_extrapolated
+    return wide
+
+
+def _interpolate(
+    code: np.ndarray,
+    t_clock: np.ndarray,
+    reg: np.ndarray,
+    tq_clock: np.ndarray,
+    n_meters: int,
+    rate_shape: pd.Series | None,
+    extrapolate_s: float,
+) -> tuple[np.ndarray, int]:
+    """Registers of every meter at every query instant (meter-major, flat), and the number extrapolated.
+
+    ``code``, ``t_clock`` (s since 1970), ``reg`` (continuous register, m³):
+    the sorted readings; ``tq_clock``: the instants (s since 1970).
+    """
     t = _demand_time(t_clock, rate_shape)
     tq = _demand_time(tq_clock, rate_shape)
     t0 = min(t.min(), tq.min()) - 1.0
     span = max(t.max(), tq.max()) - t0 + 2.0
     key = code * span + (t - t0)
-    lo = np.searchsorted(code, np.arange(len(meters)), side="left")
-    hi = np.searchsorted(code, np.arange(len(meters)), side="right")
-    qm = np.repeat(np.arange(len(meters)), len(tq))
-    qt = np.tile(tq, len(meters))
-    qkey = qm * span + (qt - t0)
-    j = np.searchsorted(key, qkey, side="left")  # first reading at or after the instant
+    lo = np.searchsorted(code, np.arange(n_meters), side="left")
+    hi = np.searchsorted(code, np.arange(n_meters), side="right")
+    qm = np.repeat(np.arange(n_meters), len(tq))
+    qt = np.tile(tq, n_meters)
+    j = np.searchsorted(key, qm * span + (qt - t0), side="left")  # first reading at or after the instant
     first, last = lo[qm], hi[qm] - 1
-    # mean rate per meter (m³/s) for extrapolation
+    # mean rate per meter (m³ per demand second) for extrapolation
     dur = t[hi - 1] - t[lo]
     rate = np.where(dur > 0, (reg[hi - 1] - reg[lo]) / np.where(dur > 0, dur, 1.0), 0.0)
-    out = np.full(len(qkey), np.nan)
+    out = np.full(len(qt), np.nan)
     inside = (j > first) & (j <= last)
     jj, ii = j[inside], j[inside] - 1
     w = (qt[inside] - t[ii]) / np.where(t[jj] > t[ii], t[jj] - t[ii], 1.0)
     out[inside] = reg[ii] + w * (reg[jj] - reg[ii])
     exact = (j <= last) & (j >= first) & (t[np.minimum(j, len(t) - 1)] == qt)
     out[exact] = reg[j[exact]]
-    qt_clock = np.tile(tq_clock, len(meters))
+    # up to extrapolate_s (clock seconds) outside a meter's readings: its mean rate
+    qt_clock = np.tile(tq_clock, n_meters)
     before = (j == first) & ~exact
-    gap_b = t[first[before]] - qt[before]
     ok_b = (t_clock[first[before]] - qt_clock[before]) <= extrapolate_s
-    out[before] = np.where(ok_b, reg[first[before]] - rate[qm[before]] * gap_b, np.nan)
+    out[before] = np.where(ok_b, reg[first[before]] - rate[qm[before]] * (t[first[before]] - qt[before]), np.nan)
     after = j > last
-    gap_a = qt[after] - t[last[after]]
     ok_a = (qt_clock[after] - t_clock[last[after]]) <= extrapolate_s
-    out[after] = np.where(ok_a, reg[last[after]] + rate[qm[after]] * gap_a, np.nan)
-    wide = pd.DataFrame(out.reshape(len(meters), len(tq)).T, index=idx, columns=pd.Index(meters, name="meter_id"))
-    wide.index.name = "timestamp"
-    wide.attrs["extrapolated"] = int(ok_b.sum() + ok_a.sum())
-    return wide
+    out[after] = np.where(ok_a, reg[last[after]] + rate[qm[after]] * (qt[after] - t[last[after]]), np.nan)
+    return out, int(ok_b.sum() + ok_a.sum())
 
 
 def _demand_time(t_s: np.ndarray, shape: pd.Series | None) -> np.ndarray:
@@ -290,6 +304,7 @@ def window_volumes(
     vol.index.name = "start"
     vol = vol.clip(lower=0.0)
     vol.attrs["window_s"] = np.diff(reg.index.asi8) / 1e9
+    vol.attrs["extrapolated"] = reg.attrs.get("extrapolated", 0)
     return vol
 
 
@@ -322,8 +337,6 @@ def node_demand(
         Index window start, columns ``node_id`` (sorted; only nodes that get
         demand), mean demand m³/s.
     """
-    from twin.meters import node_weights
-
     if window_s is None:
         window_s = window_volumes.attrs.get("window_s")
     if window_s is None:
@@ -353,6 +366,56 @@ def node_demand(
     return out
 
 
+def window_demand(
+    customer_readings: pd.DataFrame,
+    join: pd.DataFrame,
+    edges: Sequence[Any] | pd.DatetimeIndex,
+    *,
+    rate_shape: pd.Series | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Mean metered demand per node and window, with counts for a report.
+
+    :func:`window_volumes` of the joined meters (registers interpolated at
+    the edges, in "demand time" when ``rate_shape`` is given) split onto the
+    nodes by :func:`node_demand`.
+
+    Parameters
+    ----------
+    customer_readings : DataFrame
+        ``meter_id``, ``timestamp`` (tz-aware), ``value`` (m³), opt. ``flag``.
+    join : DataFrame
+        From :func:`twin.meters.join_meters` (index ``meter_id``).
+    edges : sequence of tz-aware times
+        Window boundaries (n + 1 edges give n windows).
+    rate_shape : Series, optional
+        Relative consumption rate on the grid (see :func:`register_at`), e.g.
+        the system input minus a leak.
+
+    Returns
+    -------
+    DataFrame
+        Index window number (0 .. n-1), columns node IDs, mean demand (m³/s).
+    dict
+        ``customer_meters``, ``customer_meters_joined``,
+        ``customer_meters_with_readings``, ``customer_windows_filled``
+        (meter windows whose volume was extrapolated or is unknown).
+    """
+    joined = join.index[join["matched"].astype(bool)].astype(str)
+    ids = customer_readings["meter_id"].astype(str)
+    mine = customer_readings[ids.isin(joined)]
+    n_w = max(len(edges) - 1, 0)
+    info = {"customer_meters": int(len(join)), "customer_meters_joined": int(len(joined)),
+            "customer_meters_with_readings": 0, "customer_windows_filled": 0}
+    if mine.empty or n_w < 1:
+        return pd.DataFrame(index=range(n_w)), info
+    vol = window_volumes(mine, edges, rate_shape=rate_shape)
+    extrapolated = vol.attrs.get("extrapolated", 0)
+    info["customer_meters_with_readings"] = int(vol.shape[1])
+    info["customer_windows_filled"] = int(extrapolated + vol.isna().to_numpy().sum())
+    dem = node_demand(join, vol)
+    return dem.reset_index(drop=True), info
+
+
 def diurnal_pattern(
     inflow: pd.DataFrame | pd.Series,
     *,
@@ -364,8 +427,8 @@ def diurnal_pattern(
     Parameters
     ----------
     inflow : DataFrame or Series
-        Index UTC times, columns DMAs, flow (any unit, e.g. L/s), as from
-        :func:`twin.dma.dma_inflow`.
+        Index UTC times, columns DMAs, flow (any unit), e.g. ``net`` of
+        :func:`twin.dma.dma_net_inflow` (m³/s).
     step_s : int, default 3600
         Slot length, seconds (must divide a day).
     tz : str, default ``settings.TIMEZONE``

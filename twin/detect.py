@@ -164,88 +164,30 @@ def detect_leak(
     if n_ok < 4 * min_gap_steps:
         return Detection(False, None, 0.0, float("nan"), 0.0,
                          {"reason": "too few supply readings for the balance"})
-    s = s_all[ok]
-    idx_ok = np.flatnonzero(ok)
     # one consumption shape per day type (weekday / weekend): weekends differ
     dtype_ = np.zeros(len(s_all), int) if day_type is None else np.asarray(day_type, int)
-    n_types = int(dtype_.max()) + 1
-    dt_ok = dtype_[ok]
-    kslot = dt_ok * n_slots + slot[ok]
-    step = np.zeros(len(s))
-    L, b, k_best = 0.0, 0.0, None
-    for _ in range(4):
-        # consumption shape: supply without background leakage and the leak
-        prof = _profile((s - b - L * step), kslot, n_slots * n_types)
-        D = shaped_consumption(window_m3s, times[ok], prof, kslot, window_of[ok])
-        # heteroscedastic weights: the shape error grows with the demand
-        w = 1.0 / (D + 0.1 * np.nanmean(D)) ** 2
-        # one scale per day type (the class mix, hence meter under-registration, differs on weekends)
-        X0 = np.column_stack([D * (dt_ok == k) for k in range(n_types)] + [np.ones(len(s))])
-        G = (X0 * w[:, None]).T @ X0
-        beta0 = np.linalg.solve(G, (X0 * w[:, None]).T @ s)
-        r = s - X0 @ beta0
-        # all step positions at once: u_k = 1[t >= t_k], weighted least squares
-        rev_r = np.cumsum((w * r)[::-1])[::-1]
-        cnt = np.cumsum(w[::-1])[::-1]
-        xu = np.cumsum((X0 * w[:, None])[::-1], axis=0)[::-1]
-        Ginv = np.linalg.inv(G)
-        uperp = cnt - np.einsum("ij,jk,ik->i", xu, Ginv, xu)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            Lk = rev_r / uperp
-            gain = rev_r ** 2 / uperp
-        valid = np.zeros(len(s), bool)
-        valid[min_gap_steps:len(s) - min_gap_steps] = True
-        valid &= np.isfinite(gain) & (Lk > 0) & (uperp > 1e-9 * cnt[0])
-        if not valid.any():
-            L, k_best = 0.0, None
-            break
-        k_best = int(np.argmax(np.where(valid, gain, -np.inf)))
-        step = (np.arange(len(s)) >= k_best).astype(float)
-        X = np.column_stack([X0, step])
-        beta = np.linalg.solve((X * w[:, None]).T @ X, (X * w[:, None]).T @ s)
-        b, L = float(beta[-2]), max(float(beta[-1]), 0.0)
-    if k_best is None:
+    fit = _fit_step(s_all[ok], window_m3s, times[ok], slot[ok], window_of[ok], dtype_[ok],
+                    n_slots=n_slots, min_gap_steps=min_gap_steps)
+    if fit is None:
         return Detection(False, None, 0.0, float("nan"), 0.0, {"reason": "no positive step"})
-    onset = times[idx_ok[k_best]]
-    a = float(np.mean(beta[:n_types]))
-    b, L = float(beta[-2]), float(beta[-1])
-    resid_nostep = s - X0 @ beta[:-1]
-    # night-to-night scatter of the unexplained supply
-    nights = pd.DataFrame({"e": resid_nostep, "night": night_id[ok], "is_night": night[ok],
-                           "t": times[ok]})
-    nights = nights[nights["is_night"]]
-    per_night = nights.groupby("night").agg(e=("e", "mean"), t0=("t", "min"), t1=("t", "max"), n=("e", "size"))
-    per_night = per_night[per_night["n"] >= 4]
-    before = per_night[per_night["t1"] < onset]["e"].to_numpy()
-    after = per_night[per_night["t0"] >= onset]["e"].to_numpy()
-    dev = np.concatenate([before - before.mean() if len(before) else [], after - after.mean() if len(after) else []])
-    dof = max(len(dev) - (len(before) > 0) - (len(after) > 0), 0)
-    # floor: 0.1 % of the supply (meter accuracy, day-to-day use); without
-    # enough nights, the 15-min scatter averaged over a night
-    floor = floor_share * mean_supply
-    if dof < 2:
-        floor = max(floor, np.std(r) / np.sqrt(max(per_night["n"].median() if len(per_night) else 1, 1)))
-    sd = float(np.sqrt((dev ** 2).sum() / dof)) if dof >= 2 else floor
-    sd = max(sd, floor)
-    if len(before) and len(after):
-        L_night = float(after.mean() - before.mean())
-        se = sd * np.sqrt(1.0 / len(before) + 1.0 / len(after))
-    else:
-        L_night, se = L, sd
-    t_night = L_night / se if se > 0 else 0.0
+    onset = times[np.flatnonzero(ok)[fit.k_best]]
+    resid_nostep = s_all[ok] - fit.X0 @ fit.beta[:-1]
+    L_night, sd, n_before, n_after, t_night = _night_step(resid_nostep, fit, night_id[ok], night[ok], times[ok],
+                                                          onset, floor_share * mean_supply)
     # slot-matched test: every 15-min step after the onset against the same
     # time of day on the leak-free days, weighted by that slot's day-to-day
     # scatter; its noise from placebo days (each leak-free day against the others)
     L_slot, se_slot, n_ref_days = _slot_matched(resid_nostep, night_id[ok], slot[ok], times[ok] >= onset,
                                                 n_slots, floor_share * mean_supply)
     t_slot = L_slot / se_slot if se_slot > 0 else 0.0
+    L = fit.leak
     share = L / mean_supply if mean_supply > 0 else 0.0
     detected = bool(L > 0 and t_slot >= t_threshold and share >= min_leak_share and n_ref_days >= 2)
-    se = se_slot
+    n_types = fit.n_types
     details = {
-        "a": round(a, 5),
-        "a_per_day_type": [round(float(v), 5) for v in beta[:n_types]],
-        "b_lps": round(b * 1000, 4),
+        "a": round(float(np.mean(fit.beta[:n_types])), 5),
+        "a_per_day_type": [round(float(v), 5) for v in fit.beta[:n_types]],
+        "b_lps": round(float(fit.beta[-2]) * 1000, 4),
         "step_lps": round(L * 1000, 4),
         "slot_step_lps": round(L_slot * 1000, 4),
         "slot_se_lps": round(se_slot * 1000, 4),
@@ -253,19 +195,133 @@ def detect_leak(
         "reference_days": int(n_ref_days),
         "night_step_lps": round(L_night * 1000, 4),
         "night_sd_lps": round(sd * 1000, 4),
-        "nights_before": int(len(before)),
-        "nights_after": int(len(after)),
+        "nights_before": n_before,
+        "nights_after": n_after,
         "share_of_supply": round(share, 5),
         "t_threshold": t_threshold,
         "min_leak_share": min_leak_share,
         "mean_supply_lps": round(mean_supply * 1000, 3),
     }
     demand = pd.Series(np.nan, index=times)
-    demand.iloc[idx_ok] = X0 @ beta[:-1]
+    demand.iloc[np.flatnonzero(ok)] = fit.X0 @ fit.beta[:-1]
     log.debug("balance step %.3f L/s at %s, t=%.1f", L * 1000, onset, t_night)
     return Detection(detected, onset if detected else None, L if detected else 0.0,
-                     float(se), float(t_slot), details | {"best_onset": onset.isoformat()},
+                     float(se_slot), float(t_slot), details | {"best_onset": onset.isoformat()},
                      demand_m3s=demand)
+
+
+@dataclass
+class _StepFit:
+    """Weighted least-squares fit of the supply as consumption + background + a step."""
+
+    beta: np.ndarray  # scale per day type, background b, step L (m³/s)
+    X0: np.ndarray  # step-free design: consumption per day type, constant
+    r: np.ndarray  # residual of the step-free fit
+    k_best: int  # first sample of the step
+    n_types: int
+
+    @property
+    def leak(self) -> float:
+        """Fitted step (m³/s)."""
+        return float(self.beta[-1])
+
+
+def _fit_step(
+    s: np.ndarray,
+    window_m3s: pd.Series,
+    times: pd.DatetimeIndex,
+    slot: np.ndarray,
+    window_of: np.ndarray,
+    day_type: np.ndarray,
+    *,
+    n_slots: int,
+    min_gap_steps: int,
+) -> _StepFit | None:
+    """Scan every step position (closed form) and re-estimate the profile, four times.
+
+    ``s`` and the labels are the finite samples only. None when no positive
+    step fits.
+    """
+    n_types = int(day_type.max()) + 1
+    kslot = day_type * n_slots + slot
+    step = np.zeros(len(s))
+    L, b, k_best, beta = 0.0, 0.0, None, None
+    for _ in range(4):
+        # consumption shape: supply without background leakage and the leak
+        prof = _profile((s - b - L * step), kslot, n_slots * n_types)
+        D = shaped_consumption(window_m3s, times, prof, kslot, window_of)
+        # heteroscedastic weights: the shape error grows with the demand
+        w = 1.0 / (D + 0.1 * np.nanmean(D)) ** 2
+        # one scale per day type (the class mix, hence meter under-registration, differs on weekends)
+        X0 = np.column_stack([D * (day_type == k) for k in range(n_types)] + [np.ones(len(s))])
+        G = (X0 * w[:, None]).T @ X0
+        beta0 = np.linalg.solve(G, (X0 * w[:, None]).T @ s)
+        r = s - X0 @ beta0
+        k_best = _best_step(r, w, X0, G, min_gap_steps)
+        if k_best is None:
+            return None
+        step = (np.arange(len(s)) >= k_best).astype(float)
+        X = np.column_stack([X0, step])
+        beta = np.linalg.solve((X * w[:, None]).T @ X, (X * w[:, None]).T @ s)
+        b, L = float(beta[-2]), max(float(beta[-1]), 0.0)
+    return _StepFit(beta, X0, r, k_best, n_types)
+
+
+def _best_step(r: np.ndarray, w: np.ndarray, X0: np.ndarray, G: np.ndarray, min_gap_steps: int) -> int | None:
+    """Position of the best positive step in ``r`` (all positions at once), or None.
+
+    ``u_k = 1[t >= t_k]`` projected out of ``X0``: weighted least squares
+    from reverse cumulative sums.
+    """
+    rev_r = np.cumsum((w * r)[::-1])[::-1]
+    cnt = np.cumsum(w[::-1])[::-1]
+    xu = np.cumsum((X0 * w[:, None])[::-1], axis=0)[::-1]
+    uperp = cnt - np.einsum("ij,jk,ik->i", xu, np.linalg.inv(G), xu)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Lk = rev_r / uperp
+        gain = rev_r ** 2 / uperp
+    valid = np.zeros(len(r), bool)
+    valid[min_gap_steps:len(r) - min_gap_steps] = True
+    valid &= np.isfinite(gain) & (Lk > 0) & (uperp > 1e-9 * cnt[0])
+    if not valid.any():
+        return None
+    return int(np.argmax(np.where(valid, gain, -np.inf)))
+
+
+def _night_step(
+    resid: np.ndarray,
+    fit: _StepFit,
+    night_id: np.ndarray,
+    night: np.ndarray,
+    times: pd.DatetimeIndex,
+    onset: pd.Timestamp,
+    floor: float,
+) -> tuple[float, float, int, int, float]:
+    """Step of the unexplained supply between the nights before and after the onset.
+
+    Returns the step (m³/s), the night-to-night sd (m³/s), the nights before
+    and after, and the step over its standard error. ``floor``: 0.1 % of the
+    supply (meter accuracy, day-to-day use); without enough nights, the
+    15-min scatter averaged over a night.
+    """
+    nights = pd.DataFrame({"e": resid, "night": night_id, "is_night": night, "t": times})
+    nights = nights[nights["is_night"]]
+    per_night = nights.groupby("night").agg(e=("e", "mean"), t0=("t", "min"), t1=("t", "max"), n=("e", "size"))
+    per_night = per_night[per_night["n"] >= 4]
+    before = per_night[per_night["t1"] < onset]["e"].to_numpy()
+    after = per_night[per_night["t0"] >= onset]["e"].to_numpy()
+    dev = np.concatenate([before - before.mean() if len(before) else [], after - after.mean() if len(after) else []])
+    dof = max(len(dev) - (len(before) > 0) - (len(after) > 0), 0)
+    if dof < 2:
+        floor = max(floor, np.std(fit.r) / np.sqrt(max(per_night["n"].median() if len(per_night) else 1, 1)))
+    sd = float(np.sqrt((dev ** 2).sum() / dof)) if dof >= 2 else floor
+    sd = max(sd, floor)
+    if len(before) and len(after):
+        L_night = float(after.mean() - before.mean())
+        se = sd * np.sqrt(1.0 / len(before) + 1.0 / len(after))
+    else:
+        L_night, se = fit.leak, sd
+    return L_night, sd, int(len(before)), int(len(after)), (L_night / se if se > 0 else 0.0)
 
 
 def _slot_matched(

@@ -29,6 +29,7 @@ from twin.errors import InputError, require_file
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.maps import crew_map, save_map
+from twin.measure import measurements_from_store
 from twin.network import Network, read_network
 from twin.repair import plan_repairs, write_plan
 from twin.store import Store
@@ -138,8 +139,8 @@ def localise_files(
                                    progress=progress)
             meters = store.meters()
             join = store.join()
-            readings = store.readings()
             quarantine = store.quarantine()
+            measurements = measurements_from_store(store, network, meters=meters)
         timings["ingest_s"] = time.perf_counter() - t1
     finally:
         if tmp is not None:
@@ -148,7 +149,7 @@ def localise_files(
         raise InputError("no customer meter could be joined to the network", path=meters_path,
                          fix="check --crs of the network and --meters-crs of the registry")
     t2 = time.perf_counter()
-    result = localise(network, meters=meters, join=join, readings=readings, progress=progress, **options)
+    result = localise(network, meters=meters, join=join, measurements=measurements, progress=progress, **options)
     timings["localise_s"] = time.perf_counter() - t2
     report = dict(result.report)
     reasons = (quarantine["reason"].value_counts().to_dict() if len(quarantine) and "reason" in quarantine

@@ -34,6 +34,17 @@ NIGHT_END_HOUR = 4
 #: Logger and flow-meter reporting interval, seconds.
 LOGGER_INTERVAL_S = 900
 
+#: Longest gap in a logger or flow-meter series that is filled, samples of
+#: the logger grid (8 x 15 min = 2 h): a gap of at most this many missing
+#: samples between two readings is interpolated linearly in time; a longer gap
+#: stays NaN, and so do the ends of a series.
+GAP_FILL_SAMPLES = 8
+
+#: Centred moving mean of tank levels before their storage change is taken,
+#: samples (9 x 15 min: 2 h). Level loggers are noisy (cm) and a tank's area
+#: multiplies that noise.
+TANK_SMOOTH_SAMPLES = 9
+
 #: Hydraulic time step of the simulations, seconds.
 HYDRAULIC_STEP_S = 900
 

@@ -49,7 +49,7 @@ import pandas as pd
 
 from twin import settings
 from twin.errors import InputError, ReadingsError, TwinError, require_file
-from twin.meters import join_meters, read_meters, validate_meters
+from twin.meters import KINDS, join_meters, read_meters, validate_meters
 from twin.network import Network
 from twin.readings import REASONS, REQUIRED_COLUMNS, classify
 
@@ -664,8 +664,6 @@ class Store:
         """
         where, params = ["TRUE"], []
         if kind is not None:
-            from twin.meters import KINDS
-
             if kind not in KINDS:
                 raise InputError(f"unknown meter kind {kind!r}", fix="use customer, pressure or flow")
             where.append("kind = ?")
@@ -691,12 +689,14 @@ class Store:
         start: Any = None,
         end: Any = None,
         freq_s: int = settings.LOGGER_INTERVAL_S,
+        max_gap: int = settings.GAP_FILL_SAMPLES,
     ) -> pd.DataFrame:
-        """Logger readings on a regular grid.
+        """Logger readings on a regular grid, short gaps filled.
 
-        Each reading goes to the nearest grid instant (readings a few seconds
-        late still count); several readings for one instant are averaged;
-        instants without a reading are NaN.
+        The rule is :func:`grid_series`'s: each reading goes to the nearest
+        grid instant (readings a few seconds late still count); several
+        readings for one instant are averaged; gaps of at most ``max_gap``
+        samples are interpolated linearly in time, other instants are NaN.
 
         Parameters
         ----------
@@ -706,6 +706,8 @@ class Store:
         start, end : tz-aware time, optional
         freq_s : int, default 900
             Grid step, seconds.
+        max_gap : int, default ``settings.GAP_FILL_SAMPLES``
+            Longest gap filled, samples (0: no filling).
 
         Returns
         -------
@@ -715,29 +717,11 @@ class Store:
         """
         if kind not in ("pressure", "flow"):
             raise InputError(f"series are for loggers (pressure, flow), not {kind!r}", fix="use Store.readings for customer registers")
-        step = int(freq_s)
-        where, params = ["kind = ?"], [kind]
-        _time_window(where, params, start, end)
-        ids_sql = ""
-        if meter_ids is not None:
-            self.con.register("_ids", pd.DataFrame({"meter_id": [str(m) for m in meter_ids]}))
-            ids_sql = " AND meter_id IN (SELECT meter_id FROM _ids)"
-        df = self._df(
-            f"""SELECT meter_id, CAST(round(epoch(ts) / {step}) AS BIGINT) * {step} AS t, avg(value) AS value
-                FROM readings WHERE {' AND '.join(where)}{ids_sql} GROUP BY ALL""",
-            params,
-        )
-        if meter_ids is not None:
-            self.con.unregister("_ids")
-        if df.empty:
-            cols = sorted(str(m) for m in meter_ids) if meter_ids is not None else []
-            return pd.DataFrame(columns=cols, index=pd.DatetimeIndex([], tz="UTC", name="timestamp"), dtype=float)
-        wide = df.pivot(index="t", columns="meter_id", values="value")
-        grid = np.arange(int(wide.index.min()), int(wide.index.max()) + step, step, dtype=np.int64)
-        wide = wide.reindex(grid)
-        wide.index = pd.DatetimeIndex(pd.to_datetime(grid, unit="s", utc=True).astype("datetime64[ns, UTC]"), name="timestamp")
-        wide.columns = pd.Index([str(c) for c in wide.columns], name="meter_id")
-        return wide.sort_index(axis=1).astype(np.float64)
+        raw = self.readings(kind=kind, meter_ids=meter_ids, start=start, end=end, ordered=False)
+        out = grid_series(raw, freq_s=freq_s, max_gap=max_gap)
+        if out.empty and meter_ids is not None:
+            out = out.reindex(columns=pd.Index(sorted(str(m) for m in meter_ids), name="meter_id"))
+        return out
 
     def quarantine(self, *, reason: str | None = None) -> pd.DataFrame:
         """Quarantined readings rows (``source``, ``source_row``, raw columns, ``reason``)."""
@@ -764,7 +748,101 @@ class Store:
         return pd.Timestamp(df["a"].iloc[0]).tz_convert("UTC"), pd.Timestamp(df["b"].iloc[0]).tz_convert("UTC")
 
 
+    def reading_count(self, kind: str | None = None) -> int:
+        """Number of stored readings (of one kind, or all)."""
+        sql, params = "SELECT count(*) AS n FROM readings", []
+        if kind:
+            sql += " WHERE kind = ?"
+            params.append(kind)
+        return int(self._df(sql, params)["n"].iloc[0])
+
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     """Count reasons by their first words (before any quoted detail)."""
     key = reasons.astype(str).str.replace(r"\s*[\('].*$", "", regex=True)
     return {str(k): int(v) for k, v in key.value_counts().sort_index().items()}
+
+
+def fill_gaps(series: pd.DataFrame, *, max_gap: int = settings.GAP_FILL_SAMPLES) -> pd.DataFrame:
+    """Interpolate the short gaps of series on a regular grid.
+
+    A gap of at most ``max_gap`` consecutive missing samples between two
+    readings is filled linearly in time; a longer gap is left NaN as a whole
+    (never half filled), and so are the ends of each series.
+
+    Parameters
+    ----------
+    series : DataFrame
+        Index a regular time grid, one column per sensor (any unit).
+    max_gap : int, default ``settings.GAP_FILL_SAMPLES``
+        Longest gap filled, samples (0: nothing is filled).
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``series`` with the short gaps filled.
+    """
+    if max_gap <= 0 or series.empty:
+        return series.copy()
+    filled = series.interpolate(method="time" if isinstance(series.index, pd.DatetimeIndex) else "linear",
+                                limit_area="inside")
+    missing = series.isna().to_numpy()
+    # the samples of one gap share the count of readings before them
+    present = np.cumsum(~missing, axis=0)
+    too_long = np.zeros_like(missing)
+    for j in range(missing.shape[1]):
+        runs = pd.Series(missing[:, j]).groupby(present[:, j]).transform("sum").to_numpy()
+        too_long[:, j] = missing[:, j] & (runs > max_gap)
+    return filled.mask(too_long)
+
+
+def grid_series(
+    readings: pd.DataFrame,
+    *,
+    freq_s: int = settings.LOGGER_INTERVAL_S,
+    max_gap: int = settings.GAP_FILL_SAMPLES,
+) -> pd.DataFrame:
+    """Long logger readings as wide series on the regular UTC grid.
+
+    The one rule for sensor series (used by :meth:`Store.series` and by the
+    localisation job on readings frames): each reading goes to the nearest
+    grid instant (half a step rounds up), several readings for one instant
+    are averaged, the grid runs every ``freq_s`` from the first to the last
+    instant, and gaps of at most ``max_gap`` samples are interpolated
+    (:func:`fill_gaps`).
+
+    Parameters
+    ----------
+    readings : DataFrame
+        ``meter_id``, ``timestamp`` (tz-aware, or ISO 8601 strings with an
+        offset), ``value`` (any unit; non-numbers are dropped).
+    freq_s : int, default 900
+        Grid step, seconds.
+    max_gap : int, default ``settings.GAP_FILL_SAMPLES``
+        Longest gap filled, samples (0: none).
+
+    Returns
+    -------
+    DataFrame
+        Index ``timestamp`` (``datetime64[ns, UTC]``), columns meter IDs
+        (sorted, name ``meter_id``), float64 values.
+    """
+    step = int(freq_s)
+    ts = readings["timestamp"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True, format="ISO8601")
+    epoch = pd.DatetimeIndex(ts).as_unit("ns").asi8 / 1e9
+    value = pd.to_numeric(readings["value"], errors="coerce").to_numpy(np.float64)
+    ok = np.isfinite(value)
+    if not ok.any():
+        return pd.DataFrame(columns=pd.Index([], name="meter_id"),
+                            index=pd.DatetimeIndex([], tz="UTC", name="timestamp"), dtype=np.float64)
+    slot = np.floor(epoch[ok] / step + 0.5).astype(np.int64) * step
+    long = pd.DataFrame({"t": slot, "meter_id": readings["meter_id"].astype(str).to_numpy()[ok],
+                         "value": value[ok]})
+    wide = long.groupby(["t", "meter_id"])["value"].mean().unstack("meter_id")
+    grid = np.arange(int(wide.index.min()), int(wide.index.max()) + step, step, dtype=np.int64)
+    wide = wide.reindex(grid)
+    wide.index = pd.DatetimeIndex(pd.to_datetime(grid, unit="s", utc=True).astype("datetime64[ns, UTC]"),
+                                  name="timestamp")
+    wide.columns = pd.Index([str(c) for c in wide.columns], name="meter_id")
+    return fill_gaps(wide.sort_index(axis=1).astype(np.float64), max_gap=max_gap)
