@@ -29,7 +29,7 @@ from twin.errors import InputError, require_file
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.maps import crew_map, save_map
-from twin.measure import measurements_from_store
+from twin.measure import Measurements, measurements_from_store
 from twin.network import Network, read_network
 from twin.repair import plan_repairs, write_plan
 from twin.store import Store
@@ -123,67 +123,107 @@ def localise_files(
     network_path = require_file(network_path, what="network")
     meters_path = require_file(meters_path, what="meters")
     readings_path = require_file(readings_path, what="readings")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("the output path is a file", path=out, fix="give a folder for --out")
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(out_dir)
     timings: dict[str, float] = {}
     network = read_network(network_path, crs=crs, **dict(gis_options or {}))
     timings["network_s"] = time.perf_counter() - t0
-    tmp = tempfile.TemporaryDirectory(prefix="twin-store-") if store_path is None else None
-    db = Path(tmp.name) / "store.duckdb" if tmp is not None else Path(store_path)
-    try:
-        t1 = time.perf_counter()
-        with Store(db) as store:
-            summary = store.ingest(meters_path, readings_path, meters_crs=meters_crs, network=network,
-                                   progress=progress)
-            meters = store.meters()
-            join = store.join()
-            quarantine = store.quarantine()
-            measurements = measurements_from_store(store, network, meters=meters)
-        timings["ingest_s"] = time.perf_counter() - t1
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    if join is None or join.empty:
-        raise InputError("no customer meter could be joined to the network", path=meters_path,
-                         fix="check --crs of the network and --meters-crs of the registry")
+    t1 = time.perf_counter()
+    staged = _ingest_files(network, meters_path, readings_path, meters_crs=meters_crs, store_path=store_path,
+                           progress=progress)
+    timings["ingest_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    result = localise(network, meters=meters, join=join, measurements=measurements, progress=progress, **options)
+    result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
+                      progress=progress, **options)
     timings["localise_s"] = time.perf_counter() - t2
     report = dict(result.report)
-    reasons = (quarantine["reason"].value_counts().to_dict() if len(quarantine) and "reason" in quarantine
-               else {})
-    report["ingest"] = {
-        **summary.as_dict(),
-        "quarantined_by_reason": {str(k): int(v) for k, v in reasons.items()},
-        "customer_meters_joined": int(join["matched"].sum()),
-        "customer_meters_unmatched": int((~join["matched"].astype(bool)).sum()),
-    }
+    report["ingest"] = _ingest_report(staged)
     report["inputs"] = {"network": str(network_path), "crs": str(crs), "meters": str(meters_path),
                         "readings": str(readings_path), "meters_crs": str(meters_crs)}
-    paths = {"candidates": out / "candidates.csv", "report": out / "report.json"}
-    # lon/lat to 1e-7 degrees (about 1 cm): the crew navigates to them; the rest to 6 digits
-    table = result.candidates.copy()
-    for col in ("lon", "lat"):
-        if col in table:
-            table[col] = table[col].map(lambda v: f"{v:.7f}" if pd.notna(v) else "")
-    table.to_csv(paths["candidates"], index=False, float_format="%.6g")
+    paths = {"candidates": _write_candidates(result.candidates, out / "candidates.csv"),
+             "report": out / "report.json"}
     if write_map:
         t3 = time.perf_counter()
-        res_map = logger_residuals(result)
-        m = crew_map(network, candidates=result.candidates if len(result.candidates) else None,
-                     join=join, meters=meters, residuals=res_map, basemap=basemap,
-                     title="Leak candidates" if report.get("detected") else "No leak detected")
-        paths["map"] = save_map(m, out / "map.html")
+        paths["map"] = _write_job_map(network, result, staged, out / "map.html", basemap=basemap)
         timings["map_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     report["timings_s"] = {**report.get("timings_s", {}), **{k: round(v, 3) for k, v in timings.items()}}
     paths["report"].write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
     log.info("localise_files: %s in %.1f s; wrote %s", "leak detected" if report.get("detected") else "no leak",
              timings["total_s"], ", ".join(p.name for p in paths.values()))
-    return {**paths, "report_dict": report, "result": result, "network": network, "meters": meters,
-            "join": join}
+    return {**paths, "report_dict": report, "result": result, "network": network, "meters": staged.meters,
+            "join": staged.join}
+
+
+@dataclass
+class _Staged:
+    """What the job reads from the store after ingesting the files."""
+
+    summary: Any  # twin.store.IngestSummary
+    meters: gpd.GeoDataFrame
+    join: pd.DataFrame
+    quarantine: pd.DataFrame
+    measurements: Measurements
+
+
+def _output_folder(out_dir: str | Path) -> Path:
+    """Create the output folder; a file at that path is an input error."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("the output path is a file", path=out, fix="give a folder for --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _ingest_files(network: Network, meters_path: Path, readings_path: Path, *, meters_crs: Any,
+                  store_path: str | Path | None, progress: Callable[[str, int, int], None] | None) -> _Staged:
+    """Ingest the contract files into a store (a temporary one by default) and read back the job's inputs."""
+    tmp = tempfile.TemporaryDirectory(prefix="twin-store-") if store_path is None else None
+    db = Path(tmp.name) / "store.duckdb" if tmp is not None else Path(store_path)
+    try:
+        with Store(db) as store:
+            summary = store.ingest(meters_path, readings_path, meters_crs=meters_crs, network=network,
+                                   progress=progress)
+            meters = store.meters()
+            staged = _Staged(summary, meters, store.join(), store.quarantine(),
+                             measurements_from_store(store, network, meters=meters))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    if staged.join is None or staged.join.empty:
+        raise InputError("no customer meter could be joined to the network", path=meters_path,
+                         fix="check --crs of the network and --meters-crs of the registry")
+    return staged
+
+
+def _ingest_report(staged: _Staged) -> dict[str, Any]:
+    """The ingest part of ``report.json``: the summary, quarantine reasons and the join."""
+    q = staged.quarantine
+    reasons = q["reason"].value_counts().to_dict() if len(q) and "reason" in q else {}
+    join = staged.join
+    return {
+        **staged.summary.as_dict(),
+        "quarantined_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "customer_meters_joined": int(join["matched"].sum()),
+        "customer_meters_unmatched": int((~join["matched"].astype(bool)).sum()),
+    }
+
+
+def _write_candidates(candidates: pd.DataFrame, path: Path) -> Path:
+    """``candidates.csv``: lon/lat to 1e-7 degrees (about 1 cm, the crew navigates to them), the rest to 6 digits."""
+    table = candidates.copy()
+    for col in ("lon", "lat"):
+        if col in table:
+            table[col] = table[col].map(lambda v: f"{v:.7f}" if pd.notna(v) else "")
+    table.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def _write_job_map(network: Network, result: Localisation, staged: _Staged, path: Path, *, basemap: str) -> Path:
+    """The crew map of one localisation: candidates, meters and the loggers' residual changes."""
+    m = crew_map(network, candidates=result.candidates if len(result.candidates) else None,
+                 join=staged.join, meters=staged.meters, residuals=logger_residuals(result), basemap=basemap,
+                 title="Leak candidates" if result.report.get("detected") else "No leak detected")
+    return save_map(m, path)
 
 
 @dataclass

@@ -51,6 +51,8 @@ def _candidates(path: Path) -> pd.DataFrame:
 
 def _meters_and_join(path: Path | None, network: Network,
                      meters_crs: str) -> tuple[gpd.GeoDataFrame | None, pd.DataFrame | None]:
+    """The meter registry of ``path`` (rejected rows logged) and its join to the network."""
+    from twin.meters import join_meters, read_meters, validate_meters  # deferred, see twin.cli
     if path is None:
         return None, None
     meters = read_meters(path, crs=meters_crs)
@@ -63,7 +65,6 @@ def _meters_and_join(path: Path | None, network: Network,
 
 def _gpkg_dmas(network: Path) -> gpd.GeoDataFrame | None:
     """The ``dmas`` layer of a GeoPackage network (polygons with a ``dma`` column), if any."""
-    from twin.meters import join_meters, read_meters, validate_meters  # deferred, see twin.cli
     if network.suffix.lower() != ".gpkg":
         return None
     try:
