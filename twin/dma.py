@@ -15,12 +15,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 import pandas as pd
 
 from twin import settings
 from twin.errors import InputError, UnknownElementError
+from twin.graph import components
 from twin.network import Network
 
 log = logging.getLogger(__name__)
@@ -96,15 +96,14 @@ def _dmas_behind_inlets(network: Network, inlets: list[str], is_res: np.ndarray)
     nodes = network.nodes
     links = _open_links(network)
     links = links.loc[~links.index.isin(inlets)]
-    g = nx.Graph()
-    g.add_nodes_from(nodes.index.astype(str))
-    g.add_edges_from(zip(links["start_node"].astype(str), links["end_node"].astype(str)))
-    comps = list(nx.connected_components(g))
-    comp_of = {n: k for k, c in enumerate(comps) for n in c}
+    comp_of = components(network, links=links).to_dict()
+    comps: dict[int, set[str]] = {}
+    for n, k in comp_of.items():
+        comps.setdefault(k, set()).add(n)
     trunk = {comp_of[str(n)] for n in nodes.index[is_res]}
     # parts made only of tanks (a tank behind its metered feed) are storage, not DMAs
     junction_ids = set(nodes.index[nodes["node_type"].astype(str).eq("junction").to_numpy()].astype(str))
-    trunk |= {k for k, c in enumerate(comps) if not (c & junction_ids)}
+    trunk |= {k for k, c in comps.items() if not (c & junction_ids)}
     il = network.links.loc[inlets]
     first_inlet: dict[int, str] = {}
     for lid, s, e in zip(il.index.astype(str), il["start_node"].astype(str), il["end_node"].astype(str)):
@@ -118,7 +117,7 @@ def _dmas_behind_inlets(network: Network, inlets: list[str], is_res: np.ndarray)
         [name.get(comp_of[str(n)], pd.NA) for n in nodes.index], index=pd.Index(nodes.index.astype(str), name="node_id"),
         dtype="string", name="dma",
     )
-    isolated = sum(len(c) for k, c in enumerate(comps) if k not in trunk and k not in first_inlet)
+    isolated = sum(len(c) for k, c in comps.items() if k not in trunk and k not in first_inlet)
     if isolated:
         log.warning("%d nodes are cut off from every source and inlet (closed links?): in no DMA", isolated)
     out.attrs["method"] = "inlets"
