@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,10 @@ import pyarrow.parquet as pq
 import pyproj
 import scipy.sparse as sp
 import shapely
+import wntr
+from wntr.network.controls import Control, ControlAction, SimTimeCondition
 
+from twin import crs as tcrs
 from twin.errors import (
     CRSError,
     InputError,
@@ -49,7 +51,7 @@ from twin.errors import (
     SimulationError,
     UnknownElementError,
 )
-from twin.scratch import epanet_scratch
+from twin.hydraulics import EpanetSession
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,7 @@ def _geo(crs: Any) -> _Geo:
     )
 
 
-def _load_wn(path: str | Path):
-    import wntr
-
+def _load_wn(path: str | Path) -> wntr.network.WaterNetworkModel:
     p = Path(path)
     if not p.exists():
         raise MissingFileError("network file does not exist", path=p, fix="check the path and spelling")
@@ -523,67 +523,27 @@ def _demand_model(cust: pd.DataFrame, days: int, start: pd.Timestamp,
 # ----------------------------------------------------------------------------
 
 
-def _fast_inp_class():
-    """WNTR's .inp writer with a vectorised [PATTERNS] section.
+def _simulate(wn: wntr.network.WaterNetworkModel, duration_s: int, *,
+              pattern_len: int | None = None) -> wntr.sim.results.SimulationResults:
+    """Run EPANET 2.2 on ``wn`` for ``duration_s`` (an extended-period session).
 
-    WNTR formats each multiplier with its own ``str.format`` and ``write``;
-    a week of 15-minute patterns for 14,000 junctions is 9 M numbers, which
-    takes longer than EPANET's own solution. Same text, same ``%f`` format.
+    ``pattern_len`` truncates the patterns written (enough for a short
+    calibration run). Sets ``wn``'s duration.
     """
-    import sys
-
-    from wntr.epanet.io import InpFile
-
-    class _FastInp(InpFile):
-        pattern_len: int | None = None
-
-        def _write_patterns(self, f, wn):
-            enc = sys.getdefaultencoding()
-            f.write("[PATTERNS]\n".encode(enc))
-            f.write("{:10s} {:10s}\n".format(";ID", "Multipliers").encode(enc))
-            for name in wn.pattern_name_list:
-                vals = list(wn.get_pattern(name).multipliers)
-                if self.pattern_len is not None:
-                    vals = vals[: self.pattern_len]
-                full, rest = divmod(len(vals), 6)
-                text = (f"\n{name}" + " %f" * 6) * full + ((f"\n{name}" + " %f" * rest) if rest else "")
-                f.write((text % tuple(vals)).encode(enc))
-                f.write(b"\n")
-            f.write(b"\n")
-
-    return _FastInp
-
-
-def _simulate(wn, duration_s: int, *, pattern_len: int | None = None) -> Any:
-    """Run EPANET 2.2 on ``wn`` for ``duration_s`` in a temporary directory.
-
-    Same steps as ``wntr.sim.EpanetSimulator.run_sim`` (write .inp, solve,
-    read the binary output), with the fast pattern writer; ``pattern_len``
-    truncates the patterns written (enough for a short calibration run).
-    """
-    import wntr
-    from wntr.epanet.io import BinFile
-
     wn.options.time.duration = int(duration_s)
-    with tempfile.TemporaryDirectory(prefix="twin-synth-") as tmp:
-        prefix = str(Path(tmp) / "truth")
-        try:
-            writer = _fast_inp_class()()
-            writer.pattern_len = pattern_len
-            writer.write(prefix + ".inp", wn, units=wn.options.hydraulic.inpfile_units, version=2.2)
-            with epanet_scratch(tmp):
-                en = wntr.epanet.toolkit.ENepanet(version=2.2)
-                en.ENopen(prefix + ".inp", prefix + ".rpt", prefix + ".bin")
-                en.ENsolveH()
-                en.ENsolveQ()  # writes the binary results (quality is off)
-                en.ENclose()
-            res = BinFile().read(prefix + ".bin", True, wn.options.hydraulic.headloss == "D-W")
-        except Exception as exc:
-            raise SimulationError(
-                f"EPANET failed on the true model ({type(exc).__name__}: {exc})",
-                fix="check the network runs in EPANET over the requested days (tanks, pumps, controls)",
-            ) from None
-    return res
+    try:
+        return EpanetSession.period(wn, pattern_len=pattern_len).run_period(convergence_error=True)
+    except SimulationError as exc:
+        raise SimulationError(
+            f"EPANET failed on the true model ({_cause(exc)})",
+            fix="check the network runs in EPANET over the requested days (tanks, pumps, controls)",
+        ) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """``Type: message`` of the error behind ``exc`` (EPANET's own, when there is one)."""
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 def _resample_pattern(mult: list[float], old_step: int, n: int) -> list[float]:
@@ -1116,9 +1076,6 @@ def _check_days(days: Any) -> int:
 
 def _insert_leak(wn, link_id: str, position: float, coef: float, onset_s: int) -> str:
     """Split ``link_id`` at ``position`` and hang an emitter behind a pipe opened at onset."""
-    import wntr
-    from wntr.network.controls import Control, ControlAction, SimTimeCondition
-
     split = _unique_name(wn, "twin_leak_split")
     new_pipe = _unique_name(wn, f"{link_id}_twin_b")
     wntr.morph.split_pipe(wn, link_id, new_pipe, split, split_at_point=position, return_copy=False)
@@ -1173,8 +1130,6 @@ def _meters_table(cust, nodes, links, log_nodes, flow_links, geo: _Geo, datum: s
     ys = np.concatenate([cust.y.to_numpy(), nodes.loc[log_nodes, "y"].to_numpy(), shapely.get_y(mp)])
     lon, lat = geo.to_lonlat.transform(xs, ys)
     if datum != "EPSG:4326":
-        from twin import crs as tcrs
-
         lon, lat = (tcrs.wgs84_to_gcj02 if datum == "GCJ02" else tcrs.wgs84_to_bd09)(lon, lat)
     n_c, n_p, n_f = len(cust), len(log_nodes), len(flow_links)
     return pd.DataFrame({
