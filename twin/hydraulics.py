@@ -773,60 +773,69 @@ def link_conductances(
         i, j = link.start_node_name, link.end_node_name
         q = float(flows.get(name, 0.0))
         aq = max(abs(q), q_min)
-        role, c = "open", 0.0
-        ltype = link.link_type
-        if ltype == "Pipe":
-            closed = str(link.initial_status).lower() == "closed" or (link.check_valve and q <= Q_CLOSED)
-            if closed:
-                role = "closed"
-            else:
-                d, length = link.diameter, link.length
-                area = np.pi * d * d / 4.0
-                minor = link.minor_loss / (2 * G * area * area)
-                if hw:
-                    r = 10.667 * length / (link.roughness ** 1.852 * d ** 4.871)
-                    slope = 1.852 * r * aq ** 0.852 + 2 * minor * aq
-                else:  # Darcy-Weisbach / Chezy-Manning: quadratic law from the head difference
-                    dh = abs(float(heads[i]) - float(heads[j]))
-                    slope = max(2.0 * dh / aq, 2 * minor * aq, 1e-9)
-                c = 1.0 / slope
-        elif ltype == "Pump":
-            if abs(q) <= Q_CLOSED or str(link.initial_status).lower() == "closed" and abs(q) <= Q_CLOSED:
-                role = "closed"
-            else:
-                speed = float(getattr(link, "base_speed", 1.0) or 1.0)
-                if link.pump_type == "HEAD":
-                    a, b, cc = link.get_head_curve_coefficients()
-                    # H = s^2 A - B s^(2-C) q^C  ->  dH/dq = -B C s^(2-C) q^(C-1)
-                    slope = b * cc * speed ** (2 - cc) * aq ** (cc - 1)
-                else:  # constant power: H = P / (rho g q)
-                    head_gain = abs(float(heads[j]) - float(heads[i]))
-                    slope = head_gain / aq
-                c = 1.0 / max(slope, 1e-9)
-        else:  # valves
-            vtype = link.valve_type
-            hi, hj = float(heads[i]), float(heads[j])
-            if abs(q) <= Q_CLOSED:
-                role = "closed"
-            elif vtype == "PRV" and abs(hj - (wn.get_node(j).elevation + link.initial_setting)) < 1e-3:
-                role = "prv"
-            elif vtype == "PSV" and abs(hi - (wn.get_node(i).elevation + link.initial_setting)) < 1e-3:
-                role = "psv"
-            elif vtype == "FCV" and abs(abs(q) - link.initial_setting) < 1e-6:
-                role = "fcv"
-            else:  # open valve: a short link with its minor loss (or a near-zero one)
-                d = link.diameter
-                area = np.pi * d * d / 4.0
-                k = link.initial_setting if vtype == "TCV" else link.minor_loss
-                minor = max(k, 0.0) / (2 * G * area * area)
-                slope = max(2 * minor * aq, abs(hi - hj) * 2.0 / aq, 1e-6)
-                c = 1.0 / slope
+        if link.link_type == "Pipe":
+            role, c = _pipe_conductance(link, q, aq, heads, hazen_williams=hw)
+        elif link.link_type == "Pump":
+            role, c = _pump_conductance(link, q, aq, heads)
+        else:
+            role, c = _valve_conductance(wn, link, q, aq, float(heads[i]), float(heads[j]))
         rows_start.append(i)
         rows_end.append(j)
         roles.append(role)
         cs.append(c)
     return pd.DataFrame({"start": rows_start, "end": rows_end, "role": roles, "c": cs},
                         index=pd.Index(names, name="link_id"))
+
+
+def _pipe_conductance(link: Any, q: float, aq: float, heads: pd.Series, *,
+                      hazen_williams: bool) -> tuple[str, float]:
+    """Role and conductance (m²/s) of a pipe with flow ``q`` (floored ``aq``, m³/s); ``heads`` in m."""
+    if str(link.initial_status).lower() == "closed" or (link.check_valve and q <= Q_CLOSED):
+        return "closed", 0.0
+    d, length = link.diameter, link.length
+    area = np.pi * d * d / 4.0
+    minor = link.minor_loss / (2 * G * area * area)
+    if hazen_williams:
+        r = 10.667 * length / (link.roughness ** 1.852 * d ** 4.871)
+        slope = 1.852 * r * aq ** 0.852 + 2 * minor * aq
+    else:  # Darcy-Weisbach / Chezy-Manning: quadratic law from the head difference
+        dh = abs(float(heads[link.start_node_name]) - float(heads[link.end_node_name]))
+        slope = max(2.0 * dh / aq, 2 * minor * aq, 1e-9)
+    return "open", 1.0 / slope
+
+
+def _pump_conductance(link: Any, q: float, aq: float, heads: pd.Series) -> tuple[str, float]:
+    """Role and conductance (m²/s) of a pump: the slope of its head curve at the flow."""
+    if abs(q) <= Q_CLOSED or str(link.initial_status).lower() == "closed" and abs(q) <= Q_CLOSED:
+        return "closed", 0.0
+    speed = float(getattr(link, "base_speed", 1.0) or 1.0)
+    if link.pump_type == "HEAD":
+        a, b, cc = link.get_head_curve_coefficients()
+        # H = s^2 A - B s^(2-C) q^C  ->  dH/dq = -B C s^(2-C) q^(C-1)
+        slope = b * cc * speed ** (2 - cc) * aq ** (cc - 1)
+    else:  # constant power: H = P / (rho g q)
+        slope = abs(float(heads[link.end_node_name]) - float(heads[link.start_node_name])) / aq
+    return "open", 1.0 / max(slope, 1e-9)
+
+
+def _valve_conductance(wn: wntr.network.WaterNetworkModel, link: Any, q: float, aq: float,
+                       hi: float, hj: float) -> tuple[str, float]:
+    """Role of a valve (active PRV/PSV/FCV, closed, or open with a conductance in m²/s)."""
+    vtype = link.valve_type
+    if abs(q) <= Q_CLOSED:
+        return "closed", 0.0
+    if vtype == "PRV" and abs(hj - (wn.get_node(link.end_node_name).elevation + link.initial_setting)) < 1e-3:
+        return "prv", 0.0
+    if vtype == "PSV" and abs(hi - (wn.get_node(link.start_node_name).elevation + link.initial_setting)) < 1e-3:
+        return "psv", 0.0
+    if vtype == "FCV" and abs(abs(q) - link.initial_setting) < 1e-6:
+        return "fcv", 0.0
+    # open valve: a short link with its minor loss (or a near-zero one)
+    d = link.diameter
+    area = np.pi * d * d / 4.0
+    k = link.initial_setting if vtype == "TCV" else link.minor_loss
+    minor = max(k, 0.0) / (2 * G * area * area)
+    return "open", 1.0 / max(2 * minor * aq, abs(hi - hj) * 2.0 / aq, 1e-6)
 
 
 class LinearModel:
