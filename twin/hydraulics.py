@@ -310,7 +310,7 @@ class EpanetSession:
         self._demand_file = np.full(len(self.junctions), np.nan)
         self._demand_initial = np.full(len(self.junctions), np.nan)
         if self.mode == "closure":
-            self._demand_initial = self._read(self._lib.EN_getnodevalue, self._junction_idx, _EN_BASEDEMAND)
+            self._demand_initial = self._read(self._lib.EN_getnodevalue, self._junction_idx_list, _EN_BASEDEMAND)
             self._demand_file = self._demand_initial.copy()
         self._status_initial: dict[int, float] = {}
 
@@ -323,6 +323,7 @@ class EpanetSession:
         self.link_ids = sorted(self.link_index, key=self.link_index.__getitem__)
         self._junction_pos = {n: k for k, n in enumerate(self.junctions)}
         self._junction_idx = np.array([self.node_index[j] for j in self.junctions], dtype=np.int64)
+        self._junction_idx_list = self._junction_idx.tolist()
 
     def _call(self, fn: str, *args: Any) -> None:
         code = getattr(self._lib, f"EN_{fn}")(self._ph, *args)
@@ -383,10 +384,10 @@ class EpanetSession:
     def _send_demands(self, pos: np.ndarray, file_values: np.ndarray) -> int:
         """Send the base demands (file units) of junctions ``pos`` that changed; return how many."""
         changed = np.flatnonzero(~(self._demand_file[pos] == file_values))
-        setter, ph, code = self._lib.EN_setnodevalue, self._ph, ctypes.c_int(_EN_BASEDEMAND)
-        for k in changed:
-            err = setter(ph, ctypes.c_int(int(self._junction_idx[pos[k]])), code,
-                         ctypes.c_double(float(file_values[k])))
+        setter, ph, code, c_double = self._lib.EN_setnodevalue, self._ph, ctypes.c_int(_EN_BASEDEMAND), ctypes.c_double
+        idx = self._junction_idx_list
+        for p, value in zip(pos[changed].tolist(), file_values[changed].tolist()):
+            err = setter(ph, idx[p], code, c_double(value))
             if err >= 100:
                 raise SimulationError(f"EPANET refused a node demand (error {err})",
                                       fix="check the demands (a NaN or a huge value?)")
@@ -486,15 +487,17 @@ class EpanetSession:
             raise SimulationError(f"EPANET did not converge on a snapshot ({en.errcodelist[-1]})",
                                   fix="check demands (a huge demand?), tank levels and pump states")
 
-    def _read(self, getter: Any, indices: Sequence[int] | np.ndarray, code: int) -> np.ndarray:
+    def _read(self, getter: Any, indices: Sequence[int], code: int) -> np.ndarray:
         out = np.empty(len(indices))
         val = ctypes.c_double()
         ref = ctypes.byref(val)
         c_code = ctypes.c_int(code)
-        for k, idx in enumerate(indices):
-            if getter(self._ph, ctypes.c_int(int(idx)), c_code, ref) >= 100:
-                raise SimulationError(f"EPANET cannot report the values (code {code})")
+        ph, err = self._ph, 0
+        for k, idx in enumerate(indices):  # a Python int crosses ctypes as a C int
+            err |= getter(ph, idx, c_code, ref) >= 100
             out[k] = val.value
+        if err:
+            raise SimulationError(f"EPANET cannot report the values (code {code})")
         return out
 
     def node_values(self, quantity: str, nodes: Sequence[str] | None = None) -> np.ndarray:
