@@ -14,8 +14,8 @@ For each candidate pipe (the top N of a localisation, or its candidate zone)
   ``customer_class``);
 - the **demand not served** (L/s) at the isolated and cut-off nodes, and the
   **pressure drop elsewhere** from a pressure-driven (PDD) simulation of the
-  closure against the same simulation without it (EPANET 2.2 through WNTR's
-  toolkit, in a temporary directory, one input file for every order);
+  closure against the same simulation without it (a closure configuration of
+  :class:`twin.hydraulics.EpanetSession`: one input file for every order);
 - the **water lost per day** until the repair (from the candidate's leak
   flow) and a **priority**.
 
