@@ -503,10 +503,13 @@ class EpanetSession:
     def node_values(self, quantity: str, nodes: Sequence[str] | None = None) -> np.ndarray:
         """``"head"`` (m), ``"pressure"`` (m) or ``"demand"`` (m³/s, delivered) of nodes.
 
-        ``nodes`` default: every node in the toolkit's order (:attr:`node_ids`).
+        ``"demand_lps"`` is the demand in L/s exactly as EPANET reports it (no
+        conversion round trip). ``nodes`` default: every node in the toolkit's
+        order (:attr:`node_ids`).
         """
         self._require("snapshot", "closure")
-        code = {"head": _EN_HEAD, "pressure": _EN_PRESSURE, "demand": _EN_DEMAND}[quantity]
+        code = {"head": _EN_HEAD, "pressure": _EN_PRESSURE, "demand": _EN_DEMAND,
+                "demand_lps": _EN_DEMAND}[quantity]
         idx = range(1, len(self.node_ids) + 1) if nodes is None else [self.node_index[n] for n in nodes]
         values = self._read(self._lib.EN_getnodevalue, idx, code)
         return values / _LPS if quantity == "demand" else values

@@ -170,7 +170,7 @@ class ClosureSimulator:
         try:
             session.solve()
             pressure = session.node_values("pressure")
-            demand = session.node_values("demand") * 1000.0
+            demand = session.node_values("demand_lps")
         finally:
             session.reset_link_status(closed)
             session.reset_demands(dry)
