@@ -28,7 +28,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,9 @@ from twin.errors import (
     UnknownElementError,
 )
 from twin.hydraulics import EpanetSession
+
+if TYPE_CHECKING:  # geopandas is imported only when a customers layer is read
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ class _Geo:
 # ----------------------------------------------------------------------------
 
 
-def _parse_crs(crs: Any) -> pyproj.CRS:
+def _parse_crs(crs: str | pyproj.CRS) -> pyproj.CRS:
     try:
         parsed = pyproj.CRS.from_user_input(crs)
     except Exception as exc:  # pyproj raises its own CRSError
@@ -124,7 +127,7 @@ def _parse_crs(crs: Any) -> pyproj.CRS:
     return parsed
 
 
-def _geo(crs: Any) -> _Geo:
+def _geo(crs: str | pyproj.CRS) -> _Geo:
     parsed = _parse_crs(crs)
     unit = parsed.axis_info[0].unit_conversion_factor if parsed.axis_info else 1.0
     return _Geo(
@@ -350,7 +353,7 @@ def _point_and_tangent(lines: np.ndarray, position: np.ndarray):
     return shapely.get_x(pts), shapely.get_y(pts), tx / norm, ty / norm
 
 
-def _customers_from_layer(customers: Any, links: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
+def _customers_from_layer(customers: gpd.GeoDataFrame | str | Path, links: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
     """Normalise a customers layer (GeoDataFrame or GIS file) to the internal table."""
     import geopandas as gpd
 
@@ -661,7 +664,7 @@ def _round(a: np.ndarray, decimals: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
-def _check_formats(crs: Any, readings_format: str, meters_crs: str) -> tuple[_Geo, str]:
+def _check_formats(crs: str | pyproj.CRS, readings_format: str, meters_crs: str) -> tuple[_Geo, str]:
     """The network's CRS and the meters' datum ("EPSG:4326", "GCJ02" or "BD09"), checked."""
     if readings_format not in ("csv", "parquet"):
         raise InputError(f"readings format {readings_format!r} is not supported", element="readings_format",
@@ -1047,7 +1050,7 @@ class _City:
         return float(self.node_q.sum(axis=0).mean())
 
 
-def _city(wn: wntr.network.WaterNetworkModel, geo: _Geo, customers: Any, *, days: int,
+def _city(wn: wntr.network.WaterNetworkModel, geo: _Geo, customers: gpd.GeoDataFrame | str | Path | None, *, days: int,
           start_ts: pd.Timestamp, rng_customers: np.random.Generator,
           rng_demand: np.random.Generator) -> _City:
     """Network tables, customers (from the layer, else split from node demands) and demands."""
@@ -1114,12 +1117,12 @@ def _customer_summary(cust: pd.DataFrame, dem: _Demand, under: np.ndarray, days:
 def synth_readings(
     network_path: str | Path,
     *,
-    crs: Any,
+    crs: str | pyproj.CRS,
     days: int = 7,
     leak: str = "random",
     seed: int = 0,
     out_dir: str | Path,
-    customers: Any = None,
+    customers: gpd.GeoDataFrame | str | Path | None = None,
     leak_flow_lps: float | None = None,
     start: str | pd.Timestamp | None = "2026-03-02",
     readings_format: str = "csv",
