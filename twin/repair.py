@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,22 +352,12 @@ def plan_repairs(
     cands = _check_candidates(candidates, network)
     total_score = float(cands["score"].clip(lower=0).sum()) or 1.0
     chosen = _choose_candidates(cands, zone=zone, top_n=top_n)
-    vl = valve_layer(network, valves=valves, seed=seed)  # files are read before EPANET opens (see below)
-    # EPANET opens its hydraulics (seconds on a city) in a worker thread while the segments,
-    # customers and cut-off areas are worked out here; ctypes releases the GIL. Opening switches
-    # the process's working directory for a moment (EPANET's scratch names): no relative path
-    # is used here meanwhile.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-closure-open") as pool:
-        opening = pool.submit(_open_closures, network.wn, sim_time_s) if simulate else None
-        try:
-            layout = _layout(network, vl, inoperable_valves=inoperable_valves, join=join, meters=meters,
-                             critical_classes=critical_classes)
-            closures = opening.result() if opening is not None else None
-            rows, geoms = _orders(layout, chosen, closures, total_score=total_score,
-                                  service_pressure_m=service_pressure_m, progress=progress)
-        finally:
-            if opening is not None:
-                _close_when_opened(opening)
+    vl = valve_layer(network, valves=valves, seed=seed)  # files are read before EPANET opens
+    with _closures_opening(network.wn, sim_time_s, enabled=simulate) as closures:
+        layout = _layout(network, vl, inoperable_valves=inoperable_valves, join=join, meters=meters,
+                         critical_classes=critical_classes)
+        rows, geoms = _orders(layout, chosen, closures(), total_score=total_score,
+                              service_pressure_m=service_pressure_m, progress=progress)
     out = _prioritised(rows, geoms, network)
     out.attrs["valves"] = layout.valves
     log.info(
@@ -426,6 +417,27 @@ def _open_closures(wn: wntr.network.WaterNetworkModel, sim_time_s: int) -> _Clos
     except BaseException:
         simulator.close()
         raise
+
+
+@contextmanager
+def _closures_opening(wn: wntr.network.WaterNetworkModel, sim_time_s: int, *,
+                      enabled: bool) -> Iterator[Callable[[], _Closures | None]]:
+    """Open the closure model in a worker thread; yield a call that waits for it (None if disabled).
+
+    EPANET reads the model and opens its hydraulics (seconds on a city) while
+    the caller works out segments, customers and cut-off areas (ctypes
+    releases the GIL). Opening switches the process's working directory for a
+    moment (EPANET's scratch names, :func:`twin.scratch.epanet_scratch`): the
+    caller uses no relative path meanwhile. On exit the model is closed, also
+    after an error.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-closure-open") as pool:
+        opening = pool.submit(_open_closures, wn, sim_time_s) if enabled else None
+        try:
+            yield (lambda: opening.result()) if opening is not None else (lambda: None)
+        finally:
+            if opening is not None:
+                _close_when_opened(opening)
 
 
 def _close_when_opened(opening: Future) -> None:
