@@ -8,7 +8,7 @@ import wntr
 
 from tests.conftest import wntr_network
 from twin.errors import SimulationError
-from twin.hydraulics import SnapshotSolver, sensitivities, simulate
+from twin.hydraulics import EpanetSession, SnapshotSolver, sensitivities, simulate
 
 
 def _fd_check(wn, sensors, links, n_cand=25, step=2e-4, seed=0):
@@ -91,3 +91,109 @@ def test_impossible_network_raises_simulation_error():
     with pytest.raises(SimulationError):
         with SnapshotSolver(wn) as solver:
             solver.solve()
+
+
+# --------------------------------------------------------------------------- the EPANET session
+
+
+def _watch(directory, seen: set, stop) -> None:
+    import os
+
+    while not stop.is_set():
+        seen.update(os.listdir(directory))
+
+
+def test_bulk_demands_equal_per_node_setting_and_only_changes_are_sent():
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    rng = np.random.default_rng(3)
+    with EpanetSession.snapshots(wn) as bulk, EpanetSession.snapshots(wn) as one_by_one:
+        d = np.array([wn.get_node(j).base_demand for j in bulk.junctions]) * rng.uniform(0.5, 1.5, len(bulk.junctions))
+        assert bulk.set_demands(d) == len(d)  # first call: every junction
+        for name, value in zip(one_by_one.junctions, d):
+            one_by_one.set_demands([value], [name])
+        bulk.solve()
+        one_by_one.solve()
+        np.testing.assert_array_equal(bulk.node_values("head"), one_by_one.node_values("head"))
+        d2 = d.copy()
+        d2[[3, 7]] += 0.002  # m³/s
+        assert bulk.set_demands(d2) == 2  # only the changed values cross the toolkit
+        assert bulk.set_demands(d2) == 0
+        bulk.solve()
+        assert not np.array_equal(bulk.node_values("head"), one_by_one.node_values("head"))
+
+
+def test_snapshot_session_leaves_the_model_and_working_directory_alone(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
+    controls = len(wn.control_name_list)
+    seen: set = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(tmp_path, seen, stop))
+    watcher.start()
+    try:
+        with SnapshotSolver(wn) as solver:
+            level = {"2": wn.get_node("2").init_level}
+            snap = solver.solve(tank_levels=level, link_status={"122": False})
+            again = solver.solve(tank_levels=level)
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen == set()
+    assert len(wn.control_name_list) == controls
+    # a closed link is closed for that snapshot only
+    assert abs(snap.flows["122"]) < 1e-9 and abs(again.flows["122"]) > 1e-4
+
+
+def test_closure_session_closes_links_and_dries_nodes_for_one_solve_only():
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
+    with EpanetSession.closures(wn, time_s=8 * 3600) as session:
+        session.solve()
+        base_demand = session.node_values("demand")
+        base_p = session.node_values("pressure")
+        session.set_link_status({"110": False})  # the tank's only pipe
+        session.set_demands([0.0], ["32"])
+        session.solve()
+        closed_demand = session.node_values("demand")
+        session.reset_link_status(["110"])
+        session.reset_demands(["32"])
+        session.solve()
+        # the same state again (to EPANET's accuracy: a solve starts from the last flows)
+        np.testing.assert_allclose(session.node_values("demand"), base_demand, atol=1e-6)
+        np.testing.assert_allclose(session.node_values("pressure"), base_p, atol=1e-3)
+        i32 = session.node_index["32"] - 1
+        assert base_demand[i32] > 0 and closed_demand[i32] == pytest.approx(0.0, abs=1e-12)
+    # pattern at 08:00 applied to the frozen demands
+    j = wn.get_node("32")
+    expected = sum(ts.at(8 * 3600) for ts in j.demand_timeseries_list)
+    assert base_demand[i32] == pytest.approx(expected, rel=1e-4)  # as written to the file
+
+
+def test_period_run_equals_wntr_epanet_simulator(tmp_path, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    from twin.scratch import epanet_scratch
+
+    monkeypatch.chdir(tmp_path)
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
+    wn.options.time.duration = 24 * 3600
+    ours = EpanetSession.period(wn).run_period()
+    with tempfile.TemporaryDirectory() as tmp, epanet_scratch(tmp):
+        ref = wntr.sim.EpanetSimulator(wn).run_sim(file_prefix=str(Path(tmp) / "ref"))
+    assert list(tmp_path.iterdir()) == []
+    np.testing.assert_allclose(ours.node["pressure"].to_numpy(), ref.node["pressure"].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(ours.link["flowrate"].to_numpy(), ref.link["flowrate"].to_numpy(), atol=1e-9)
+
+
+def test_a_session_refuses_what_its_configuration_does_not_do():
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
+    session = EpanetSession.period(wn)
+    with pytest.raises(RuntimeError):
+        session.set_demands(np.zeros(len(session.junctions)))
+    session.close()
+    with EpanetSession.snapshots(wn) as snap, pytest.raises(RuntimeError):
+        snap.run_period()
+    with pytest.raises(ValueError):
+        EpanetSession(wn, mode="transient")

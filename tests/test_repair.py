@@ -11,7 +11,7 @@ import pytest
 import wntr
 
 from tests.conftest import wntr_network
-from twin.errors import InputError, UnknownElementError
+from twin.errors import InputError, SimulationError, UnknownElementError
 from twin.network import Network, read_network, tables_from_wn
 from twin.repair import ORDER_COLUMNS, ClosureSimulator, plan_repairs, write_plan
 from twin.valves import generate_valves, valve_layer, valve_segments, valves_from_frame
@@ -264,6 +264,25 @@ def test_closure_simulation_conserves_mass_and_leaves_model_untouched():
     assert (closed.loc[["J3", "J4"], "pressure_m"] < base.loc[["J3", "J4"], "pressure_m"]).all()
     assert net.wn.get_node("J2").demand_timeseries_list[0].base_value == before
     assert (net.wn.options.hydraulic.demand_model, net.wn.options.time.duration) == model
+
+
+def test_a_closure_model_that_fails_to_open_is_raised_in_the_caller_and_closed(monkeypatch):
+    net = toy_network()
+    closed = []
+    close = ClosureSimulator.close
+
+    def fail(self, **kwargs):
+        raise SimulationError("EPANET failed on the closure (test)")
+
+    def track(self):
+        closed.append(self.session is not None)
+        close(self)
+
+    monkeypatch.setattr(ClosureSimulator, "run", fail)
+    monkeypatch.setattr(ClosureSimulator, "close", track)
+    with pytest.raises(SimulationError, match="closure"):
+        plan_repairs(net, candidates=candidates(["p1"]), valves=toy_valves(net))
+    assert closed == [True]  # the project that opened in the worker thread was closed once
 
 
 def test_write_plan_files(tmp_path):

@@ -46,3 +46,28 @@ def test_working_directory_is_restored_after_an_error(tmp_path, monkeypatch):
     except RuntimeError:
         pass
     assert Path.cwd() == tmp_path
+
+
+def test_epanet_sessions_write_no_scratch_file_to_the_working_directory(tmp_path, monkeypatch):
+    from twin.hydraulics import EpanetSession
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    seen: set[str] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(work, seen, stop))
+    watcher.start()
+    try:
+        results = EpanetSession.period(wn).run_period()
+        with EpanetSession.closures(wn, time_s=3600) as closure:
+            closure.solve()
+        with EpanetSession.snapshots(wn) as snapshot:
+            snapshot.solve()
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(results.node["pressure"]) > 1
+    assert seen == set(), f"EPANET wrote {sorted(seen)} into the working directory"
+    assert Path.cwd() == work

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from twin.errors import InputError, SimulationError
 from twin.hydraulics import SnapshotSolver
+from twin.network import Network
 
 log = logging.getLogger(__name__)
 
 
-def classic_localise(network: Any, internals: dict) -> tuple[pd.DataFrame, dict]:
+def classic_localise(network: Network, internals: dict) -> tuple[pd.DataFrame, dict]:
     """Rank pipes by correlation of residual change with simulated leak signatures.
 
     Parameters

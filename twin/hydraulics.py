@@ -1,16 +1,24 @@
 """Hydraulic simulation (EPANET through WNTR) and analytic leak sensitivities.
 
-Three tools:
+Four tools:
 
+* :class:`EpanetSession` is the one place of the project that drives EPANET
+  (2.2, through WNTR's toolkit wrapper): it owns the temporary folder, the
+  scratch-file guard, the toolkit handle and the setters (junction demands in
+  bulk, link states, tank levels), with three configurations: demand-driven
+  snapshots, pressure-driven closures (:mod:`twin.repair`) and
+  extended-period runs (:func:`simulate`, :mod:`twin.synth.readings`).
+  WNTR's private API (the ctypes project, the ``.inp`` writer's pattern
+  hook) is touched here only.
 * :func:`simulate` runs an EPANET extended-period simulation of a WNTR model in
   a temporary directory and raises :class:`~twin.errors.SimulationError` when
   EPANET fails or does not converge.
-* :class:`SnapshotSolver` keeps one EPANET project open (through WNTR's toolkit
-  wrapper) and solves many single-period *snapshots* of the same network with
-  measured boundary conditions: junction demands, tank levels (tanks act as
-  fixed heads in a snapshot) and link open/closed states. No input file is
-  rewritten between snapshots, which makes it roughly 30 times faster than
-  :func:`simulate` per snapshot.
+* :class:`SnapshotSolver` keeps one snapshot session open and solves many
+  single-period *snapshots* of the same network with measured boundary
+  conditions: junction demands, tank levels (tanks act as fixed heads in a
+  snapshot) and link open/closed states. No input file is rewritten between
+  snapshots, which makes it roughly 30 times faster than :func:`simulate` per
+  snapshot.
 * :func:`sensitivities` linearises the network equations at the operating
   point of one snapshot and returns, for every sensor, the change of its
   reading per m³/s of extra demand (a leak) at every junction, from one sparse
@@ -42,17 +50,21 @@ from __future__ import annotations
 import copy
 import ctypes
 import logging
+import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import wntr
+from wntr.epanet.io import BinFile, InpFile
 
 from twin.errors import SimulationError, UnknownElementError
 from twin.scratch import epanet_scratch
@@ -67,7 +79,7 @@ Q_MIN = 1e-5
 Q_CLOSED = 1e-7
 
 # EPANET toolkit codes
-_EN_BASEDEMAND, _EN_TANKLEVEL, _EN_HEAD = 1, 8, 10
+_EN_BASEDEMAND, _EN_TANKLEVEL, _EN_DEMAND, _EN_HEAD, _EN_PRESSURE = 1, 8, 9, 10, 11
 _EN_FLOW, _EN_INITSTATUS, _EN_INITSETTING, _EN_STATUS = 8, 4, 5, 11
 _EN_NODECOUNT, _EN_LINKCOUNT = 0, 2
 _EN_DEMANDMULT = 4
@@ -109,16 +121,7 @@ def simulate(
             wn.options.time.hydraulic_timestep = float(hydraulic_step_s)
         if report_step_s is not None:
             wn.options.time.report_timestep = float(report_step_s)
-    with tempfile.TemporaryDirectory(prefix="twin-sim-") as tmp, epanet_scratch(tmp):
-        sim = wntr.sim.EpanetSimulator(wn)
-        try:
-            results = sim.run_sim(file_prefix=str(Path(tmp) / "sim"), convergence_error=True)
-        except Exception as exc:  # EpanetException and WNTR's own errors
-            raise SimulationError(
-                f"EPANET could not solve the network ({exc})",
-                element=getattr(wn, "name", None) or None,
-                fix="check for disconnected parts, closed supply links or impossible demands",
-            ) from exc
+    results = EpanetSession.period(wn).run_period(convergence_error=True)
     if getattr(results, "error_code", None):
         raise SimulationError(
             f"EPANET did not converge (code {results.error_code})",
@@ -128,7 +131,424 @@ def simulate(
 
 
 # --------------------------------------------------------------------------- #
-# Snapshots through the EPANET toolkit
+# The EPANET session: the one place that drives the toolkit
+# --------------------------------------------------------------------------- #
+
+#: Configurations of :class:`EpanetSession` (see its docstring).
+SessionMode = Literal["snapshot", "closure", "period"]
+
+#: Litres per cubic metre: snapshot and closure files are written in L/s.
+_LPS = 1000.0
+
+_FAILURE = {  # message and fix of a failed solve, per configuration
+    "snapshot": ("EPANET failed on a snapshot", "check the measured tank levels and pump states"),
+    "closure": ("EPANET failed on the closure", "check the valve layer and the network's connectivity"),
+    "period": ("EPANET could not solve the network",
+               "check for disconnected parts, closed supply links or impossible demands"),
+}
+
+
+class _InpWriter(InpFile):
+    """WNTR's .inp writer with a vectorised ``[PATTERNS]`` section.
+
+    WNTR formats each multiplier with its own ``str.format`` and ``write``; a
+    week of 15-minute patterns for 14,000 junctions is 9 M numbers, which
+    takes longer than EPANET's own solution. Same text, same ``%f`` format;
+    ``pattern_len`` truncates every pattern (enough for a short run).
+    """
+
+    def __init__(self, pattern_len: int | None = None) -> None:
+        super().__init__()
+        self.pattern_len = pattern_len
+
+    def _write_patterns(self, f: Any, wn: wntr.network.WaterNetworkModel) -> None:  # WNTR's hook
+        enc = sys.getdefaultencoding()
+        f.write("[PATTERNS]\n".encode(enc))
+        f.write("{:10s} {:10s}\n".format(";ID", "Multipliers").encode(enc))
+        for name in wn.pattern_name_list:
+            vals = list(wn.get_pattern(name).multipliers)
+            if self.pattern_len is not None:
+                vals = vals[: self.pattern_len]
+            full, rest = divmod(len(vals), 6)
+            text = (f"\n{name}" + " %f" * 6) * full + ((f"\n{name}" + " %f" * rest) if rest else "")
+            f.write((text % tuple(vals)).encode(enc))
+            f.write(b"\n")
+        f.write(b"\n")
+
+
+class EpanetSession:
+    """One EPANET 2.2 project, the only place of the project that drives EPANET.
+
+    The session owns a temporary folder (the input file, report and binary
+    output), the scratch-file guard (:func:`twin.scratch.epanet_scratch`
+    around the calls that write EPANET's ``enXXXXXX`` scratch file), the
+    toolkit handle (WNTR's ``ENepanet`` wrapper and its private ctypes
+    project) and the setters. Three configurations:
+
+    ``"snapshot"`` (:meth:`snapshots`)
+        Demand-driven single-period steady states of a copy of the model
+        without controls, patterns or speed patterns; tanks are fixed heads at
+        the level given per solve. The caller sets junction demands (in bulk),
+        the demand multiplier, tank levels and link states, then
+        :meth:`solve`. Used by :class:`SnapshotSolver`.
+    ``"closure"`` (:meth:`closures`)
+        Pressure-driven steady states of the model as it is, with every
+        junction's demand frozen at its value at ``time_s`` (all categories
+        summed into the first) and the reservoir head patterns at that time;
+        each solve changes link states and demands only. Used by
+        :class:`twin.repair.ClosureSimulator`.
+    ``"period"`` (:meth:`period`)
+        One extended-period run of the model as it is (its own time options
+        and flow units), read back from EPANET's binary output by
+        :meth:`run_period`. Used by :func:`simulate` and the synthetic readings.
+
+    Parameters
+    ----------
+    wn : wntr.network.WaterNetworkModel
+        The model (SI). A snapshot session works on a copy; the others write
+        the model to the input file and never change it.
+    mode : {"snapshot", "closure", "period"}
+    time_s : int
+        Closure: time of the snapshot, seconds after the patterns' start.
+    required_pressure_m, minimum_pressure_m : float
+        Closure: pressure-driven demand is full at and above
+        ``required_pressure_m`` and none at or below ``minimum_pressure_m``
+        (pressure head, m).
+    pattern_len : int, optional
+        Period: write only the first ``pattern_len`` values of each pattern.
+
+    Notes
+    -----
+    Snapshot and closure files are written in L/s; every value crossing the
+    session's interface is SI (m³/s, m). EPANET 2.2 draws its scratch names
+    (``enXXXXXX``, created and removed at once) in the working directory when
+    it opens a project, and writes its hydraulics scratch file there in an
+    extended-period run: the session opens projects and runs periods inside
+    the guard, which makes its temporary folder the working directory of the
+    whole process for that time (under a lock). A steady solve
+    (``ENinitH(0)``, ``ENrunH``) writes no file. A session opened in a worker
+    thread therefore needs the main thread not to use relative paths
+    meanwhile (:func:`twin.repair.plan_repairs` reads its files first). EPANET 2.2
+    has no bulk setter (``EN_setnodevalue`` takes one node): :meth:`set_demands`
+    sends only the values that changed since the last call, through
+    pre-resolved indices.
+
+    Examples
+    --------
+    >>> with EpanetSession.snapshots(wn) as session:            # doctest: +SKIP
+    ...     session.set_demands(demands_m3s)
+    ...     session.solve()
+    ...     heads = session.node_values("head")
+    """
+
+    def __init__(
+        self,
+        wn: wntr.network.WaterNetworkModel,
+        *,
+        mode: SessionMode = "snapshot",
+        time_s: int = 0,
+        required_pressure_m: float = 20.0,
+        minimum_pressure_m: float = 0.0,
+        pattern_len: int | None = None,
+    ) -> None:
+        if mode not in _FAILURE:
+            raise ValueError(f"mode must be one of {', '.join(_FAILURE)}, got {mode!r}")
+        self.mode = mode
+        self.wn = _snapshot_model(wn) if mode == "snapshot" else wn
+        self.junctions: list[str] = list(self.wn.junction_name_list)
+        self._tank_limits = {t: (float(self.wn.get_node(t).min_level), float(self.wn.get_node(t).max_level))
+                             for t in self.wn.tank_name_list}
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"twin-{mode}-")
+        self._files = [str(Path(self._tmp.name) / f"{mode}.{ext}") for ext in ("inp", "rpt", "bin")]
+        self._en: Any = None
+        units = self.wn.options.hydraulic.inpfile_units if mode == "period" else "LPS"
+        with warnings.catch_warnings():  # WNTR warns about options EPANET 2.2 ignores
+            warnings.simplefilter("ignore")
+            _InpWriter(pattern_len).write(self._files[0], self.wn, units=units, version=2.2)
+        if mode != "period":
+            self._open_steady(time_s, required_pressure_m, minimum_pressure_m)
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    def snapshots(cls, wn: wntr.network.WaterNetworkModel) -> EpanetSession:
+        """A demand-driven snapshot session (see the class docstring)."""
+        return cls(wn, mode="snapshot")
+
+    @classmethod
+    def closures(cls, wn: wntr.network.WaterNetworkModel, *, time_s: int,
+                 required_pressure_m: float = 20.0, minimum_pressure_m: float = 0.0) -> EpanetSession:
+        """A pressure-driven closure session at ``time_s`` (see the class docstring)."""
+        return cls(wn, mode="closure", time_s=time_s, required_pressure_m=required_pressure_m,
+                   minimum_pressure_m=minimum_pressure_m)
+
+    @classmethod
+    def period(cls, wn: wntr.network.WaterNetworkModel, *, pattern_len: int | None = None) -> EpanetSession:
+        """An extended-period session; call :meth:`run_period` once."""
+        return cls(wn, mode="period", pattern_len=pattern_len)
+
+    def _open_steady(self, time_s: int, required_m: float, minimum_m: float) -> None:
+        """Open the project for steady solves (snapshot or closure configuration)."""
+        en = wntr.epanet.toolkit.ENepanet(version=2.2)
+        self._en = en
+        self._lib, self._ph = en.ENlib, en._project
+        try:
+            with epanet_scratch(self._tmp.name):  # ENopen tries scratch names in the working directory
+                en.ENopen(*self._files)
+                self._index_elements()
+                if self.mode == "closure":
+                    self._freeze_demands(int(time_s), required_m, minimum_m)
+                en.ENopenH()
+        except SimulationError:
+            self.close()
+            raise
+        except Exception as exc:  # EpanetException
+            self.close()
+            raise SimulationError(f"EPANET could not open the network ({exc})",
+                                  fix="validate the network with `twin network check`") from exc
+        # current junction base demands in the file's units; NaN: not known exactly (sent on first set)
+        self._demand_file = np.full(len(self.junctions), np.nan)
+        self._demand_initial = np.full(len(self.junctions), np.nan)
+        if self.mode == "closure":
+            self._demand_initial = self._read(self._lib.EN_getnodevalue, self._junction_idx_list, _EN_BASEDEMAND)
+            self._demand_file = self._demand_initial.copy()
+        self._status_initial: dict[int, float] = {}
+
+    def _index_elements(self) -> None:
+        en = self._en
+        #: node and link names in the toolkit's order, and their toolkit indices
+        self.node_ids = [en.ENgetnodeid(i) for i in range(1, en.ENgetcount(_EN_NODECOUNT) + 1)]
+        self.node_index = {n: i + 1 for i, n in enumerate(self.node_ids)}
+        self.link_index = {n: en.ENgetlinkindex(n) for n in self.wn.link_name_list}
+        self.link_ids = sorted(self.link_index, key=self.link_index.__getitem__)
+        self._junction_pos = {n: k for k, n in enumerate(self.junctions)}
+        self._junction_idx = np.array([self.node_index[j] for j in self.junctions], dtype=np.int64)
+        self._junction_idx_list = self._junction_idx.tolist()
+
+    def _call(self, fn: str, *args: Any) -> None:
+        code = getattr(self._lib, f"EN_{fn}")(self._ph, *args)
+        if code and code >= 100:
+            raise SimulationError(f"EPANET error {code} in {fn}")
+
+    def _freeze_demands(self, time_s: int, required_m: float, minimum_m: float) -> None:
+        """Closure set-up: PDD, one period at ``time_s``, demands frozen at their value then."""
+        totals = np.array([sum(ts.at(time_s) for ts in self.wn.get_node(n).demand_timeseries_list)
+                           for n in self.junctions], dtype=float) * _LPS
+        self._call("setdemandmodel", ctypes.c_int(1), ctypes.c_double(minimum_m),
+                   ctypes.c_double(required_m), ctypes.c_double(0.5))
+        self._en.ENsettimeparam(0, 0)  # duration
+        self._en.ENsettimeparam(4, time_s)  # pattern start (reservoir head patterns)
+        ndem = ctypes.c_int()
+        for idx, total in zip(self._junction_idx, totals):
+            c_idx = ctypes.c_int(int(idx))
+            self._call("getnumdemands", c_idx, ctypes.byref(ndem))
+            for cat in range(1, max(ndem.value, 1) + 1):
+                self._call("setbasedemand", c_idx, ctypes.c_int(cat),
+                           ctypes.c_double(total if cat == 1 else 0.0))
+                self._call("setdemandpattern", c_idx, ctypes.c_int(cat), ctypes.c_int(0))
+
+    def __enter__(self) -> EpanetSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the EPANET project and remove the temporary folder (idempotent)."""
+        self._close_project()
+        self._tmp.cleanup()
+
+    def _close_project(self) -> None:
+        if self._en is not None:
+            for fn in ("ENcloseH", "ENclose"):
+                try:
+                    getattr(self._en, fn)()
+                except Exception:  # closing what did not open (ENcloseH after a period run)
+                    pass
+            self._en = None
+
+    def _require(self, *modes: str) -> None:
+        if self.mode not in modes:
+            raise RuntimeError(f"a {self.mode} session cannot do this (only {' or '.join(modes)})")
+        if self._en is None:
+            raise RuntimeError("the EPANET session is closed")
+
+    # ------------------------------------------------------------------ setters
+
+    def _set_node(self, idx: int, code: int, value: float) -> None:
+        err = self._lib.EN_setnodevalue(self._ph, ctypes.c_int(idx), ctypes.c_int(code), ctypes.c_double(value))
+        if err >= 100:
+            raise SimulationError(f"EPANET refused a node value (error {err})",
+                                  fix="check the measured tank levels and demands")
+
+    def _send_demands(self, pos: np.ndarray, file_values: np.ndarray) -> int:
+        """Send the base demands (file units) of junctions ``pos`` that changed; return how many."""
+        changed = np.flatnonzero(~(self._demand_file[pos] == file_values))
+        setter, ph, code, c_double = self._lib.EN_setnodevalue, self._ph, ctypes.c_int(_EN_BASEDEMAND), ctypes.c_double
+        idx = self._junction_idx_list
+        for p, value in zip(pos[changed].tolist(), file_values[changed].tolist()):
+            err = setter(ph, idx[p], code, c_double(value))
+            if err >= 100:
+                raise SimulationError(f"EPANET refused a node demand (error {err})",
+                                      fix="check the demands (a NaN or a huge value?)")
+        self._demand_file[pos[changed]] = file_values[changed]
+        return len(changed)
+
+    def set_demands(self, values: np.ndarray | Sequence[float], nodes: Sequence[str] | None = None) -> int:
+        """Set the base demand of junctions, in bulk.
+
+        Parameters
+        ----------
+        values : array of float
+            Demand per junction, m³/s.
+        nodes : sequence of str, optional
+            Junction names (default: all of :attr:`junctions`, in that order).
+
+        Returns
+        -------
+        int
+            Number of toolkit calls made: only the values that differ from the
+            ones EPANET holds are sent.
+        """
+        self._require("snapshot", "closure")
+        pos = (np.arange(len(self.junctions)) if nodes is None
+               else np.array([self._junction_pos[str(n)] for n in nodes], dtype=np.int64))
+        file_values = np.asarray(values, float) * _LPS
+        if file_values.shape != pos.shape:
+            raise ValueError(f"demands must have {len(pos)} values, got {file_values.shape}")
+        return self._send_demands(pos, file_values)
+
+    def reset_demands(self, nodes: Sequence[str]) -> None:
+        """Give ``nodes`` back the base demand they had when the closure session opened."""
+        self._require("closure")
+        pos = np.array([self._junction_pos[str(n)] for n in nodes], dtype=np.int64)
+        self._send_demands(pos, self._demand_initial[pos])
+
+    def set_demand_multiplier(self, scale: float) -> None:
+        """EPANET's global demand multiplier (one call for every junction)."""
+        self._require("snapshot", "closure")
+        err = self._lib.EN_setoption(self._ph, ctypes.c_int(_EN_DEMANDMULT), ctypes.c_double(float(scale)))
+        if err >= 100:
+            raise SimulationError(f"EPANET refused the demand multiplier {scale} (error {err})")
+
+    def set_tank_levels(self, levels: Mapping[str, float]) -> None:
+        """Water level above the tank bottom (m) per tank, clipped to the tank's limits."""
+        self._require("snapshot", "closure")
+        for tank, level in levels.items():
+            if tank not in self._tank_limits:
+                raise UnknownElementError(f"tank {tank!r} is not in the network", element=tank)
+            if not np.isfinite(level):
+                raise SimulationError(f"tank {tank!r} has no level for this snapshot", element=tank,
+                                      fix="fill the tank's level logger gaps")
+            lo, hi = self._tank_limits[tank]
+            # a noisy logger may read a little outside the tank: EPANET refuses that
+            clipped = min(max(level, lo), hi)
+            self._set_node(self.node_index[tank], _EN_TANKLEVEL, float(clipped))
+
+    def set_link_status(self, status: Mapping[str, bool]) -> None:
+        """Open (``True``) or close (``False``) links until :meth:`reset_link_status`."""
+        self._require("snapshot", "closure")
+        for link, value in status.items():
+            idx = self.link_index[str(link)]
+            if idx not in self._status_initial:  # first touch: the file's own status
+                self._status_initial[idx] = self._en.ENgetlinkvalue(idx, _EN_INITSTATUS)
+            self._en.ENsetlinkvalue(idx, _EN_INITSTATUS, 1.0 if value else 0.0)
+
+    def reset_link_status(self, links: Iterable[str]) -> None:
+        """Give ``links`` back the status of the input file."""
+        for link in links:
+            idx = self.link_index[str(link)]
+            if idx in self._status_initial:
+                self._en.ENsetlinkvalue(idx, _EN_INITSTATUS, self._status_initial[idx])
+
+    # ------------------------------------------------------------------ solving and reading
+
+    def solve(self) -> None:
+        """Solve one steady state with the values set.
+
+        Raises
+        ------
+        SimulationError
+            EPANET stops with an error; in a snapshot session also when it
+            reports an unbalanced (non-converged) system or negative pressures.
+        """
+        self._require("snapshot", "closure")
+        en = self._en
+        en.errcode = 0
+        en.errcodelist = []
+        try:
+            en.ENinitH(0)  # flag 0: no hydraulics file, no scratch file
+            en.ENrunH()
+        except Exception as exc:
+            message, fix = _FAILURE[self.mode]
+            raise SimulationError(f"{message} ({exc})", fix=fix) from exc
+        if self.mode == "snapshot" and any("unbalanced" in str(w).lower() or "negative" in str(w).lower()
+                                           for w in en.errcodelist):
+            raise SimulationError(f"EPANET did not converge on a snapshot ({en.errcodelist[-1]})",
+                                  fix="check demands (a huge demand?), tank levels and pump states")
+
+    def _read(self, getter: Any, indices: Sequence[int], code: int) -> np.ndarray:
+        out = np.empty(len(indices))
+        val = ctypes.c_double()
+        ref = ctypes.byref(val)
+        c_code = ctypes.c_int(code)
+        ph, err = self._ph, 0
+        for k, idx in enumerate(indices):  # a Python int crosses ctypes as a C int
+            err |= getter(ph, idx, c_code, ref) >= 100
+            out[k] = val.value
+        if err:
+            raise SimulationError(f"EPANET cannot report the values (code {code})")
+        return out
+
+    def node_values(self, quantity: str, nodes: Sequence[str] | None = None) -> np.ndarray:
+        """``"head"`` (m), ``"pressure"`` (m) or ``"demand"`` (m³/s, delivered) of nodes.
+
+        ``"demand_lps"`` is the demand in L/s exactly as EPANET reports it (no
+        conversion round trip). ``nodes`` default: every node in the toolkit's
+        order (:attr:`node_ids`).
+        """
+        self._require("snapshot", "closure")
+        code = {"head": _EN_HEAD, "pressure": _EN_PRESSURE, "demand": _EN_DEMAND,
+                "demand_lps": _EN_DEMAND}[quantity]
+        idx = range(1, len(self.node_ids) + 1) if nodes is None else [self.node_index[n] for n in nodes]
+        values = self._read(self._lib.EN_getnodevalue, idx, code)
+        return values / _LPS if quantity == "demand" else values
+
+    def link_flows(self, links: Sequence[str] | None = None) -> np.ndarray:
+        """Flow (m³/s, positive start to end node) of links (default: all, toolkit order)."""
+        self._require("snapshot", "closure")
+        idx = range(1, len(self.link_ids) + 1) if links is None else [self.link_index[n] for n in links]
+        return self._read(self._lib.EN_getlinkvalue, idx, _EN_FLOW) / _LPS
+
+    def run_period(self, *, convergence_error: bool = True) -> wntr.sim.results.SimulationResults:
+        """Run the extended period and read EPANET's binary output (SI units).
+
+        The session is closed afterwards. Raises :class:`SimulationError` when
+        EPANET stops with an error or (``convergence_error``) does not converge.
+        """
+        if self.mode != "period":
+            raise RuntimeError(f"a {self.mode} session has no extended-period run")
+        try:
+            with epanet_scratch(self._tmp.name):  # ENsolveH writes its scratch file here
+                try:
+                    self._en = wntr.epanet.toolkit.ENepanet(version=2.2)
+                    self._en.ENopen(*self._files)
+                    self._en.ENsolveH()
+                    self._en.ENsolveQ()  # writes the binary results (quality is off or computed)
+                finally:
+                    self._close_project()
+            dw = self.wn.options.hydraulic.headloss == "D-W"
+            return BinFile().read(self._files[2], convergence_error, dw)
+        except Exception as exc:  # EpanetException and WNTR's own errors
+            message, fix = _FAILURE["period"]
+            raise SimulationError(f"{message} ({type(exc).__name__}: {exc})",
+                                  element=getattr(self.wn, "name", None) or None, fix=fix) from exc
+        finally:
+            self.close()
+
+
+# --------------------------------------------------------------------------- #
+# Snapshots with measured boundary conditions
 # --------------------------------------------------------------------------- #
 
 
@@ -157,15 +577,26 @@ class SnapshotResult:
 class SnapshotSolver:
     """Solve many single-period snapshots of one network with EPANET.
 
-    Tanks are fixed heads at their given level, every control, pattern and
-    speed pattern of the model is removed: the caller sets demands, tank
-    levels and link states per snapshot. Use as a context manager, or call
-    :meth:`close`.
+    A snapshot configuration of :class:`EpanetSession`: tanks are fixed heads
+    at their given level, every control, pattern and speed pattern of the
+    model is removed, and the caller sets demands, tank levels and link
+    states per snapshot. Use as a context manager, or call :meth:`close`.
 
     Parameters
     ----------
     wn : wntr.network.WaterNetworkModel
         The model (SI). It is copied, never modified.
+
+    Attributes
+    ----------
+    wn : wntr.network.WaterNetworkModel
+        The snapshot copy the session solves (for :class:`LinearModel`).
+    junctions : list of str
+        Junction names, the order of a demand array.
+    base_demands : numpy.ndarray
+        The copy's junction demands (m³/s), the default of :meth:`solve`.
+    n_solved : int
+        Snapshots solved so far.
 
     Examples
     --------
@@ -174,41 +605,19 @@ class SnapshotSolver:
     """
 
     def __init__(self, wn: wntr.network.WaterNetworkModel) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="twin-snap-")
-        model = _snapshot_model(wn)
+        self.session = EpanetSession.snapshots(wn)
+        model = self.session.wn
         self.wn = model
-        self.junctions: list[str] = list(model.junction_name_list)
+        self.junctions: list[str] = self.session.junctions
         self.tanks: list[str] = list(model.tank_name_list)
         self.node_names: list[str] = list(model.node_name_list)
         self.link_names: list[str] = list(model.link_name_list)
         self.base_demands = np.array(
             [model.get_node(j).demand_timeseries_list[0].base_value
              if model.get_node(j).demand_timeseries_list else 0.0 for j in self.junctions])
-        inp = Path(self._tmp.name) / "snap.inp"
-        wntr.network.io.write_inpfile(model, str(inp), units="LPS", version=2.2)
-        self._en = wntr.epanet.toolkit.ENepanet(version=2.2)
-        try:
-            self._en.ENopen(str(inp), str(Path(self._tmp.name) / "snap.rpt"),
-                            str(Path(self._tmp.name) / "snap.bin"))
-            self._en.ENopenH()
-        except Exception as exc:
-            self._tmp.cleanup()
-            raise SimulationError(f"EPANET could not open the network ({exc})",
-                                  fix="validate the network with `twin network check`") from exc
-        self._node_idx = {n: self._en.ENgetnodeindex(n) for n in self.node_names}
-        self._link_idx = {n: self._en.ENgetlinkindex(n) for n in self.link_names}
-        self._junction_idx = [self._node_idx[j] for j in self.junctions]
-        self._init_status = {
-            name: (0.0 if str(model.get_link(name).initial_status).lower() == "closed" else 1.0)
-            for name in self.link_names}
-        self._lib = self._en.ENlib
-        self._ph = self._en._project
-        self._last_demands: np.ndarray | None = None
-        self._tank_limits = {t: (float(model.get_node(t).min_level), float(model.get_node(t).max_level))
-                             for t in self.tanks}
         self.n_solved = 0
 
-    def __enter__(self) -> "SnapshotSolver":
+    def __enter__(self) -> SnapshotSolver:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,30 +625,17 @@ class SnapshotSolver:
 
     def close(self) -> None:
         """Close the EPANET project and remove its temporary files."""
-        if self._en is not None:
-            try:
-                self._en.ENcloseH()
-                self._en.ENclose()
-            except Exception:  # pragma: no cover - closing a broken project
-                pass
-            self._en = None
-        self._tmp.cleanup()
+        self.session.close()
 
-    def _set_node(self, idx: int, code: int, value: float) -> None:
-        err = self._lib.EN_setnodevalue(self._ph, ctypes.c_int(idx), ctypes.c_int(code), ctypes.c_double(value))
-        if err >= 100:
-            raise SimulationError(f"EPANET refused a node value (error {err})",
-                                  fix="check the measured tank levels and demands")
-
-    def _read(self, getter: Any, indices: Sequence[int], code: int) -> np.ndarray:
-        out = np.empty(len(indices))
-        val = ctypes.c_double()
-        ref = ctypes.byref(val)
-        c_code = ctypes.c_int(code)
-        for k, idx in enumerate(indices):
-            getter(self._ph, ctypes.c_int(idx), c_code, ref)
-            out[k] = val.value
-        return out
+    def _demand_array(self, demands: np.ndarray | pd.Series | None) -> np.ndarray:
+        if demands is None:
+            return self.base_demands
+        if isinstance(demands, pd.Series):
+            return demands.reindex(self.junctions).fillna(0.0).to_numpy(float)
+        d = np.asarray(demands, float)
+        if d.shape != (len(self.junctions),):
+            raise ValueError(f"demands must have {len(self.junctions)} values, got {d.shape}")
+        return d
 
     def solve(
         self,
@@ -258,17 +654,18 @@ class SnapshotSolver:
         demands : array or Series, optional
             Junction demands (m³/s), in the order of :attr:`junctions` or a
             Series indexed by junction name (missing junctions: 0). Default:
-            the model's base demands. Setting them costs one toolkit call per
-            junction; they are only sent when they differ from the last ones.
+            the model's base demands. Only the values that differ from the
+            last snapshot's are sent to EPANET.
         scale : float
             Multiplier of every demand (EPANET's demand multiplier): many
             snapshots with the same spatial shares cost one call each.
         tank_levels : mapping, optional
             Water level above the tank bottom (m) per tank; others keep their
-            initial level. Levels outside the tank's limits are clipped.
+            last level. Levels outside the tank's limits are clipped.
         link_status : mapping, optional
-            ``True`` (open) or ``False`` (closed) per link; links not named keep
-            their initial status (valves keep their setting).
+            ``True`` (open) or ``False`` (closed) per link, for this snapshot
+            only; links not named keep their initial status (valves keep their
+            setting).
         heads_of, flows_of : sequence of str, optional
             Read only these nodes' heads and links' flows (default: all).
 
@@ -277,53 +674,19 @@ class SnapshotSolver:
         SimulationError
             EPANET reports an error or an unbalanced (non-converged) system.
         """
-        en = self._en
-        if demands is None:
-            d = self.base_demands
-        elif isinstance(demands, pd.Series):
-            d = demands.reindex(self.junctions).fillna(0.0).to_numpy(float)
-        else:
-            d = np.asarray(demands, float)
-            if d.shape != (len(self.junctions),):
-                raise ValueError(f"demands must have {len(self.junctions)} values, got {d.shape}")
-        if self._last_demands is None or not np.array_equal(d, self._last_demands):
-            for idx, value in zip(self._junction_idx, d):
-                self._set_node(idx, _EN_BASEDEMAND, float(value) * 1000.0)  # file in L/s
-            self._last_demands = d.copy()
-        err = self._lib.EN_setoption(self._ph, ctypes.c_int(_EN_DEMANDMULT), ctypes.c_double(float(scale)))
-        if err >= 100:
-            raise SimulationError(f"EPANET refused the demand multiplier {scale} (error {err})")
-        for tank, level in (tank_levels or {}).items():
-            if tank not in self._tank_limits:
-                raise UnknownElementError(f"tank {tank!r} is not in the network", element=tank)
-            lo, hi = self._tank_limits[tank]
-            if not np.isfinite(level):
-                raise SimulationError(f"tank {tank!r} has no level for this snapshot", element=tank,
-                                      fix="fill the tank's level logger gaps")
-            # a noisy logger may read a little outside the tank: EPANET refuses that
-            self._set_node(self._node_idx[tank], _EN_TANKLEVEL, float(min(max(level, lo), hi)))
-        for link, value in (link_status or {}).items():
-            en.ENsetlinkvalue(self._link_idx[link], _EN_INITSTATUS, 1.0 if value else 0.0)
-        en.errcode = 0
-        en.errcodelist = []
+        session = self.session
+        session.set_demands(self._demand_array(demands))
+        session.set_demand_multiplier(scale)
+        session.set_tank_levels(tank_levels or {})
+        session.set_link_status(link_status or {})
         try:
-            en.ENinitH(0)
-            en.ENrunH()
-        except Exception as exc:
-            raise SimulationError(f"EPANET failed on a snapshot ({exc})",
-                                  fix="check the measured tank levels and pump states") from exc
+            session.solve()
         finally:
-            for link in (link_status or {}):  # back to the model's own status
-                en.ENsetlinkvalue(self._link_idx[link], _EN_INITSTATUS, self._init_status[link])
-        if en.errcodelist and any("unbalanced" in str(w).lower() or "negative" in str(w).lower()
-                                  for w in en.errcodelist):
-            raise SimulationError(
-                f"EPANET did not converge on a snapshot ({en.errcodelist[-1]})",
-                fix="check demands (a huge demand?), tank levels and pump states")
+            session.reset_link_status(link_status or {})
         nodes = self.node_names if heads_of is None else list(heads_of)
         links = self.link_names if flows_of is None else list(flows_of)
-        heads = self._read(self._lib.EN_getnodevalue, [self._node_idx[n] for n in nodes], _EN_HEAD)
-        flows = self._read(self._lib.EN_getlinkvalue, [self._link_idx[n] for n in links], _EN_FLOW) / 1000.0
+        heads = session.node_values("head", nodes)
+        flows = session.link_flows(links)
         self.n_solved += 1
         return SnapshotResult(pd.Series(heads, index=nodes), pd.Series(flows, index=links))
 
@@ -416,60 +779,69 @@ def link_conductances(
         i, j = link.start_node_name, link.end_node_name
         q = float(flows.get(name, 0.0))
         aq = max(abs(q), q_min)
-        role, c = "open", 0.0
-        ltype = link.link_type
-        if ltype == "Pipe":
-            closed = str(link.initial_status).lower() == "closed" or (link.check_valve and q <= Q_CLOSED)
-            if closed:
-                role = "closed"
-            else:
-                d, length = link.diameter, link.length
-                area = np.pi * d * d / 4.0
-                minor = link.minor_loss / (2 * G * area * area)
-                if hw:
-                    r = 10.667 * length / (link.roughness ** 1.852 * d ** 4.871)
-                    slope = 1.852 * r * aq ** 0.852 + 2 * minor * aq
-                else:  # Darcy-Weisbach / Chezy-Manning: quadratic law from the head difference
-                    dh = abs(float(heads[i]) - float(heads[j]))
-                    slope = max(2.0 * dh / aq, 2 * minor * aq, 1e-9)
-                c = 1.0 / slope
-        elif ltype == "Pump":
-            if abs(q) <= Q_CLOSED or str(link.initial_status).lower() == "closed" and abs(q) <= Q_CLOSED:
-                role = "closed"
-            else:
-                speed = float(getattr(link, "base_speed", 1.0) or 1.0)
-                if link.pump_type == "HEAD":
-                    a, b, cc = link.get_head_curve_coefficients()
-                    # H = s^2 A - B s^(2-C) q^C  ->  dH/dq = -B C s^(2-C) q^(C-1)
-                    slope = b * cc * speed ** (2 - cc) * aq ** (cc - 1)
-                else:  # constant power: H = P / (rho g q)
-                    head_gain = abs(float(heads[j]) - float(heads[i]))
-                    slope = head_gain / aq
-                c = 1.0 / max(slope, 1e-9)
-        else:  # valves
-            vtype = link.valve_type
-            hi, hj = float(heads[i]), float(heads[j])
-            if abs(q) <= Q_CLOSED:
-                role = "closed"
-            elif vtype == "PRV" and abs(hj - (wn.get_node(j).elevation + link.initial_setting)) < 1e-3:
-                role = "prv"
-            elif vtype == "PSV" and abs(hi - (wn.get_node(i).elevation + link.initial_setting)) < 1e-3:
-                role = "psv"
-            elif vtype == "FCV" and abs(abs(q) - link.initial_setting) < 1e-6:
-                role = "fcv"
-            else:  # open valve: a short link with its minor loss (or a near-zero one)
-                d = link.diameter
-                area = np.pi * d * d / 4.0
-                k = link.initial_setting if vtype == "TCV" else link.minor_loss
-                minor = max(k, 0.0) / (2 * G * area * area)
-                slope = max(2 * minor * aq, abs(hi - hj) * 2.0 / aq, 1e-6)
-                c = 1.0 / slope
+        if link.link_type == "Pipe":
+            role, c = _pipe_conductance(link, q, aq, heads, hazen_williams=hw)
+        elif link.link_type == "Pump":
+            role, c = _pump_conductance(link, q, aq, heads)
+        else:
+            role, c = _valve_conductance(wn, link, q, aq, float(heads[i]), float(heads[j]))
         rows_start.append(i)
         rows_end.append(j)
         roles.append(role)
         cs.append(c)
     return pd.DataFrame({"start": rows_start, "end": rows_end, "role": roles, "c": cs},
                         index=pd.Index(names, name="link_id"))
+
+
+def _pipe_conductance(link: Any, q: float, aq: float, heads: pd.Series, *,
+                      hazen_williams: bool) -> tuple[str, float]:
+    """Role and conductance (m²/s) of a pipe with flow ``q`` (floored ``aq``, m³/s); ``heads`` in m."""
+    if str(link.initial_status).lower() == "closed" or (link.check_valve and q <= Q_CLOSED):
+        return "closed", 0.0
+    d, length = link.diameter, link.length
+    area = np.pi * d * d / 4.0
+    minor = link.minor_loss / (2 * G * area * area)
+    if hazen_williams:
+        r = 10.667 * length / (link.roughness ** 1.852 * d ** 4.871)
+        slope = 1.852 * r * aq ** 0.852 + 2 * minor * aq
+    else:  # Darcy-Weisbach / Chezy-Manning: quadratic law from the head difference
+        dh = abs(float(heads[link.start_node_name]) - float(heads[link.end_node_name]))
+        slope = max(2.0 * dh / aq, 2 * minor * aq, 1e-9)
+    return "open", 1.0 / slope
+
+
+def _pump_conductance(link: Any, q: float, aq: float, heads: pd.Series) -> tuple[str, float]:
+    """Role and conductance (m²/s) of a pump: the slope of its head curve at the flow."""
+    if abs(q) <= Q_CLOSED or str(link.initial_status).lower() == "closed" and abs(q) <= Q_CLOSED:
+        return "closed", 0.0
+    speed = float(getattr(link, "base_speed", 1.0) or 1.0)
+    if link.pump_type == "HEAD":
+        a, b, cc = link.get_head_curve_coefficients()
+        # H = s^2 A - B s^(2-C) q^C  ->  dH/dq = -B C s^(2-C) q^(C-1)
+        slope = b * cc * speed ** (2 - cc) * aq ** (cc - 1)
+    else:  # constant power: H = P / (rho g q)
+        slope = abs(float(heads[link.end_node_name]) - float(heads[link.start_node_name])) / aq
+    return "open", 1.0 / max(slope, 1e-9)
+
+
+def _valve_conductance(wn: wntr.network.WaterNetworkModel, link: Any, q: float, aq: float,
+                       hi: float, hj: float) -> tuple[str, float]:
+    """Role of a valve (active PRV/PSV/FCV, closed, or open with a conductance in m²/s)."""
+    vtype = link.valve_type
+    if abs(q) <= Q_CLOSED:
+        return "closed", 0.0
+    if vtype == "PRV" and abs(hj - (wn.get_node(link.end_node_name).elevation + link.initial_setting)) < 1e-3:
+        return "prv", 0.0
+    if vtype == "PSV" and abs(hi - (wn.get_node(link.start_node_name).elevation + link.initial_setting)) < 1e-3:
+        return "psv", 0.0
+    if vtype == "FCV" and abs(abs(q) - link.initial_setting) < 1e-6:
+        return "fcv", 0.0
+    # open valve: a short link with its minor loss (or a near-zero one)
+    d = link.diameter
+    area = np.pi * d * d / 4.0
+    k = link.initial_setting if vtype == "TCV" else link.minor_loss
+    minor = max(k, 0.0) / (2 * G * area * area)
+    return "open", 1.0 / max(2 * minor * aq, abs(hi - hj) * 2.0 / aq, 1e-6)
 
 
 class LinearModel:

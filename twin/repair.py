@@ -14,8 +14,8 @@ For each candidate pipe (the top N of a localisation, or its candidate zone)
   ``customer_class``);
 - the **demand not served** (L/s) at the isolated and cut-off nodes, and the
   **pressure drop elsewhere** from a pressure-driven (PDD) simulation of the
-  closure against the same simulation without it (EPANET 2.2 through WNTR's
-  toolkit, in a temporary directory, one input file for every order);
+  closure against the same simulation without it (a closure configuration of
+  :class:`twin.hydraulics.EpanetSession`: one input file for every order);
 - the **water lost per day** until the repair (from the candidate's leak
   flow) and a **priority**.
 
@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import html
 import logging
-import tempfile
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import shapely
+import wntr
 from scipy.sparse.csgraph import connected_components
 
 from twin import settings
-from twin.errors import InputError, SimulationError, UnknownElementError
+from twin.crs import transform_xy, wgs84_to_gcj02
+from twin.errors import InputError, MissingFileError, UnknownElementError
+from twin.hydraulics import EpanetSession
+from twin.network import Network
 from twin.valves import Segments, valve_layer, valve_segments
 
 log = logging.getLogger(__name__)
@@ -67,10 +72,6 @@ SERVICE_PRESSURE_M = 10.0
 #: the start of the demand patterns.
 SIM_TIME_S = 8 * 3600
 
-_EN_NODECOUNT, _EN_LINKCOUNT = 0, 2
-_EN_BASEDEMAND, _EN_DEMAND, _EN_PRESSURE = 1, 9, 11
-_EN_INITSTATUS = 4
-
 ORDER_COLUMNS = [
     "order_id", "priority", "priority_class", "rank", "link_id", "candidate_links",
     "score_share", "leak_flow_lps", "water_lost_m3_per_day", "expected_loss_m3_per_day",
@@ -90,12 +91,12 @@ ORDER_COLUMNS = [
 class ClosureSimulator:
     """Steady pressure-driven simulations of a network with links closed.
 
-    The model is written once, unchanged, to a temporary directory; through
-    the EPANET toolkit the demands are then frozen at their value at
-    ``sim_time_s`` (base demand × pattern, every category summed into the
-    first), the analysis switched to pressure-driven, and each closure only
-    changes link statuses and node demands and solves one snapshot. The
-    caller's model is never modified.
+    A closure configuration of :class:`twin.hydraulics.EpanetSession`: the
+    model is written once, unchanged, to a temporary directory; the demands
+    are frozen at their value at ``sim_time_s`` (base demand × pattern, every
+    category summed into the first), the analysis is pressure-driven, and
+    each closure only changes link statuses and node demands and solves one
+    snapshot. The caller's model is never modified.
 
     Parameters
     ----------
@@ -109,13 +110,14 @@ class ClosureSimulator:
 
     Notes
     -----
-    Use as a context manager; the temporary directory is removed on exit.
-    Results are in L/s and m (the file is written in LPS units).
+    Use as a context manager (the EPANET project opens on entry, its
+    temporary directory is removed on exit), or :meth:`open` and
+    :meth:`close`. Results are in L/s and m.
     """
 
     def __init__(
         self,
-        wn: Any,
+        wn: wntr.network.WaterNetworkModel,
         *,
         sim_time_s: int = SIM_TIME_S,
         required_pressure_m: float = 20.0,
@@ -125,100 +127,30 @@ class ClosureSimulator:
         self.sim_time_s = int(sim_time_s)
         self.required_pressure_m = required_pressure_m
         self.minimum_pressure_m = minimum_pressure_m
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._en: Any = None
+        self.session: EpanetSession | None = None
 
-    def __enter__(self) -> ClosureSimulator:
-        import ctypes
-        import warnings
-
-        import wntr
-        from wntr.epanet.toolkit import ENepanet
-
-        t = self.sim_time_s
-        wn = self.wn
-        # demand of every junction at time t (all categories), m³/s; the model is only read
-        names = list(wn.junction_name_list)
-        totals = np.array(
-            [sum(ts.at(t) for ts in wn.get_node(n).demand_timeseries_list) for n in names], dtype=float
-        )
-        self._tmp = tempfile.TemporaryDirectory(prefix="twin-repair-")
-        base = Path(self._tmp.name) / "closure"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wntr.network.write_inpfile(wn, str(base.with_suffix(".inp")), units="LPS")
-        en = ENepanet(version=2.2)
-        self._en = en
-        try:
-            en.ENopen(str(base.with_suffix(".inp")), str(base.with_suffix(".rpt")),
-                      str(base.with_suffix(".bin")))
-            proj = getattr(en, "_project", None)
-            lib = en.ENlib
-
-            def call(fn: str, *args: Any) -> None:
-                code = getattr(lib, f"EN_{fn}")(proj, *args) if proj is not None else getattr(lib, f"EN{fn}")(*args)
-                if code and code >= 100:
-                    raise SimulationError(f"EPANET error {code} in {fn}")
-
-            # pressure-driven analysis, one snapshot at t with demands frozen at their value at t
-            call("setdemandmodel", ctypes.c_int(1), ctypes.c_double(self.minimum_pressure_m),
-                 ctypes.c_double(self.required_pressure_m), ctypes.c_double(0.5))
-            en.ENsettimeparam(0, 0)  # duration
-            en.ENsettimeparam(4, t)  # pattern start (reservoir head patterns)
-            ndem = ctypes.c_int()
-            for name, total in zip(names, totals * 1000.0):  # L/s
-                idx = en.ENgetnodeindex(name)
-                call("getnumdemands", ctypes.c_int(idx), ctypes.byref(ndem))
-                for cat in range(1, max(ndem.value, 1) + 1):
-                    call("setbasedemand", ctypes.c_int(idx), ctypes.c_int(cat),
-                         ctypes.c_double(total if cat == 1 else 0.0))
-                    call("setdemandpattern", ctypes.c_int(idx), ctypes.c_int(cat), ctypes.c_int(0))
-            en.ENopenH()
-        except SimulationError:
-            self.__exit__(None, None, None)
-            raise
-        except Exception as exc:  # EpanetException
-            self.__exit__(None, None, None)
-            raise SimulationError(f"EPANET cannot open the closure model: {exc}",
-                                  fix="validate the network (twin network check)") from exc
-        n_nodes = en.ENgetcount(_EN_NODECOUNT)
-        self.node_ids = [en.ENgetnodeid(i) for i in range(1, n_nodes + 1)]
-        self._node_index = {n: i + 1 for i, n in enumerate(self.node_ids)}
-        self._base_demand = {i: en.ENgetnodevalue(i, _EN_BASEDEMAND) for i in range(1, n_nodes + 1)}
-        self.junction_ids = names
-        self.is_junction = pd.Index(self.node_ids).isin(names)
+    def open(self) -> ClosureSimulator:
+        """Open the EPANET project (seconds on a city; safe in a worker thread)."""
+        self.session = EpanetSession.closures(
+            self.wn, time_s=self.sim_time_s, required_pressure_m=self.required_pressure_m,
+            minimum_pressure_m=self.minimum_pressure_m)
+        self.node_ids = self.session.node_ids
+        self.junction_ids = self.session.junctions
+        self.is_junction = pd.Index(self.node_ids).isin(self.junction_ids)
+        self._junction_set = set(self.junction_ids)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._en is not None:
-            for fn in ("ENcloseH", "ENclose"):
-                try:
-                    getattr(self._en, fn)()
-                except Exception:  # pragma: no cover - best effort (not opened)
-                    pass
-            self._en = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
+    def close(self) -> None:
+        """Close the project and remove its temporary directory."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
-    def _node_values(self, code: int) -> np.ndarray:
-        """One node property for every node, in the toolkit's node order."""
-        import ctypes
+    def __enter__(self) -> ClosureSimulator:
+        return self.open()
 
-        en = self._en
-        n = len(self.node_ids)
-        proj = getattr(en, "_project", None)
-        if proj is None:  # pragma: no cover - legacy toolkit
-            return np.fromiter((en.ENgetnodevalue(i, code) for i in range(1, n + 1)), float, n)
-        get = en.ENlib.EN_getnodevalue
-        val = ctypes.c_double()
-        ref = ctypes.byref(val)
-        c_code = ctypes.c_int(code)
-        out = np.empty(n)
-        for i in range(n):
-            if get(proj, i + 1, c_code, ref) >= 100:
-                raise SimulationError(f"EPANET cannot report node values (code {code})")
-            out[i] = val.value
-        return out
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(self, *, closed_links: Iterable[str] = (), dry_nodes: Iterable[str] = ()) -> pd.DataFrame:
         """Solve one snapshot with ``closed_links`` closed and no demand at ``dry_nodes``.
@@ -229,29 +161,20 @@ class ClosureSimulator:
             Index node_id (every node), columns ``pressure_m`` and
             ``demand_lps`` (delivered, PDD).
         """
-        en = self._en
-        if en is None:
+        session = self.session
+        if session is None:
             raise RuntimeError("use ClosureSimulator as a context manager")
-        link_idx = [en.ENgetlinkindex(str(lk)) for lk in closed_links]
-        old_status = [en.ENgetlinkvalue(i, _EN_INITSTATUS) for i in link_idx]
-        node_idx = [self._node_index[str(n)] for n in dry_nodes if str(n) in self._node_index]
+        closed = [str(lk) for lk in closed_links]
+        dry = [str(n) for n in dry_nodes if str(n) in self._junction_set]
+        session.set_link_status({lk: False for lk in closed})
+        session.set_demands(np.zeros(len(dry)), dry)
         try:
-            for i in link_idx:
-                en.ENsetlinkvalue(i, _EN_INITSTATUS, 0.0)
-            for i in node_idx:
-                en.ENsetnodevalue(i, _EN_BASEDEMAND, 0.0)
-            en.ENinitH(0)
-            en.ENrunH()
-            pressure = self._node_values(_EN_PRESSURE)
-            demand = self._node_values(_EN_DEMAND)
-        except Exception as exc:
-            raise SimulationError(f"EPANET failed on the closure: {exc}",
-                                  fix="check the valve layer and the network's connectivity") from exc
+            session.solve()
+            pressure = session.node_values("pressure")
+            demand = session.node_values("demand_lps")
         finally:
-            for i, s in zip(link_idx, old_status):
-                en.ENsetlinkvalue(i, _EN_INITSTATUS, s)
-            for i in node_idx:
-                en.ENsetnodevalue(i, _EN_BASEDEMAND, self._base_demand[i])
+            session.reset_link_status(closed)
+            session.reset_demands(dry)
         return pd.DataFrame({"pressure_m": pressure, "demand_lps": demand},
                             index=pd.Index(self.node_ids, name="node_id"))
 
@@ -261,7 +184,7 @@ class ClosureSimulator:
 # --------------------------------------------------------------------------- #
 
 
-def cut_off(network: Any, segments: Segments, segment: int, closed_valves: Sequence[str]) -> tuple[
+def cut_off(network: Network, segments: Segments, segment: int, closed_valves: Sequence[str]) -> tuple[
     pd.Index, pd.Index
 ]:
     """Nodes and links left without any source when ``segment`` is isolated.
@@ -298,7 +221,7 @@ def cut_off(network: Any, segments: Segments, segment: int, closed_valves: Seque
     return nodes.index.astype(str)[dry_node], links.index.astype(str)[dry_link]
 
 
-def candidate_points(candidates: pd.DataFrame, network: Any) -> np.ndarray:
+def candidate_points(candidates: pd.DataFrame, network: Network) -> np.ndarray:
     """Where to dig: each candidate's point on its pipe, in ``network.crs``.
 
     The candidate's ``lon``/``lat`` (WGS84 degrees, e.g. the estimated leak
@@ -322,8 +245,6 @@ def candidate_points(candidates: pd.DataFrame, network: Any) -> np.ndarray:
         lat = pd.to_numeric(candidates["lat"], errors="coerce").to_numpy(dtype=float)
         ok = np.isfinite(lon) & np.isfinite(lat)
         if ok.any():
-            from twin.crs import transform_xy
-
             x, y = transform_xy(lon[ok], lat[ok], from_crs=settings.MAP_CRS, to_crs=network.crs)
             along[ok] = shapely.line_locate_point(lines[ok], shapely.points(x, y), normalized=True)
     return shapely.line_interpolate_point(lines, along, normalized=True)
@@ -337,7 +258,7 @@ def _critical_mask(classes: pd.Series, critical: Sequence[str]) -> pd.Series:
     return mask
 
 
-def _check_candidates(candidates: pd.DataFrame, network: Any) -> pd.DataFrame:
+def _check_candidates(candidates: pd.DataFrame, network: Network) -> pd.DataFrame:
     missing = [c for c in ("rank", "link_id") if c not in candidates.columns]
     if missing:
         raise InputError(
@@ -367,7 +288,7 @@ def _check_candidates(candidates: pd.DataFrame, network: Any) -> pd.DataFrame:
 
 
 def plan_repairs(
-    network: Any,
+    network: Network,
     *,
     candidates: pd.DataFrame,
     join: pd.DataFrame | None = None,
@@ -430,58 +351,152 @@ def plan_repairs(
     """
     cands = _check_candidates(candidates, network)
     total_score = float(cands["score"].clip(lower=0).sum()) or 1.0
+    chosen = _choose_candidates(cands, zone=zone, top_n=top_n)
+    vl = valve_layer(network, valves=valves, seed=seed)  # files are read before EPANET opens
+    with _closures_opening(network.wn, sim_time_s, enabled=simulate) as closures:
+        layout = _layout(network, vl, inoperable_valves=inoperable_valves, join=join, meters=meters,
+                         critical_classes=critical_classes)
+        rows, geoms = _orders(layout, chosen, closures(), total_score=total_score,
+                              service_pressure_m=service_pressure_m, progress=progress)
+    out = _prioritised(rows, geoms, network)
+    out.attrs["valves"] = layout.valves
+    log.info(
+        "planned %d work order(s) for %d candidate(s); %d valves in the layer (%s); "
+        "%d customers affected in total",
+        len(out), len(chosen), len(layout.valves),
+        layout.valves["source"].iloc[0] if len(layout.valves) else "none",
+        int(out["customers_affected"].sum()) if len(out) else 0,
+    )
+    return out
+
+
+def _orders(layout: _Layout, chosen: pd.DataFrame, closures: _Closures | None, *, total_score: float,
+            service_pressure_m: float,
+            progress: Callable[[int, int], None] | None) -> tuple[list[dict[str, Any]], list[Any]]:
+    """One row and one geometry (the isolated pipes) per valve segment holding candidates."""
+    network = layout.network
+    dig = gpd.GeoSeries(candidate_points(chosen, network), crs=network.crs).to_crs(settings.MAP_CRS)
+    dig_lon, dig_lat = np.round(dig.x.to_numpy(), 7), np.round(dig.y.to_numpy(), 7)
+    groups = _segment_groups(chosen, layout.segs)
+    rows, geoms = [], []
+    for k, (seg, members) in enumerate(groups.items()):
+        row, out_nodes, seg_links = _order_facts(layout, seg, chosen.iloc[members], total_score)
+        row["lon"], row["lat"] = float(dig_lon[members[0]]), float(dig_lat[members[0]])
+        row.update(_closure_effects(layout, closures, seg, seg_links, out_nodes,
+                                    service_pressure_m=service_pressure_m))
+        rows.append(row)
+        geoms.append(shapely.union_all(network.links.loc[seg_links].geometry.values))
+        if progress is not None:
+            progress(k + 1, len(groups))
+    return rows, geoms
+
+
+def _choose_candidates(cands: pd.DataFrame, *, zone: bool, top_n: int | None) -> pd.DataFrame:
+    """The candidates to plan: those in the candidate zone, or the ``top_n`` best ranked."""
     if zone:
         if "in_candidate_zone" not in cands.columns:
             raise InputError("candidates have no in_candidate_zone column", element="candidates",
                              fix="plan the top N instead (--top N)")
-        chosen = cands[cands["in_candidate_zone"].astype(str).str.lower().isin(["true", "1", "yes"])]
-    else:
-        chosen = cands if top_n is None else cands.head(int(top_n))
-    # EPANET opens its hydraulics (seconds on a city) in a thread while the segments,
-    # customers and cut-off areas are worked out here; ctypes releases the GIL.
-    sim_ctx = ClosureSimulator(network.wn, sim_time_s=sim_time_s) if simulate else None
-    opened: dict[str, Any] = {}
+        return cands[cands["in_candidate_zone"].astype(str).str.lower().isin(["true", "1", "yes"])]
+    return cands if top_n is None else cands.head(int(top_n))
 
-    def _open() -> None:
-        if sim_ctx is None:
-            return
-        try:
-            sim_ctx.__enter__()
-            opened["baseline"] = sim_ctx.run()
-        except BaseException as exc:  # re-raised in the caller's thread
-            opened["error"] = exc
 
-    opener = threading.Thread(target=_open, name="twin-closure-open", daemon=True) if simulate else None
-    if opener is not None:
-        opener.start()
+@dataclass
+class _Closures:
+    """An open closure simulator and its baseline (no closure) solution."""
+
+    simulator: ClosureSimulator
+    baseline: pd.DataFrame
+
+
+def _open_closures(wn: wntr.network.WaterNetworkModel, sim_time_s: int) -> _Closures:
+    """Open the closure model and solve the baseline (runs in the worker thread)."""
+    simulator = ClosureSimulator(wn, sim_time_s=sim_time_s).open()
     try:
-        return _plan(network, chosen, cands, total_score, join, meters, valves, seed, inoperable_valves,
-                     critical_classes, service_pressure_m, sim_ctx, opener, opened, progress)
-    finally:
-        if opener is not None:
-            opener.join()
-        if sim_ctx is not None:
-            sim_ctx.__exit__(None, None, None)
+        return _Closures(simulator, simulator.run())
+    except BaseException:
+        simulator.close()
+        raise
 
 
-def _plan(network: Any, chosen: pd.DataFrame, cands: pd.DataFrame, total_score: float,
-          join: pd.DataFrame | None, meters: Any, valves: Any, seed: int | None,
-          inoperable_valves: Iterable[str], critical_classes: Sequence[str],
-          service_pressure_m: float, sim_ctx: ClosureSimulator | None,
-          opener: threading.Thread | None, opened: dict[str, Any],
-          progress: Callable[[int, int], None] | None) -> gpd.GeoDataFrame:
-    """The body of :func:`plan_repairs` (the closure model opens in ``opener`` meanwhile)."""
+@contextmanager
+def _closures_opening(wn: wntr.network.WaterNetworkModel, sim_time_s: int, *,
+                      enabled: bool) -> Iterator[Callable[[], _Closures | None]]:
+    """Open the closure model in a worker thread; yield a call that waits for it (None if disabled).
+
+    EPANET reads the model and opens its hydraulics (seconds on a city) while
+    the caller works out segments, customers and cut-off areas (ctypes
+    releases the GIL). Opening switches the process's working directory for a
+    moment (EPANET's scratch names, :func:`twin.scratch.epanet_scratch`): the
+    caller uses no relative path meanwhile. On exit the model is closed, also
+    after an error.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-closure-open") as pool:
+        opening = pool.submit(_open_closures, wn, sim_time_s) if enabled else None
+        try:
+            yield (lambda: opening.result()) if opening is not None else (lambda: None)
+        finally:
+            if opening is not None:
+                _close_when_opened(opening)
+
+
+def _close_when_opened(opening: Future) -> None:
+    """Close the closure model once its worker is done (it may still be opening after an error)."""
+    try:
+        closures = opening.result()
+    except BaseException:  # the opening failed: nothing is left open, the error was raised already
+        return
+    closures.simulator.close()
+
+
+@dataclass
+class _Layout:
+    """What the work orders are cut from, EPANET aside.
+
+    Attributes
+    ----------
+    network : Network
+    valves : geopandas.GeoDataFrame
+        The valve layer used.
+    segs, all_segs : Segments
+        Valve segments without the inoperable valves, and with every valve.
+    inoperable : set of str
+        Valve IDs that cannot be closed.
+    length : pandas.Series
+        Pipe length (m) by link ID.
+    by_link : dict
+        Customer meter IDs by link ID.
+    critical : pandas.Series
+        Whether a customer meter (index) is critical.
+    """
+
+    network: Network
+    valves: gpd.GeoDataFrame
+    segs: Segments
+    all_segs: Segments
+    inoperable: set[str]
+    length: pd.Series
+    by_link: Mapping[str, Sequence[str]]
+    critical: pd.Series
+
+
+def _layout(network: Network, vl: gpd.GeoDataFrame, *, inoperable_valves: Iterable[str],
+            join: pd.DataFrame | None, meters: pd.DataFrame | None,
+            critical_classes: Sequence[str]) -> _Layout:
+    """Valve segments, pipe lengths and customers per pipe, for the valve layer ``vl``."""
     inoperable_valves = list(inoperable_valves)
-    vl = valve_layer(network, valves=valves, seed=seed)
     segs = valve_segments(network, vl, inoperable=inoperable_valves)
-    all_segs = valve_segments(network, vl) if list(inoperable_valves) else segs
-    inoperable = set(map(str, inoperable_valves))
-
+    all_segs = valve_segments(network, vl) if inoperable_valves else segs
     links = network.links
-    link_ids = links.index.astype(str)
     length = links["length_m"].fillna(0.0) if "length_m" in links else links.geometry.length
-    length.index = link_ids
-    # customers per link
+    length.index = links.index.astype(str)
+    by_link, critical = _customers_by_link(join, meters, critical_classes)
+    return _Layout(network, vl, segs, all_segs, set(map(str, inoperable_valves)), length, by_link, critical)
+
+
+def _customers_by_link(join: pd.DataFrame | None, meters: pd.DataFrame | None,
+                       critical_classes: Sequence[str]) -> tuple[Mapping[str, Sequence[str]], pd.Series]:
+    """Matched customer meters per link ID, and which of them are critical."""
     cust = pd.DataFrame(columns=["link_id"])
     if join is not None and len(join):
         j = join.copy()
@@ -494,96 +509,93 @@ def _plan(network: Any, chosen: pd.DataFrame, cands: pd.DataFrame, total_score: 
         cls = meters["customer_class"].copy()
         cls.index = cls.index.astype(str)
         critical = _critical_mask(cls.reindex(cust.index), critical_classes)
-    by_link = cust.groupby("link_id").groups if len(cust) else {}
+    return (cust.groupby("link_id").groups if len(cust) else {}), critical
 
-    # group candidates by segment
-    seg_of = segs.link_segment
+
+def _segment_groups(chosen: pd.DataFrame, segs: Segments) -> dict[int, list[int]]:
+    """Positions of the chosen candidates per valve segment (one work order each)."""
     groups: dict[int, list[int]] = {}
     for i, lk in enumerate(chosen["link_id"]):
-        groups.setdefault(int(seg_of[lk]), []).append(i)
+        groups.setdefault(int(segs.link_segment[lk]), []).append(i)
+    return groups
 
-    dig = gpd.GeoSeries(candidate_points(chosen, network), crs=network.crs).to_crs(settings.MAP_CRS)
-    dig_lon, dig_lat = np.round(dig.x.to_numpy(), 7), np.round(dig.y.to_numpy(), 7)
-    rows = []
-    geoms = []
-    baseline = None
-    if opener is not None:
-        opener.join()
-        if "error" in opened:
-            raise opened["error"]
-        baseline = opened["baseline"]
-    for k, (seg, members) in enumerate(groups.items()):
-        sub = chosen.iloc[members]
-        best = sub.iloc[0]
-        close = list(segs.boundary(seg))
-        seg_links = link_ids[seg_of.to_numpy() == seg]
-        seg_nodes = segs.node_segment.index[segs.node_segment.to_numpy() == seg]
-        dry_nodes, dry_links = cut_off(network, segs, seg, close)
-        # inoperable valves that would have bounded the normal segment
-        nearby = []
-        if inoperable:
-            normal = int(all_segs.link_segment[best["link_id"]])
-            nearby = [v for v in all_segs.boundary(normal) if v in inoperable]
-        out_links = seg_links.append(dry_links)
-        affected = [m for lk in out_links for m in by_link.get(lk, [])]
-        affected = sorted(affected)
-        crit = [m for m in affected if bool(critical.get(m, False))]
-        leak = float(best["leak_flow_lps"]) if pd.notna(best["leak_flow_lps"]) else np.nan
-        share = float(sub["score"].clip(lower=0).sum()) / total_score
-        lost = leak * 86.4 if np.isfinite(leak) else np.nan
-        row: dict[str, Any] = {
-            "rank": int(best["rank"]),
-            "link_id": best["link_id"],
-            "candidate_links": ";".join(sub["link_id"]),
-            "score_share": round(share, 6),
-            "leak_flow_lps": leak,
-            "water_lost_m3_per_day": lost,
-            "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
-            "valves_to_close": ";".join(close),
-            "n_valves": len(close),
-            "inoperable_nearby": ";".join(nearby),
-            "isolated_links": ";".join(seg_links),
-            "isolated_length_m": float(length.reindex(seg_links).sum()),
-            "n_isolated_nodes": len(seg_nodes),
-            "cut_off_links": ";".join(dry_links),
-            "customers_affected": len(affected),
-            "customer_ids": ";".join(affected),
-            "critical_customers": len(crit),
-            "critical_customer_ids": ";".join(crit),
-            "advance_notice": bool(crit),
-            "lon": float(dig_lon[members[0]]),
-            "lat": float(dig_lat[members[0]]),
-        }
-        out_nodes = seg_nodes.append(dry_nodes)
-        if baseline is not None and sim_ctx is not None:
-            closed = list(seg_links) + list(segs.valves.loc[close, "link_id"].astype(str))
-            res = sim_ctx.run(closed_links=sorted(set(closed)), dry_nodes=out_nodes)
-            elsewhere = sim_ctx.is_junction & ~baseline.index.isin(out_nodes)
-            drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
-            row["demand_not_served_lps"] = float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum())
-            row["max_pressure_drop_m"] = max(float(drop.max()), 0.0) if len(drop) else 0.0
-            row["max_drop_node"] = str(drop.idxmax()) if len(drop) else ""
-            row["nodes_below_service"] = int(
-                ((res["pressure_m"] < service_pressure_m)
-                 & (baseline["pressure_m"] >= service_pressure_m))[elsewhere].sum()
-            )
-            row["shortfall_elsewhere_lps"] = float(
-                (baseline["demand_lps"] - res["demand_lps"])[elsewhere].clip(lower=0).sum()
-            )
-        else:
-            dem = network.nodes["base_demand_m3s"].copy()
-            dem.index = dem.index.astype(str)
-            row["demand_not_served_lps"] = float(dem.reindex(out_nodes).fillna(0).sum() * 1000)
-            row.update(max_pressure_drop_m=np.nan, max_drop_node="", nodes_below_service=np.nan,
-                       shortfall_elsewhere_lps=np.nan)
-        rows.append(row)
-        geoms.append(shapely.union_all(links.loc[seg_links].geometry.values))
-        if progress is not None:
-            progress(k + 1, len(groups))
 
+def _order_facts(layout: _Layout, seg: int, sub: pd.DataFrame,
+                 total_score: float) -> tuple[dict[str, Any], pd.Index, pd.Index]:
+    """One work order's valves, isolated and cut-off parts, customers and losses.
+
+    Returns the order's row (without dig point and hydraulics), the nodes out
+    of service (segment and cut off) and the segment's links.
+    """
+    network, segs = layout.network, layout.segs
+    best = sub.iloc[0]
+    close = list(segs.boundary(seg))
+    seg_links = network.links.index.astype(str)[segs.link_segment.to_numpy() == seg]
+    seg_nodes = segs.node_segment.index[segs.node_segment.to_numpy() == seg]
+    dry_nodes, dry_links = cut_off(network, segs, seg, close)
+    nearby = []  # inoperable valves that would have bounded the normal segment
+    if layout.inoperable:
+        normal = int(layout.all_segs.link_segment[best["link_id"]])
+        nearby = [v for v in layout.all_segs.boundary(normal) if v in layout.inoperable]
+    affected = sorted(m for lk in seg_links.append(dry_links) for m in layout.by_link.get(lk, []))
+    crit = [m for m in affected if bool(layout.critical.get(m, False))]
+    leak = float(best["leak_flow_lps"]) if pd.notna(best["leak_flow_lps"]) else np.nan
+    share = float(sub["score"].clip(lower=0).sum()) / total_score
+    lost = leak * 86.4 if np.isfinite(leak) else np.nan
+    row: dict[str, Any] = {
+        "rank": int(best["rank"]),
+        "link_id": best["link_id"],
+        "candidate_links": ";".join(sub["link_id"]),
+        "score_share": round(share, 6),
+        "leak_flow_lps": leak,
+        "water_lost_m3_per_day": lost,
+        "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
+        "valves_to_close": ";".join(close),
+        "n_valves": len(close),
+        "inoperable_nearby": ";".join(nearby),
+        "isolated_links": ";".join(seg_links),
+        "isolated_length_m": float(layout.length.reindex(seg_links).sum()),
+        "n_isolated_nodes": len(seg_nodes),
+        "cut_off_links": ";".join(dry_links),
+        "customers_affected": len(affected),
+        "customer_ids": ";".join(affected),
+        "critical_customers": len(crit),
+        "critical_customer_ids": ";".join(crit),
+        "advance_notice": bool(crit),
+    }
+    return row, seg_nodes.append(dry_nodes), seg_links
+
+
+def _closure_effects(layout: _Layout, closures: _Closures | None, seg: int, seg_links: pd.Index,
+                     out_nodes: pd.Index, *, service_pressure_m: float) -> dict[str, Any]:
+    """Demand not served (L/s) and, with a closure model, the pressure effects elsewhere."""
+    if closures is None:
+        dem = layout.network.nodes["base_demand_m3s"].copy()
+        dem.index = dem.index.astype(str)
+        return {"demand_not_served_lps": float(dem.reindex(out_nodes).fillna(0).sum() * 1000),
+                "max_pressure_drop_m": np.nan, "max_drop_node": "", "nodes_below_service": np.nan,
+                "shortfall_elsewhere_lps": np.nan}
+    sim, baseline = closures.simulator, closures.baseline
+    valves = list(layout.segs.boundary(seg))
+    closed = list(seg_links) + list(layout.segs.valves.loc[valves, "link_id"].astype(str))
+    res = sim.run(closed_links=sorted(set(closed)), dry_nodes=out_nodes)
+    elsewhere = sim.is_junction & ~baseline.index.isin(out_nodes)
+    drop = (baseline["pressure_m"] - res["pressure_m"])[elsewhere]
+    below = (res["pressure_m"] < service_pressure_m) & (baseline["pressure_m"] >= service_pressure_m)
+    return {
+        "demand_not_served_lps": float(baseline["demand_lps"][baseline.index.isin(out_nodes)].sum()),
+        "max_pressure_drop_m": max(float(drop.max()), 0.0) if len(drop) else 0.0,
+        "max_drop_node": str(drop.idxmax()) if len(drop) else "",
+        "nodes_below_service": int(below[elsewhere].sum()),
+        "shortfall_elsewhere_lps": float((baseline["demand_lps"] - res["demand_lps"])[elsewhere]
+                                         .clip(lower=0).sum()),
+    }
+
+
+def _prioritised(rows: list[dict[str, Any]], geoms: list[Any], network: Network) -> gpd.GeoDataFrame:
+    """The work orders by priority: expected loss first; equal losses, fewer customers first."""
     orders = pd.DataFrame(rows)
     if len(orders):
-        # priority: expected loss first; equal losses: fewer customers first
         key = orders["expected_loss_m3_per_day"].fillna(-1.0)
         order = np.lexsort((orders["rank"].to_numpy(), orders["customers_affected"].to_numpy(),
                             -key.to_numpy()))
@@ -597,15 +609,7 @@ def _plan(network: Any, chosen: pd.DataFrame, cands: pd.DataFrame, total_score: 
     else:
         orders = pd.DataFrame(columns=ORDER_COLUMNS)
     orders = orders.reindex(columns=ORDER_COLUMNS)
-    out = gpd.GeoDataFrame(orders, geometry=gpd.GeoSeries(geoms, crs=network.crs), crs=network.crs)
-    out.attrs["valves"] = vl
-    log.info(
-        "planned %d work order(s) for %d candidate(s); %d valves in the layer (%s); "
-        "%d customers affected in total",
-        len(out), len(chosen), len(vl), vl["source"].iloc[0] if len(vl) else "none",
-        int(out["customers_affected"].sum()) if len(out) else 0,
-    )
-    return out
+    return gpd.GeoDataFrame(orders, geometry=gpd.GeoSeries(geoms, crs=network.crs), crs=network.crs)
 
 
 # --------------------------------------------------------------------------- #
@@ -616,7 +620,7 @@ def _plan(network: Any, chosen: pd.DataFrame, cands: pd.DataFrame, total_score: 
 def write_plan(
     orders: gpd.GeoDataFrame,
     out_dir: str | Path,
-    network: Any,
+    network: Network,
     *,
     valves: gpd.GeoDataFrame | None = None,
     join: pd.DataFrame | None = None,
@@ -687,8 +691,6 @@ def read_plan(plan_dir: str | Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame 
     d = Path(plan_dir)
     gj = d / "work_orders.geojson"
     if not gj.exists():
-        from twin.errors import MissingFileError
-
         raise MissingFileError("no work_orders.geojson in the plan folder", path=d,
                                fix="give the --out folder of `twin plan`")
     orders = gpd.read_file(gj)
@@ -704,7 +706,7 @@ def read_plan(plan_dir: str | Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame 
     return orders, vl
 
 
-def _customer_points(network: Any, join: pd.DataFrame | None, meters: Any) -> gpd.GeoSeries | None:
+def _customer_points(network: Network, join: pd.DataFrame | None, meters: pd.DataFrame | None) -> gpd.GeoSeries | None:
     if join is None or not len(join):
         return None
     j = join.copy()
@@ -724,7 +726,7 @@ def _customer_points(network: Any, join: pd.DataFrame | None, meters: Any) -> gp
     return gpd.GeoSeries(pts, index=j.index, crs=network.crs)
 
 
-def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
+def _svg_map(row: pd.Series, network: Network, valves: gpd.GeoDataFrame | None,
              customers: gpd.GeoSeries | None, *, width: int = 640, height: int = 420,
              margin_m: float = 120.0) -> str:
     """Inline SVG of the isolated segment, valves to close and customers nearby."""
@@ -796,7 +798,60 @@ def _svg_map(row: pd.Series, network: Any, valves: gpd.GeoDataFrame | None,
     return "".join(out)
 
 
-def order_sheet(row: pd.Series, network: Any, *, valves: gpd.GeoDataFrame | None = None,
+def _sheet_number(v: Any, nd: int = 1) -> str:
+    """A number for the sheet with ``nd`` decimals and thousands separators ("–" if missing)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    return "–" if not np.isfinite(f) else f"{f:,.{nd}f}"
+
+
+def _sheet_valve_rows(close: Sequence[str], valves: gpd.GeoDataFrame | None) -> str:
+    """HTML table rows of the valves to close, with where they are and tick boxes."""
+    e = html.escape
+    out = ""
+    for i, vid in enumerate(close, 1):
+        where = ""
+        if valves is not None and vid in valves.index:
+            v = valves.loc[vid]
+            where = f"pipe {e(str(v.get('link_id', '')))}, next to node {e(str(v.get('node_id', '')))}"
+        out += f"<tr><td>{i}</td><td><b>{e(vid)}</b></td><td>{where}</td><td>☐ closed</td><td>☐ reopened</td></tr>"
+    return out
+
+
+def _sheet_facts(row: pd.Series) -> tuple[list[tuple[str, str]], set[str]]:
+    """The sheet's (label, value) facts, and the labels whose value is HTML already."""
+    e, num = html.escape, _sheet_number
+    crit = str(row.get("critical_customer_ids") or "")
+    facts = [
+        ("Priority", f"{row['priority']} ({row['priority_class']})"),
+        ("Suspected pipe", f"{row['link_id']} (candidate rank {row['rank']})"),
+        ("Other candidates in segment", str(row["candidate_links"]).replace(";", ", ")),
+        ("Estimated leak flow", f"{num(row['leak_flow_lps'], 2)} L/s"),
+        ("Water lost per day until repair", f"{num(row['water_lost_m3_per_day'], 1)} m³/day"),
+        ("Expected loss (× score share)", f"{num(row['expected_loss_m3_per_day'], 1)} m³/day"),
+        ("Isolated pipes", f"{len([s for s in str(row['isolated_links']).split(';') if s])} "
+                           f"({num(row['isolated_length_m'], 0)} m)"),
+        ("Customers without water", f"{row['customers_affected']}"),
+        ("Critical customers", f"{row['critical_customers']} {e(crit.replace(';', ', '))}"),
+        ("Demand not served", f"{num(row['demand_not_served_lps'], 2)} L/s"),
+        ("Largest pressure drop elsewhere", f"{num(row['max_pressure_drop_m'], 2)} m "
+                                            f"(node {e(str(row.get('max_drop_node') or '–'))})"),
+        ("Nodes falling below service pressure", num(row["nodes_below_service"], 0)),
+    ]
+    raw = {"Critical customers"}
+    if pd.notna(row.get("lat")) and pd.notna(row.get("lon")):
+        lat, lon = float(row["lat"]), float(row["lon"])
+        glon, glat = wgs84_to_gcj02(np.array([lon]), np.array([lat]))
+        facts.append(("Dig here (WGS84, GPS)",
+                      f'<a href="geo:{lat:.6f},{lon:.6f}">{lat:.6f}, {lon:.6f}</a>'))
+        facts.append(("Dig here (GCJ-02, Amap / Tencent)", f"{float(glat[0]):.6f}, {float(glon[0]):.6f}"))
+        raw.add("Dig here (WGS84, GPS)")
+    return facts, raw
+
+
+def order_sheet(row: pd.Series, network: Network, *, valves: gpd.GeoDataFrame | None = None,
                 customers: gpd.GeoSeries | None = None) -> str:
     """A printable HTML work-order sheet (A4) with an inline SVG map.
 
@@ -818,49 +873,9 @@ def order_sheet(row: pd.Series, network: Any, *, valves: gpd.GeoDataFrame | None
     if customers is not None and customers.crs is not None and customers.crs != network.crs:
         customers = customers.to_crs(network.crs)
     e = html.escape
-
-    def num(v: Any, nd: int = 1) -> str:
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            return e(str(v))
-        return "–" if not np.isfinite(f) else f"{f:,.{nd}f}"
-
-    valve_rows = ""
     close = [s for s in str(row["valves_to_close"]).split(";") if s]
-    for i, vid in enumerate(close, 1):
-        where = ""
-        if valves is not None and vid in valves.index:
-            v = valves.loc[vid]
-            where = f"pipe {e(str(v.get('link_id', '')))}, next to node {e(str(v.get('node_id', '')))}"
-        valve_rows += f"<tr><td>{i}</td><td><b>{e(vid)}</b></td><td>{where}</td><td>☐ closed</td><td>☐ reopened</td></tr>"
-    crit = str(row.get("critical_customer_ids") or "")
-    facts = [
-        ("Priority", f"{row['priority']} ({row['priority_class']})"),
-        ("Suspected pipe", f"{row['link_id']} (candidate rank {row['rank']})"),
-        ("Other candidates in segment", str(row["candidate_links"]).replace(";", ", ")),
-        ("Estimated leak flow", f"{num(row['leak_flow_lps'], 2)} L/s"),
-        ("Water lost per day until repair", f"{num(row['water_lost_m3_per_day'], 1)} m³/day"),
-        ("Expected loss (× score share)", f"{num(row['expected_loss_m3_per_day'], 1)} m³/day"),
-        ("Isolated pipes", f"{len([s for s in str(row['isolated_links']).split(';') if s])} "
-                           f"({num(row['isolated_length_m'], 0)} m)"),
-        ("Customers without water", f"{row['customers_affected']}"),
-        ("Critical customers", f"{row['critical_customers']} {e(crit.replace(';', ', '))}"),
-        ("Demand not served", f"{num(row['demand_not_served_lps'], 2)} L/s"),
-        ("Largest pressure drop elsewhere", f"{num(row['max_pressure_drop_m'], 2)} m "
-                                            f"(node {e(str(row.get('max_drop_node') or '–'))})"),
-        ("Nodes falling below service pressure", num(row["nodes_below_service"], 0)),
-    ]
-    raw = {"Critical customers"}
-    if pd.notna(row.get("lat")) and pd.notna(row.get("lon")):
-        from twin.crs import wgs84_to_gcj02
-
-        lat, lon = float(row["lat"]), float(row["lon"])
-        glon, glat = wgs84_to_gcj02(np.array([lon]), np.array([lat]))
-        facts.append(("Dig here (WGS84, GPS)",
-                      f'<a href="geo:{lat:.6f},{lon:.6f}">{lat:.6f}, {lon:.6f}</a>'))
-        facts.append(("Dig here (GCJ-02, Amap / Tencent)", f"{float(glat[0]):.6f}, {float(glon[0]):.6f}"))
-        raw.add("Dig here (WGS84, GPS)")
+    valve_rows = _sheet_valve_rows(close, valves)
+    facts, raw = _sheet_facts(row)
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{v if k in raw else e(v)}</td></tr>"
                         for k, v in facts)
     customers_list = e(str(row["customer_ids"]).replace(";", ", ")) or "none"

@@ -14,14 +14,7 @@ a faithful stand-in:
 
 from __future__ import annotations
 
+from twin.synth.city import synth_city
 from twin.synth.readings import synth_readings
 
 __all__ = ["synth_readings", "synth_city"]
-
-
-def __getattr__(name: str):  # lazy: the city generator pulls in geopandas I/O
-    if name == "synth_city":
-        from twin.synth.city import synth_city
-
-        return synth_city
-    raise AttributeError(name)

@@ -26,10 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +39,10 @@ import pyarrow.parquet as pq
 import pyproj
 import scipy.sparse as sp
 import shapely
+import wntr
+from wntr.network.controls import Control, ControlAction, SimTimeCondition
 
+from twin import crs as tcrs
 from twin.errors import (
     CRSError,
     InputError,
@@ -49,7 +51,10 @@ from twin.errors import (
     SimulationError,
     UnknownElementError,
 )
-from twin.scratch import epanet_scratch
+from twin.hydraulics import EpanetSession
+
+if TYPE_CHECKING:  # geopandas is imported only when a customers layer is read
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +111,7 @@ class _Geo:
 # ----------------------------------------------------------------------------
 
 
-def _parse_crs(crs: Any) -> pyproj.CRS:
+def _parse_crs(crs: str | pyproj.CRS) -> pyproj.CRS:
     try:
         parsed = pyproj.CRS.from_user_input(crs)
     except Exception as exc:  # pyproj raises its own CRSError
@@ -122,7 +127,7 @@ def _parse_crs(crs: Any) -> pyproj.CRS:
     return parsed
 
 
-def _geo(crs: Any) -> _Geo:
+def _geo(crs: str | pyproj.CRS) -> _Geo:
     parsed = _parse_crs(crs)
     unit = parsed.axis_info[0].unit_conversion_factor if parsed.axis_info else 1.0
     return _Geo(
@@ -132,9 +137,7 @@ def _geo(crs: Any) -> _Geo:
     )
 
 
-def _load_wn(path: str | Path):
-    import wntr
-
+def _load_wn(path: str | Path) -> wntr.network.WaterNetworkModel:
     p = Path(path)
     if not p.exists():
         raise MissingFileError("network file does not exist", path=p, fix="check the path and spelling")
@@ -174,7 +177,7 @@ def _start_time(start: str | pd.Timestamp | None) -> pd.Timestamp:
 # ----------------------------------------------------------------------------
 
 
-def _node_table(wn) -> pd.DataFrame:
+def _node_table(wn: wntr.network.WaterNetworkModel) -> pd.DataFrame:
     """Nodes with type, coordinates (CRS units), elevation and nominal demand.
 
     ``demand_m3s`` is the nominal mean demand over the demand patterns' cycle;
@@ -201,7 +204,7 @@ def _node_table(wn) -> pd.DataFrame:
     return t.set_index("node_id")
 
 
-def _link_table(wn, nodes: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
+def _link_table(wn: wntr.network.WaterNetworkModel, nodes: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
     rows = []
     for name, link in wn.links():
         kind = link.link_type.lower()
@@ -249,11 +252,27 @@ def _customers_from_nodes(nodes: pd.DataFrame, links: pd.DataFrame, geo: _Geo,
     the pipe nearest the junction, 5-40 m to one side of it.
     """
     junc = nodes[(nodes.node_type == "junction") & (nodes.demand_m3s > 0)]
-    pipes = links[links.link_type == "pipe"]
     if junc.empty:
         raise NetworkError("the network has no junction with a positive demand, so no customers",
                            fix="give the junctions base demands, or pass a customers layer")
-    # adjacency: junction -> pipes (both ends)
+    adj = _junction_pipes(junc, links[links.link_type == "pipe"])
+    owner, ccls, size = _split_demand(junc, rng)
+    link_id, position, x, y = _place_customers(junc, adj, links, owner, geo, rng)
+    width = max(6, len(str(len(owner))))
+    return pd.DataFrame({
+        "meter_id": [f"C{i:0{width}d}" for i in range(1, len(owner) + 1)],
+        "customer_class": ccls,
+        "base_demand_m3_per_day": size,
+        "link_id": link_id,
+        "position": position,
+        "home_node": junc.index.to_numpy()[owner],
+        "x": x,
+        "y": y,
+    })
+
+
+def _junction_pipes(junc: pd.DataFrame, pipes: pd.DataFrame) -> pd.DataFrame:
+    """Pipes at each junction (``node_id``, ``link_id``, ``at_start``), sorted by node and link."""
     adj = pd.concat([
         pd.DataFrame({"node_id": pipes.start_node.to_numpy(), "link_id": pipes.index.to_numpy(), "at_start": True}),
         pd.DataFrame({"node_id": pipes.end_node.to_numpy(), "link_id": pipes.index.to_numpy(), "at_start": False}),
@@ -262,7 +281,11 @@ def _customers_from_nodes(nodes: pd.DataFrame, links: pd.DataFrame, geo: _Geo,
     has_pipe = junc.index.isin(adj.node_id)
     if not has_pipe.all():
         log.debug("%d demand junctions have no pipe; their customers sit beside the node", (~has_pipe).sum())
+    return adj
 
+
+def _split_demand(junc: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Customers per junction by class size: owner junction (position), class, daily use (m3/day)."""
     daily = junc.demand_m3s.to_numpy() * 86400.0
     cls = np.array([_class_of_pattern(p) for p in junc.pattern])
     # number of meters per junction from the class's median size
@@ -275,12 +298,13 @@ def _customers_from_nodes(nodes: pd.DataFrame, links: pd.DataFrame, geo: _Geo,
     hi = np.array([CUSTOMER_SIZE_M3_PER_DAY[c][3] for c in ccls])
     raw = np.clip(np.exp(rng.normal(0.0, sig)), lo / med[owner], hi / med[owner])
     share = raw / np.bincount(owner, weights=raw)[owner]
-    size = share * daily[owner]
+    return owner, ccls, share * daily[owner]
 
-    # pick an adjacent pipe for each customer
-    adj_nodes = adj.node_id.to_numpy()
-    jidx = pd.Index(junc.index)
-    adj_j = jidx.get_indexer(adj_nodes)
+
+def _place_customers(junc: pd.DataFrame, adj: pd.DataFrame, links: pd.DataFrame, owner: np.ndarray,
+                     geo: _Geo, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Each customer's pipe, position along it (0-1) and x, y (CRS units) beside it."""
+    adj_j = pd.Index(junc.index).get_indexer(adj.node_id.to_numpy())
     order = np.argsort(adj_j, kind="stable")
     adj_j, adj_link, adj_start = adj_j[order], adj.link_id.to_numpy()[order], adj.at_start.to_numpy()[order]
     first = np.searchsorted(adj_j, np.arange(len(junc)), side="left")
@@ -311,18 +335,7 @@ def _customers_from_nodes(nodes: pd.DataFrame, links: pd.DataFrame, geo: _Geo,
         d = offset_m[~has] / geo.unit_m
         x[~has] = junc.x.to_numpy()[owner[~has]] + np.cos(ang) * d
         y[~has] = junc.y.to_numpy()[owner[~has]] + np.sin(ang) * d
-    width = max(6, len(str(len(owner))))
-    out = pd.DataFrame({
-        "meter_id": [f"C{i:0{width}d}" for i in range(1, len(owner) + 1)],
-        "customer_class": ccls,
-        "base_demand_m3_per_day": size,
-        "link_id": link_id,
-        "position": position,
-        "home_node": junc.index.to_numpy()[owner],
-        "x": x,
-        "y": y,
-    })
-    return out
+    return link_id, position, x, y
 
 
 def _point_and_tangent(lines: np.ndarray, position: np.ndarray):
@@ -340,7 +353,7 @@ def _point_and_tangent(lines: np.ndarray, position: np.ndarray):
     return shapely.get_x(pts), shapely.get_y(pts), tx / norm, ty / norm
 
 
-def _customers_from_layer(customers: Any, links: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
+def _customers_from_layer(customers: gpd.GeoDataFrame | str | Path, links: pd.DataFrame, geo: _Geo) -> pd.DataFrame:
     """Normalise a customers layer (GeoDataFrame or GIS file) to the internal table."""
     import geopandas as gpd
 
@@ -523,67 +536,27 @@ def _demand_model(cust: pd.DataFrame, days: int, start: pd.Timestamp,
 # ----------------------------------------------------------------------------
 
 
-def _fast_inp_class():
-    """WNTR's .inp writer with a vectorised [PATTERNS] section.
+def _simulate(wn: wntr.network.WaterNetworkModel, duration_s: int, *,
+              pattern_len: int | None = None) -> wntr.sim.results.SimulationResults:
+    """Run EPANET 2.2 on ``wn`` for ``duration_s`` (an extended-period session).
 
-    WNTR formats each multiplier with its own ``str.format`` and ``write``;
-    a week of 15-minute patterns for 14,000 junctions is 9 M numbers, which
-    takes longer than EPANET's own solution. Same text, same ``%f`` format.
+    ``pattern_len`` truncates the patterns written (enough for a short
+    calibration run). Sets ``wn``'s duration.
     """
-    import sys
-
-    from wntr.epanet.io import InpFile
-
-    class _FastInp(InpFile):
-        pattern_len: int | None = None
-
-        def _write_patterns(self, f, wn):
-            enc = sys.getdefaultencoding()
-            f.write("[PATTERNS]\n".encode(enc))
-            f.write("{:10s} {:10s}\n".format(";ID", "Multipliers").encode(enc))
-            for name in wn.pattern_name_list:
-                vals = list(wn.get_pattern(name).multipliers)
-                if self.pattern_len is not None:
-                    vals = vals[: self.pattern_len]
-                full, rest = divmod(len(vals), 6)
-                text = (f"\n{name}" + " %f" * 6) * full + ((f"\n{name}" + " %f" * rest) if rest else "")
-                f.write((text % tuple(vals)).encode(enc))
-                f.write(b"\n")
-            f.write(b"\n")
-
-    return _FastInp
-
-
-def _simulate(wn, duration_s: int, *, pattern_len: int | None = None) -> Any:
-    """Run EPANET 2.2 on ``wn`` for ``duration_s`` in a temporary directory.
-
-    Same steps as ``wntr.sim.EpanetSimulator.run_sim`` (write .inp, solve,
-    read the binary output), with the fast pattern writer; ``pattern_len``
-    truncates the patterns written (enough for a short calibration run).
-    """
-    import wntr
-    from wntr.epanet.io import BinFile
-
     wn.options.time.duration = int(duration_s)
-    with tempfile.TemporaryDirectory(prefix="twin-synth-") as tmp:
-        prefix = str(Path(tmp) / "truth")
-        try:
-            writer = _fast_inp_class()()
-            writer.pattern_len = pattern_len
-            writer.write(prefix + ".inp", wn, units=wn.options.hydraulic.inpfile_units, version=2.2)
-            with epanet_scratch(tmp):
-                en = wntr.epanet.toolkit.ENepanet(version=2.2)
-                en.ENopen(prefix + ".inp", prefix + ".rpt", prefix + ".bin")
-                en.ENsolveH()
-                en.ENsolveQ()  # writes the binary results (quality is off)
-                en.ENclose()
-            res = BinFile().read(prefix + ".bin", True, wn.options.hydraulic.headloss == "D-W")
-        except Exception as exc:
-            raise SimulationError(
-                f"EPANET failed on the true model ({type(exc).__name__}: {exc})",
-                fix="check the network runs in EPANET over the requested days (tanks, pumps, controls)",
-            ) from None
-    return res
+    try:
+        return EpanetSession.period(wn, pattern_len=pattern_len).run_period(convergence_error=True)
+    except SimulationError as exc:
+        raise SimulationError(
+            f"EPANET failed on the true model ({_cause(exc)})",
+            fix="check the network runs in EPANET over the requested days (tanks, pumps, controls)",
+        ) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """``Type: message`` of the error behind ``exc`` (EPANET's own, when there is one)."""
+    cause = exc.__cause__ or exc
+    return f"{type(cause).__name__}: {cause}"
 
 
 def _resample_pattern(mult: list[float], old_step: int, n: int) -> list[float]:
@@ -594,8 +567,8 @@ def _resample_pattern(mult: list[float], old_step: int, n: int) -> list[float]:
     return m[idx].tolist()
 
 
-def _truth_model(wn0, node_demand: np.ndarray, junctions: pd.Index, days: int,
-                 rng: np.random.Generator):
+def _truth_model(wn0: wntr.network.WaterNetworkModel, node_demand: np.ndarray, junctions: pd.Index, days: int,
+                 rng: np.random.Generator) -> wntr.network.WaterNetworkModel:
     """The utility's model turned into the truth: roughness, demands and a 15-min clock.
 
     ``wn0`` is changed in place: it is the generator's own freshly read copy
@@ -648,7 +621,7 @@ def _adjacent_half_length(links: pd.DataFrame, junctions: pd.Index, unit_m: floa
     return out
 
 
-def _unique_name(wn, base: str) -> str:
+def _unique_name(wn: wntr.network.WaterNetworkModel, base: str) -> str:
     names = set(wn.node_name_list) | set(wn.link_name_list)
     name, k = base, 1
     while name in names:
@@ -687,6 +660,456 @@ def _round(a: np.ndarray, decimals: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
+# the steps of synth_readings
+# ----------------------------------------------------------------------------
+
+
+def _check_formats(crs: str | pyproj.CRS, readings_format: str, meters_crs: str) -> tuple[_Geo, str]:
+    """The network's CRS and the meters' datum ("EPSG:4326", "GCJ02" or "BD09"), checked."""
+    if readings_format not in ("csv", "parquet"):
+        raise InputError(f"readings format {readings_format!r} is not supported", element="readings_format",
+                         fix="use csv or parquet")
+    geo = _geo(crs)
+    datum = str(meters_crs).upper().replace("-", "").replace("_", "")
+    if datum in ("EPSG:4326", "WGS84", "4326"):
+        datum = "EPSG:4326"
+    elif datum not in ("GCJ02", "BD09"):
+        raise CRSError(f"meters CRS {meters_crs!r} is not supported", element="meters_crs",
+                       fix="use EPSG:4326, GCJ02 or BD09")
+    return geo, datum
+
+
+def _check_leak(wn: wntr.network.WaterNetworkModel, leak: str | None, leak_flow_lps: float | None,
+                days: int, network_path: str | Path) -> str:
+    """``leak`` as "none", "random" or a pipe ID of ``wn``, checked against the other options."""
+    leak = "none" if leak is None else str(leak)
+    if leak_flow_lps is not None and not (leak_flow_lps > 0 and math.isfinite(leak_flow_lps)):
+        raise InputError(f"leak flow {leak_flow_lps} L/s is not positive", element="leak_flow_lps",
+                         fix="give a positive flow in L/s, or leave it out for a random size")
+    if leak not in ("none", "random"):
+        if leak not in wn.link_name_list:
+            raise UnknownElementError(f"pipe {leak!r} is not in the network", path=network_path,
+                                      fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
+        if wn.get_link(leak).link_type.lower() != "pipe":
+            raise InputError(f"link {leak!r} is a {wn.get_link(leak).link_type.lower()}, not a pipe",
+                             path=network_path, element=leak,
+                             fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
+    if leak != "none" and days < 3:
+        raise InputError(f"a leak starts after the second day, but only {days} days are simulated",
+                         element="days", fix="use --days 3 or more, or --leak none")
+    return leak
+
+
+def _shift_and_write(wn: wntr.network.WaterNetworkModel, geo: _Geo, path: Path) -> list[float]:
+    """Move ``wn`` into Yingtan (:func:`_shift_to_yingtan`) and write it to ``path``."""
+    shift = _shift_to_yingtan(wn, geo)
+    wntr.network.write_inpfile(wn, str(path), units=wn.options.hydraulic.inpfile_units)
+    return shift
+
+
+def _customers_beside(network_path: str | Path) -> Path | None:
+    """The ``<network>.gpkg`` beside the ``.inp`` when it has a ``customers`` layer."""
+    sib = Path(network_path).with_suffix(".gpkg")
+    if not sib.exists():
+        return None
+    import pyogrio  # third-party GIS I/O, loaded only when a GeoPackage is there
+
+    try:
+        layers = [n for n, _ in pyogrio.list_layers(sib)]
+    except Exception as exc:
+        raise InputError(f"cannot read the GeoPackage beside the network ({exc})", path=sib,
+                         fix="repair or remove it, or pass --customers") from None
+    return sib if "customers" in layers else None
+
+
+@dataclass
+class _Background:
+    """Background leakage: emitters ``C = k * half adjacent pipe length`` where ``ok``."""
+
+    p_mean: np.ndarray  # (junction,) mean pressure head of the first day, m
+    k: float  # m3/s per m^0.5 per m of pipe
+    ok: np.ndarray  # (junction,) bool: junctions with an emitter
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": "emitter q = C sqrt(p) at every junction with positive pressure, C proportional "
+                     "to half the length of the adjacent pipes",
+            "coefficient_m3s_per_m_of_pipe": float(f"{self.k:.6g}"),
+            "junctions": int(self.ok.sum()),
+        }
+
+
+def _add_background_leakage(wn: wntr.network.WaterNetworkModel, links: pd.DataFrame, junctions: pd.Index,
+                            geo: _Geo, *, q_sys: float, target_nrw_pct: tuple[float, float],
+                            rng: np.random.Generator, network_path: str | Path) -> _Background:
+    """Size emitters on the first day's pressures so that NRW is in ``target_nrw_pct``; set them on ``wn``."""
+    cal = _simulate(wn, 86400, pattern_len=STEPS_PER_DAY)
+    p_day = cal.node["pressure"].reindex(columns=junctions).iloc[:-1]
+    p_mean = p_day.mean().to_numpy()
+    half_len = _adjacent_half_length(links, junctions, geo.unit_m)
+    ok = (p_mean > 2.0) & (half_len > 0)
+    nrw = rng.uniform(*target_nrw_pct) / 100.0
+    q_bg = q_sys * nrw / (1.0 - nrw)
+    denom = float((half_len[ok] * np.sqrt(p_mean[ok])).sum())
+    if denom <= 0:
+        raise SimulationError("no junction has a positive pressure on the first day",
+                              path=network_path, fix="check the network's heads and elevations")
+    # leakage lowers pressures a little; +3 % compensates on average
+    k = 1.03 * q_bg / denom
+    coef = np.where(ok, k * half_len, 0.0)
+    for name, c in zip(junctions, coef):
+        if c > 0:
+            wn.get_node(name).emitter_coefficient = float(c)
+    return _Background(p_mean, k, ok)
+
+
+@dataclass
+class _Burst:
+    """The hidden burst: its truth record and the emitter node that carries it."""
+
+    info: dict[str, Any]
+    node: str
+
+
+def _burst_pipe(leak: str, pipes: pd.DataFrame, jp: pd.Series, rng: np.random.Generator,
+                network_path: str | Path) -> str:
+    """The leaking pipe: ``leak``, or a random open pipe (by length) with pressure at both ends."""
+    if leak != "random":
+        if bool(pipes.closed[leak]):
+            raise InputError(f"pipe {leak!r} is closed in the network (a boundary valve), so it cannot leak "
+                             "into a flowing system", path=network_path, element=leak,
+                             fix="choose an open pipe, or --leak random")
+        return leak
+    ps = jp.reindex(pipes.start_node).to_numpy()
+    pe = jp.reindex(pipes.end_node).to_numpy()
+    open_ = ~pipes.closed.to_numpy()
+    good = (np.nan_to_num(ps) > 10) & (np.nan_to_num(pe) > 10) & (pipes.length_m.to_numpy() > 10) & open_
+    if not good.any():
+        good = (np.nan_to_num(ps) > 0) & (np.nan_to_num(pe) > 0) & open_
+    w = np.where(good, pipes.length_m.to_numpy(), 0.0)
+    if w.sum() <= 0:
+        raise SimulationError("no pipe has positive pressure at both ends for a leak",
+                              path=network_path, fix="name a pipe with --leak")
+    return str(pipes.index[int(rng.choice(len(pipes), p=w / w.sum()))])
+
+
+def _add_burst(wn: wntr.network.WaterNetworkModel, leak: str, links: pd.DataFrame, jp: pd.Series, *,
+               days: int, q_sys: float, leak_flow_lps: float | None, start_ts: pd.Timestamp,
+               rng: np.random.Generator, network_path: str | Path) -> _Burst:
+    """Insert the burst into ``wn``: pipe, position, onset after day 2 and size (mean pressure ``jp``, m)."""
+    pipes = links[links.link_type == "pipe"]
+    link_id = _burst_pipe(leak, pipes, jp, rng, network_path)
+    position = float(rng.uniform(0.15, 0.85))
+    onset_s = int(rng.uniform(2 * 86400 + 3600, max(days * 86400 - 18 * 3600, 2 * 86400 + 7200)))
+    onset_s -= onset_s % 60
+    frac = float(rng.uniform(0.01, 0.06))
+    target_q = leak_flow_lps / 1000.0 if leak_flow_lps is not None else frac * q_sys
+    row = pipes.loc[link_id]
+    p0 = jp.get(row.start_node, np.nan)
+    p1 = jp.get(row.end_node, np.nan)
+    if np.isfinite(p0) and np.isfinite(p1):
+        p_est = (1.0 - position) * p0 + position * p1
+    else:  # a pipe from a tank or reservoir: the junction end's pressure
+        p_est = float(np.nanmax([p0, p1]))
+    if not np.isfinite(p_est) or p_est <= 1.0:
+        raise InputError(f"pipe {link_id!r} has no positive pressure for a leak", element=link_id,
+                         fix="choose a pipe with positive pressure, or --leak random")
+    c_leak = target_q / math.sqrt(p_est)
+    node = _insert_leak(wn, link_id, position, c_leak, onset_s)
+    return _Burst({
+        "link_id": link_id,
+        "position": round(position, 4),
+        "node_start": str(row.start_node),
+        "node_end": str(row.end_node),
+        "onset": _iso(np.array([onset_s]), start_ts).dictionary[0].as_py(),
+        "onset_s": onset_s,
+        "emitter_coefficient": float(f"{c_leak:.6g}"),
+        "emitter_coefficient_units": "m3/s per m^0.5",
+        "target_flow_lps": round(target_q * 1000, 4),
+    }, node)
+
+
+@dataclass
+class _Hydraulics:
+    """The truth's EPANET results on the 15-minute grid (SI)."""
+
+    t_index: np.ndarray  # seconds from the start
+    pressure: pd.DataFrame  # m, columns = nodes
+    flow: pd.DataFrame  # m3/s, columns = links
+    demand: pd.DataFrame  # m3/s, columns = nodes (reservoirs negative)
+
+
+def _simulate_truth(wn0: wntr.network.WaterNetworkModel, city: _City, geo: _Geo, *, leak: str,
+                    leak_flow_lps: float | None, days: int, start_ts: pd.Timestamp,
+                    target_nrw_pct: tuple[float, float], rng_model: np.random.Generator,
+                    rng_leaks: np.random.Generator,
+                    network_path: str | Path) -> tuple[_Background, _Burst | None, _Hydraulics, _Balance]:
+    """Turn ``wn0`` (changed in place) into the truth, add the leakage and burst, simulate, balance."""
+    junctions = city.junctions
+    wn = _truth_model(wn0, city.node_q, junctions, days, rng_model)
+    background = _add_background_leakage(wn, city.links, junctions, geo, q_sys=city.q_sys,
+                                         target_nrw_pct=target_nrw_pct, rng=rng_leaks, network_path=network_path)
+    burst = None if leak == "none" else _add_burst(
+        wn, leak, city.links, pd.Series(background.p_mean, index=junctions), days=days, q_sys=city.q_sys,
+        leak_flow_lps=leak_flow_lps, start_ts=start_ts, rng=rng_leaks, network_path=network_path)
+    hyd = _run_truth(wn, days, network_path)
+    balance = _truth_balance(hyd, city.nodes, junctions, city.node_q, burst, days=days, start_ts=start_ts)
+    return background, burst, hyd, balance
+
+
+def _burst_text(burst: _Burst | None) -> str:
+    if burst is None:
+        return "none"
+    return f"on {burst.info['link_id']} from {burst.info['onset']}, {burst.info['flow_lps']:.2f} L/s"
+
+
+def _run_truth(wn: wntr.network.WaterNetworkModel, days: int, network_path: str | Path) -> _Hydraulics:
+    """The extended-period run of the truth, on the 15-minute grid."""
+    res = _simulate(wn, days * 86400)
+    t_index = np.arange(days * STEPS_PER_DAY) * STEP_S
+    try:
+        return _Hydraulics(t_index, res.node["pressure"].loc[t_index], res.link["flowrate"].loc[t_index],
+                           res.node["demand"].loc[t_index])
+    except KeyError:
+        raise SimulationError("EPANET did not report every 15-minute step", path=network_path,
+                              fix="check the network's time options") from None
+
+
+@dataclass
+class _Balance:
+    """The truth's water balance per 15-minute step (m3/s) and per day."""
+
+    src: np.ndarray  # source (reservoir) outflow
+    tank: np.ndarray  # tank filling
+    cons: np.ndarray  # customer consumption
+    bg: np.ndarray  # background leakage
+    lk: np.ndarray  # burst
+    per_day: list[dict[str, Any]]
+    nrw_pre: float  # background NRW before the burst, % of system input
+
+    def summary(self, days: int) -> dict[str, Any]:
+        return {
+            "nrw_pct_before_leak": round(self.nrw_pre, 3),
+            "system_input_m3_per_day": round(float((self.src - self.tank).sum() * STEP_S / days), 3),
+            "source_input_m3_per_day": round(float(self.src.sum() * STEP_S / days), 3),
+            "consumption_m3": round(float(self.cons.sum() * STEP_S), 3),
+            "background_leakage_m3": round(float(self.bg.sum() * STEP_S), 3),
+            "leak_m3": round(float(self.lk.sum() * STEP_S), 3),
+            "tank_filling_m3": round(float(self.tank.sum() * STEP_S), 3),
+            "balance_note": ("system_input_m3 = consumption_m3 + background_leakage_m3 + leak_m3 + "
+                             "tank_filling_m3 (per day, from EPANET at 15-min steps); customers register "
+                             "consumption times (1 - under_registration)"),
+            "per_day": self.per_day,
+        }
+
+
+def _truth_balance(hyd: _Hydraulics, nodes: pd.DataFrame, junctions: pd.Index, node_q: np.ndarray,
+                   burst: _Burst | None, *, days: int, start_ts: pd.Timestamp) -> _Balance:
+    """Water balance of the truth; completes the burst's record with its mean flow (L/s)."""
+    t_index, D = hyd.t_index, hyd.demand
+    src = -D.reindex(columns=nodes.index[nodes.node_type == "reservoir"]).sum(axis=1).to_numpy()
+    tank = D.reindex(columns=nodes.index[nodes.node_type == "tank"]).sum(axis=1).to_numpy()
+    jd = D.reindex(columns=junctions).to_numpy()
+    cons = node_q.sum(axis=0)
+    bg = (jd - node_q.T).sum(axis=1)
+    lk = D[burst.node].to_numpy() if burst is not None else np.zeros(len(t_index))
+    if burst is not None:
+        after = t_index >= burst.info["onset_s"]
+        burst.info["flow_lps"] = round(float(lk[after].mean() * 1000), 4)
+        burst.info["leak_node"] = burst.node
+    day_of = t_index // 86400
+    per_day = []
+    for d in range(days):
+        m = day_of == d
+        per_day.append({
+            "date": (start_ts + pd.Timedelta(days=d)).strftime("%Y-%m-%d"),
+            "system_input_m3": round(float(src[m].sum() * STEP_S), 3),
+            "tank_filling_m3": round(float(tank[m].sum() * STEP_S), 3),
+            "consumption_m3": round(float(cons[m].sum() * STEP_S), 3),
+            "background_leakage_m3": round(float(bg[m].sum() * STEP_S), 3),
+            "leak_m3": round(float(lk[m].sum() * STEP_S), 3),
+        })
+    pre = t_index < (burst.info["onset_s"] if burst is not None else days * 86400)
+    siv_pre = float((src[pre] - tank[pre]).sum())
+    nrw_pre = 100.0 * float(bg[pre].sum()) / siv_pre if siv_pre > 0 else float("nan")
+    return _Balance(src, tank, cons, bg, lk, per_day, nrw_pre)
+
+
+def _logger_nodes(hyd: _Hydraulics, nodes: pd.DataFrame, junctions: pd.Index, logger_share: float,
+                  rng: np.random.Generator) -> list[str]:
+    """Pressure logger nodes: a farthest-point spread of pressurised junctions, and every tank."""
+    jx = nodes.loc[junctions, ["x", "y"]].to_numpy()
+    n_log = max(1, int(round(logger_share * len(junctions))))
+    cand = np.flatnonzero(hyd.pressure.reindex(columns=junctions).mean().to_numpy() > 0)
+    if len(cand) == 0:
+        cand = np.arange(len(junctions))
+    sel = _farthest_points(jx[cand], min(n_log, len(cand)), rng)
+    return [*junctions[cand[sel]].tolist(), *nodes.index[nodes.node_type == "tank"].tolist()]
+
+
+#: Readings of one kind of meter: (meter IDs, meter position per row, time s, value, arrival time s).
+_Readings = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _customer_readings(cust: pd.DataFrame, dem: _Demand, days: int,
+                       rng: np.random.Generator) -> tuple[list[_Readings], np.ndarray]:
+    """Customer registers about twice a day at irregular NB-IoT times, and their under-registration."""
+    n_c = len(cust)
+    under = rng.uniform(0.02, 0.05, n_c)
+    r0 = np.round(rng.gamma(2.0, 400.0, n_c), 3)
+    offset = rng.uniform(0, 12 * 3600, n_c)
+    per = 2 * days
+    t_c = (np.arange(per)[None, :] * 43200.0 + offset[:, None]
+           + rng.normal(0, 1200.0, (n_c, per))).clip(0, days * 86400 - 1)
+    t_c = np.floor(t_c)
+    c_idx = np.repeat(np.arange(n_c), per)
+    t_flat = t_c.ravel()
+    vol = dem.cumulative(c_idx, t_flat)
+    reg = np.floor((r0[c_idx] + vol * (1.0 - under[c_idx])) * 1000.0) / 1000.0
+    keep = rng.random(len(c_idx)) >= 0.01
+    dup = keep & (rng.random(len(c_idx)) < 0.005)
+    late = rng.random(len(c_idx)) < 0.01
+    arrive = t_flat + rng.uniform(5, 300, len(c_idx)) + np.where(late, rng.uniform(3600, 2 * 86400,
+                                                                                   len(c_idx)), 0.0)
+    ids = np.concatenate([np.flatnonzero(keep), np.flatnonzero(dup)])
+    dup_arrive = arrive[dup] + rng.uniform(60, 6 * 3600, dup.sum())
+    return [(cust.meter_id.to_numpy(), c_idx[ids], t_flat[ids], reg[ids],
+             np.concatenate([arrive[keep], dup_arrive]))], under
+
+
+def _logger_readings(hyd: _Hydraulics, log_nodes: list[str], flow_links: list[str],
+                     rng: np.random.Generator) -> list[_Readings]:
+    """Pressure (m, 5 cm noise) and flow (L/s, 0.5 % noise) every 15 minutes, 0.2 % missing."""
+    t_index = hyd.t_index
+    pids = np.array([f"PRS-{n}" for n in log_nodes], dtype=object)
+    pv = hyd.pressure[log_nodes].to_numpy() + rng.normal(0, 0.05, (len(t_index), len(log_nodes)))
+    fids = np.array([f"FLW-{l}" for l in flow_links], dtype=object)
+    fq = hyd.flow[flow_links].to_numpy() * 1000.0
+    fv = fq * (1.0 + rng.normal(0, 0.005, fq.shape))
+    out = []
+    for ids_, vals, dec in ((pids, pv, 3), (fids, fv, 3)):
+        if len(ids_) == 0:
+            continue
+        miss = rng.random(vals.shape) < 0.002
+        ti = np.repeat(t_index[:, None], len(ids_), axis=1)
+        mi = np.repeat(np.arange(len(ids_))[None, :], len(t_index), axis=0)
+        k_ = ~miss
+        arr = ti[k_] + rng.uniform(1, 120, k_.sum())
+        out.append((ids_, mi[k_], ti[k_].astype(float), _round(vals[k_], dec), arr))
+    return out
+
+
+def _readings_table(parts: list[_Readings], start_ts: pd.Timestamp) -> pa.Table:
+    """All readings in arrival order (late rows out of time order): meter_id, timestamp, value."""
+    all_ids = np.concatenate([t[0] for t in parts])
+    offs = np.cumsum([0] + [len(t[0]) for t in parts[:-1]])
+    code = np.concatenate([t[1] + o for t, o in zip(parts, offs)]).astype(np.int32)
+    ts = np.concatenate([t[2] for t in parts]).astype(np.int64)
+    val = np.concatenate([t[3] for t in parts])
+    arr_t = np.concatenate([t[4] for t in parts])
+    order = np.lexsort((code, ts, arr_t))
+    return pa.table({
+        "meter_id": pa.DictionaryArray.from_arrays(pa.array(code[order]), pa.array(all_ids.astype(str))),
+        "timestamp": _iso(ts[order], start_ts),
+        "value": pa.array(val[order]),
+    })
+
+
+def _write_data(out: Path, meters: pd.DataFrame, table: pa.Table, readings_format: str, *,
+                with_network: bool) -> dict[str, Path]:
+    """Write meters.csv and the readings; the paths of every file (truth.json still to write)."""
+    paths = {"meters": out / "meters.csv", "truth": out / "truth.json"}
+    if with_network:
+        paths["network"] = out / "network.inp"
+    _write_meters(meters, paths["meters"])
+    if readings_format == "parquet":
+        paths["readings"] = out / "readings.parquet"
+        table = table.set_column(0, "meter_id", pc.cast(table["meter_id"], pa.string()))
+        table = table.set_column(1, "timestamp", pc.cast(table["timestamp"], pa.string()))
+        pq.write_table(table, paths["readings"], compression="zstd")
+    else:
+        paths["readings"] = out / "readings.csv"
+        _write_csv(table, paths["readings"])
+    return paths
+
+
+@dataclass
+class _City:
+    """The utility's network as tables, its customers and their demand over the period."""
+
+    nodes: pd.DataFrame
+    links: pd.DataFrame
+    junctions: pd.Index
+    cust: pd.DataFrame
+    dem: _Demand
+    node_q: np.ndarray  # (junction, step) demand, m3/s
+
+    @property
+    def q_sys(self) -> float:
+        """Mean system demand, m3/s."""
+        return float(self.node_q.sum(axis=0).mean())
+
+
+def _city(wn: wntr.network.WaterNetworkModel, geo: _Geo, customers: gpd.GeoDataFrame | str | Path | None, *, days: int,
+          start_ts: pd.Timestamp, rng_customers: np.random.Generator,
+          rng_demand: np.random.Generator) -> _City:
+    """Network tables, customers (from the layer, else split from node demands) and demands."""
+    nodes = _node_table(wn)
+    links = _link_table(wn, nodes, geo)
+    links["length_m"] = np.where(links.link_type == "pipe", links.length_m, 0.0)
+    cust = (_customers_from_layer(customers, links, geo) if customers is not None
+            else _customers_from_nodes(nodes, links, geo, rng_customers))
+    junctions = pd.Index(nodes.index[nodes.node_type == "junction"])
+    dem = _demand_model(cust, days, start_ts, rng_demand)
+    node_q = dem.node_series(_weights(cust, nodes, links, junctions))
+    return _City(nodes, links, junctions, cust, dem, node_q)
+
+
+def _truth_document(*, burst: _Burst | None, seed: int, days: int, geo: _Geo, datum: str,
+                    network_path: str | Path, shift: list[float] | None, start_ts: pd.Timestamp,
+                    balance: _Balance, background: _Background, hyd: _Hydraulics, city: _City,
+                    under: np.ndarray, from_layer: bool, log_nodes: list[str], flow_links: list[str],
+                    n_rows: int) -> dict[str, Any]:
+    """The content of ``truth.json`` (key order is part of the file)."""
+    junctions = city.junctions
+    return {
+        "leak": burst.info if burst is not None else None,
+        "seed": int(seed),
+        "days": days,
+        "crs": geo.crs.to_string(),
+        "meters_crs": datum,
+        "network": Path(network_path).name,
+        "shift_crs_units": shift,
+        "start": _iso(np.array([0]), start_ts).dictionary[0].as_py(),
+        "timezone_offset": UTC_OFFSET,
+        "step_s": STEP_S,
+        **balance.summary(days),
+        "customers": _customer_summary(city.cust, city.dem, under, days, from_layer=from_layer),
+        "pressure_loggers": len(log_nodes),
+        "flow_meters": len(flow_links),
+        "readings_rows": int(n_rows),
+        "roughness_perturbation": "uniform x[0.9, 1.1] per pipe",
+        "background_leakage": background.summary(),
+        "min_pressure_m": round(float(hyd.pressure.reindex(columns=junctions[city.node_q.max(axis=1) > 0])
+                                      .min().min()), 3),
+        "min_pressure_note": "lowest pressure head at a junction with customers over the period, m",
+    }
+
+
+def _customer_summary(cust: pd.DataFrame, dem: _Demand, under: np.ndarray, days: int, *,
+                      from_layer: bool) -> dict[str, Any]:
+    n_c = len(cust)
+    return {
+        "count": n_c,
+        "source": "layer" if from_layer else "split from node demands",
+        "under_registration_mean": round(float(under.mean()), 5),
+        "registered_m3": round(float(((dem.cumulative(np.arange(n_c), np.full(n_c, days * 86400.0)))
+                                     * (1 - under)).sum()), 3),
+        "by_class": {c: int((cust.customer_class == c).sum()) for c in CLASSES},
+    }
+
+
+# ----------------------------------------------------------------------------
 # public entry point
 # ----------------------------------------------------------------------------
 
@@ -694,12 +1117,12 @@ def _round(a: np.ndarray, decimals: int) -> np.ndarray:
 def synth_readings(
     network_path: str | Path,
     *,
-    crs: Any,
+    crs: str | pyproj.CRS,
     days: int = 7,
     leak: str = "random",
     seed: int = 0,
     out_dir: str | Path,
-    customers: Any = None,
+    customers: gpd.GeoDataFrame | str | Path | None = None,
     leak_flow_lps: float | None = None,
     start: str | pd.Timestamp | None = "2026-03-02",
     readings_format: str = "csv",
@@ -772,313 +1195,39 @@ def synth_readings(
         EPANET does not converge on the true model.
     """
     days = _check_days(days)
-    if readings_format not in ("csv", "parquet"):
-        raise InputError(f"readings format {readings_format!r} is not supported", element="readings_format",
-                         fix="use csv or parquet")
-    geo = _geo(crs)
-    datum = str(meters_crs).upper().replace("-", "").replace("_", "")
-    if datum in ("EPSG:4326", "WGS84", "4326"):
-        datum = "EPSG:4326"
-    elif datum not in ("GCJ02", "BD09"):
-        raise CRSError(f"meters CRS {meters_crs!r} is not supported", element="meters_crs",
-                       fix="use EPSG:4326, GCJ02 or BD09")
+    geo, datum = _check_formats(crs, readings_format, meters_crs)
     wn0 = _load_wn(network_path)
     start_ts = _start_time(start)
-    leak = "none" if leak is None else str(leak)
-    if leak_flow_lps is not None and not (leak_flow_lps > 0 and math.isfinite(leak_flow_lps)):
-        raise InputError(f"leak flow {leak_flow_lps} L/s is not positive", element="leak_flow_lps",
-                         fix="give a positive flow in L/s, or leave it out for a random size")
-    if leak not in ("none", "random"):
-        if leak not in wn0.link_name_list:
-            raise UnknownElementError(f"pipe {leak!r} is not in the network", path=network_path,
-                                      fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
-        if wn0.get_link(leak).link_type.lower() != "pipe":
-            raise InputError(f"link {leak!r} is a {wn0.get_link(leak).link_type.lower()}, not a pipe",
-                             path=network_path, element=leak,
-                             fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
-    if leak != "none" and days < 3:
-        raise InputError(f"a leak starts after the second day, but only {days} days are simulated",
-                         element="days", fix="use --days 3 or more, or --leak none")
+    leak = _check_leak(wn0, leak, leak_flow_lps, days, network_path)
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    shift = _shift_and_write(wn0, geo, out / "network.inp") if shift_to_yingtan else None
+    customers = _customers_beside(network_path) if customers is None else customers
+    rng_c, rng_d, rng_m, rng_l, _spare, rng_n = rng.spawn(6)  # six streams: the seeds stay as they were
+    city = _city(wn0, geo, customers, days=days, start_ts=start_ts, rng_customers=rng_c, rng_demand=rng_d)
+    nodes, links, junctions = city.nodes, city.links, city.junctions
 
-    shift = None
-    if shift_to_yingtan:
-        shift = _shift_to_yingtan(wn0, geo)
-        import wntr
+    background, burst, hyd, balance = _simulate_truth(
+        wn0, city, geo, leak=leak, leak_flow_lps=leak_flow_lps, days=days, start_ts=start_ts,
+        target_nrw_pct=target_nrw_pct, rng_model=rng_m, rng_leaks=rng_l, network_path=network_path)
 
-        wntr.network.write_inpfile(wn0, str(out / "network.inp"),
-                                   units=wn0.options.hydraulic.inpfile_units)
-    nodes = _node_table(wn0)
-    links = _link_table(wn0, nodes, geo)
-    links["length_m"] = np.where(links.link_type == "pipe", links.length_m, 0.0)
-    if customers is None:
-        sib = Path(network_path).with_suffix(".gpkg")
-        if sib.exists():
-            import pyogrio
-
-            try:
-                layers = [n for n, _ in pyogrio.list_layers(sib)]
-            except Exception as exc:
-                raise InputError(f"cannot read the GeoPackage beside the network ({exc})", path=sib,
-                                 fix="repair or remove it, or pass --customers") from None
-            if "customers" in layers:
-                customers = sib
-    rng_c, rng_d, rng_m, rng_l, rng_r, rng_n = rng.spawn(6)
-    cust = (_customers_from_layer(customers, links, geo) if customers is not None
-            else _customers_from_nodes(nodes, links, geo, rng_c))
-    junctions = pd.Index(nodes.index[nodes.node_type == "junction"])
-    W = _weights(cust, nodes, links, junctions)
-    dem = _demand_model(cust, days, start_ts, rng_d)
-    node_q = dem.node_series(W)  # (junction, step) m3/s
-    q_sys = float(node_q.sum(axis=0).mean())
-
-    wn = _truth_model(wn0, node_q, junctions, days, rng_m)
-
-    # --- background leakage, calibrated on the first day --------------------------
-    cal = _simulate(wn, 86400, pattern_len=STEPS_PER_DAY)
-    p_day = cal.node["pressure"].reindex(columns=junctions).iloc[:-1]
-    p_mean = p_day.mean().to_numpy()
-    half_len = _adjacent_half_length(links, junctions, geo.unit_m)
-    ok = (p_mean > 2.0) & (half_len > 0)
-    nrw = rng_l.uniform(*target_nrw_pct) / 100.0
-    q_bg = q_sys * nrw / (1.0 - nrw)
-    denom = float((half_len[ok] * np.sqrt(p_mean[ok])).sum())
-    if denom <= 0:
-        raise SimulationError("no junction has a positive pressure on the first day",
-                              path=network_path, fix="check the network's heads and elevations")
-    # leakage lowers pressures a little; +3 % compensates on average
-    k = 1.03 * q_bg / denom
-    coef = np.where(ok, k * half_len, 0.0)
-    for name, c in zip(junctions, coef):
-        if c > 0:
-            wn.get_node(name).emitter_coefficient = float(c)
-
-    # --- the burst ---------------------------------------------------------------
-    leak_info = None
-    leak_out = None
-    if leak != "none":
-        pipes = links[links.link_type == "pipe"]
-        jp = pd.Series(p_mean, index=junctions)
-        ps = jp.reindex(pipes.start_node).to_numpy()
-        pe = jp.reindex(pipes.end_node).to_numpy()
-        if leak == "random":
-            open_ = ~pipes.closed.to_numpy()
-            good = (np.nan_to_num(ps) > 10) & (np.nan_to_num(pe) > 10) & (pipes.length_m.to_numpy() > 10) & open_
-            if not good.any():
-                good = (np.nan_to_num(ps) > 0) & (np.nan_to_num(pe) > 0) & open_
-            w = np.where(good, pipes.length_m.to_numpy(), 0.0)
-            if w.sum() <= 0:
-                raise SimulationError("no pipe has positive pressure at both ends for a leak",
-                                      path=network_path, fix="name a pipe with --leak")
-            li = int(rng_l.choice(len(pipes), p=w / w.sum()))
-            link_id = str(pipes.index[li])
-        else:
-            link_id = leak
-            if bool(pipes.closed[link_id]):
-                raise InputError(f"pipe {link_id!r} is closed in the network (a boundary valve), so it cannot leak "
-                                 "into a flowing system", path=network_path, element=link_id,
-                                 fix="choose an open pipe, or --leak random")
-        position = float(rng_l.uniform(0.15, 0.85))
-        onset_s = int(rng_l.uniform(2 * 86400 + 3600, max(days * 86400 - 18 * 3600, 2 * 86400 + 7200)))
-        onset_s -= onset_s % 60
-        frac = float(rng_l.uniform(0.01, 0.06))
-        target_q = leak_flow_lps / 1000.0 if leak_flow_lps is not None else frac * q_sys
-        row = pipes.loc[link_id]
-        p0 = jp.get(row.start_node, np.nan)
-        p1 = jp.get(row.end_node, np.nan)
-        if np.isfinite(p0) and np.isfinite(p1):
-            p_est = (1.0 - position) * p0 + position * p1
-        else:  # a pipe from a tank or reservoir: the junction end's pressure
-            p_est = float(np.nanmax([p0, p1]))
-        if not np.isfinite(p_est) or p_est <= 1.0:
-            raise InputError(f"pipe {link_id!r} has no positive pressure for a leak", element=link_id,
-                             fix="choose a pipe with positive pressure, or --leak random")
-        c_leak = target_q / math.sqrt(p_est)
-        leak_out = _insert_leak(wn, link_id, position, c_leak, onset_s)
-        leak_info = {
-            "link_id": link_id,
-            "position": round(position, 4),
-            "node_start": str(row.start_node),
-            "node_end": str(row.end_node),
-            "onset": _iso(np.array([onset_s]), start_ts).dictionary[0].as_py(),
-            "onset_s": onset_s,
-            "emitter_coefficient": float(f"{c_leak:.6g}"),
-            "emitter_coefficient_units": "m3/s per m^0.5",
-            "target_flow_lps": round(target_q * 1000, 4),
-        }
-
-    res = _simulate(wn, days * 86400)
-    t_index = np.arange(days * STEPS_PER_DAY) * STEP_S
-    try:
-        P = res.node["pressure"].loc[t_index]
-        Q = res.link["flowrate"].loc[t_index]
-        D = res.node["demand"].loc[t_index]
-    except KeyError:
-        raise SimulationError("EPANET did not report every 15-minute step", path=network_path,
-                              fix="check the network's time options") from None
-
-    # --- truth balance ------------------------------------------------------------
-    res_names = nodes.index[nodes.node_type == "reservoir"]
-    tank_names = nodes.index[nodes.node_type == "tank"]
-    src = -D.reindex(columns=res_names).sum(axis=1).to_numpy()
-    tank = D.reindex(columns=tank_names).sum(axis=1).to_numpy()
-    jd = D.reindex(columns=junctions).to_numpy()
-    cons = node_q.sum(axis=0)
-    bg = (jd - node_q.T).sum(axis=1)
-    lk = D[leak_out].to_numpy() if leak_out else np.zeros(len(t_index))
-    if leak_info is not None:
-        after = t_index >= leak_info["onset_s"]
-        leak_info["flow_lps"] = round(float(lk[after].mean() * 1000), 4)
-        leak_info["leak_node"] = leak_out
-    day_of = t_index // 86400
-    per_day = []
-    for d in range(days):
-        m = day_of == d
-        per_day.append({
-            "date": (start_ts + pd.Timedelta(days=d)).strftime("%Y-%m-%d"),
-            "system_input_m3": round(float(src[m].sum() * STEP_S), 3),
-            "tank_filling_m3": round(float(tank[m].sum() * STEP_S), 3),
-            "consumption_m3": round(float(cons[m].sum() * STEP_S), 3),
-            "background_leakage_m3": round(float(bg[m].sum() * STEP_S), 3),
-            "leak_m3": round(float(lk[m].sum() * STEP_S), 3),
-        })
-    pre = t_index < (leak_info["onset_s"] if leak_info else days * 86400)
-    siv_pre = float((src[pre] - tank[pre]).sum())
-    nrw_pre = 100.0 * float(bg[pre].sum()) / siv_pre if siv_pre > 0 else float("nan")
-
-    # --- meters -------------------------------------------------------------------
-    jx = nodes.loc[junctions, ["x", "y"]].to_numpy()
-    n_log = max(1, int(round(logger_share * len(junctions))))
-    cand = np.flatnonzero(P.reindex(columns=junctions).mean().to_numpy() > 0)
-    if len(cand) == 0:
-        cand = np.arange(len(junctions))
-    sel = _farthest_points(jx[cand], min(n_log, len(cand)), rng_n)
-    log_nodes = [*junctions[cand[sel]].tolist(), *tank_names.tolist()]
+    log_nodes = _logger_nodes(hyd, nodes, junctions, logger_share, rng_n)
     flow_links = _flow_meter_links(nodes, links)
+    meters = _meters_table(city.cust, nodes, links, log_nodes, flow_links, geo, datum)
+    parts, under = _customer_readings(city.cust, city.dem, days, rng.spawn(1)[0])
+    parts += _logger_readings(hyd, log_nodes, flow_links, rng.spawn(1)[0])
+    table = _readings_table(parts, start_ts)
+    paths = _write_data(out, meters, table, readings_format, with_network=shift is not None)
 
-    meters = _meters_table(cust, nodes, links, log_nodes, flow_links, geo, datum)
-
-    # --- readings -----------------------------------------------------------------
-    tables = []
-    # customers: about twice a day at irregular NB-IoT times
-    n_c = len(cust)
-    r_cust = rng.spawn(1)[0]
-    under = r_cust.uniform(0.02, 0.05, n_c)
-    r0 = np.round(r_cust.gamma(2.0, 400.0, n_c), 3)
-    offset = r_cust.uniform(0, 12 * 3600, n_c)
-    per = 2 * days
-    t_c = (np.arange(per)[None, :] * 43200.0 + offset[:, None]
-           + r_cust.normal(0, 1200.0, (n_c, per))).clip(0, days * 86400 - 1)
-    t_c = np.floor(t_c)
-    c_idx = np.repeat(np.arange(n_c), per)
-    t_flat = t_c.ravel()
-    vol = dem.cumulative(c_idx, t_flat)
-    reg = np.floor((r0[c_idx] + vol * (1.0 - under[c_idx])) * 1000.0) / 1000.0
-    keep = r_cust.random(len(c_idx)) >= 0.01
-    dup = keep & (r_cust.random(len(c_idx)) < 0.005)
-    late = r_cust.random(len(c_idx)) < 0.01
-    arrive = t_flat + r_cust.uniform(5, 300, len(c_idx)) + np.where(late, r_cust.uniform(3600, 2 * 86400,
-                                                                                           len(c_idx)), 0.0)
-    ids = np.concatenate([np.flatnonzero(keep), np.flatnonzero(dup)])
-    dup_arrive = arrive[dup] + r_cust.uniform(60, 6 * 3600, dup.sum())
-    tables.append((cust.meter_id.to_numpy(), c_idx[ids], t_flat[ids], reg[ids],
-                   np.concatenate([arrive[keep], dup_arrive])))
-
-    # loggers: pressure (m) and flow (L/s) every 15 minutes
-    r_log = rng.spawn(1)[0]
-    pids = np.array([f"PRS-{n}" for n in log_nodes], dtype=object)
-    pv = P[log_nodes].to_numpy() + r_log.normal(0, 0.05, (len(t_index), len(log_nodes)))
-    fids = np.array([f"FLW-{l}" for l in flow_links], dtype=object)
-    fq = Q[flow_links].to_numpy() * 1000.0
-    fv = fq * (1.0 + r_log.normal(0, 0.005, fq.shape))
-    for ids_, vals, dec in ((pids, pv, 3), (fids, fv, 3)):
-        if len(ids_) == 0:
-            continue
-        miss = r_log.random(vals.shape) < 0.002
-        ti = np.repeat(t_index[:, None], len(ids_), axis=1)
-        mi = np.repeat(np.arange(len(ids_))[None, :], len(t_index), axis=0)
-        k_ = ~miss
-        arr = ti[k_] + r_log.uniform(1, 120, k_.sum())
-        tables.append((ids_, mi[k_], ti[k_].astype(float), _round(vals[k_], dec), arr))
-
-    all_ids = np.concatenate([t[0] for t in tables])
-    offs = np.cumsum([0] + [len(t[0]) for t in tables[:-1]])
-    code = np.concatenate([t[1] + o for t, o in zip(tables, offs)]).astype(np.int32)
-    ts = np.concatenate([t[2] for t in tables]).astype(np.int64)
-    val = np.concatenate([t[3] for t in tables])
-    arr_t = np.concatenate([t[4] for t in tables])
-    order = np.lexsort((code, ts, arr_t))  # rows in arrival order: late rows out of time order
-    table = pa.table({
-        "meter_id": pa.DictionaryArray.from_arrays(pa.array(code[order]), pa.array(all_ids.astype(str))),
-        "timestamp": _iso(ts[order], start_ts),
-        "value": pa.array(val[order]),
-    })
-    paths = {"meters": out / "meters.csv", "truth": out / "truth.json"}
-    if shift is not None:
-        paths["network"] = out / "network.inp"
-    _write_meters(meters, paths["meters"])
-    if readings_format == "parquet":
-        paths["readings"] = out / "readings.parquet"
-        table = table.set_column(0, "meter_id", pc.cast(table["meter_id"], pa.string()))
-        table = table.set_column(1, "timestamp", pc.cast(table["timestamp"], pa.string()))
-        pq.write_table(table, paths["readings"], compression="zstd")
-    else:
-        paths["readings"] = out / "readings.csv"
-        _write_csv(table, paths["readings"])
-
-    truth = {
-        "leak": leak_info,
-        "seed": int(seed),
-        "days": days,
-        "crs": geo.crs.to_string(),
-        "meters_crs": datum,
-        "network": Path(network_path).name,
-        "shift_crs_units": shift,
-        "start": _iso(np.array([0]), start_ts).dictionary[0].as_py(),
-        "timezone_offset": UTC_OFFSET,
-        "step_s": STEP_S,
-        "nrw_pct_before_leak": round(nrw_pre, 3),
-        "system_input_m3_per_day": round(float((src - tank).sum() * STEP_S / days), 3),
-        "source_input_m3_per_day": round(float(src.sum() * STEP_S / days), 3),
-        "consumption_m3": round(float(cons.sum() * STEP_S), 3),
-        "background_leakage_m3": round(float(bg.sum() * STEP_S), 3),
-        "leak_m3": round(float(lk.sum() * STEP_S), 3),
-        "tank_filling_m3": round(float(tank.sum() * STEP_S), 3),
-        "balance_note": ("system_input_m3 = consumption_m3 + background_leakage_m3 + leak_m3 + "
-                         "tank_filling_m3 (per day, from EPANET at 15-min steps); customers register "
-                         "consumption times (1 - under_registration)"),
-        "per_day": per_day,
-        "customers": {
-            "count": n_c,
-            "source": "layer" if customers is not None else "split from node demands",
-            "under_registration_mean": round(float(under.mean()), 5),
-            "registered_m3": round(float(((dem.cumulative(np.arange(n_c), np.full(n_c, days * 86400.0)))
-                                         * (1 - under)).sum()), 3),
-            "by_class": {c: int((cust.customer_class == c).sum()) for c in CLASSES},
-        },
-        "pressure_loggers": len(log_nodes),
-        "flow_meters": len(flow_links),
-        "readings_rows": int(table.num_rows),
-        "roughness_perturbation": "uniform x[0.9, 1.1] per pipe",
-        "background_leakage": {
-            "model": "emitter q = C sqrt(p) at every junction with positive pressure, C proportional "
-                     "to half the length of the adjacent pipes",
-            "coefficient_m3s_per_m_of_pipe": float(f"{k:.6g}"),
-            "junctions": int(ok.sum()),
-        },
-        "min_pressure_m": round(float(P.reindex(columns=junctions[node_q.max(axis=1) > 0]).min().min()), 3),
-        "min_pressure_note": "lowest pressure head at a junction with customers over the period, m",
-    }
+    truth = _truth_document(
+        burst=burst, seed=seed, days=days, geo=geo, datum=datum, network_path=network_path, shift=shift,
+        start_ts=start_ts, balance=balance, background=background, hyd=hyd, city=city, under=under,
+        from_layer=customers is not None, log_nodes=log_nodes, flow_links=flow_links, n_rows=table.num_rows)
     paths["truth"].write_text(json.dumps(truth, indent=2, sort_keys=False) + "\n")
-    log.info(
-        "synthesised %d days on %s: %d customers, %d pressure loggers, %d flow meters, %d readings; "
-        "NRW %.1f %% before the leak; leak %s",
-        days, Path(network_path).name, n_c, len(log_nodes), len(flow_links), table.num_rows, nrw_pre,
-        f"on {leak_info['link_id']} from {leak_info['onset']}, {leak_info['flow_lps']:.2f} L/s" if leak_info
-        else "none",
-    )
+    log.info("synthesised %d days on %s: %d customers, %d pressure loggers, %d flow meters, %d readings; "
+             "NRW %.1f %% before the leak; leak %s", days, Path(network_path).name, len(city.cust),
+             len(log_nodes), len(flow_links), table.num_rows, balance.nrw_pre, _burst_text(burst))
     return paths
 
 
@@ -1086,7 +1235,7 @@ def synth_readings(
 YINGTAN_LONLAT = (117.04, 28.25)
 
 
-def _shift_to_yingtan(wn, geo: _Geo) -> list[float]:
+def _shift_to_yingtan(wn: wntr.network.WaterNetworkModel, geo: _Geo) -> list[float]:
     """Translate ``wn`` in place so its bounding-box centre lies in Yingtan; return (dx, dy)."""
     xy = np.array([n.coordinates for _, n in wn.nodes()], dtype=float)
     cx, cy = (xy.min(0) + xy.max(0)) / 2.0
@@ -1114,11 +1263,8 @@ def _check_days(days: Any) -> int:
     return d
 
 
-def _insert_leak(wn, link_id: str, position: float, coef: float, onset_s: int) -> str:
+def _insert_leak(wn: wntr.network.WaterNetworkModel, link_id: str, position: float, coef: float, onset_s: int) -> str:
     """Split ``link_id`` at ``position`` and hang an emitter behind a pipe opened at onset."""
-    import wntr
-    from wntr.network.controls import Control, ControlAction, SimTimeCondition
-
     split = _unique_name(wn, "twin_leak_split")
     new_pipe = _unique_name(wn, f"{link_id}_twin_b")
     wntr.morph.split_pipe(wn, link_id, new_pipe, split, split_at_point=position, return_copy=False)
@@ -1166,15 +1312,14 @@ def _flow_meter_links(nodes: pd.DataFrame, links: pd.DataFrame) -> list[str]:
     return [str(x) for x in links.index[chosen]]
 
 
-def _meters_table(cust, nodes, links, log_nodes, flow_links, geo: _Geo, datum: str = "EPSG:4326") -> pd.DataFrame:
+def _meters_table(cust: pd.DataFrame, nodes: pd.DataFrame, links: pd.DataFrame, log_nodes: list[str],
+                  flow_links: list[str], geo: _Geo, datum: str = "EPSG:4326") -> pd.DataFrame:
     mid = links.loc[flow_links, "geometry"].to_numpy()
     mp = shapely.line_interpolate_point(mid, 0.5, normalized=True) if len(mid) else np.array([])
     xs = np.concatenate([cust.x.to_numpy(), nodes.loc[log_nodes, "x"].to_numpy(), shapely.get_x(mp)])
     ys = np.concatenate([cust.y.to_numpy(), nodes.loc[log_nodes, "y"].to_numpy(), shapely.get_y(mp)])
     lon, lat = geo.to_lonlat.transform(xs, ys)
     if datum != "EPSG:4326":
-        from twin import crs as tcrs
-
         lon, lat = (tcrs.wgs84_to_gcj02 if datum == "GCJ02" else tcrs.wgs84_to_bd09)(lon, lat)
     n_c, n_p, n_f = len(cust), len(log_nodes), len(flow_links)
     return pd.DataFrame({
