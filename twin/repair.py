@@ -42,14 +42,13 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import shapely
 import wntr
-from scipy.sparse.csgraph import connected_components
 
 from twin import settings
 from twin.crs import transform_xy, wgs84_to_gcj02
 from twin.errors import InputError, MissingFileError, UnknownElementError
+from twin.graph import edge_components, link_ends
 from twin.hydraulics import EpanetSession
 from twin.network import Network
 from twin.valves import Segments, valve_layer, valve_segments
@@ -200,10 +199,8 @@ def cut_off(network: Network, segments: Segments, segment: int, closed_valves: S
     """
     nodes = network.nodes
     links = network.links
-    nn = len(nodes)
-    node_pos = pd.Series(np.arange(nn), index=nodes.index.astype(str))
-    start = node_pos.reindex(links["start_node"].astype(str)).to_numpy().astype(np.int64)
-    end = node_pos.reindex(links["end_node"].astype(str)).to_numpy().astype(np.int64)
+    node_ids, start, end = link_ends(network, strict=True)
+    nn = len(node_ids)
     in_seg_link = segments.link_segment.to_numpy() == segment
     in_seg_node = segments.node_segment.reindex(nodes.index.astype(str)).to_numpy() == segment
     closed_link_ids = segments.valves.loc[list(closed_valves), "link_id"].astype(str)
@@ -211,8 +208,7 @@ def cut_off(network: Network, segments: Segments, segment: int, closed_valves: S
     if "status" in links.columns:
         out_link |= links["status"].astype(str).str.lower().eq("closed").to_numpy()
     keep = ~out_link & ~in_seg_node[start] & ~in_seg_node[end]
-    g = sp.coo_matrix((np.ones(int(keep.sum())), (start[keep], end[keep])), shape=(nn, nn))
-    _, label = connected_components(g, directed=False)
+    _, label = edge_components(nn, start[keep], end[keep])
     source = nodes["node_type"].isin(["reservoir", "tank"]).to_numpy() & ~in_seg_node
     fed = np.zeros(label.max() + 1, dtype=bool)
     fed[label[source]] = True

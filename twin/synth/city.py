@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ from wntr.network.controls import Control, ControlAction, ValueCondition
 
 from twin.errors import InputError, SimulationError
 from twin.graph import edge_components, spanning_tree
-from twin.scratch import epanet_scratch
+from twin.hydraulics import simulate
 from twin.synth.readings import _HOURLY, CLASSES, CUSTOMER_SIZE_M3_PER_DAY
 
 log = logging.getLogger(__name__)
@@ -707,10 +706,8 @@ def _peak_run(wn: WaterNetworkModel, multiplier: float = 1.0):
     saved = (t.duration, t.pattern_start, hyd.demand_multiplier)
     t.duration, t.pattern_start, hyd.demand_multiplier = 0, 7 * 3600, multiplier
     try:
-        with tempfile.TemporaryDirectory(prefix="twin-city-") as tmp, epanet_scratch(tmp):
-            return wntr.sim.EpanetSimulator(wn).run_sim(file_prefix=str(Path(tmp) / "peak"),
-                                                        convergence_error=True)
-    except Exception as exc:
+        return simulate(wn)
+    except SimulationError as exc:
         raise SimulationError(f"the generated city does not converge ({exc})",
                               fix="try another --seed and report the problem") from None
     finally:
