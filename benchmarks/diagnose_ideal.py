@@ -347,6 +347,18 @@ def prototype(week: Path, onset: pd.Timestamp, leak_m3s: float, hours: float = 2
     return score, info
 
 
+def _scorer(week: Path):
+    """``score(scenario, candidates_csv)`` of the validation folder's score.py, if there is one."""
+    import importlib.util
+    for path in (week.parent / "score.py", week.parent.parent / "score.py"):
+        if path.exists():
+            spec = importlib.util.spec_from_file_location("validation_score", path)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod.score
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weeks", nargs="*", type=Path, default=DEFAULT_WEEKS)
@@ -373,6 +385,15 @@ def main(argv=None) -> int:
         row["pipes"] = len(score)
         row["eps"] = int(score.index.get_loc(pipe)) + 1 if pipe in score.index else None
         row["eps_top"] = score.index[0]
+        scorer = _scorer(week)
+        if scorer is not None:  # the validation scorer: distance of the top candidate, crew walk
+            with tempfile.TemporaryDirectory() as tmp:
+                csv = Path(tmp) / "candidates.csv"
+                pd.DataFrame({"rank": np.arange(1, len(score) + 1), "link_id": score.index,
+                              "score": score.to_numpy()}).to_csv(csv, index=False)
+                sc = scorer(week, csv)
+            row["eps_top_m"] = round(sc["top1_dist_m"], 1)
+            row["eps_walk"] = round(sc["walk_share"], 4)
         row.update({k: info[k] for k in ("eps_runs", "seconds")})
         rows.append(row)
         print(pd.DataFrame([row]).to_string(index=False), flush=True)
