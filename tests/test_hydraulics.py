@@ -197,3 +197,75 @@ def test_a_session_refuses_what_its_configuration_does_not_do():
         snap.run_period()
     with pytest.raises(ValueError):
         EpanetSession(wn, mode="transient")
+
+
+def test_snapshot_demands_are_not_scaled_by_the_default_pattern():
+    # ky4 and Net3 have a pattern "1", EPANET's default: a snapshot demand without an
+    # explicit pattern was multiplied by its first value (x0.33 on ky4, x1.34 on Net3)
+    for name in ("ky4", "Net3"):
+        wn = wntr.network.WaterNetworkModel(str(wntr_network(name)))
+        with SnapshotSolver(wn) as solver:
+            asked = solver.base_demands * 1.7
+            solver.solve(asked)
+            got = solver.session.node_values("demand", solver.junctions)
+        np.testing.assert_allclose(got, asked, atol=1e-9)
+
+
+def test_snapshot_reproduces_the_extended_period_run_net3():
+    # one EPS step (demands, tank levels, link states of the step) solved as a snapshot
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    res = simulate(wn, duration_s=4 * 3600, hydraulic_step_s=3600, report_step_s=3600)
+    t = 3 * 3600
+    demand = res.node["demand"].loc[t]
+    flows = res.link["flowrate"].loc[t]
+    status = {k: abs(flows[k]) > 1e-6 for k in wn.pump_name_list + ["330"]}
+    levels = {tk: float(res.node["pressure"].loc[t, tk]) for tk in wn.tank_name_list}
+    with SnapshotSolver(wn) as solver:
+        snap = solver.solve(demand.reindex(solver.junctions).to_numpy(float), tank_levels=levels,
+                            link_status=status)
+    err = (snap.heads - res.node["head"].loc[t]).reindex(wn.junction_name_list).abs()
+    assert err.max() < 0.01  # m
+
+
+def _analytic_vs_fd(wn, levels, status, sensors, links, nodes, step=1e-3):
+    """(analytic with the file's statuses, analytic with the snapshot's, finite differences)."""
+    with SnapshotSolver(wn) as solver:
+        base = solver.solve(tank_levels=levels, link_status=status)
+        out = []
+        for st in (None, base.status):
+            sens = sensitivities(solver.wn, base.heads, base.flows, pressure_nodes=sensors, flow_links=links,
+                                 status=st)
+            out.append(np.concatenate([sens.pressure[nodes].to_numpy(), sens.flow[nodes].to_numpy()]))
+        fd = []
+        for n in nodes:
+            d = solver.base_demands.copy()
+            d[solver.junctions.index(n)] += step
+            snap = solver.solve(d, tank_levels=levels, link_status=status)
+            fd.append(np.concatenate([(snap.heads[sensors] - base.heads[sensors]).to_numpy(),
+                                      (snap.flows[links] - base.flows[links]).to_numpy()]) / step)
+    return out[0], out[1], np.array(fd).T, base
+
+
+def test_linearisation_takes_the_statuses_of_the_solved_snapshot_net3():
+    # Net3's bypass 330 is Closed in the .inp; its controls open it: linearise it open
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    levels = {t: wn.get_node(t).init_level for t in wn.tank_name_list}
+    file_st, snap_st, fd, base = _analytic_vs_fd(wn, levels, {"330": True, "335": False}, ["15", "123", "203"],
+                                                 ["330", "20", "40", "10"], ["153", "185", "211", "247"])
+    assert bool(base.status["330"]) and not bool(base.status["335"])
+    np.testing.assert_allclose(snap_st, fd, atol=0.02 * np.abs(fd).max())
+    assert np.abs(file_st[3] - fd[3]).max() > 0.03  # the file's status misses the bypass' share
+
+
+def test_linearisation_takes_the_statuses_of_the_solved_snapshot_ky4():
+    # full tanks T-1 and T-2 with their inlets closed: zero flow is not a huge conductance
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("ky4")))
+    levels = {t: wn.get_node(t).max_level for t in ("T-1", "T-2")}
+    levels.update({t: wn.get_node(t).init_level for t in ("T-3", "T-4")})
+    inlets = {"P-539": False, "P-36": False, "P-541": False}
+    sensors = list(wn.junction_name_list[::60])
+    links = ["P-539", "P-36", "P-541", "P-540", "P-538", "~@Pump-2"]
+    file_st, snap_st, fd, base = _analytic_vs_fd(wn, levels, inlets, sensors, links, wn.junction_name_list[5::120])
+    assert not base.status[list(inlets)].any()
+    assert np.corrcoef(snap_st.ravel(), fd.ravel())[0, 1] > 0.999
+    assert np.corrcoef(file_st.ravel(), fd.ravel())[0, 1] < 0.9

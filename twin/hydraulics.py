@@ -77,6 +77,10 @@ G = 9.81
 Q_MIN = 1e-5
 #: Flow below which a pump, check valve or valve counts as closed (m³/s).
 Q_CLOSED = 1e-7
+#: Pressure head (m) below which a snapshot with EPANET's warning 6 has failed: a
+#: junction cut off from every source gets a head of about -1e7 m, while a real
+#: network under suction stays within tens of metres (ky10: -50 m).
+P_DISCONNECTED_M = -1000.0
 
 # EPANET toolkit codes
 _EN_BASEDEMAND, _EN_TANKLEVEL, _EN_DEMAND, _EN_HEAD, _EN_PRESSURE = 1, 8, 9, 10, 11
@@ -313,6 +317,8 @@ class EpanetSession:
             self._demand_initial = self._read(self._lib.EN_getnodevalue, self._junction_idx_list, _EN_BASEDEMAND)
             self._demand_file = self._demand_initial.copy()
         self._status_initial: dict[int, float] = {}
+        #: solves that ended with EPANET's warning 6 (negative pressures): solved, not failed
+        self.n_negative_pressure = 0
 
     def _index_elements(self) -> None:
         en = self._en
@@ -466,11 +472,19 @@ class EpanetSession:
     def solve(self) -> None:
         """Solve one steady state with the values set.
 
+        EPANET's warning 6 ("system has negative pressures") is not a
+        failure: the network is solved, some nodes are below their elevation
+        (ky10's own extended-period run has negative pressures at every step).
+        Such solves are counted in :attr:`n_negative_pressure`; a snapshot
+        fails only when a junction is below :data:`P_DISCONNECTED_M` (cut off
+        from every source).
+
         Raises
         ------
         SimulationError
             EPANET stops with an error; in a snapshot session also when it
-            reports an unbalanced (non-converged) system or negative pressures.
+            reports an unbalanced (non-converged) system or junctions cut off
+            from every source.
         """
         self._require("snapshot", "closure")
         en = self._en
@@ -482,8 +496,15 @@ class EpanetSession:
         except Exception as exc:
             message, fix = _FAILURE[self.mode]
             raise SimulationError(f"{message} ({exc})", fix=fix) from exc
-        if self.mode == "snapshot" and any("unbalanced" in str(w).lower() or "negative" in str(w).lower()
-                                           for w in en.errcodelist):
+        warned = [str(w).lower() for w in en.errcodelist]
+        negative = any("negative" in w for w in warned)
+        self.n_negative_pressure += negative
+        if self.mode == "snapshot" and negative and (
+                self._read(self._lib.EN_getnodevalue, self._junction_idx_list, _EN_PRESSURE).min()
+                < P_DISCONNECTED_M):
+            raise SimulationError("EPANET solved a snapshot with junctions cut off from every source",
+                                  fix="check the link states (closed supply links?) and tank levels")
+        if self.mode == "snapshot" and any("unbalanced" in w for w in warned):
             raise SimulationError(f"EPANET did not converge on a snapshot ({en.errcodelist[-1]})",
                                   fix="check demands (a huge demand?), tank levels and pump states")
 
@@ -519,6 +540,17 @@ class EpanetSession:
         self._require("snapshot", "closure")
         idx = range(1, len(self.link_ids) + 1) if links is None else [self.link_index[n] for n in links]
         return self._read(self._lib.EN_getlinkvalue, idx, _EN_FLOW) / _LPS
+
+    def link_status(self, links: Sequence[str] | None = None) -> np.ndarray:
+        """EPANET's status of links after the last solve: ``True`` open (or active), ``False`` closed.
+
+        This is the status the solution holds, not the input file's: a full
+        tank's inlet, a check valve with reverse head or a pump shut off by
+        EPANET is closed here (``EN_STATUS``). ``links`` default: all, toolkit order.
+        """
+        self._require("snapshot", "closure")
+        idx = range(1, len(self.link_ids) + 1) if links is None else [self.link_index[n] for n in links]
+        return self._read(self._lib.EN_getlinkvalue, idx, _EN_STATUS) > 0.5
 
     def run_period(self, *, convergence_error: bool = True) -> wntr.sim.results.SimulationResults:
         """Run the extended period and read EPANET's binary output (SI units).
@@ -562,10 +594,15 @@ class SnapshotResult:
         Hydraulic head (m above datum), index = node names.
     flows : pd.Series
         Link flow (m³/s, positive start to end node), index = link names.
+    status : pd.Series, optional
+        EPANET's link status after the solve (``True`` open or active,
+        ``False`` closed), index = the links of ``flows``: the status to
+        linearise at (:class:`LinearModel`).
     """
 
     heads: pd.Series
     flows: pd.Series
+    status: pd.Series | None = None
 
     def pressure(self, wn: wntr.network.WaterNetworkModel) -> pd.Series:
         """Pressure head (m) = head - elevation; for a tank its water level."""
@@ -669,10 +706,16 @@ class SnapshotSolver:
         heads_of, flows_of : sequence of str, optional
             Read only these nodes' heads and links' flows (default: all).
 
+        Returns
+        -------
+        SnapshotResult
+            Heads, flows and EPANET's link statuses after the solve.
+
         Raises
         ------
         SimulationError
-            EPANET reports an error or an unbalanced (non-converged) system.
+            EPANET reports an error or an unbalanced (non-converged) system
+            (negative pressures are not an error: :attr:`n_negative_pressure`).
         """
         session = self.session
         session.set_demands(self._demand_array(demands))
@@ -687,18 +730,38 @@ class SnapshotSolver:
         links = self.link_names if flows_of is None else list(flows_of)
         heads = session.node_values("head", nodes)
         flows = session.link_flows(links)
+        status = session.link_status(links)
         self.n_solved += 1
-        return SnapshotResult(pd.Series(heads, index=nodes), pd.Series(flows, index=links))
+        return SnapshotResult(pd.Series(heads, index=nodes), pd.Series(flows, index=links),
+                              pd.Series(status, index=links))
+
+    @property
+    def n_negative_pressure(self) -> int:
+        """Snapshots solved with EPANET's warning 6 (negative pressures somewhere)."""
+        return self.session.n_negative_pressure
+
+
+#: Name of the unit pattern of a snapshot model (every demand, and the default pattern).
+UNIT_PATTERN = "TWIN_UNIT"
 
 
 def _snapshot_model(wn: wntr.network.WaterNetworkModel) -> wntr.network.WaterNetworkModel:
-    """A copy of ``wn`` for single-period snapshots: no controls, patterns or speed patterns."""
+    """A copy of ``wn`` for single-period snapshots: no controls, speed patterns or demand shapes.
+
+    Every junction demand carries an explicit unit pattern, which is also the
+    default pattern: a demand written without a pattern would otherwise get
+    EPANET's default pattern (ID ``1`` when the network has one, as every
+    network shipped with EPANET or WNTR does), which scaled every snapshot
+    demand by that pattern's first value (x0.33 on ky4, x1.34 on Net3; issue 10).
+    """
     model = copy.deepcopy(wn)
     for name in list(model.control_name_list):
         model.remove_control(name)
     model.options.time.duration = 0.0
     model.options.time.pattern_start = 0.0
-    model.options.hydraulic.pattern = None
+    if UNIT_PATTERN not in model.pattern_name_list:
+        model.add_pattern(UNIT_PATTERN, [1.0])
+    model.options.hydraulic.pattern = UNIT_PATTERN
     model.options.hydraulic.demand_multiplier = 1.0
     model.options.quality.parameter = "NONE"
     # centimetre signals need a tighter convergence than EPANET's default 0.001-0.01
@@ -709,7 +772,7 @@ def _snapshot_model(wn: wntr.network.WaterNetworkModel) -> wntr.network.WaterNet
                     for d in junction.demand_timeseries_list)
         while len(junction.demand_timeseries_list) > 0:
             del junction.demand_timeseries_list[0]
-        junction.demand_timeseries_list.append((total, None, None))
+        junction.demand_timeseries_list.append((total, model.get_pattern(UNIT_PATTERN), None))
     for _, reservoir in model.reservoirs():
         reservoir.head_timeseries.pattern_name = None
     for _, pump in model.pumps():
@@ -750,6 +813,7 @@ def link_conductances(
     flows: pd.Series,
     *,
     q_min: float = Q_MIN,
+    status: pd.Series | Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
     """Linearised conductance and role of every link at an operating point.
 
@@ -763,6 +827,13 @@ def link_conductances(
         Link flows (m³/s), index = link names.
     q_min : float
         Flow floor (m³/s) for the conductance of nearly idle links.
+    status : Series or mapping of bool, optional
+        The links' status in the solved operating point (``True`` open,
+        :attr:`SnapshotResult.status`); a link named ``False`` is closed. Links
+        not named (or ``status`` None) fall back on the input file's status
+        (a pipe) or a zero flow (pumps, valves, check valves). Linearise at
+        the statuses of the snapshot solved: a full tank's closed inlet or a
+        bypass its controls opened differ from the file.
 
     Returns
     -------
@@ -779,8 +850,11 @@ def link_conductances(
         i, j = link.start_node_name, link.end_node_name
         q = float(flows.get(name, 0.0))
         aq = max(abs(q), q_min)
-        if link.link_type == "Pipe":
-            role, c = _pipe_conductance(link, q, aq, heads, hazen_williams=hw)
+        is_open = None if status is None else status.get(name)
+        if is_open is not None and not bool(is_open):
+            role, c = "closed", 0.0
+        elif link.link_type == "Pipe":
+            role, c = _pipe_conductance(link, q, aq, heads, hazen_williams=hw, known_open=is_open is not None)
         elif link.link_type == "Pump":
             role, c = _pump_conductance(link, q, aq, heads)
         else:
@@ -794,9 +868,12 @@ def link_conductances(
 
 
 def _pipe_conductance(link: Any, q: float, aq: float, heads: pd.Series, *,
-                      hazen_williams: bool) -> tuple[str, float]:
-    """Role and conductance (m²/s) of a pipe with flow ``q`` (floored ``aq``, m³/s); ``heads`` in m."""
-    if str(link.initial_status).lower() == "closed" or (link.check_valve and q <= Q_CLOSED):
+                      hazen_williams: bool, known_open: bool = False) -> tuple[str, float]:
+    """Role and conductance (m²/s) of a pipe with flow ``q`` (floored ``aq``, m³/s); ``heads`` in m.
+
+    ``known_open``: the solved snapshot has the pipe open (else its file status decides).
+    """
+    if not known_open and (str(link.initial_status).lower() == "closed" or (link.check_valve and q <= Q_CLOSED)):
         return "closed", 0.0
     d, length = link.diameter, link.length
     area = np.pi * d * d / 4.0
@@ -856,6 +933,9 @@ class LinearModel:
         :meth:`SnapshotSolver.solve` or one time step of :func:`simulate`.
     q_min : float
         Flow floor for conductances (m³/s).
+    status : Series or mapping of bool, optional
+        Link statuses of the operating point (see :func:`link_conductances`),
+        e.g. :attr:`SnapshotResult.status`.
     """
 
     def __init__(
@@ -865,11 +945,12 @@ class LinearModel:
         flows: pd.Series,
         *,
         q_min: float = Q_MIN,
+        status: pd.Series | Mapping[str, bool] | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.junctions = list(wn.junction_name_list)
         jidx = {n: k for k, n in enumerate(self.junctions)}
-        links = link_conductances(wn, heads, flows, q_min=q_min)
+        links = link_conductances(wn, heads, flows, q_min=q_min, status=status)
         self.links = links
         n = len(self.junctions)
         valves = links.index[links["role"].isin(["prv", "psv", "fcv"])].tolist()
@@ -977,6 +1058,7 @@ def sensitivities(
     pressure_nodes: Iterable[str] = (),
     flow_links: Iterable[str] = (),
     q_min: float = Q_MIN,
+    status: pd.Series | Mapping[str, bool] | None = None,
 ) -> Sensitivity:
     """Sensor sensitivities to an extra demand (leak) at every junction.
 
@@ -992,6 +1074,8 @@ def sensitivities(
         Links carrying a flow meter.
     q_min : float
         Flow floor for conductances (m³/s).
+    status : Series or mapping of bool, optional
+        Link statuses of the operating point (:attr:`SnapshotResult.status`).
 
     Returns
     -------
@@ -1006,7 +1090,7 @@ def sensitivities(
     >>> s.pressure.loc["n1", "n5"] * 0.001   # head change (m) for a 1 L/s leak at n5
     """
     t0 = time.perf_counter()
-    model = LinearModel(wn, heads, flows, q_min=q_min)
+    model = LinearModel(wn, heads, flows, q_min=q_min, status=status)
     p_nodes = [str(n) for n in pressure_nodes]
     f_links = [str(k) for k in flow_links]
     for n in p_nodes:
