@@ -41,12 +41,14 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+import warnings as pywarnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from twin import settings
 from twin.demand import window_demand
@@ -64,6 +66,8 @@ OPEN_FLOW_M3S = 1e-4
 #: Floors of the residual noise per snapshot: pressure (m), flow (m³/s).
 SIGMA_FLOOR_P = 0.01
 SIGMA_FLOOR_Q = 2e-5
+#: Noise given to a residual change that is missing (no readings): weight ~0.
+SIGMA_MISSING = 1e6
 
 CANDIDATE_COLUMNS = ["rank", "link_id", "score", "leak_flow_lps", "lon", "lat", "zone", "in_candidate_zone",
                      "length_m"]
@@ -230,6 +234,11 @@ class _Calibration:
     alpha: np.ndarray
     report: dict
 
+    @property
+    def n_valid(self) -> int:
+        """Rows (sensor x block) with a residual change."""
+        return int((self.sigma < SIGMA_MISSING).sum())
+
 
 @dataclass
 class _Scores:
@@ -388,7 +397,7 @@ def _demand_factors(
     names = list(dma_in.columns)
     node_dma = (pd.Index(names).get_indexer(pd.Series(junctions).map(member).to_numpy()) if names
                 else np.full(len(junctions), -1))
-    report: dict[str, Any] = {"shaping": "dma inflow" if names else "system input", **dinfo}
+    report: dict[str, Any] = {"shaping": "dma inflow" if names else "system input", **dinfo, "dma_names": names}
     leak_dma, dma_sure = None, False
     fac_dma = np.zeros((len(times), 0))
     if names:
@@ -417,32 +426,203 @@ def _demand_factors(
 # --------------------------------------------------------------------------- 4. snapshots
 
 
+def _switched_links(network: Network, flow: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Metered links whose status the meters decide: pumps; pipes into tanks and check valves."""
+    wn = network.wn
+    tanks = set(wn.tank_name_list)
+    pumps, pipes = [], []
+    for name in flow.columns:
+        link = wn.get_link(name)
+        if link.link_type == "Pump":
+            pumps.append(name)
+        elif link.link_type == "Pipe" and (link.check_valve or tanks & {link.start_node_name, link.end_node_name}):
+            pipes.append(name)
+    return pumps, pipes
+
+
+def zero_flow_noise(flow: pd.DataFrame, links: list[str]) -> float:
+    """Noise of the flow meters at zero flow (m³/s), from the week's readings of switched links.
+
+    A closed pump or tank pipe reads pure meter noise around 0. The readings
+    below 5 % of their link's 99.5th-percentile flow (its off state, together
+    with a few real small flows) are pooled over the links and their scale is
+    taken robustly (1.4826 x median absolute value), so real small flows
+    barely move it. ``nan`` when no link has readings near zero.
+    """
+    near = []
+    for name in links:
+        q = flow[name].abs().dropna()
+        if len(q):
+            near.append(q[q < 0.05 * q.quantile(0.995)].to_numpy())
+    pooled = np.concatenate(near) if near else np.array([])
+    return float(1.4826 * np.median(pooled)) if len(pooled) >= 10 else float("nan")
+
+
+def _meter_statuses(times: pd.DatetimeIndex, flow: pd.DataFrame, network: Network) -> tuple[pd.DataFrame, dict]:
+    """Open/closed per time of the links the meters decide, with noise-aware thresholds.
+
+    A closed link reads the meter's zero-flow noise ``σ0`` (:func:`zero_flow_noise`;
+    0.05 L/s on the validation weeks, up to 0.2 L/s in single readings): a fixed
+    0.1 L/s threshold switched closed pumps on in 3-6 % of the steps (phantom
+    pumps of 12-800 L/s; issue 10). A reading counts as flow when it exceeds
+    ``z σ0``, ``z`` the Gaussian quantile that noise passes less than once in
+    four weeks of readings per link (two-sided, ``z`` = 3.6 for 672 steps), and never
+    below :data:`OPEN_FLOW_M3S`. A pump is on above the larger of that and 5 %
+    of its own 99.5th-percentile flow (a running pump delivers a sizeable
+    share of its flow; a residual flow through a stopped pump is noise).
+
+    Returns
+    -------
+    DataFrame
+        bool, index ``times``, one column per switched metered link.
+    dict
+        Report: ``zero_flow_noise_lps``, ``threshold_lps`` and, per link, the
+        analysed steps it is open (``open_steps``) and how often it switches.
+    """
+    pumps, pipes = _switched_links(network, flow)
+    sigma0 = zero_flow_noise(flow, pumps + pipes)
+    z = float(norm.ppf(1.0 - 0.125 / max(len(flow.index), 1)))
+    noise_thr = max(OPEN_FLOW_M3S, z * sigma0) if np.isfinite(sigma0) else OPEN_FLOW_M3S
+    status, links = {}, {}
+    for name in pumps + pipes:
+        q = flow[name].abs()
+        thr = max(noise_thr, 0.05 * float(q.quantile(0.995))) if name in pumps else noise_thr
+        on = (q.reindex(times) > thr).to_numpy()
+        status[name] = on
+        links[name] = {"threshold_lps": round(thr * 1000, 3), "open_steps": int(on.sum()),
+                       "closed_steps": int((~on).sum()), "switches": int(np.abs(np.diff(on.astype(int))).sum())}
+    report = {"zero_flow_noise_lps": round(sigma0 * 1000, 4) if np.isfinite(sigma0) else None,
+              "noise_threshold_lps": round(noise_thr * 1000, 3), "links": links}
+    return pd.DataFrame(status, index=times), report
+
+
 def _snapshot_inputs(
     times: pd.DatetimeIndex,
     pressure: pd.DataFrame,
     flow: pd.DataFrame,
     network: Network,
+    local: pd.DatetimeIndex | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.Series], list[str]]:
-    """Tank levels and link states per time from the measurements."""
+    """Tank levels and link states per time from the measurements and the model's controls.
+
+    Metered pumps, tank pipes and check valves follow their meters
+    (:func:`_meter_statuses`); unmetered links switched by the model's own
+    controls follow those controls evaluated on the measured tank levels and
+    the local clock (:func:`control_statuses`); every other link keeps its
+    input-file status. ``local``: ``times`` in local time (default ``times``).
+    The report of the statuses is in ``status.attrs["report"]``.
+    """
     wn = network.wn
     tanks = {t: pressure[t].reindex(times) for t in wn.tank_name_list if t in pressure.columns}
-    status = {}
-    notes = []
-    for name in flow.columns:
-        link = wn.get_link(name)
-        q = flow[name].reindex(times)
-        ends = (link.start_node_name, link.end_node_name)
-        into_tank = any(e in wn.tank_name_list for e in ends)
-        if link.link_type == "Pump" or (into_tank and link.link_type == "Pipe") or (
-                link.link_type == "Pipe" and link.check_valve):
-            status[name] = q.abs() > OPEN_FLOW_M3S
+    status, report = _meter_statuses(times, flow, network)
+    controlled, skipped = control_statuses(wn, times if local is None else local, tanks, skip=set(flow.columns))
+    for name, values in controlled.items():
+        status[name] = values
+        report["links"][name] = {"from": "controls", "open_steps": int(values.sum()),
+                                 "closed_steps": int((~values).sum()),
+                                 "switches": int(np.abs(np.diff(values.astype(int))).sum())}
+    notes = [f"control {c} cannot be evaluated from the readings: its link keeps its input-file status"
+             for c in skipped]
     for name, pump in wn.pumps():
-        if name not in flow.columns:
+        if name not in flow.columns and name not in controlled:
             notes.append(f"pump {name} has no flow meter: kept at its initial status")
     for t in wn.tank_name_list:
         if t not in tanks:
             notes.append(f"tank {t} has no level logger: kept at its initial level")
-    return pd.DataFrame(status, index=times), tanks, notes
+    status.attrs["report"] = report
+    return status, tanks, notes
+
+
+def control_statuses(
+    wn: Any,
+    local: pd.DatetimeIndex,
+    tanks: dict[str, pd.Series],
+    *,
+    skip: set[str] = frozenset(),
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Status per time of links switched by the model's simple controls, evaluated on the data.
+
+    Supported: status actions (open/closed) on pipes and pumps under a tank
+    level condition (``IF TANK T LEVEL BELOW/ABOVE x``), a clock time of day
+    (``AT CLOCKTIME``) or a simulation time (``AT TIME``; simulation time 0 is
+    the model's start clock time on the first local day). Walking the times
+    in order, a link keeps its status until a control fires: the dead band
+    between a "below" and an "above" threshold gives EPANET's hysteresis.
+    Valves (an "open" valve would lose its setting), links in ``skip`` (metered)
+    and rules on several conditions are left alone.
+
+    Parameters
+    ----------
+    wn : wntr.network.WaterNetworkModel
+    local : DatetimeIndex
+        The analysed instants, local time (15-min steps).
+    tanks : dict of Series
+        Measured tank level (m above the tank bottom) per tank, on ``local``'s steps.
+    skip : set of str
+        Links not to evaluate.
+
+    Returns
+    -------
+    dict
+        Link name -> bool array (``True`` open) along ``local``.
+    list of str
+        Controls on such links that could not be evaluated (no level logger,
+        unsupported condition).
+    """
+    rules: dict[str, list[tuple[Any, bool]]] = {}
+    skipped: list[str] = []
+    for name in wn.control_name_list:
+        ctl = wn.get_control(name)
+        acts = list(getattr(ctl, "_then_actions", []))
+        if len(acts) != 1 or acts[0]._attribute != "status":
+            continue
+        link = acts[0]._target_obj
+        if link.name in skip or getattr(link, "link_type", "") not in ("Pipe", "Pump"):
+            continue
+        test = _condition_test(ctl._condition, wn, local, tanks)
+        if test is None:
+            skipped.append(name)
+            continue
+        rules.setdefault(link.name, []).append((test, bool(int(acts[0]._value))))
+    out = {}
+    for link, link_rules in rules.items():
+        state = str(wn.get_link(link).initial_status).lower() != "closed"
+        fired = np.column_stack([t for t, _ in link_rules])
+        values = np.array([v for _, v in link_rules])
+        seq = np.empty(len(local), dtype=bool)
+        for k in range(len(local)):
+            hit = np.flatnonzero(fired[k])
+            if hit.size:
+                state = bool(values[hit[-1]])
+            seq[k] = state
+        out[link] = seq
+    return out, skipped
+
+
+def _condition_test(cond: Any, wn: Any, local: pd.DatetimeIndex, tanks: dict[str, pd.Series]) -> np.ndarray | None:
+    """Whether a WNTR control condition holds at each instant of ``local`` (None: not evaluable)."""
+    kind = type(cond).__name__
+    relation = getattr(getattr(cond, "_relation", None), "name", "")
+    threshold = float(getattr(cond, "_threshold", np.nan))
+    if kind == "TankLevelCondition":
+        tank = cond._source_obj.name
+        if tank not in tanks or relation not in ("lt", "le", "gt", "ge"):
+            return None
+        level = tanks[tank].to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(level < threshold if relation in ("lt", "le") else level > threshold, nan=False)
+    if kind in ("TimeOfDayCondition", "SimTimeCondition") and relation in ("eq", "ge", "gt"):
+        midnight = local[0].normalize()
+        clock = (local - midnight).total_seconds().to_numpy()
+        if kind == "TimeOfDayCondition":
+            sec = clock % 86400.0
+            step = np.diff(clock, prepend=clock[0] - 900.0)
+            # the control fires in the step whose interval (t - step, t] holds the time of day
+            return ((sec - threshold) % 86400.0) < step
+        elapsed = clock - float(wn.options.time.start_clocktime)
+        prev = np.concatenate([[elapsed[0] - 900.0], elapsed[:-1]])
+        return (prev < threshold) & (elapsed >= threshold)
+    return None
 
 
 def _snapshots(
@@ -456,6 +636,12 @@ def _snapshots(
 ) -> _Snapshots:
     """Solve one snapshot per usable analysed instant; residuals at the sensors.
 
+    A snapshot needs its demands and tank levels, not every sensor: a sensor
+    without a reading has a missing residual (NaN) there. When snapshots fail
+    with per-DMA demand shaping, the DMAs whose shaped demands make them fail
+    fall back to the system shape (:func:`_dma_fallback`) and every snapshot
+    is solved again.
+
     Raises
     ------
     SimulationError
@@ -463,46 +649,108 @@ def _snapshots(
     """
     wn = network.wn
     times = inputs.grid.times[demands.sel]
-    status, tanks, notes = _snapshot_inputs(times, inputs.pressure, inputs.flow, network)
+    status, tanks, notes = _snapshot_inputs(times, inputs.pressure, inputs.flow, network,
+                                            local=inputs.grid.local[demands.sel])
     p_sensors, flow_links = inputs.p_sensors, list(inputs.flow.columns)
     p_arr = inputs.pressure[p_sensors].reindex(times).to_numpy(float) if p_sensors else np.zeros((len(times), 0))
     q_arr = inputs.flow.reindex(times).to_numpy(float)
-    ok = demands.usable & np.isfinite(p_arr).all(axis=1) & np.isfinite(q_arr).all(axis=1)
+    ok = demands.usable.copy()
     for lv in tanks.values():
         ok &= lv.notna().to_numpy()
     elev = np.array([wn.get_node(n).elevation for n in p_sensors])
-    tank_arr = {tn: lv.to_numpy(float) for tn, lv in tanks.items()}
-    status_arr = {ln: status[ln].to_numpy(bool) for ln in status.columns}
-    res_p, res_q, keep = [], [], []
+    bc = _BoundaryConditions({tn: lv.to_numpy(float) for tn, lv in tanks.items()},
+                             {ln: status[ln].to_numpy(bool) for ln in status.columns})
     todo = np.flatnonzero(ok)
-    for n_done, k in enumerate(todo):
-        try:
-            snap = solver.solve(demands.at(k), scale=1.0,
-                                tank_levels={tn: lv[k] for tn, lv in tank_arr.items()},
-                                link_status={ln: bool(st[k]) for ln, st in status_arr.items()},
-                                heads_of=p_sensors, flows_of=flow_links)
-        except SimulationError:
-            continue
-        res_p.append(p_arr[k] - (snap.heads.to_numpy() - elev))
-        res_q.append(q_arr[k] - snap.flows.to_numpy())
-        keep.append(k)
-        if progress is not None and (n_done + 1) % 50 == 0:
-            progress("snapshots", n_done + 1, len(todo))
-    if not keep:
+    negative0 = solver.n_negative_pressure
+    solved = _solve_all(solver, demands, bc, todo, p_sensors, flow_links, progress)
+    fallback = _dma_fallback(solver, demands, bc, todo, solved) if len(solved) < len(todo) else []
+    if fallback:
+        notes.append(f"DMA(s) {', '.join(fallback)}: shaped demands made snapshots fail, system shape used")
+        solved = _solve_all(solver, demands, bc, todo, p_sensors, flow_links, progress)
+    if not solved:
         raise SimulationError("no snapshot of the measured conditions converged",
                               fix="check tank levels, pump states and the network's supply links")
-    failures = len(todo) - len(keep)
+    keep_t = np.array(sorted(solved))
+    res_p = p_arr[keep_t] - (np.array([solved[k][0] for k in keep_t]).reshape(len(keep_t), -1) - elev)
+    res_q = q_arr[keep_t] - np.array([solved[k][1] for k in keep_t]).reshape(len(keep_t), -1)
+    failures = len(todo) - len(keep_t)
     if failures:
         notes.append(f"{failures} snapshot(s) did not converge and were skipped")
-    keep_t = np.array(keep)
-    R = np.hstack([np.array(res_p).reshape(len(keep_t), -1), np.array(res_q).reshape(len(keep_t), -1)])
     t_on = demands.leak_on[keep_t]
     if (~t_on).sum() < 4 or t_on.sum() < 4:
         notes.append("degraded: too few snapshots before or after the onset for a reliable ranking")
+    R = np.hstack([res_p, res_q])
     report = {"solved": int(len(keep_t)), "failed": int(failures), "hours_local": list(hours),
-              "reference": int((~t_on).sum()), "leak": int(t_on.sum())}
+              "reference": int((~t_on).sum()), "leak": int(t_on.sum()),
+              "negative_pressure_warnings": int(solver.n_negative_pressure - negative0),
+              "readings_missing": {e: int(n) for e, n in zip(p_sensors + flow_links, np.isnan(R).sum(axis=0)) if n},
+              "dma_fallback": fallback, "link_status": status.attrs.get("report", {})}
     return _Snapshots(R, keep_t, ["pressure"] * len(p_sensors) + ["flow"] * len(flow_links),
                       p_sensors + flow_links, tanks, status, report, notes)
+
+
+@dataclass
+class _BoundaryConditions:
+    """Tank levels (m) and link states (open) per analysed instant."""
+
+    tanks: dict[str, np.ndarray]
+    status: dict[str, np.ndarray]
+
+    def at(self, k: int) -> dict[str, Any]:
+        """Keyword arguments of :meth:`SnapshotSolver.solve` at analysed instant ``k``."""
+        return {"tank_levels": {tn: lv[k] for tn, lv in self.tanks.items()},
+                "link_status": {ln: bool(st[k]) for ln, st in self.status.items()}}
+
+
+def _solve_all(solver: SnapshotSolver, demands: _Demands, bc: _BoundaryConditions, todo: np.ndarray,
+               p_sensors: list[str], flow_links: list[str],
+               progress: Callable[[str, int, int], None] | None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Heads at the loggers and flows at the meters of the snapshots that converge, by analysed instant."""
+    solved = {}
+    for n_done, k in enumerate(todo):
+        try:
+            snap = solver.solve(demands.at(k), heads_of=p_sensors, flows_of=flow_links, **bc.at(k))
+        except SimulationError:
+            continue
+        solved[int(k)] = (snap.heads.to_numpy(), snap.flows.to_numpy())
+        if progress is not None and (n_done + 1) % 50 == 0:
+            progress("snapshots", n_done + 1, len(todo))
+    return solved
+
+
+def _dma_fallback(solver: SnapshotSolver, demands: _Demands, bc: _BoundaryConditions, todo: np.ndarray,
+                  solved: dict, *, tries: int = 6) -> list[str]:
+    """DMAs switched from their own metered shape to the system shape because their snapshots fail.
+
+    For each shaped DMA in turn, up to ``tries`` failed snapshots are solved
+    again with that DMA on the system shape; the DMA falls back when that
+    makes at least half of them converge. ``demands.factor_col`` is changed
+    in place. Returns the DMAs that fell back.
+    """
+    failed = [int(k) for k in todo if int(k) not in solved]
+    names = demands.report.get("dma_names", [])
+    if not failed or not names:
+        return []
+    sample = np.array(failed)[np.linspace(0, len(failed) - 1, min(tries, len(failed))).astype(int)]
+    system_col = demands.factor.shape[1] - 1
+    dropped = []
+    for j, name in enumerate(names):
+        members = demands.factor_col == j
+        if not members.any():
+            continue
+        demands.factor_col[members] = system_col
+        fixed = 0
+        for k in sample:
+            try:
+                solver.solve(demands.at(k), heads_of=[], flows_of=[], **bc.at(k))
+                fixed += 1
+            except SimulationError:
+                pass
+        if fixed * 2 >= len(sample):
+            dropped.append(str(name))
+        else:
+            demands.factor_col[members] = j
+    return dropped
 
 
 # --------------------------------------------------------------------------- 5. calibration
@@ -548,14 +796,18 @@ def _calibration(
         mleak = (group == g) & t_on & have
         deltas.append(np.nanmean(centred[mleak], axis=0))
         sigmas.append(_block_sigma(centred[mref], days[mref], len(np.unique(days[mleak])), floor, block_hours))
-        lk = keep[mleak]
-        ops.append((np.mean(demands.at(lk), axis=0),
-                    {tn: float(lv.iloc[lk].mean()) for tn, lv in snaps.tanks.items()},
-                    {ln: bool(snaps.status[ln].iloc[lk].mean() >= 0.5) for ln in snaps.status.columns}))
+        k = _nearest_snapshot(demands, snaps, keep[mleak])
+        ops.append((demands.at(k), {tn: float(lv.iloc[k]) for tn, lv in snaps.tanks.items()},
+                    {ln: bool(snaps.status[ln].iloc[k]) for ln in snaps.status.columns}))
     if pool_sigma:  # few leak-free days make per-block noise estimates erratic: pool them
         pooled = np.sqrt(np.mean(np.vstack(sigmas) ** 2, axis=0))
         sigmas = [np.maximum(pooled, 0.5 * sb) for sb in sigmas]
     delta_all, sigma_all = np.concatenate(deltas), np.concatenate(sigmas)
+    # a sensor without readings in a block (before or after the onset) has no residual change there
+    valid = np.isfinite(delta_all) & np.isfinite(sigma_all)
+    delta_all = np.where(valid, delta_all, 0.0)
+    sigma_all = np.where(valid, sigma_all, SIGMA_MISSING)
+    deltas = [np.nan_to_num(d, nan=0.0) for d in deltas]
     row_block = np.repeat(np.arange(len(groups)), len(kinds))
     row_is_p = np.tile(np.array(kinds) == "pressure", len(groups))
     w_rows = 1.0 / sigma_all ** 2
@@ -567,11 +819,29 @@ def _calibration(
         "hour_blocks": [int(g * block_hours) for g in groups],
         "reference_days": int(len(np.unique(days[~t_on & have]))),
         "leak_days": int(len(np.unique(days[t_on & have]))),
+        "rows_missing": int((~valid).sum()),
     }
     # how a leak's flow splits between sources and DMAs depends on roughness
     # the model does not know: flow signatures get their own allowance
     alpha_rows = np.where(row_is_p, alpha, alpha_flow)
     return _Calibration(delta_all, sigma_all, deltas, ops, row_block, row_is_p, w_rows, alpha_rows, report)
+
+
+def _nearest_snapshot(demands: _Demands, snaps: _Snapshots, rows: np.ndarray) -> int:
+    """The analysed instant among ``rows`` nearest the block's mean operating point.
+
+    Linearising at a real converged snapshot avoids a synthesised mean state
+    the network is never in (Net3: a pump and its bypass both open). Distance:
+    standardised total demand and tank levels, plus one unit per link whose
+    status differs from the block's majority.
+    """
+    feats = [demands.at(rows).sum(axis=1)] + [lv.to_numpy(float)[rows] for lv in snaps.tanks.values()]
+    X = np.column_stack(feats)
+    sd = np.nanstd(X, axis=0)
+    zx = np.nan_to_num((X - np.nanmean(X, axis=0)) / np.where(sd > 0, sd, 1.0))
+    st = snaps.status.to_numpy(bool)[rows] if len(snaps.status.columns) else np.zeros((len(rows), 0), bool)
+    mismatch = (st != (st.mean(axis=0) >= 0.5)).sum(axis=1)
+    return int(rows[np.argmin((zx ** 2).sum(axis=1) / max(X.shape[1], 1) + mismatch)])
 
 
 def _block_sigma(ref_c: np.ndarray, ref_days: np.ndarray, days_leak: int, floor: np.ndarray,
@@ -587,7 +857,7 @@ def _block_sigma(ref_c: np.ndarray, ref_days: np.ndarray, days_leak: int, floor:
     sd_snap = np.maximum(np.nan_to_num(sd_snap, nan=0.0), floor)
     days_ref = len(np.unique(ref_days))
     per_day = max(n_ref / max(days_ref, 1), 1.0)
-    sigma_day = np.maximum(_placebo_sd(ref_c, ref_days), sd_snap / np.sqrt(per_day))
+    sigma_day = np.fmax(_placebo_sd(ref_c, ref_days), sd_snap / np.sqrt(per_day))
     return sigma_day * np.sqrt(1.0 / max(days_ref, 1) + 1.0 / max(days_leak, 1))
 
 
@@ -621,7 +891,7 @@ def _scores(
     bases, sigs = [], []
     for d_g, tank_g, stat_g in cal.ops:
         base = solver.solve(d_g, tank_levels=tank_g, link_status=stat_g)
-        lin = LinearModel(solver.wn, base.heads, base.flows)
+        lin = LinearModel(solver.wn, base.heads, base.flows, status=base.status)
         S = np.vstack([lin.response(inputs.p_sensors, "pressure").to_numpy(),
                        lin.response(flow_links, "flow").to_numpy()])
         sigs.append(_pipe_signatures(S, lin.junctions, pipes))
@@ -694,7 +964,7 @@ def _refine(
     pred_best = refined.get(best, sig[:, best] * L_fit[best])
     var_best = cal.sigma ** 2 + (cal.alpha * pred_best) ** 2
     chi2 = float((((cal.delta - pred_best) ** 2) / var_best).sum())
-    dof = max(len(cal.delta) - 1, 1)
+    dof = max(cal.n_valid - 1, 1)
     temper = max(1.0, chi2 / dof) if nu is None else 1.0
     return _Scores(ll, L_fit, scores.prior, ll / temper + scores.prior,
                    {**scores.report, "misfit_reduced_chi2": round(chi2 / dof, 3)})
@@ -1060,9 +1330,11 @@ def _placebo_sd(ref_c: np.ndarray, days: np.ndarray) -> np.ndarray:
     ud = np.unique(days)
     if len(ud) < 2:
         return np.zeros(ref_c.shape[1])
-    means = np.vstack([np.nanmean(ref_c[days == d], axis=0) for d in ud])
-    diffs = []
-    for cut in range(1, len(ud)):
-        a, b = means[:cut].mean(0), means[cut:].mean(0)
-        diffs.append((b - a) / np.sqrt(1.0 / cut + 1.0 / (len(ud) - cut)))
-    return np.sqrt(np.mean(np.square(diffs), axis=0))
+    with pywarnings.catch_warnings():  # a sensor without readings on a day: NaN, skipped
+        pywarnings.simplefilter("ignore", RuntimeWarning)
+        means = np.vstack([np.nanmean(ref_c[days == d], axis=0) for d in ud])
+        diffs = []
+        for cut in range(1, len(ud)):
+            a, b = np.nanmean(means[:cut], axis=0), np.nanmean(means[cut:], axis=0)
+            diffs.append((b - a) / np.sqrt(1.0 / cut + 1.0 / (len(ud) - cut)))
+        return np.sqrt(np.nanmean(np.square(diffs), axis=0))
