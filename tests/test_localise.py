@@ -195,3 +195,61 @@ def test_dma_shaping_is_reported(leak_result):
     assert dma["method"] == "inlets" and dma["dmas"] >= 1
     assert dma["shaping"] == "dma inflow"
     assert dma["leak_dma"] in dma["steps_lps"]
+
+
+def test_logger_missing_readings_keeps_every_snapshot(ltown, leak_result):
+    # a logger silent for 30 % of the week (every night) masks its own residuals only
+    loc, meters, readings, join = leak_result
+    logger = meters.index[meters["kind"] == "pressure"][5]
+    hour = readings["timestamp"].dt.tz_convert("Asia/Shanghai").dt.hour
+    gappy = readings[~((readings["meter_id"] == logger) & (hour < 7))]
+    again = localise(ltown, meters=meters, join=join, readings=gappy)
+    assert again.report["snapshots"]["solved"] == loc.report["snapshots"]["solved"]
+    element = meters.at[logger, "node_id"]
+    assert again.report["snapshots"]["readings_missing"][element] > 0
+    assert again.candidates["link_id"].iat[0] in set(loc.candidates["link_id"].head(10))
+
+
+def test_snapshot_report_counts_the_link_statuses(leak_result):
+    status = leak_result[0].report["snapshots"]["link_status"]
+    assert 0.0 < status["noise_threshold_lps"] < 1.0
+    pump = status["links"]["PUMP_1"]
+    assert pump["open_steps"] + pump["closed_steps"] == leak_result[0].report["snapshots"]["solved"]
+
+
+def test_a_closed_pump_with_meter_noise_stays_closed(ltown):
+    from twin.localise import _meter_statuses
+
+    rng = np.random.default_rng(3)
+    times = pd.date_range("2026-03-02", periods=672, freq="15min", tz="UTC")
+    on = (np.arange(672) // 48) % 2 == 0  # 12 h on, 12 h off
+    noise = rng.normal(0.0, 0.06e-3, 672)
+    noise[~on][:5] = 0.2e-3  # single readings of 0.2 L/s on a stopped pump
+    flow = pd.DataFrame({"PUMP_1": np.where(on, 12e-3, 0.0) + noise,
+                         "p239": np.where(on, 8e-3, -5e-3) + rng.normal(0.0, 0.06e-3, 672)}, index=times)
+    flow.iloc[np.flatnonzero(~on)[:5], 0] = 0.2e-3
+    status, report = _meter_statuses(times, flow, ltown)
+    np.testing.assert_array_equal(status["PUMP_1"].to_numpy(), on)
+    assert status["p239"].all()
+    assert report["zero_flow_noise_lps"] == pytest.approx(0.06, rel=0.3)
+    assert report["links"]["PUMP_1"]["switches"] == 13
+
+
+def test_control_statuses_follow_the_model_controls_on_measured_levels():
+    # Net3's bypass 330 is opened and closed by tank 1's level (with a dead band):
+    # evaluated on the levels of an EPANET run, it matches that run's status
+    import wntr
+
+    from tests.conftest import wntr_network
+    from twin.hydraulics import simulate
+    from twin.localise import control_statuses
+
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    res = simulate(wn, duration_s=72 * 3600, hydraulic_step_s=900, report_step_s=900)
+    local = pd.date_range("2026-03-02", periods=len(res.node["pressure"].index), freq="15min", tz="Asia/Shanghai")
+    level = pd.Series(res.node["pressure"]["1"].to_numpy(), index=local)
+    status, skipped = control_statuses(wn, local, {"1": level}, skip={"10", "335"})
+    assert set(status) == {"330"} and not skipped
+    eps_open = res.link["status"]["330"].to_numpy() > 0.5
+    assert (status["330"] == eps_open).mean() > 0.97
+    assert 0 < status["330"].sum() < len(local)

@@ -791,14 +791,16 @@ def _calibration(
     groups = [g for g in np.unique(group) if ((group == g) & t_on & have).any()
               and ((group == g) & ~t_on & have).sum() >= 2]
     deltas, sigmas, ops = [], [], []
-    for g in groups:
-        mref = (group == g) & ~t_on & have
-        mleak = (group == g) & t_on & have
-        deltas.append(np.nanmean(centred[mleak], axis=0))
-        sigmas.append(_block_sigma(centred[mref], days[mref], len(np.unique(days[mleak])), floor, block_hours))
-        k = _nearest_snapshot(demands, snaps, keep[mleak])
-        ops.append((demands.at(k), {tn: float(lv.iloc[k]) for tn, lv in snaps.tanks.items()},
-                    {ln: bool(snaps.status[ln].iloc[k]) for ln in snaps.status.columns}))
+    with pywarnings.catch_warnings():  # a sensor without readings in a block: NaN, masked below
+        pywarnings.simplefilter("ignore", RuntimeWarning)
+        for g in groups:
+            mref = (group == g) & ~t_on & have
+            mleak = (group == g) & t_on & have
+            deltas.append(np.nanmean(centred[mleak], axis=0))
+            sigmas.append(_block_sigma(centred[mref], days[mref], len(np.unique(days[mleak])), floor, block_hours))
+            k = _nearest_snapshot(demands, snaps, keep[mleak])
+            ops.append((demands.at(k), {tn: float(lv.iloc[k]) for tn, lv in snaps.tanks.items()},
+                        {ln: bool(snaps.status[ln].iloc[k]) for ln in snaps.status.columns}))
     if pool_sigma:  # few leak-free days make per-block noise estimates erratic: pool them
         pooled = np.sqrt(np.mean(np.vstack(sigmas) ** 2, axis=0))
         sigmas = [np.maximum(pooled, 0.5 * sb) for sb in sigmas]
