@@ -5,8 +5,9 @@ Diagnosis script, not part of the package. For every week folder given (the
 
 * ``job``: ``twin.localise.localise`` as it is (tanks as fixed heads per
   snapshot);
-* ``job+fix``: the same job with the six bugs found in the diagnosis patched
-  at run time (see :func:`_patch`); ``job+fix-dma`` the same without the
+* ``job+fix``: the six bugs found in the diagnosis were first patched here at
+  run time; they are fixed in the package now, so this column equals ``job``;
+  ``job+fix-dma`` is the job without the
   per-DMA demand shaping and DMA prior;
 * ``eps``: the prototype below.
 
@@ -37,11 +38,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import copy
-import inspect
 import json
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -49,8 +48,6 @@ import numpy as np
 import pandas as pd
 import wntr
 
-from twin import settings
-import twin.hydraulics as H
 import twin.localise as LZ
 
 HERE = Path(__file__).resolve().parent
@@ -70,9 +67,7 @@ def run_job(week: Path, patched: bool, **options) -> dict:
     """Run the package's job on a week; optionally with the diagnosed bugs patched at run time."""
     from twin.meters import join_meters  # noqa: F401  (import check)
     from twin.pipeline import localise_files
-    saved = (H._snapshot_model, H.SnapshotSolver.solve, LZ._snapshot_inputs, H.link_conductances)
-    if patched:
-        _patch()
+    del patched  # the six fixes are in the package now (docs/localise.md, "Root causes")
     try:
         with tempfile.TemporaryDirectory() as out:
             res = localise_files(week / "network.inp", crs="EPSG:32650", meters_path=week / "meters.csv",
@@ -80,115 +75,6 @@ def run_job(week: Path, patched: bool, **options) -> dict:
             return {"report": res["report_dict"], "candidates": res["result"].candidates}
     except Exception as exc:  # a patched job may still fail: say so
         return {"error": f"{type(exc).__name__}: {str(exc)[:120]}"}
-    finally:
-        H._snapshot_model, H.SnapshotSolver.solve, LZ._snapshot_inputs, H.link_conductances = saved
-
-
-def _patch() -> None:
-    """The boundary-condition bugs found in the diagnosis, patched at run time (not in the package).
-
-    1. snapshot model: demands without a pattern get EPANET's default pattern "1" when the
-       network has one (ky4, ky10, Net3): every snapshot demand was scaled by its first value;
-    2. EPANET's warning "system has negative pressures" counted as a non-converged snapshot
-       (ky10 has negative pressures at every step);
-    3. unmetered links switched by the model's own tank-level controls (Net3's bypass 330) kept
-       their .inp status: now from the controls applied to the measured tank levels;
-    4. pump on/off from its meter with a threshold relative to the pump's flow (5 % of its 99.5th
-       percentile), tank pipes closed below 0.25 L/s: closed links read up to 0.2 L/s of meter
-       noise, above the fixed 0.1 L/s (phantom pumps of 110-800 L/s in 3-6 % of the snapshots);
-    5. linearisation: a pipe is closed iff its snapshot flow is zero (the package takes the .inp's
-       initial status: full tanks' closed inlets became huge conductances, Net3's 330 stayed closed);
-    6. the block's mean operating point may be an inconsistent state: retried with fewer forced
-       statuses instead of failing the job.
-    """
-    from wntr.network import LinkStatus
-    orig_model = H._snapshot_model
-
-    def model_with_unit_pattern(wn):
-        m = orig_model(wn)
-        if "TWIN_ONE" not in m.pattern_name_list:
-            m.add_pattern("TWIN_ONE", [1.0])
-        m.options.hydraulic.pattern = "TWIN_ONE"
-        return m
-    H._snapshot_model = model_with_unit_pattern
-    src = textwrap.dedent(inspect.getsource(H.SnapshotSolver.solve))
-    src = src.replace(' or "negative" in str(w).lower()', '')
-    ns: dict = {}
-    exec(compile(src, H.__file__, "exec"), H.__dict__, ns)
-    solve_once = ns["solve"]
-
-    def solve(self, demands=None, *, scale=1.0, tank_levels=None, link_status=None, heads_of=None, flows_of=None):
-        try:
-            return solve_once(self, demands, scale=scale, tank_levels=tank_levels, link_status=link_status,
-                              heads_of=heads_of, flows_of=flows_of)
-        except H.SimulationError:
-            if heads_of is not None or not link_status:
-                raise
-            pumps = {k: v for k, v in link_status.items() if self.wn.get_link(k).link_type == "Pump"}
-            try:
-                return solve_once(self, demands, scale=scale, tank_levels=tank_levels, link_status=pumps)
-            except H.SimulationError:
-                return solve_once(self, demands, scale=scale, tank_levels=tank_levels)
-    H.SnapshotSolver.solve = solve
-    orig_inputs = LZ._snapshot_inputs
-
-    def inputs(times, pressure, flow, wn):
-        status, tanks, notes = orig_inputs(times, pressure, flow, wn)
-        for name in list(status.columns):
-            q = flow[name].reindex(times).abs()
-            if wn.get_link(name).link_type == "Pump":
-                thr = max(LZ.OPEN_FLOW_M3S, 0.05 * float(flow[name].abs().quantile(0.995)))
-            else:
-                thr = 2.5e-4
-            status[name] = (q > thr).to_numpy()
-        for link, s in controlled_statuses(wn, tanks, set(status.columns)).items():
-            status[link] = s.to_numpy(bool)
-        return status, tanks, notes
-    LZ._snapshot_inputs = inputs
-    orig_lc = H.link_conductances
-
-    def link_conductances(wn, heads, flows, *, q_min=H.Q_MIN):
-        saved = {}
-        for name, link in wn.pipes():
-            want = LinkStatus.Closed if abs(float(flows.get(name, 0.0))) <= 1e-9 else LinkStatus.Open
-            if link.initial_status != want:
-                saved[name] = link.initial_status
-                link.initial_status = want
-        try:
-            return orig_lc(wn, heads, flows, q_min=q_min)
-        finally:
-            for name, st in saved.items():
-                wn.get_link(name).initial_status = st
-    H.link_conductances = link_conductances
-
-
-def controlled_statuses(wn, tank_series: dict, skip: set) -> dict:
-    """Status of unmetered links switched by the model's tank-level controls, from measured levels."""
-    from wntr.network.controls import TankLevelCondition
-    rules: dict = {}
-    for name in wn.control_name_list:
-        c = wn.get_control(name)
-        cond, acts = getattr(c, "_condition", None), getattr(c, "_then_actions", [])
-        if not isinstance(cond, TankLevelCondition) or len(acts) != 1 or acts[0]._attribute != "status":
-            continue
-        link = acts[0]._target_obj
-        if link.name in skip or link.link_type == "Valve" or cond._source_obj.name not in tank_series:
-            continue
-        rules.setdefault(link.name, []).append((cond._source_obj.name, cond._relation.name,
-                                                float(cond._threshold), bool(int(acts[0]._value))))
-    out = {}
-    for link, rr in rules.items():
-        st = str(wn.get_link(link).initial_status).lower() != "closed"
-        idx = tank_series[rr[0][0]].index
-        vals = []
-        for k in range(len(idx)):
-            for tank, rel, thr, val in rr:
-                lv = tank_series[tank].iloc[k]
-                if np.isfinite(lv) and ((rel == "lt" and lv < thr) or (rel == "gt" and lv > thr)):
-                    st = val
-            vals.append(st)
-        out[link] = pd.Series(vals, index=idx)
-    return out
 
 
 def rank_of(cand: pd.DataFrame, pipe: str) -> int | None:
