@@ -18,8 +18,13 @@ on the grid the least-squares fit has a closed form (reverse cumulative sums
 on the residual of the step-free fit), so the scan over a week costs a few
 milliseconds; the profile is re-estimated without the step and the scan
 repeated. A leak is declared when ``L`` is positive, large against the
-night-to-night scatter of the balance (``t_night``; placebo-calibrated
-threshold) and above a minimum share of the supply.
+day-to-day scatter of the balance at the same time of day (placebo days)
+and above a minimum share of the supply.
+
+Windows whose consumption the customer registers do not bracket (the first
+and last of a period, :func:`twin.demand.window_coverage`) are left out by
+the caller (``use``); onsets are only scanned where they can be tested: two
+leak-free days before, a day after.
 """
 
 from __future__ import annotations
