@@ -416,6 +416,49 @@ def window_demand(
     return dem.reset_index(drop=True), info
 
 
+def window_coverage(
+    customer_readings: pd.DataFrame,
+    join: pd.DataFrame,
+    edges: Sequence[Any] | pd.DatetimeIndex,
+) -> np.ndarray:
+    """Share of each window that the joined meters' registers bracket.
+
+    A meter brackets the part of a window between its first and its last
+    reading; outside that span its register is extrapolated at its mean rate
+    (:func:`register_at`), which is not the window's own use. The coverage of
+    a window is that bracketed part, averaged over the joined meters with
+    readings: 1 when every meter has a reading at or before the window's
+    start and at or after its end, 0 when no meter has both.
+
+    Parameters
+    ----------
+    customer_readings : DataFrame
+        ``meter_id``, ``timestamp`` (tz-aware), ``value`` (m³).
+    join : DataFrame
+        From :func:`twin.meters.join_meters` (index ``meter_id``, ``matched``).
+    edges : sequence of tz-aware times
+        Window boundaries (n + 1 edges give n windows).
+
+    Returns
+    -------
+    ndarray of float
+        Coverage of each of the n windows, 0..1 (0 without joined readings).
+    """
+    idx = pd.DatetimeIndex(pd.to_datetime(list(edges) if not isinstance(edges, pd.DatetimeIndex) else edges))
+    e = idx.tz_convert("UTC").as_unit("ns").asi8 / 1e9
+    n_w = max(len(e) - 1, 0)
+    joined = join.index[join["matched"].astype(bool)].astype(str)
+    mine = customer_readings[customer_readings["meter_id"].astype(str).isin(joined)]
+    mine = mine[np.isfinite(mine["value"].to_numpy(dtype=np.float64, na_value=np.nan))]
+    if mine.empty or n_w < 1:
+        return np.zeros(n_w)
+    t = pd.Series(_epoch_s(mine["timestamp"]), index=mine.index).groupby(mine["meter_id"].astype(str).to_numpy())
+    first, last = t.min().to_numpy()[:, None], t.max().to_numpy()[:, None]
+    lo, hi = e[None, :-1], e[None, 1:]
+    inside = np.clip(np.minimum(hi, last) - np.maximum(lo, first), 0.0, None)
+    return (inside / (hi - lo)).mean(axis=0)
+
+
 def diurnal_pattern(
     inflow: pd.DataFrame | pd.Series,
     *,

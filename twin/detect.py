@@ -18,19 +18,30 @@ on the grid the least-squares fit has a closed form (reverse cumulative sums
 on the residual of the step-free fit), so the scan over a week costs a few
 milliseconds; the profile is re-estimated without the step and the scan
 repeated. A leak is declared when ``L`` is positive, large against the
-night-to-night scatter of the balance (``t_night``; placebo-calibrated
-threshold) and above a minimum share of the supply.
+day-to-day scatter of the balance at the same time of day (placebo days)
+and above a minimum share of the supply.
+
+Windows whose consumption the customer registers do not bracket (the first
+and last of a period, :func:`twin.demand.window_coverage`) are left out by
+the caller (``use``); onsets are only scanned where they can be tested: two
+leak-free days before, a day after.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
+
+#: Smallest share of a 12-hour window that the customer registers must
+#: bracket for its metered consumption to enter the balance (see
+#: :func:`twin.demand.window_coverage`).
+MIN_WINDOW_COVERAGE = 0.9
 
 
 @dataclass
@@ -123,8 +134,10 @@ def detect_leak(
     min_leak_share: float = 0.005,
     t_threshold: float = 5.0,
     min_gap_steps: int = 8,
+    min_after_h: float = 24.0,
     floor_share: float = 0.001,
     day_type: np.ndarray | None = None,
+    use: np.ndarray | None = None,
 ) -> Detection:
     """Fit the supply as consumption plus a step; decide whether a leak started.
 
@@ -146,11 +159,22 @@ def detect_leak(
         Smallest step over its night-to-night standard error.
     min_gap_steps : int
         Onset not closer than this to either end of the record (steps).
+    min_after_h : float
+        Hours of usable balance after a candidate onset: a step in the last
+        hours of the record cannot be told from that day's own consumption
+        (on twin's Yingtan weeks a Sunday morning looks like a leak of 1-2 %
+        of the supply), so such onsets are not scanned. A leak that starts
+        later shows in the next run.
     floor_share : float
         Floor of the night-to-night standard deviation, share of the mean supply.
     day_type : ndarray of int, optional
         Day type of every time (e.g. 0 weekday, 1 weekend): one consumption
         profile per type.
+    use : ndarray of bool, optional
+        Grid times the balance may use; False in windows whose metered
+        consumption is not known well enough (e.g. not bracketed by the
+        customer registers). They are left out of the fit, the onset scan,
+        the reference days and the placebo statistics. Default: every time.
 
     Returns
     -------
@@ -159,6 +183,8 @@ def detect_leak(
     times = supply_m3s.index
     s_all = supply_m3s.to_numpy(float)
     ok = np.isfinite(s_all) & np.isfinite(window_m3s.reindex(window_of).to_numpy(float))
+    if use is not None:
+        ok &= np.asarray(use, bool)
     n_ok = int(ok.sum())
     mean_supply = float(np.nanmean(s_all)) if n_ok else float("nan")
     if n_ok < 4 * min_gap_steps:
@@ -166,29 +192,49 @@ def detect_leak(
                          {"reason": "too few supply readings for the balance"})
     # one consumption shape per day type (weekday / weekend): weekends differ
     dtype_ = np.zeros(len(s_all), int) if day_type is None else np.asarray(day_type, int)
+    span = _scan_span(night_id[ok], min_gap_steps, int(np.ceil(min_after_h / max(_step_h(times), 1e-9))))
     fit = _fit_step(s_all[ok], window_m3s, times[ok], slot[ok], window_of[ok], dtype_[ok],
-                    n_slots=n_slots, min_gap_steps=min_gap_steps)
+                    n_slots=n_slots, span=span)
     if fit is None:
-        return Detection(False, None, 0.0, float("nan"), 0.0, {"reason": "no positive step"})
+        return Detection(False, None, 0.0, float("nan"), 0.0,
+                         {"reason": "no positive step with two leak-free days before it and "
+                                    f"{min_after_h:g} h of balance after it"})
     onset = times[np.flatnonzero(ok)[fit.k_best]]
     resid_nostep = s_all[ok] - fit.X0 @ fit.beta[:-1]
-    L_night, sd, n_before, n_after, t_night = _night_step(resid_nostep, fit, night_id[ok], night[ok], times[ok],
-                                                          onset, floor_share * mean_supply)
+    floor = floor_share * mean_supply
+    night_test = _night_step(resid_nostep, fit, night_id[ok], night[ok], times[ok], onset, floor)
     # slot-matched test: every 15-min step after the onset against the same
     # time of day on the leak-free days, weighted by that slot's day-to-day
     # scatter; its noise from placebo days (each leak-free day against the others)
     L_slot, se_slot, n_ref_days = _slot_matched(resid_nostep, night_id[ok], slot[ok], times[ok] >= onset,
-                                                n_slots, floor_share * mean_supply)
+                                                n_slots, floor)
     t_slot = L_slot / se_slot if se_slot > 0 else 0.0
     L = fit.leak
     share = L / mean_supply if mean_supply > 0 else 0.0
     detected = bool(L > 0 and t_slot >= t_threshold and share >= min_leak_share and n_ref_days >= 2)
+    details = _details(fit, night_test, (L_slot, se_slot, t_slot, n_ref_days)) | {
+        "share_of_supply": round(share, 5), "t_threshold": t_threshold, "min_leak_share": min_leak_share,
+        "hours_used": round(n_ok * _step_h(times), 2),
+        "hours_after_onset": round(float(np.sum(times[ok] >= onset)) * _step_h(times), 2),
+        "min_hours_after_onset": min_after_h, "mean_supply_lps": round(mean_supply * 1000, 3)}
+    demand = pd.Series(np.nan, index=times)
+    demand.iloc[np.flatnonzero(ok)] = fit.X0 @ fit.beta[:-1]
+    log.debug("balance step %.3f L/s at %s, t=%.1f", L * 1000, onset, t_slot)
+    return Detection(detected, onset if detected else None, L if detected else 0.0,
+                     float(se_slot), float(t_slot), details | {"best_onset": onset.isoformat()},
+                     demand_m3s=demand)
+
+
+def _details(fit: "_StepFit", night_test: tuple, slot_test: tuple) -> dict:
+    """JSON-friendly figures of the fit, the night step and the slot-matched test (L/s)."""
+    L_night, sd, n_before, n_after, _ = night_test
+    L_slot, se_slot, t_slot, n_ref_days = slot_test
     n_types = fit.n_types
-    details = {
+    return {
         "a": round(float(np.mean(fit.beta[:n_types])), 5),
         "a_per_day_type": [round(float(v), 5) for v in fit.beta[:n_types]],
         "b_lps": round(float(fit.beta[-2]) * 1000, 4),
-        "step_lps": round(L * 1000, 4),
+        "step_lps": round(fit.leak * 1000, 4),
         "slot_step_lps": round(L_slot * 1000, 4),
         "slot_se_lps": round(se_slot * 1000, 4),
         "t_slot": round(t_slot, 2),
@@ -197,17 +243,14 @@ def detect_leak(
         "night_sd_lps": round(sd * 1000, 4),
         "nights_before": n_before,
         "nights_after": n_after,
-        "share_of_supply": round(share, 5),
-        "t_threshold": t_threshold,
-        "min_leak_share": min_leak_share,
-        "mean_supply_lps": round(mean_supply * 1000, 3),
     }
-    demand = pd.Series(np.nan, index=times)
-    demand.iloc[np.flatnonzero(ok)] = fit.X0 @ fit.beta[:-1]
-    log.debug("balance step %.3f L/s at %s, t=%.1f", L * 1000, onset, t_night)
-    return Detection(detected, onset if detected else None, L if detected else 0.0,
-                     float(se_slot), float(t_slot), details | {"best_onset": onset.isoformat()},
-                     demand_m3s=demand)
+
+
+def _step_h(times: pd.DatetimeIndex) -> float:
+    """Grid step (hours): the median spacing of ``times``."""
+    if len(times) < 2:
+        return 0.0
+    return float(np.median(np.diff(times.as_unit("ns").asi8))) / 3.6e12
 
 
 @dataclass
@@ -235,12 +278,12 @@ def _fit_step(
     day_type: np.ndarray,
     *,
     n_slots: int,
-    min_gap_steps: int,
+    span: tuple[int, int],
 ) -> _StepFit | None:
     """Scan every step position (closed form) and re-estimate the profile, four times.
 
-    ``s`` and the labels are the finite samples only. None when no positive
-    step fits.
+    ``s`` and the labels are the finite samples only; the step may start at
+    samples ``span[0] .. span[1] - 1``. None when no positive step fits.
     """
     n_types = int(day_type.max()) + 1
     kslot = day_type * n_slots + slot
@@ -257,7 +300,7 @@ def _fit_step(
         G = (X0 * w[:, None]).T @ X0
         beta0 = np.linalg.solve(G, (X0 * w[:, None]).T @ s)
         r = s - X0 @ beta0
-        k_best = _best_step(r, w, X0, G, min_gap_steps)
+        k_best = _best_step(r, w, X0, G, span)
         if k_best is None:
             return None
         step = (np.arange(len(s)) >= k_best).astype(float)
@@ -267,7 +310,20 @@ def _fit_step(
     return _StepFit(beta, X0, r, k_best, n_types)
 
 
-def _best_step(r: np.ndarray, w: np.ndarray, X0: np.ndarray, G: np.ndarray, min_gap_steps: int) -> int | None:
+def _scan_span(day: np.ndarray, min_gap_steps: int, min_after_steps: int, min_ref_days: int = 2) -> tuple[int, int]:
+    """Samples where a step may start: after ``min_ref_days`` days, ``min_after_steps`` before the end.
+
+    ``day``: the (non-decreasing) day number of every usable sample. An onset
+    with fewer leak-free reference days before it, or less balance after it,
+    cannot be tested (:func:`_slot_matched`); leaving it out of the scan lets
+    the scan find the best step that can.
+    """
+    days = np.unique(day)
+    lo = int(np.searchsorted(day, days[min_ref_days])) if len(days) > min_ref_days else len(day)
+    return max(lo, min_gap_steps), len(day) - max(min_after_steps, min_gap_steps)
+
+
+def _best_step(r: np.ndarray, w: np.ndarray, X0: np.ndarray, G: np.ndarray, span: tuple[int, int]) -> int | None:
     """Position of the best positive step in ``r`` (all positions at once), or None.
 
     ``u_k = 1[t >= t_k]`` projected out of ``X0``: weighted least squares
@@ -281,7 +337,7 @@ def _best_step(r: np.ndarray, w: np.ndarray, X0: np.ndarray, G: np.ndarray, min_
         Lk = rev_r / uperp
         gain = rev_r ** 2 / uperp
     valid = np.zeros(len(r), bool)
-    valid[min_gap_steps:len(r) - min_gap_steps] = True
+    valid[span[0]:max(span[1], span[0])] = True
     valid &= np.isfinite(gain) & (Lk > 0) & (uperp > 1e-9 * cnt[0])
     if not valid.any():
         return None
@@ -345,8 +401,10 @@ def _slot_matched(
     di = np.searchsorted(days, day)
     E[di, slot] = e
     R = E[np.searchsorted(days, ref_days)]
-    m = np.nanmean(R, axis=0)
-    var = np.nanvar(R, axis=0, ddof=1)
+    with warnings.catch_warnings():  # slots seen on fewer than two reference days (a part day left out)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(R, axis=0)
+        var = np.nanvar(R, axis=0, ddof=1)
     var = np.where(np.isfinite(var) & (var > 0), var, np.nanmedian(var[var > 0]) if (var > 0).any() else floor ** 2)
     w_slot = 1.0 / np.maximum(var, floor ** 2)
     a_slot = slot[after]
@@ -363,7 +421,9 @@ def _slot_matched(
     placebo = []
     for k in range(len(R)):
         others = np.delete(R, k, axis=0)
-        dk = R[k] - np.nanmean(others, axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            dk = R[k] - np.nanmean(others, axis=0)
         good = np.isfinite(dk) & (cw > 0)
         if good.any():
             placebo.append((cw[good] * dk[good]).sum() / cw[good].sum() * np.sqrt((len(R) - 1) / len(R)))

@@ -51,8 +51,8 @@ import pandas as pd
 from scipy.stats import norm
 
 from twin import settings
-from twin.demand import window_demand
-from twin.detect import Detection, detect_leak, dma_steps
+from twin.demand import window_coverage, window_demand
+from twin.detect import MIN_WINDOW_COVERAGE, Detection, detect_leak, dma_steps
 from twin.dma import dma_net_inflow, system_input
 from twin.errors import InputError, ReadingsError, SimulationError
 from twin.hydraulics import LinearModel, SnapshotSolver
@@ -328,6 +328,7 @@ def _detection(
         raise ReadingsError("no customer meter joined to the network has readings",
                             fix="check that meters.csv customers lie on this network (--crs / --meters-crs) "
                                 "and that readings.csv holds their registers")
+    use, left_out = _bracketed_windows(customer, join, grid)
     warnings: list[str] = []
     if supply is None:
         det = Detection(False, None, 0.0, float("nan"), 0.0, {"reason": "supply not metered"})
@@ -335,7 +336,8 @@ def _detection(
     else:
         def fit(consumption: pd.DataFrame) -> Detection:
             return detect_leak(supply, consumption.sum(axis=1), grid.window, grid.slot, grid.night, grid.day,
-                               t_threshold=t_threshold, min_leak_share=min_leak_share, day_type=grid.day_type)
+                               t_threshold=t_threshold, min_leak_share=min_leak_share, day_type=grid.day_type,
+                               use=use)
 
         det = fit(node_window)
         if det.detected:
@@ -345,8 +347,38 @@ def _detection(
             "onset": det.onset.tz_convert(grid.local.tz).isoformat() if det.onset is not None else None,
             "leak_flow_lps": round(det.leak_m3s * 1000, 3) if det.detected else 0.0,
             "leak_flow_se_lps": round(det.leak_se_m3s * 1000, 3) if np.isfinite(det.leak_se_m3s) else None,
-            "detection": {"t_night": round(det.t_night, 2), **det.details}}
+            "detection": {"t_night": round(det.t_night, 2), **det.details}, "windows_left_out": left_out}
     return det, node_window, part, warnings
+
+
+def _bracketed_windows(customer: pd.DataFrame, join: pd.DataFrame,
+                       grid: TimeGrid) -> tuple[np.ndarray, list[dict]]:
+    """Grid times in windows the customer registers bracket, and the windows left out.
+
+    Where the joined meters' readings do not span a 12-hour window (the first
+    and last windows of a period whose registers start and end inside the
+    period), its consumption is extrapolated at the meters' mean rates, not
+    measured, and biases the balance of that window by a few per cent of the
+    supply. Such windows (coverage below ``MIN_WINDOW_COVERAGE``,
+    see :func:`twin.demand.window_coverage`) are left out of detection.
+
+    Returns
+    -------
+    ndarray of bool
+        Per grid time: its window is used.
+    list of dict
+        Per window left out: local ``start``, ``end``, ``coverage`` (0..1) and ``reason``.
+    """
+    edges = grid.window_edges
+    cover = window_coverage(customer, join, edges)
+    bad = np.flatnonzero(cover < MIN_WINDOW_COVERAGE)
+    tz = grid.local.tz
+    left_out = [{"start": edges[k].tz_convert(tz).isoformat(), "end": edges[k + 1].tz_convert(tz).isoformat(),
+                 "coverage": round(float(cover[k]), 3),
+                 "reason": f"only {cover[k]:.0%} of the window lies between the customer meters' first and "
+                           "last readings: its consumption is extrapolated, not measured"}
+                for k in bad if np.any(grid.window == k)]
+    return ~np.isin(grid.window, bad), left_out
 
 
 # --------------------------------------------------------------------------- 3. demand factors
