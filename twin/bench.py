@@ -505,6 +505,7 @@ def summarise(df: pd.DataFrame, total_length_m: float, name: str = "") -> dict:
         out.update(_onset_flow_summary(leak))
         if "twin_top_score" in leak:
             out["reliability"] = reliability(leak).to_dict("records")
+            out.update(_confident_figures(leak))
             zone = leak["twin_zone_has_leak"].astype("boolean").fillna(False).astype(bool) \
                 if "twin_zone_has_leak" in leak else pd.Series(False, index=leak.index)
             out["zone_holds_leak"] = int(zone.sum())
@@ -514,6 +515,14 @@ def summarise(df: pd.DataFrame, total_length_m: float, name: str = "") -> dict:
     out["leak_free_weeks"] = int(len(free))
     out["false_alarms"] = int(free["detected"].astype("boolean").fillna(False).astype(bool).sum()) if len(free) else 0
     return out
+
+
+def _confident_figures(leak: pd.DataFrame, threshold: float = 0.8) -> dict[str, int]:
+    """Weeks whose top candidate claims p >= ``threshold``, and how many of them lie within 300 m."""
+    score = leak["twin_top_score"].astype(float)
+    sure = leak["detected"].astype("boolean").fillna(False).astype(bool) & (score >= threshold)
+    hit = leak["twin_hit"].astype("boolean").fillna(False).astype(bool) if "twin_hit" in leak else sure & False
+    return {"claimed_p_ge_0_8": int(sure.sum()), "claimed_p_ge_0_8_within_300m": int((sure & hit).sum())}
 
 
 def _onset_flow_summary(leak: pd.DataFrame) -> dict[str, Any]:
@@ -619,6 +628,8 @@ def format_summary(summary: dict) -> str:
     if "reliability" in summary:
         lines.append(f"90 % candidate zone holds the leaking pipe: {summary['zone_holds_leak']}/"
                      f"{summary['leak_scenarios']} (median zone {_fmt(summary.get('median_zone_pipes'))} pipes)")
+        lines.append(f"top candidate claims p >= 0.8 in {summary['claimed_p_ge_0_8']} weeks, "
+                     f"{summary['claimed_p_ge_0_8_within_300m']} of them within 300 m")
         lines.append("reliability of the top candidate's score (claimed p -> within 300 m):")
         for r in summary["reliability"]:
             lines.append(f"  {r['bin']:>17s}: {r['weeks']:3d} weeks  mean p {_fmt(r['mean_score']):>6s}  "
