@@ -641,6 +641,8 @@ def format_summary(summary: dict) -> str:
 def format_report(result: BenchResult) -> str:
     """Figures per generator and network, then a one-line-per-week table."""
     parts = [format_summary(g) for g in (result.groups or [result.summary])]
+    if result.groups and len(result.groups) > 1:
+        parts.append("all weeks together:\n" + format_summary(result.summary))
     df = result.scenarios
     cols = [c for c in ("generator", "network", "week", "leak", "detected", "twin_rank", "twin_top_distance_m",
                         "twin_top_score", "twin_zone_has_leak", "leak_flow_lps", "leak_flow_est_lps",
