@@ -49,6 +49,7 @@ import pandas as pd
 
 from twin import settings
 from twin.classic import classic_localise
+from twin.epyt import epyt_week  # imports EPyT-Flow (the ``bench`` extra) only when a week is made
 from twin.errors import InputError
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
@@ -233,14 +234,12 @@ def _run_scenario(network: Network, network_path: Path, out: Path, *, crs: str, 
 def _run_epyt_scenario(network_path: Path, out: Path, *, crs: str, days: int, seed: int, leak: str,
                        localise_options: dict) -> dict[str, Any]:
     """Generate one EPyT-Flow week into ``out`` and run the job on its files."""
-    from twin import epyt  # deferred: EPyT-Flow is the optional ``bench`` extra
-
     t0 = time.perf_counter()
-    epyt.epyt_week(network_path, crs=crs, days=days, leak=leak != "none", seed=seed, out_dir=out / "week")
     week = out / "week"
-    (week / "network.inp").write_bytes(network_path.read_bytes()) if not (week / "network.inp").exists() else None
+    epyt_week(network_path, crs=crs, days=days, leak=leak != "none", seed=seed, out_dir=week)
+    t_gen = time.perf_counter() - t0
     row = run_week(week, crs=crs, out_dir=out / "job", localise_options=localise_options)
-    row.update({"seed": seed, "week": out.name, "synth_s": round(time.perf_counter() - t0 - row.get("twin_s", 0), 2)})
+    row.update({"seed": seed, "week": out.name, "synth_s": round(t_gen, 2)})
     return row
 
 
@@ -450,7 +449,8 @@ def run_weeks(root: str | Path, *, crs: str = WEEKS_CRS, generator: str | None =
         if tmp is not None:
             tmp.cleanup()
     df = pd.DataFrame(rows)
-    total = float(df["pipe_length_m"].dropna().iloc[0]) if "pipe_length_m" in df and df["pipe_length_m"].notna().any() else np.nan
+    lengths = df["pipe_length_m"].dropna() if "pipe_length_m" in df else pd.Series(dtype=float)
+    total = float(lengths.iloc[0]) if len(lengths) else np.nan
     return BenchResult(df, summarise(df, total, name), summarise_groups(df))
 
 
@@ -473,7 +473,8 @@ def _method_figures(leak: pd.DataFrame, m: str, total_length_m: float) -> dict[s
     rank = leak[f"{m}_rank"].astype(float).fillna(np.inf)
     walk_pct = leak[f"{m}_walk_pct"].astype(float).fillna(100.0)
     walk_m = leak[f"{m}_walk_m"].astype(float)
-    lengths = leak["pipe_length_m"].astype(float) if "pipe_length_m" in leak else pd.Series(total_length_m, index=leak.index)
+    lengths = (leak["pipe_length_m"].astype(float) if "pipe_length_m" in leak
+               else pd.Series(total_length_m, index=leak.index))
     walk_m = walk_m.fillna(lengths)
     top = leak[f"{m}_top_distance_m"].astype(float).fillna(np.inf)
     run = leak[f"{m}_s"] if f"{m}_s" in leak else pd.Series(dtype=float)
@@ -534,7 +535,8 @@ def _onset_flow_summary(leak: pd.DataFrame) -> dict[str, Any]:
                     "median_onset_error_min": float(on.median()), "worst_onset_error_min": float(on.max())})
     if "flow_error_pct" in leak and leak["flow_error_pct"].notna().any():
         fl = leak["flow_error_pct"].dropna().astype(float)
-        out.update({"median_flow_error_pct": round(float(fl.median()), 2), "worst_flow_error_pct": round(float(fl.max()), 2)})
+        out.update({"median_flow_error_pct": round(float(fl.median()), 2),
+                    "worst_flow_error_pct": round(float(fl.max()), 2)})
     return out
 
 

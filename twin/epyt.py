@@ -63,6 +63,7 @@ __all__ = ["epyt_week"]
 
 #: Hydraulic and reporting step of the scenario, seconds.
 STEP_S = 900
+_STEPS_PER_DAY = 86400 // STEP_S
 #: UTC offset of every timestamp written (Yingtan, China Standard Time).
 UTC_OFFSET = "+08:00"
 #: Gravity in m/h², the unit EPyT-Flow's leak emitter uses for CMH networks.
@@ -78,7 +79,8 @@ _MAX_CUSTOMERS_PER_NODE = 40
 def _epyt() -> Any:
     """The EPyT-Flow classes this module uses, or an error naming the extra to install."""
     try:
-        from epyt_flow.simulation import AbruptLeakage, IncipientLeakage, ModelUncertainty, ScenarioSimulator, SensorNoise
+        from epyt_flow.simulation import (AbruptLeakage, IncipientLeakage, ModelUncertainty, ScenarioSimulator,
+                                          SensorNoise)
         from epyt_flow.uncertainty import AbsoluteGaussianUncertainty, RelativeUniformUncertainty
     except ImportError:
         raise InputError("EPyT-Flow is not installed", element="epyt-flow",
@@ -414,23 +416,28 @@ def _leak_record(leak: _Leak | None, network: Network, bal: _Balance, t_s: np.nd
             "balance_residual_lps": round(residual * 1000.0, 4)}
 
 
+def _m3(flow_m3s: np.ndarray) -> float:
+    """Volume of a series of 15-minute flows (m³/s), m³."""
+    return round(float(flow_m3s.sum() * STEP_S), 3)
+
+
 def _truth_document(*, leak: dict | None, seed: int, days: int, crs: pyproj.CRS, network_path: Path,
                     start: pd.Timestamp, bal: _Balance, cust: pd.DataFrame, under: np.ndarray, registered_m3: float,
                     loggers: list[str], flow_links: list[str], n_rows: int, version: str) -> dict[str, Any]:
     """The content of ``truth.json`` (key order is part of the file)."""
-    m3 = lambda a: round(float(a.sum() * STEP_S), 3)  # noqa: E731 - m³/s per step to m³
     return {
         "leak": leak, "seed": int(seed), "days": days, "crs": crs.to_string(), "network": network_path.name,
         "generator": "epyt-flow", "generator_version": version,
         "start": str(_timestamps(np.array([0]), start)[0]), "timezone_offset": UTC_OFFSET, "step_s": STEP_S,
         "system_input_m3_per_day": round(float((bal.supply - bal.tank).sum() * STEP_S / days), 3),
-        "source_input_m3": m3(bal.supply), "tank_filling_m3": m3(bal.tank), "consumption_m3": m3(bal.consumption),
-        "leak_m3": m3(bal.leak),
+        "source_input_m3": _m3(bal.supply), "tank_filling_m3": _m3(bal.tank), "consumption_m3": _m3(bal.consumption),
+        "leak_m3": _m3(bal.leak),
         "per_day": [{"date": (start + pd.Timedelta(days=d)).strftime("%Y-%m-%d"),
-                     **{f"{k}_m3": m3(getattr(bal, k)[d * 96:(d + 1) * 96])
+                     **{f"{k}_m3": _m3(getattr(bal, k)[d * _STEPS_PER_DAY:(d + 1) * _STEPS_PER_DAY])
                         for k in ("supply", "tank", "consumption", "leak")}} for d in range(days)],
         "balance_note": "source_input_m3 = tank_filling_m3 + consumption_m3 + leak_m3 (EPyT-Flow node demands "
-                        "at 15-min steps; per_day: supply = tank + consumption + leak); customers register consumption times (1 - under-registration)",
+                        "at 15-min steps; per_day: supply = tank + consumption + leak); customers register "
+                        "consumption times (1 - under-registration)",
         "customers": {"count": len(cust), "source": "split from EPyT-Flow node demands",
                       "under_registration_mean": round(float(under.mean()), 5),
                       "registered_m3": round(registered_m3, 3)},
