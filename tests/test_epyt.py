@@ -112,3 +112,19 @@ def test_harness_scores_the_week(week, tmp_path):
     if row["detected"]:
         assert np.isfinite(row["twin_top_distance_m"])
         assert 0.0 <= row["twin_top_score"] <= 1.0
+
+
+def test_a_network_in_gpm_with_pumps_under_control(tmp_path):
+    """Net3 (GPM, simulated in CMH): the pump closed at the start is metered, nothing quarantined."""
+    import wntr
+
+    net3 = Path(wntr.__file__).parent / "library" / "networks" / "Net3.inp"
+    week = epyt_week(net3, crs="EPSG:32650", days=3, leak=True, seed=1, out_dir=tmp_path / "w")
+    meters = pd.read_csv(week["meters"], dtype=str)
+    assert {"FLW-10", "FLW-335"} <= set(meters["meter_id"])  # the pumps from the Lake and the River
+    net = read_network(week["network"], crs="EPSG:32650")
+    with Store(tmp_path / "s.duckdb") as store:
+        summary = store.ingest(week["meters"], week["readings"], network=net)
+    assert summary.quarantined_total == 0
+    truth = json.loads(week["truth"].read_text())
+    assert truth["leak"]["flow_lps"] > 0 and truth["network"] == "Net3.inp"

@@ -20,7 +20,8 @@ module runs one such scenario and writes it in the data contract of
   farthest-point sampling) and on every tank; flow meters on the links of
   sources, tanks, pumps and valves and on links between zones (DMA inlets);
 - the customer layer, made from EPyT-Flow's node demands (not the model's):
-  each junction's demand split between customers beside its pipes, their
+  each junction's demand split between customers beside its pipes (about 2 m³/day
+  each, at most 40 per junction unless one would use over 100 m³/day), their
   registers read about twice a day at irregular times, 1 % missing, each
   meter under-registering by 2-5 %;
 - timestamps in local time, UTC+08:00, from ``start``.
@@ -72,8 +73,10 @@ _G_M_PER_H2 = 9.80665 * 3600.0 ** 2
 _DISCHARGE = 0.75
 #: Mean daily use per customer meter used to split a node's demand, m³/day.
 _CUSTOMER_M3_PER_DAY = 2.0
-#: Most customers per junction.
+#: Most customers per junction, unless they would use more than the largest customer.
 _MAX_CUSTOMERS_PER_NODE = 40
+#: Largest mean use of one customer meter, m³/day (its register must stay below the store's 40 m³/h).
+_LARGEST_CUSTOMER_M3_PER_DAY = 100.0
 
 
 def _epyt() -> Any:
@@ -179,14 +182,16 @@ def _flow_meter_links(network: Network) -> list[str]:
     crossing = (zone_s != "") & (zone_e != "") & (zone_s != zone_e)
     storage = np.isin(kind_s, ["reservoir", "tank"]) | np.isin(kind_e, ["reservoir", "tank"])
     active = links["link_type"].isin(["pump", "valve"]).to_numpy()
-    is_open = (links["status"].astype(str) != "closed").to_numpy()
+    # a closed pipe is a boundary; a pump or valve closed at the start runs under the controls
+    is_open = (links["status"].astype(str) != "closed").to_numpy() | active
     return [str(x) for x in links.index[is_open & (active | storage | crossing)]]
 
 
-def _logger_nodes(network: Network, mean_pressure: pd.Series, share: float, rng: np.random.Generator) -> list[str]:
-    """Pressure loggers: ``share`` of the pressurised junctions spread out, and every tank."""
+def _logger_nodes(network: Network, min_pressure: pd.Series, share: float, rng: np.random.Generator) -> list[str]:
+    """Pressure loggers: ``share`` of the junctions spread out among those with 2 m of pressure at all
+    times of the first day (``min_pressure``, m), and every tank."""
     junc = network.nodes.index[network.nodes["node_type"] == "junction"]
-    ok = junc[mean_pressure.reindex(junc).fillna(0).to_numpy() > 0]
+    ok = junc[min_pressure.reindex(junc).fillna(0).to_numpy() > 2.0]
     ok = ok if len(ok) else junc
     xy = np.column_stack([network.nodes.geometry.x.reindex(ok), network.nodes.geometry.y.reindex(ok)])
     pick = _farthest_points(xy, max(1, round(share * len(junc))), rng)
@@ -265,7 +270,9 @@ def _customers(network: Network, demand: pd.DataFrame, rng: np.random.Generator,
     junc = network.nodes.index[network.nodes["node_type"] == "junction"]
     mean_m3_day = demand.reindex(columns=junc).clip(lower=0).mean().fillna(0.0) * 24.0
     mean_m3_day = mean_m3_day[mean_m3_day > 0]
-    n_per = np.clip(np.rint(mean_m3_day.to_numpy() / _CUSTOMER_M3_PER_DAY), 1, _MAX_CUSTOMERS_PER_NODE).astype(int)
+    daily = mean_m3_day.to_numpy()
+    n_per = np.maximum(np.clip(np.rint(daily / _CUSTOMER_M3_PER_DAY), 1, _MAX_CUSTOMERS_PER_NODE),
+                       np.ceil(daily / _LARGEST_CUSTOMER_M3_PER_DAY)).astype(int)
     home = np.repeat(mean_m3_day.index.to_numpy(), n_per)
     weight = np.exp(rng.normal(0.0, 0.5, len(home)))
     share = weight / pd.Series(weight).groupby(home).transform("sum").to_numpy()
@@ -517,7 +524,7 @@ def epyt_week(network_path: str | Path, *, crs: str | pyproj.CRS, days: int = 7,
         inp = _cmh_copy(network, network_path, tmp)
         junctions = list(network.nodes.index[network.nodes["node_type"] == "junction"].astype(str))
         base = _simulate(ep, inp, tmp, duration_s=86400, pressure_at=junctions, flow_at=[])
-        loggers = _logger_nodes(network, base.pressure.mean(), logger_share, r_sensors)
+        loggers = _logger_nodes(network, base.pressure.min(), logger_share, r_sensors)
         flow_links = _flow_meter_links(network)
         planted = _plan_leak(ep, network, base, days=days, rng=r_leak) if leak else None
         seeds = tuple(int(s) for s in r_noise.integers(0, 2**31 - 1, 2))
