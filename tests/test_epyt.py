@@ -106,6 +106,7 @@ def test_harness_scores_the_week(week, tmp_path):
     row = run_week(week["truth"].parent, crs="EPSG:32650", out_dir=tmp_path / "job")
     truth = json.loads(week["truth"].read_text())["leak"]
     assert "error" not in row
+    assert row["quarantined"] == 0
     assert row["leak"] and row["leak_link"] == truth["link_id"]
     assert row["leak_flow_lps"] == truth["flow_lps"]
     # whatever the job found, the row says it honestly: a reported leak has a rank or counts as a miss

@@ -393,6 +393,7 @@ def run_week(week: str | Path, *, crs: str = WEEKS_CRS, out_dir: str | Path,
     loc: Localisation = res["result"]
     total_len = _pipe_length_m(res["network"])
     row["pipe_length_m"] = total_len
+    row["quarantined"] = (res["report_dict"].get("ingest") or {}).get("quarantined_total")
     row.update(_report_figures(res["report_dict"], loc.candidates))
     if lk is not None:
         row.update(_score_candidates(res["network"], loc.candidates, res["report_dict"], lk, total_len))
