@@ -5,7 +5,7 @@ Usage
 -----
 ``python3 run.py demo``   create/reuse ``.venv``, install twin, run the main job on
                           the bundled Yingtan data, write outputs to ``build/demo``.
-``python3 run.py test``   create/reuse ``.venv``, install twin with its test extra,
+``python3 run.py test``   create/reuse ``.venv``, install twin with its test and bench extras,
                           run the whole default test suite.
 
 Extra arguments after ``test`` go to pytest (``python3 run.py test -k network``);
@@ -40,7 +40,7 @@ def _ensure_env() -> None:
         print("installing twin and its dependencies (first run only)", flush=True)
         subprocess.run([str(PY), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
         subprocess.run(
-            [str(PY), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True
+            [str(PY), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,bench]"], check=True
         )
         for old in VENV.glob(".stamp-*"):
             old.unlink()

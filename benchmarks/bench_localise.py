@@ -3,13 +3,15 @@
 Usage::
 
     python benchmarks/bench_localise.py [--scenarios N] [--leak-free M] [--seed S] [--yingtan PATH]
+                                        [--generator twin|epyt-flow]
 
 Generates N leak scenarios and M leak-free weeks per network with
 ``twin.synth.synth_readings``, runs the job and the classic method on each and
 prints the figures of ``twin.bench.format_summary`` plus the run time of the
 whole job (files to map) on one L-Town week. The Yingtan small network is
 built with ``twin synth city --size small`` into a temporary folder unless
-``--yingtan`` names an existing ``yingtan-small.inp``.
+``--yingtan`` names an existing ``yingtan-small.inp``. ``--generator
+epyt-flow`` makes the weeks with EPyT-Flow instead (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from twin.bench import format_summary, run_bench
+from twin.bench import GENERATORS, format_report, run_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 LTOWN = ROOT.parent / "shared" / "networks" / "L-TOWN.inp"
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--yingtan", type=Path, default=None)
     ap.add_argument("--skip-yingtan", action="store_true")
+    ap.add_argument("--generator", choices=GENERATORS, default="twin")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,8 +59,9 @@ def main() -> None:
             runs.append((Path(yt), "EPSG:4548"))
         for net, crs in runs:
             t0 = time.perf_counter()
-            r = run_bench(net, crs=crs, scenarios=args.scenarios, leak_free=args.leak_free, seed=args.seed)
-            print(format_summary(r.summary))
+            r = run_bench(net, crs=crs, scenarios=args.scenarios, leak_free=args.leak_free, seed=args.seed,
+                          generator=args.generator, classic=args.generator == "twin")
+            print(format_report(r))
             print(f"({time.perf_counter() - t0:.0f} s for the whole harness)\n")
 
 

@@ -1,6 +1,17 @@
-"""Evaluation harness of the leak-localisation job against synthetic truth.
+"""Evaluation harness of the leak-localisation job against a known truth.
 
-For ``n`` scenarios, :func:`twin.synth.synth_readings` simulates a week on a
+Three sources of weeks, each scored the same way and reported per generator
+and per network, misses included:
+
+- ``twin``: :func:`run_bench` generates weeks with :func:`twin.synth.synth_readings`;
+- ``epyt-flow``: :func:`run_bench` with ``generator="epyt-flow"`` generates
+  contract weeks with EPyT-Flow (:func:`twin.epyt.epyt_week`, the ``bench``
+  extra) and runs the job on their files;
+- a folder of contract weeks (:func:`run_weeks`), such as
+  ``../shared/validation``: every sub-folder with ``network.inp``,
+  ``meters.csv``, ``readings.csv``/``.parquet`` and ``truth.json``.
+
+For the ``twin`` generator and ``n`` scenarios, :func:`twin.synth.synth_readings` simulates a week on a
 "true" network (roughness and demands differ from the file, realistic meter
 and logger noise, loggers on about 4 % of junctions) with a leak of 1-6 % of
 the demand at a random pipe, position and time; ``m`` more weeks have no
@@ -14,7 +25,13 @@ matter to a utility are computed:
 - the rank of the leaking pipe;
 - the pipe length a crew walks down the ranking until it has walked the
   leaking pipe (m and % of the network's pipe length);
-- false alarms on leak-free weeks; run time.
+- false alarms on leak-free weeks; onset and leak-flow errors; run time;
+- the reliability of the scores: the claimed probability of the top
+  candidate in bins against how often it lies within 300 m, and how often
+  the 90 % candidate zone holds the leaking pipe.
+
+A week where no leak is reported counts as a miss in every figure: not
+within 300 m, rank and walk beyond the whole network.
 """
 
 from __future__ import annotations
@@ -32,6 +49,8 @@ import pandas as pd
 
 from twin import settings
 from twin.classic import classic_localise
+from twin.epyt import epyt_week  # imports EPyT-Flow (the ``bench`` extra) only when a week is made
+from twin.errors import InputError
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.meters import join_meters, read_meters
@@ -41,7 +60,16 @@ from twin.synth import synth_readings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchResult", "format_summary", "pipe_distances", "run_bench", "score_ranking", "summarise"]
+__all__ = ["BenchResult", "GENERATORS", "RELIABILITY_BINS", "contract_weeks", "format_report", "format_summary",
+           "pipe_distances", "reliability", "run_bench", "run_week", "run_weeks", "score_ranking", "summarise",
+           "summarise_groups", "week_truth"]
+
+#: Generators of :func:`run_bench`.
+GENERATORS = ("twin", "epyt-flow")
+#: Bin edges of the claimed probability of the top candidate (the last bin is closed).
+RELIABILITY_BINS = (0.0, 0.2, 0.5, 0.8, 0.95, 1.0)
+#: CRS of the coordinates of a folder of contract weeks when none is given.
+WEEKS_CRS = "EPSG:32650"
 
 
 def score_ranking(candidates: pd.DataFrame, distances: pd.Series, leak_link: str,
@@ -74,10 +102,16 @@ def score_ranking(candidates: pd.DataFrame, distances: pd.Series, leak_link: str
 
 @dataclass
 class BenchResult:
-    """Per-scenario rows and the summary of :func:`run_bench`."""
+    """Per-week rows and the summary of :func:`run_bench` or :func:`run_weeks`.
+
+    ``summary`` is the summary of all rows together (:func:`summarise`);
+    ``groups`` holds one summary per generator and network
+    (:func:`summarise_groups`).
+    """
 
     scenarios: pd.DataFrame
     summary: dict
+    groups: list[dict] | None = None
 
 
 def _load(files: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,6 +120,10 @@ def _load(files: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     readings = pd.read_csv(files["readings"], dtype={"meter_id": str, "timestamp": str})
     readings["timestamp"] = pd.to_datetime(readings["timestamp"], utc=True, format="ISO8601")
     return meters, readings
+
+
+def _pipe_length_m(network: Network) -> float:
+    return float(network.links.loc[network.links["link_type"] == "pipe", "length_m"].sum())
 
 
 def run_bench(
@@ -97,11 +135,12 @@ def run_bench(
     seed: int = 0,
     days: int = 7,
     classic: bool = True,
+    generator: str = "twin",
     work_dir: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     localise_options: dict | None = None,
 ) -> BenchResult:
-    """Generate scenarios, run both methods, compute the figures.
+    """Generate scenarios, run the job (and the classic method), compute the figures.
 
     Parameters
     ----------
@@ -118,7 +157,12 @@ def run_bench(
     days : int
         Days per scenario.
     classic : bool
-        Also run the classic method on the leak scenarios.
+        Also run the classic method on the leak scenarios (``twin`` generator only).
+    generator : {"twin", "epyt-flow"}
+        ``twin``: :func:`twin.synth.synth_readings`, the job run on the
+        tables in memory. ``epyt-flow``: :func:`twin.epyt.epyt_week` (needs
+        the ``bench`` extra), the job run on the contract files as
+        ``twin localise`` runs it.
     work_dir : path, optional
         Where scenario files go (default: a temporary directory, removed).
     progress : callable, optional
@@ -130,9 +174,12 @@ def run_bench(
     -------
     BenchResult
     """
+    if generator not in GENERATORS:
+        raise InputError(f"unknown generator {generator!r}", element="--generator",
+                         fix=f"use one of {', '.join(GENERATORS)}")
     network_path = Path(network_path)
     network = read_network(network_path, crs=crs)
-    total_len = float(network.links.loc[network.links["link_type"] == "pipe", "length_m"].sum())
+    total_len = _pipe_length_m(network)
     rows: list[dict] = []
     tmp = tempfile.TemporaryDirectory(prefix="twin-bench-") if work_dir is None else None
     root = Path(work_dir) if work_dir is not None else Path(tmp.name)
@@ -140,20 +187,23 @@ def run_bench(
     try:
         for done, (sd, leak) in enumerate(jobs):
             out = root / f"{'leak' if leak == 'random' else 'free'}-{sd}"
-            row = _run_scenario(network, network_path, out, crs=crs, days=days, seed=sd, leak=leak,
-                                classic=classic, total_len=total_len, localise_options=localise_options or {})
+            if generator == "twin":
+                row = _run_scenario(network, network_path, out, crs=crs, days=days, seed=sd, leak=leak,
+                                    classic=classic, total_len=total_len, localise_options=localise_options or {})
+            else:
+                row = _run_epyt_scenario(network_path, out, crs=crs, days=days, seed=sd, leak=leak,
+                                         localise_options=localise_options or {})
+            row.update({"generator": generator, "network": network_path.stem})
             rows.append(row)
-            if "error" in row:
-                continue
             log.info("bench scenario %d/%d (seed %d): %s", done + 1, len(jobs), sd,
-                     {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "classic_rank")})
+                     {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "error")})
             if progress is not None:
                 progress("scenarios", done + 1, len(jobs))
     finally:
         if tmp is not None:
             tmp.cleanup()
     df = pd.DataFrame(rows)
-    return BenchResult(df, summarise(df, total_len, network_path.name))
+    return BenchResult(df, summarise(df, total_len, network_path.name), summarise_groups(df))
 
 
 def _run_scenario(network: Network, network_path: Path, out: Path, *, crs: str, days: int, seed: int, leak: str,
@@ -166,32 +216,47 @@ def _run_scenario(network: Network, network_path: Path, out: Path, *, crs: str, 
     meters, readings = _load(files)
     join = join_meters(meters, network)
     t1 = time.perf_counter()
-    row: dict[str, Any] = {"seed": seed, "leak": leak != "none", "synth_s": round(t_syn, 2)}
+    row: dict[str, Any] = {"seed": seed, "week": out.name, "leak": leak != "none", "synth_s": round(t_syn, 2),
+                           "pipe_length_m": total_len}
     try:
         loc = localise(network, meters=meters, join=join, readings=readings, **localise_options)
     except Exception as exc:  # a failed scenario is a result, not a crash
         row.update({"error": f"{type(exc).__name__}: {exc}"})
         return row
     row["twin_s"] = round(time.perf_counter() - t1, 2)
-    row["detected"] = loc.report["detected"]
-    row["leak_flow_est_lps"] = loc.report["leak_flow_lps"]
-    if truth.get("leak"):
-        row.update(_score_leak(network, loc, truth["leak"], total_len=total_len, classic=classic,
-                               twin_s=row["twin_s"]))
+    row.update(_report_figures(loc.report, loc.candidates))
+    lk = _normalise_truth(truth)
+    if lk is not None:
+        row.update(_score_leak(network, loc, lk, total_len=total_len, classic=classic, twin_s=row["twin_s"]))
     return row
+
+
+def _run_epyt_scenario(network_path: Path, out: Path, *, crs: str, days: int, seed: int, leak: str,
+                       localise_options: dict) -> dict[str, Any]:
+    """Generate one EPyT-Flow week into ``out`` and run the job on its files."""
+    t0 = time.perf_counter()
+    week = out / "week"
+    epyt_week(network_path, crs=crs, days=days, leak=leak != "none", seed=seed, out_dir=week)
+    t_gen = time.perf_counter() - t0
+    row = run_week(week, crs=crs, out_dir=out / "job", localise_options=localise_options)
+    row.update({"seed": seed, "week": out.name, "synth_s": round(t_gen, 2)})
+    return row
+
+
+def _report_figures(report: dict, candidates: pd.DataFrame) -> dict[str, Any]:
+    """What the job claims, from its report and ranking: detection, onset, flow, top score, zone size."""
+    top = float(candidates["score"].iat[0]) if len(candidates) and "score" in candidates else np.nan
+    return {"detected": bool(report.get("detected")), "leak_flow_est_lps": report.get("leak_flow_lps"),
+            "onset_est": report.get("onset"), "twin_top_score": top,
+            "twin_zone_pipes": (report.get("candidate_zone") or {}).get("pipes")}
 
 
 def _score_leak(network: Network, loc: Localisation, lk: dict, *, total_len: float, classic: bool,
                 twin_s: float) -> dict[str, Any]:
     """Figures of the twin's ranking (and the classic method's) against the true leak ``lk``."""
-    row: dict[str, Any] = {"leak_link": lk["link_id"], "leak_flow_lps": lk["flow_lps"],
-                           "onset_true": lk["onset"], "onset_est": loc.report["onset"]}
-    dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
-    row.update({f"twin_{k}": v for k, v in score_ranking(loc.candidates, dist, lk["link_id"], total_len).items()})
-    row["twin_zone_pipes"] = loc.report.get("candidate_zone", {}).get("pipes")
-    row["twin_zone_has_leak"] = bool(
-        loc.candidates.loc[loc.candidates["link_id"] == lk["link_id"], "in_candidate_zone"].any())
+    row = _score_candidates(network, loc.candidates, loc.report, lk, total_len)
     if classic and loc.internals:
+        dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
         t2 = time.perf_counter()
         ccand, cinfo = classic_localise(network, loc.internals)
         row["classic_s"] = round(time.perf_counter() - t2 + twin_s
@@ -202,45 +267,389 @@ def _score_leak(network: Network, loc: Localisation, lk: dict, *, total_len: flo
     return row
 
 
-def summarise(df: pd.DataFrame, total_length_m: float, name: str = "") -> dict:
-    """The harness's figures from the per-scenario table."""
-    out: dict[str, Any] = {"network": name, "pipe_length_km": round(total_length_m / 1000, 2)}
-    leak = df[df["leak"]] if "leak" in df else df.iloc[0:0]
-    free = df[~df["leak"]] if "leak" in df else df.iloc[0:0]
-    out["leak_scenarios"] = int(len(leak))
-    out["errors"] = int(df["error"].notna().sum()) if "error" in df else 0
-    if len(leak):
-        out["detected_share"] = round(float(leak["detected"].fillna(False).astype(bool).mean()), 3)
-        for m in ("twin", "classic"):
-            if f"{m}_hit" not in leak:
-                continue
-            hit = leak[f"{m}_hit"].fillna(False).astype(bool)
-            out[m] = {
-                "within_300m_share": round(float(hit.mean()), 3),
-                "median_rank": float(np.nanmedian(leak[f"{m}_rank"].astype(float))) if leak[f"{m}_rank"].notna().any() else None,
-                "median_walk_m": float(np.nanmedian(leak[f"{m}_walk_m"].astype(float))) if leak[f"{m}_walk_m"].notna().any() else None,
-                "median_walk_pct": float(np.nanmedian(leak[f"{m}_walk_pct"].astype(float))) if leak[f"{m}_walk_pct"].notna().any() else None,
-                "median_top_distance_m": float(np.nanmedian(leak[f"{m}_top_distance_m"].astype(float))) if leak[f"{m}_top_distance_m"].notna().any() else None,
-                "median_run_s": float(np.nanmedian(leak[f"{m}_s"].astype(float))) if f"{m}_s" in leak and leak[f"{m}_s"].notna().any() else None,
-            }
-    out["leak_free_weeks"] = int(len(free))
-    out["false_alarms"] = int(free["detected"].fillna(False).astype(bool).sum()) if len(free) else 0
+def _score_candidates(network: Network, candidates: pd.DataFrame, report: dict, lk: dict,
+                      total_len: float) -> dict[str, Any]:
+    """The twin's figures on one leak week: distance, rank, walk, zone, onset and flow errors."""
+    row: dict[str, Any] = {"leak_link": lk["link_id"], "leak_flow_lps": lk["flow_lps"], "onset_true": lk["onset"]}
+    dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
+    row.update({f"twin_{k}": v for k, v in score_ranking(candidates, dist, lk["link_id"], total_len).items()})
+    in_zone = candidates["in_candidate_zone"] if "in_candidate_zone" in candidates else pd.Series(dtype=bool)
+    row["twin_zone_has_leak"] = bool(in_zone[candidates["link_id"].astype(str) == lk["link_id"]].any())
+    row.update(_onset_and_flow_errors(report, lk))
+    return row
+
+
+def _onset_and_flow_errors(report: dict, lk: dict) -> dict[str, float]:
+    """``onset_error_min`` (absolute, minutes) and ``flow_error_pct`` (absolute, % of the true flow)."""
+    out = {"onset_error_min": np.nan, "flow_error_pct": np.nan}
+    if not report.get("detected"):
+        return out
+    if report.get("onset") and lk.get("onset"):
+        diff = pd.Timestamp(report["onset"]) - pd.Timestamp(lk["onset"])
+        out["onset_error_min"] = round(abs(diff.total_seconds()) / 60.0, 1)
+    est, true = report.get("leak_flow_lps"), lk.get("flow_lps")
+    if est is not None and true:
+        out["flow_error_pct"] = round(100.0 * abs(float(est) - float(true)) / float(true), 2)
     return out
 
 
+# ----------------------------------------------------------------------------
+# folders of contract weeks
+# ----------------------------------------------------------------------------
+
+
+def _readings_file(week: Path) -> Path | None:
+    for name in ("readings.parquet", "readings.csv"):
+        if (week / name).exists():
+            return week / name
+    return None
+
+
+def contract_weeks(root: str | Path) -> list[Path]:
+    """Every folder below ``root`` (searched recursively, sorted) that holds a contract week.
+
+    A week is a folder with ``network.inp``, ``meters.csv``,
+    ``readings.csv`` or ``readings.parquet``, and ``truth.json``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("the weeks folder does not exist", path=root, fix="give a folder of contract weeks")
+    found = []
+    for truth in sorted(root.rglob("truth.json")):
+        week = truth.parent
+        if (week / "network.inp").exists() and (week / "meters.csv").exists() and _readings_file(week):
+            found.append(week)
+    return found
+
+
+def _normalise_truth(truth: dict) -> dict | None:
+    """The leak of a ``truth.json`` as ``link_id``, ``position``, ``flow_lps``, ``onset``; None when leak-free.
+
+    Two formats: :func:`twin.synth.synth_readings` (``leak``: a record or
+    null) and the validation weeks' (``leak_pipe``, ``leak_lps``,
+    ``onset``; the leak at the middle of the pipe).
+    """
+    if "leak" in truth:
+        lk = truth["leak"]
+        if not lk:
+            return None
+        return {"link_id": str(lk["link_id"]), "position": float(lk.get("position", 0.5)),
+                "flow_lps": lk.get("flow_lps", lk.get("target_flow_lps")), "onset": lk.get("onset")}
+    if truth.get("leak_pipe"):
+        return {"link_id": str(truth["leak_pipe"]), "position": 0.5, "flow_lps": truth.get("leak_lps"),
+                "onset": truth.get("onset")}
+    return None
+
+
+def week_truth(week: str | Path) -> dict | None:
+    """The normalised leak of a contract week (see :func:`_normalise_truth`), None when leak-free."""
+    path = Path(week) / "truth.json"
+    try:
+        return _normalise_truth(json.loads(path.read_text(encoding="utf-8")))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read the truth ({type(exc).__name__}: {exc})", path=path,
+                         fix="give leak_pipe, leak_lps, onset, or a twin synth truth.json") from None
+
+
+def _network_name(week: Path, root: Path | None) -> str:
+    """The network a week belongs to: its truth's ``network`` (else the folder name before the last ``-``),
+    prefixed by the sub-folder it sits in below ``root`` (``ideal/ky4``)."""
+    try:
+        name = json.loads((week / "truth.json").read_text(encoding="utf-8")).get("network")
+    except ValueError:
+        name = None
+    name = Path(str(name)).stem if name else week.name.rsplit("-", 1)[0]
+    if root is None:
+        return name
+    rel = week.relative_to(root).parent
+    return name if rel == Path(".") else f"{rel.as_posix()}/{name}"
+
+
+def run_week(week: str | Path, *, crs: str = WEEKS_CRS, out_dir: str | Path,
+             localise_options: dict | None = None) -> dict[str, Any]:
+    """Run the job on one contract week's files (as ``twin localise`` does) and score it.
+
+    Returns
+    -------
+    dict
+        One row of the scenario table; ``error`` holds the message of a
+        week the job failed on.
+    """
+    week = Path(week)
+    lk = week_truth(week)
+    row: dict[str, Any] = {"week": week.name, "leak": lk is not None}
+    # deferred: twin.pipeline imports score_ranking from this module (a real import cycle)
+    from twin.pipeline import localise_files
+
+    t0 = time.perf_counter()
+    try:
+        res = localise_files(week / "network.inp", crs=crs, meters_path=week / "meters.csv",
+                             readings_path=_readings_file(week), out_dir=out_dir, write_map=False,
+                             **(localise_options or {}))
+    except Exception as exc:  # a benchmark reports a failed week, it does not stop
+        row.update({"error": f"{type(exc).__name__}: {exc}", "detected": False})
+        return row
+    row["twin_s"] = round(time.perf_counter() - t0, 2)
+    loc: Localisation = res["result"]
+    total_len = _pipe_length_m(res["network"])
+    row["pipe_length_m"] = total_len
+    row["quarantined"] = (res["report_dict"].get("ingest") or {}).get("quarantined_total")
+    row.update(_report_figures(res["report_dict"], loc.candidates))
+    if lk is not None:
+        row.update(_score_candidates(res["network"], loc.candidates, res["report_dict"], lk, total_len))
+    return row
+
+
+def run_weeks(root: str | Path, *, crs: str = WEEKS_CRS, generator: str | None = None,
+              work_dir: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None,
+              localise_options: dict | None = None) -> BenchResult:
+    """Run the job on every contract week below ``root`` and score each against its truth.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder of contract weeks (:func:`contract_weeks`), e.g.
+        ``../shared/validation``.
+    crs : str
+        CRS of the weeks' network coordinates (default EPSG:32650).
+    generator : str, optional
+        Name of the source in the tables (default: ``weeks:<folder name>``).
+    work_dir : path, optional
+        Where the job's outputs go (default: a temporary directory, removed).
+    progress : callable, optional
+        ``progress(stage, done, total)``.
+    localise_options : dict, optional
+        Keyword options for :func:`twin.localise.localise`.
+
+    Returns
+    -------
+    BenchResult
+        One row per week; ``groups`` per network (the sub-folder prefixes
+        networks, so ``ideal/ky4`` is apart from ``ky4``).
+    """
+    root = Path(root)
+    weeks = contract_weeks(root)
+    if not weeks:
+        raise InputError("no contract week below this folder", path=root,
+                         fix="each week needs network.inp, meters.csv, readings.csv/.parquet and truth.json")
+    name = generator or f"weeks:{root.resolve().name}"
+    rows = []
+    tmp = tempfile.TemporaryDirectory(prefix="twin-weeks-") if work_dir is None else None
+    out_root = Path(work_dir) if work_dir is not None else Path(tmp.name)
+    try:
+        for i, week in enumerate(weeks):
+            row = run_week(week, crs=crs, out_dir=out_root / f"w{i:03d}", localise_options=localise_options)
+            row.update({"generator": name, "network": _network_name(week, root),
+                        "week": week.relative_to(root).as_posix()})
+            rows.append(row)
+            log.info("week %d/%d %s: %s", i + 1, len(weeks), row["week"],
+                     {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "error")})
+            if progress is not None:
+                progress("weeks", i + 1, len(weeks))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    df = pd.DataFrame(rows)
+    lengths = df["pipe_length_m"].dropna() if "pipe_length_m" in df else pd.Series(dtype=float)
+    total = float(lengths.iloc[0]) if len(lengths) else np.nan
+    return BenchResult(df, summarise(df, total, name), summarise_groups(df))
+
+
+# ----------------------------------------------------------------------------
+# figures
+# ----------------------------------------------------------------------------
+
+
+def _median(values: pd.Series) -> float | None:
+    v = values.astype(float)
+    if v.isna().all() or len(v) == 0:
+        return None
+    m = float(np.nanmedian(v))
+    return m if np.isfinite(m) else float("inf")
+
+
+def _method_figures(leak: pd.DataFrame, m: str, total_length_m: float) -> dict[str, Any]:
+    """Figures of method ``m`` on the leak weeks; a week without a ranking of the leak is a miss."""
+    hit = leak[f"{m}_hit"].astype("boolean").fillna(False).astype(bool)
+    rank = leak[f"{m}_rank"].astype(float).fillna(np.inf)
+    walk_pct = leak[f"{m}_walk_pct"].astype(float).fillna(100.0)
+    walk_m = leak[f"{m}_walk_m"].astype(float)
+    lengths = (leak["pipe_length_m"].astype(float) if "pipe_length_m" in leak
+               else pd.Series(total_length_m, index=leak.index))
+    walk_m = walk_m.fillna(lengths)
+    top = leak[f"{m}_top_distance_m"].astype(float).fillna(np.inf)
+    run = leak[f"{m}_s"] if f"{m}_s" in leak else pd.Series(dtype=float)
+    return {
+        "within_300m": int(hit.sum()),
+        "within_300m_share": round(float(hit.mean()), 3),
+        "median_rank": _median(rank),
+        "median_walk_m": _median(walk_m),
+        "median_walk_pct": _median(walk_pct),
+        "median_top_distance_m": _median(top),
+        "median_run_s": _median(run.dropna()) if len(run.dropna()) else None,
+    }
+
+
+def summarise(df: pd.DataFrame, total_length_m: float, name: str = "") -> dict:
+    """The harness's figures from the per-scenario table (misses included, see the module's notes)."""
+    out: dict[str, Any] = {"network": name, "pipe_length_km": round(total_length_m / 1000, 2)}
+    leak = df[df["leak"].astype(bool)] if "leak" in df else df.iloc[0:0]
+    free = df[~df["leak"].astype(bool)] if "leak" in df else df.iloc[0:0]
+    out["leak_scenarios"] = int(len(leak))
+    out["errors"] = int(df["error"].notna().sum()) if "error" in df else 0
+    if len(leak):
+        det = leak["detected"].astype("boolean").fillna(False).astype(bool)
+        out["detected"] = int(det.sum())
+        out["detected_share"] = round(float(det.mean()), 3)
+        for m in ("twin", "classic"):
+            if f"{m}_hit" in leak:
+                out[m] = _method_figures(leak, m, total_length_m)
+        out.update(_onset_flow_summary(leak))
+        if "twin_top_score" in leak:
+            out["reliability"] = reliability(leak).to_dict("records")
+            out.update(_confident_figures(leak))
+            zone = leak["twin_zone_has_leak"].astype("boolean").fillna(False).astype(bool) \
+                if "twin_zone_has_leak" in leak else pd.Series(False, index=leak.index)
+            out["zone_holds_leak"] = int(zone.sum())
+            out["zone_holds_leak_share"] = round(float(zone.mean()), 3)
+            if "twin_zone_pipes" in leak and leak["twin_zone_pipes"].notna().any():
+                out["median_zone_pipes"] = _median(leak["twin_zone_pipes"].dropna())
+    out["leak_free_weeks"] = int(len(free))
+    out["false_alarms"] = int(free["detected"].astype("boolean").fillna(False).astype(bool).sum()) if len(free) else 0
+    return out
+
+
+def _confident_figures(leak: pd.DataFrame, threshold: float = 0.8) -> dict[str, int]:
+    """Weeks whose top candidate claims p >= ``threshold``, and how many of them lie within 300 m."""
+    score = leak["twin_top_score"].astype(float)
+    sure = leak["detected"].astype("boolean").fillna(False).astype(bool) & (score >= threshold)
+    hit = leak["twin_hit"].astype("boolean").fillna(False).astype(bool) if "twin_hit" in leak else sure & False
+    return {"claimed_p_ge_0_8": int(sure.sum()), "claimed_p_ge_0_8_within_300m": int((sure & hit).sum())}
+
+
+def _onset_flow_summary(leak: pd.DataFrame) -> dict[str, Any]:
+    """Onset within 15 minutes, median onset error and median / worst leak-flow error, where detected."""
+    out: dict[str, Any] = {}
+    if "onset_error_min" in leak and leak["onset_error_min"].notna().any():
+        on = leak["onset_error_min"].dropna().astype(float)
+        out.update({"onset_within_15min": int((on <= 15).sum()), "onset_reported": int(len(on)),
+                    "median_onset_error_min": float(on.median()), "worst_onset_error_min": float(on.max())})
+    if "flow_error_pct" in leak and leak["flow_error_pct"].notna().any():
+        fl = leak["flow_error_pct"].dropna().astype(float)
+        out.update({"median_flow_error_pct": round(float(fl.median()), 2),
+                    "worst_flow_error_pct": round(float(fl.max()), 2)})
+    return out
+
+
+def reliability(leak: pd.DataFrame, bins: tuple[float, ...] = RELIABILITY_BINS) -> pd.DataFrame:
+    """Claimed probability of the top candidate, in bins, against how often it lies within 300 m.
+
+    Parameters
+    ----------
+    leak : DataFrame
+        Leak weeks with ``twin_top_score`` (NaN when no leak was reported)
+        and ``twin_hit``.
+    bins : tuple of float
+        Bin edges of the score; the last bin includes its upper edge.
+
+    Returns
+    -------
+    DataFrame
+        One row per bin (``bin``, ``weeks``, ``mean_score``, ``within_300m``,
+        ``share``), then a row ``no leak reported`` for the misses.
+        ``share`` is NaN for an empty bin. A calibrated score has
+        ``share`` close to ``mean_score`` in every bin.
+    """
+    score = leak["twin_top_score"].astype(float) if "twin_top_score" in leak else pd.Series(np.nan, index=leak.index)
+    reported = leak["detected"].astype("boolean").fillna(False).astype(bool) & score.notna() \
+        if "detected" in leak else score.notna()
+    hit = leak["twin_hit"].astype("boolean").fillna(False).astype(bool) if "twin_hit" in leak \
+        else pd.Series(False, index=leak.index)
+    rows = []
+    for i, (lo, hi) in enumerate(zip(bins[:-1], bins[1:])):
+        last = i == len(bins) - 2
+        inside = reported & (score >= lo) & ((score <= hi) if last else (score < hi))
+        n = int(inside.sum())
+        rows.append({"bin": f"{lo:g}-{hi:g}" if not last else f">={lo:g}", "weeks": n,
+                     "mean_score": round(float(score[inside].mean()), 3) if n else np.nan,
+                     "within_300m": int(hit[inside].sum()),
+                     "share": round(float(hit[inside].mean()), 3) if n else np.nan})
+    rows[0]["bin"] = f"<{bins[1]:g}"
+    rows.append({"bin": "no leak reported", "weeks": int((~reported).sum()), "mean_score": np.nan,
+                 "within_300m": 0, "share": 0.0 if (~reported).any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def summarise_groups(df: pd.DataFrame) -> list[dict]:
+    """:func:`summarise` per generator and network (in order of appearance)."""
+    if df.empty:
+        return []
+    gen = df["generator"] if "generator" in df else pd.Series("", index=df.index)
+    net = df["network"] if "network" in df else pd.Series("", index=df.index)
+    out = []
+    for (g, n), part in df.groupby([gen, net], sort=False):
+        lengths = part["pipe_length_m"].dropna() if "pipe_length_m" in part else pd.Series(dtype=float)
+        s = summarise(part, float(lengths.iloc[0]) if len(lengths) else float("nan"), str(n))
+        s["generator"] = str(g)
+        out.append(s)
+    return out
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    if isinstance(v, float) and np.isinf(v):
+        return "miss"
+    return f"{v:g}{unit}" if isinstance(v, (int, float)) else f"{v}{unit}"
+
+
 def format_summary(summary: dict) -> str:
-    """Plain-text table of a summary for the CLI and benchmarks."""
-    lines = [f"network {summary.get('network')} ({summary.get('pipe_length_km')} km of pipe): "
-             f"{summary.get('leak_scenarios')} leak scenarios, {summary.get('leak_free_weeks')} leak-free weeks, "
+    """Plain-text figures of one summary (one generator and network, or all) for the CLI and benchmarks."""
+    gen = f"[{summary['generator']}] " if summary.get("generator") else ""
+    lines = [f"{gen}network {summary.get('network')} ({summary.get('pipe_length_km')} km of pipe): "
+             f"{summary.get('leak_scenarios')} leak weeks, {summary.get('leak_free_weeks')} leak-free weeks, "
              f"{summary.get('errors')} errors"]
     if "detected_share" in summary:
-        lines.append(f"leaks detected: {summary['detected_share']:.0%}")
+        lines.append(f"leaks detected: {summary.get('detected', '')}/{summary['leak_scenarios']} "
+                     f"({summary['detected_share']:.0%})")
     for m in ("twin", "classic"):
         if m in summary:
             s = summary[m]
             lines.append(
-                f"{m:8s} top within 300 m: {s['within_300m_share']:.0%}  median rank: {s['median_rank']}  "
-                f"median walk: {s['median_walk_m']} m ({s['median_walk_pct']} % of network)  "
-                f"median top distance: {s['median_top_distance_m']} m  median run: {s['median_run_s']} s")
+                f"{m:8s} top within 300 m: {s.get('within_300m', '')}/{summary['leak_scenarios']} "
+                f"({s['within_300m_share']:.0%})  median rank: {_fmt(s['median_rank'])}  "
+                f"median walk: {_fmt(s['median_walk_m'], ' m')} ({_fmt(s['median_walk_pct'], ' %')} of network)  "
+                f"median top distance: {_fmt(s['median_top_distance_m'], ' m')}  "
+                f"median run: {_fmt(s['median_run_s'], ' s')}")
+    if "onset_reported" in summary:
+        lines.append(f"onset within 15 min: {summary['onset_within_15min']}/{summary['onset_reported']} reported "
+                     f"(median error {_fmt(summary['median_onset_error_min'], ' min')}, "
+                     f"worst {_fmt(summary['worst_onset_error_min'], ' min')})")
+    if "median_flow_error_pct" in summary:
+        lines.append(f"leak flow error: median {_fmt(summary['median_flow_error_pct'], ' %')}, "
+                     f"worst {_fmt(summary['worst_flow_error_pct'], ' %')}")
+    if "reliability" in summary:
+        lines.append(f"90 % candidate zone holds the leaking pipe: {summary['zone_holds_leak']}/"
+                     f"{summary['leak_scenarios']} (median zone {_fmt(summary.get('median_zone_pipes'))} pipes)")
+        lines.append(f"top candidate claims p >= 0.8 in {summary['claimed_p_ge_0_8']} weeks, "
+                     f"{summary['claimed_p_ge_0_8_within_300m']} of them within 300 m")
+        lines.append("reliability of the top candidate's score (claimed p -> within 300 m):")
+        for r in summary["reliability"]:
+            lines.append(f"  {r['bin']:>17s}: {r['weeks']:3d} weeks  mean p {_fmt(r['mean_score']):>6s}  "
+                         f"within 300 m {r['within_300m']:3d}  share {_fmt(r['share']):>5s}")
     lines.append(f"false alarms: {summary.get('false_alarms')} in {summary.get('leak_free_weeks')} leak-free weeks")
     return "\n".join(lines)
+
+
+def format_report(result: BenchResult) -> str:
+    """Figures per generator and network, then a one-line-per-week table."""
+    parts = [format_summary(g) for g in (result.groups or [result.summary])]
+    if result.groups and len(result.groups) > 1:
+        parts.append("all weeks together:\n" + format_summary(result.summary))
+    df = result.scenarios
+    cols = [c for c in ("generator", "network", "week", "leak", "detected", "twin_rank", "twin_top_distance_m",
+                        "twin_top_score", "twin_zone_has_leak", "leak_flow_lps", "leak_flow_est_lps",
+                        "onset_error_min", "twin_s", "error") if c in df]
+    if len(df):
+        parts.append("per week:\n" + df[cols].to_string(index=False, max_colwidth=40))
+    return "\n\n".join(parts)

@@ -62,27 +62,47 @@ def localise_cmd(
 
 @bench_app.command("localise")
 def bench_localise(
-    network: Path = typer.Option(..., "--network", help="EPANET .inp of the network."),
-    crs: str = typer.Option(..., "--crs", help="CRS of its coordinates, e.g. EPSG:32650."),
+    network: Optional[Path] = typer.Option(None, "--network", help="EPANET .inp of the network (with --generator)."),
+    crs: Optional[str] = typer.Option(None, "--crs", help="CRS of its coordinates, e.g. EPSG:32650 "
+                                      "(default for --weeks: EPSG:32650)."),
+    weeks: Optional[Path] = typer.Option(None, "--weeks", help="Run on every contract week below this folder "
+                                         "(network.inp, meters.csv, readings.csv/.parquet, truth.json) instead."),
+    generator: str = typer.Option("twin", "--generator", help="Source of the weeks: twin (twin synth readings) or "
+                                  "epyt-flow (EPyT-Flow, needs the bench extra)."),
     scenarios: int = typer.Option(10, "--scenarios", min=0, help="Leak scenarios."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
     leak_free: int = typer.Option(0, "--leak-free", min=0, help="Leak-free weeks (false alarms)."),
     days: int = typer.Option(7, "--days", min=3, help="Days per scenario."),
-    classic: bool = typer.Option(True, "--classic/--no-classic", help="Also run the classic method."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write per-scenario results (CSV) and summary (JSON) here."),
+    classic: bool = typer.Option(True, "--classic/--no-classic", help="Also run the classic method (twin generator)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write per-week results (CSV) and summaries (JSON) here."),
 ) -> None:
-    """Generate scenarios with twin synth readings, run the job and the classic method, print the figures."""
-    from twin.bench import format_summary, run_bench  # deferred, see twin.cli
-    if not network.exists():
-        require_file(network, what="network")
+    """Run the job on weeks with a known truth and print the figures per generator and network.
+
+    Either generate weeks on --network with --generator twin or epyt-flow, or
+    run on a folder of contract weeks with --weeks (such as
+    ../shared/validation). Misses count in every figure.
+    """
+    from twin.bench import GENERATORS, WEEKS_CRS, format_report, run_bench, run_weeks  # deferred, see twin.cli
+    if generator not in GENERATORS:
+        raise InputError(f"unknown generator {generator!r}", element="--generator",
+                         fix=f"use one of {', '.join(GENERATORS)}")
     with StageProgress() as bar:
-        res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
-                        classic=classic, progress=bar.update)
-    typer.echo(format_summary(res.summary))
+        if weeks is not None:
+            res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update)
+        else:
+            if network is None or crs is None:
+                raise InputError("give --network and --crs to generate weeks, or --weeks DIR",
+                                 element="--network", fix="e.g. --network net.inp --crs EPSG:32650")
+            if not network.exists():
+                require_file(network, what="network")
+            res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
+                            classic=classic and generator == "twin", generator=generator, progress=bar.update)
+    typer.echo(format_report(res))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         res.scenarios.to_csv(out / "scenarios.csv", index=False)
-        (out / "summary.json").write_text(json.dumps(res.summary, indent=2, default=str), encoding="utf-8")
+        doc = {"summary": res.summary, "groups": res.groups}
+        (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
         typer.echo(f"results: {out / 'scenarios.csv'}, {out / 'summary.json'}")
 
 
