@@ -88,6 +88,19 @@ def test_parallel_pipes_walk_the_shorter_one(loop_network):
     assert pipe_distances(loop_network, "P0", 0.0)["P9"] == pytest.approx(20.0 + 100.0 + 100.0)
 
 
+def test_pipe_distances_to_the_middle_as_the_validation_scorer(loop_network):
+    # BattLeDIM as ../shared/validation/score.py applies it: half the leak pipe + path + half the other pipe
+    d = pipe_distances(loop_network, "P2", 0.25, to="middle")
+    nearest = pipe_distances(loop_network, "P2", 0.25)
+    lengths = link_lengths(loop_network).reindex(d.index)
+    others = d.index != "P2"
+    assert np.allclose(d[others], nearest[others] + lengths[others] / 2)
+    assert d["P2"] == pytest.approx(0.25 * lengths["P2"])  # from the point to its own pipe's middle
+    assert d["P1"] == pytest.approx(25.0 + lengths["P1"] / 2)
+    with pytest.raises(InputError, match="distance target"):
+        pipe_distances(loop_network, "P2", 0.5, to="centre")
+
+
 def test_pipe_distances_unknown_pipe(loop_network):
     with pytest.raises(InputError, match="not in the network"):
         pipe_distances(loop_network, "nope", 0.5)

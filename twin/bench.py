@@ -256,7 +256,7 @@ def _score_leak(network: Network, loc: Localisation, lk: dict, *, total_len: flo
     """Figures of the twin's ranking (and the classic method's) against the true leak ``lk``."""
     row = _score_candidates(network, loc.candidates, loc.report, lk, total_len)
     if classic and loc.internals:
-        dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
+        dist = pipe_distances(network, lk["link_id"], float(lk["position"]), to="middle")
         t2 = time.perf_counter()
         ccand, cinfo = classic_localise(network, loc.internals)
         row["classic_s"] = round(time.perf_counter() - t2 + twin_s
@@ -271,7 +271,7 @@ def _score_candidates(network: Network, candidates: pd.DataFrame, report: dict, 
                       total_len: float) -> dict[str, Any]:
     """The twin's figures on one leak week: distance, rank, walk, zone, onset and flow errors."""
     row: dict[str, Any] = {"leak_link": lk["link_id"], "leak_flow_lps": lk["flow_lps"], "onset_true": lk["onset"]}
-    dist = pipe_distances(network, lk["link_id"], float(lk["position"]))
+    dist = pipe_distances(network, lk["link_id"], float(lk["position"]), to="middle")
     row.update({f"twin_{k}": v for k, v in score_ranking(candidates, dist, lk["link_id"], total_len).items()})
     in_zone = candidates["in_candidate_zone"] if "in_candidate_zone" in candidates else pd.Series(dtype=bool)
     row["twin_zone_has_leak"] = bool(in_zone[candidates["link_id"].astype(str) == lk["link_id"]].any())

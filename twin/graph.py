@@ -212,7 +212,7 @@ def incidence(network: Network) -> sp.csr_matrix:
     return sp.coo_matrix((data, (np.r_[start, end], np.r_[cols, cols])), shape=(len(nodes), len(start))).tocsr()
 
 
-def pipe_distances(network: Network, link_id: str, position: float) -> pd.Series:
+def pipe_distances(network: Network, link_id: str, position: float, *, to: str = "nearest") -> pd.Series:
     """Distance along the pipes from a point on ``link_id`` to every pipe (m).
 
     Parameters
@@ -222,14 +222,22 @@ def pipe_distances(network: Network, link_id: str, position: float) -> pd.Series
         The pipe holding the point.
     position : float
         0..1 along the pipe from its start node.
+    to : {"nearest", "middle"}
+        Measure to the nearest point of each pipe, or to its middle (the
+        point a crew is sent to: candidates carry their pipe's midpoint).
+        ``"middle"`` is BattLeDIM's criterion as the independent validation
+        scorer applies it (half the leak pipe + path + half the other pipe).
 
     Returns
     -------
     Series
         index = pipe link ids; shortest path length (m) from the point to the
-        nearest point of each pipe (0 for ``link_id`` itself). Pumps and
-        valves are walkable with their geometry length.
+        nearest point (or the middle) of each pipe; for ``link_id`` itself 0
+        (or the distance from the point to its middle). Pumps and valves are
+        walkable with their geometry length.
     """
+    if to not in ("nearest", "middle"):
+        raise InputError(f"unknown distance target {to!r}", fix='use to="nearest" or to="middle"')
     links = network.links
     if link_id not in links.index:
         raise InputError(f"pipe {link_id!r} is not in the network", element=link_id)
@@ -241,8 +249,10 @@ def pipe_distances(network: Network, link_id: str, position: float) -> pd.Series
     d = csgraph.dijkstra(g, directed=False, indices=[si[k], ei[k]])
     to_node = np.minimum(d[0] + position * ls, d[1] + (1 - position) * ls)
     is_pipe = (links["link_type"] == "pipe").to_numpy()
-    out = pd.Series(np.minimum(to_node[si[is_pipe]], to_node[ei[is_pipe]]), index=links.index[is_pipe].astype(str))
-    out[link_id] = 0.0
+    half = 0.5 * length[is_pipe] if to == "middle" else 0.0
+    out = pd.Series(np.minimum(to_node[si[is_pipe]], to_node[ei[is_pipe]]) + half,
+                    index=links.index[is_pipe].astype(str))
+    out[link_id] = abs(position - 0.5) * ls if to == "middle" else 0.0
     return out
 
 

@@ -383,6 +383,6 @@ def score_against_truth(
     leak = truth.get("leak")
     if not leak or not len(candidates):
         return truth, None
-    dist = pipe_distances(network, leak["link_id"], float(leak["position"]))
+    dist = pipe_distances(network, leak["link_id"], float(leak["position"]), to="middle")
     length = float(network.links.loc[network.links["link_type"] == "pipe", "length_m"].sum())
     return truth, score_ranking(candidates, dist, leak["link_id"], length)
