@@ -56,12 +56,12 @@ def test_biased_edge_windows_alarm_unless_left_out():
     week = _week(edge_bias=0.04)
     window = week[2]
     inner = (window > window.min()) & (window < window.max())
-    # the edge bias alone looks like a leak ...
+    # the edge bias alone looks like a leak (to the window totals too: the biased windows are in them) ...
     assert _detect(*week).detected
     late = _detect(*week, min_after_h=6)  # (in the last window when late onsets are scanned)
     assert late.detected and late.onset >= week[0].index[-STEP]
     # ... and does not once the edges are left out
-    for kwargs in ({}, {"min_after_h": 6}):
+    for kwargs in ({}, {"min_after_h": 6}, {"window_alpha": None}):
         det = _detect(*week, use=inner, **kwargs)
         assert not det.detected, det.details
 
@@ -99,3 +99,28 @@ def test_leak_free_generated_week_raises_no_alarm_and_reports_the_edges(tmp_path
     assert [w["start"][:13] for w in left_out] == ["2026-03-02T00", "2026-03-08T12"]
     assert all(w["coverage"] < 0.9 for w in left_out)
     json.dumps(loc.report)
+
+
+def test_a_weekly_shift_of_use_into_the_night_fails_the_volume_test_a_leak_passes():
+    """Two days whose use moves into the night (metered, as on BattLeDIM's Friday and Saturday) are no leak."""
+    supply, metered, window, slot, night, day = _week(seed=3)
+    hour = slot / 4.0
+    shifted = np.isin(day, [4, 5])  # a weekly cycle the calendar's day types (Sat/Sun) do not follow
+    extra = 0.004 * shifted * (np.exp(-((hour - 3.0) / 3.0) ** 2) - 0.25)  # m³/s, into the night, out of the day
+    use = supply.to_numpy() - 0.005 + extra
+    shifted_supply = pd.Series(use + 0.005, index=supply.index)
+    shifted_metered = pd.Series(0.95 * use).groupby(window).mean()
+    base = dict(day_type=(np.asarray(supply.index.day_of_week) >= 5).astype(int))
+    det = _detect(shifted_supply, shifted_metered, window, slot, night, day, window_alpha=None, **base)
+    assert det.detected  # the slot-matched test alone takes the shift for a leak ...
+    assert abs(det.details["window_step_lps"]) < 0.2 * det.details["step_lps"]
+    det = _detect(shifted_supply, shifted_metered, window, slot, night, day, **base)
+    assert not det.detected  # ... the window totals do not step with it
+    assert det.details["t_window_excess"] > det.details["t_window_threshold"]
+    # ... while a real leak (2 % of the supply) from Thursday noon steps the window totals too
+    leak = 0.0012 * (np.arange(len(use)) >= int(3.5 * STEP))
+    det = _detect(shifted_supply + leak, shifted_metered, window, slot, night, day, **base)
+    assert det.detected and det.details["t_window"] > det.details["t_window_threshold"], det.details
+    # the 15-minute step carries part of the shift; the flow reported is the window totals' step
+    assert det.details["step_lps"] > 1.3
+    assert abs(det.leak_m3s * 1000 - 1.2) < 0.1 and det.details["leak_flow_from"] == "window totals"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ def detect_leak(
     floor_share: float = 0.001,
     day_type: np.ndarray | None = None,
     use: np.ndarray | None = None,
+    window_alpha: float | None = 0.01,
 ) -> Detection:
     """Fit the supply as consumption plus a step; decide whether a leak started.
 
@@ -175,6 +177,16 @@ def detect_leak(
         consumption is not known well enough (e.g. not bracketed by the
         customer registers). They are left out of the fit, the onset scan,
         the reference days and the placebo statistics. Default: every time.
+    window_alpha : float, optional
+        Level of the volume test. The step of the window totals (mean supply
+        against metered consumption per 12-hour window, one scale per day
+        type, :func:`_window_step`) is estimated at the onset found, with its
+        standard error from the week's own window residuals; the leak is
+        rejected when the fitted step exceeds it by more than Student's t
+        quantile ``1 − window_alpha`` (the fit's degrees of freedom) times
+        that error: the step is then a change of the consumption's shape,
+        not water the registers miss. Not applied when fewer than two degrees
+        of freedom remain; None switches it off (figures still reported).
 
     Returns
     -------
@@ -209,10 +221,14 @@ def detect_leak(
     L_slot, se_slot, n_ref_days = _slot_matched(resid_nostep, night_id[ok], slot[ok], times[ok] >= onset,
                                                 n_slots, floor)
     t_slot = L_slot / se_slot if se_slot > 0 else 0.0
-    L = fit.leak
+    # volume test: the leak is water the registers do not see, so it must show in the
+    # window totals, which a change of the consumption's shape inside a window cannot move
+    vol = _window_step(s_all[ok], window_m3s, window_of[ok], dtype_[ok], times[ok] >= onset, min_gap_steps)
+    L, volume_ok, flow_from = _volume_verdict(fit.leak, vol, window_alpha)
     share = L / mean_supply if mean_supply > 0 else 0.0
-    detected = bool(L > 0 and t_slot >= t_threshold and share >= min_leak_share and n_ref_days >= 2)
-    details = _details(fit, night_test, (L_slot, se_slot, t_slot, n_ref_days)) | {
+    detected = bool(L > 0 and t_slot >= t_threshold and share >= min_leak_share and n_ref_days >= 2 and volume_ok)
+    details = _details(fit, night_test, (L_slot, se_slot, t_slot, n_ref_days)) | vol.details(fit.leak, window_alpha) | {
+        "leak_flow_from": flow_from,
         "share_of_supply": round(share, 5), "t_threshold": t_threshold, "min_leak_share": min_leak_share,
         "hours_used": round(n_ok * _step_h(times), 2),
         "hours_after_onset": round(float(np.sum(times[ok] >= onset)) * _step_h(times), 2),
@@ -223,6 +239,101 @@ def detect_leak(
     return Detection(detected, onset if detected else None, L if detected else 0.0,
                      float(se_slot), float(t_slot), details | {"best_onset": onset.isoformat()},
                      demand_m3s=demand)
+
+
+@dataclass
+class _WindowStep:
+    """Step of the window totals at the onset: estimate and standard error (m³/s), degrees of freedom."""
+
+    leak: float
+    se: float
+    dof: int
+
+    @property
+    def t(self) -> float:
+        """Step over its standard error (0 when it cannot be estimated)."""
+        return self.leak / self.se if self.se > 0 and np.isfinite(self.se) else 0.0
+
+    def threshold(self, alpha: float | None) -> float:
+        """Student's t quantile ``1 − alpha`` at ``dof``; NaN below two degrees of freedom or without ``alpha``."""
+        if alpha is None or self.dof < 2:
+            return float("nan")
+        return float(stats.t.ppf(1.0 - alpha, self.dof))
+
+    def excess_t(self, claimed: float) -> float:
+        """How far ``claimed`` (m³/s) exceeds the window step, in its standard errors."""
+        return (claimed - self.leak) / self.se if self.se > 0 and np.isfinite(self.se) else 0.0
+
+    def passed(self, claimed: float, alpha: float | None) -> bool:
+        """Whether a step of ``claimed`` (m³/s) is water the window totals miss.
+
+        Fails when ``claimed`` exceeds the window step by more than Student's
+        t quantile ``1 − alpha`` times its standard error. True when the test
+        is off or cannot be made (too few windows).
+        """
+        thr = self.threshold(alpha)
+        return not np.isfinite(thr) or self.excess_t(claimed) <= thr
+
+    def details(self, claimed: float, alpha: float | None) -> dict:
+        """JSON-friendly figures (L/s)."""
+        ok = self.dof >= 2
+        thr = self.threshold(alpha)
+        return {"window_step_lps": round(self.leak * 1000, 4) if ok else None,
+                "window_se_lps": round(self.se * 1000, 4) if ok else None,
+                "t_window": round(self.t, 2) if ok else None, "window_dof": int(self.dof),
+                "t_window_excess": round(self.excess_t(claimed), 2) if ok else None,
+                "t_window_threshold": round(thr, 3) if np.isfinite(thr) else None}
+
+
+def _volume_verdict(claimed: float, vol: "_WindowStep", alpha: float | None) -> tuple[float, bool, str]:
+    """Leak flow (m³/s), whether the window totals allow a leak, and where the flow comes from.
+
+    The 15-minute step ``claimed`` stands when the window step is consistent
+    with it (or the test is off or cannot be made). When it exceeds the
+    window step by more than the t quantile, part of it is a change of the
+    consumption's shape: if the window totals still step significantly the
+    leak is their step, otherwise there is no leak.
+    """
+    if vol.passed(claimed, alpha):
+        return claimed, True, "15-minute fit"
+    if vol.t >= vol.threshold(alpha):
+        return vol.leak, True, "window totals"
+    return claimed, False, "15-minute fit"
+
+
+def _window_step(
+    s: np.ndarray,
+    window_m3s: pd.Series,
+    window_of: np.ndarray,
+    day_type: np.ndarray,
+    after: np.ndarray,
+    min_samples: int,
+) -> _WindowStep:
+    """Leak step from the window totals: ``s̄_w = a_k C_w + b + L f_w``, ordinary least squares.
+
+    ``s̄_w`` is the mean supply (m³/s) over the usable samples of window
+    ``w``, ``C_w`` its metered consumption, ``k`` the window's day type and
+    ``f_w`` the share of its samples at or after the onset. How the
+    consumption is shaped inside a window does not enter: a day whose use
+    shifts towards the night (a weekly cycle the calendar's day types do not
+    follow) leaves its window totals on ``a_k C_w + b``, a leak does not.
+    Windows with fewer than ``min_samples`` usable samples are left out.
+    """
+    df = pd.DataFrame({"s": s, "w": window_of, "k": day_type, "f": after.astype(float)})
+    g = df.groupby("w").agg(s=("s", "mean"), k=("k", "first"), f=("f", "mean"), n=("s", "size"))
+    g = g[g["n"] >= min_samples]
+    g["C"] = window_m3s.reindex(g.index).to_numpy(float)
+    g = g[np.isfinite(g["C"])]
+    types = sorted(g["k"].unique())
+    X = np.column_stack([g["C"].to_numpy() * (g["k"].to_numpy() == k) for k in types]
+                        + [np.ones(len(g)), g["f"].to_numpy()])
+    dof = len(g) - X.shape[1]
+    if dof < 2 or np.linalg.matrix_rank(X) < X.shape[1]:
+        return _WindowStep(0.0, float("nan"), min(dof, 1))
+    beta, *_ = np.linalg.lstsq(X, g["s"].to_numpy(), rcond=None)
+    r = g["s"].to_numpy() - X @ beta
+    cov = (r @ r) / dof * np.linalg.inv(X.T @ X)
+    return _WindowStep(float(beta[-1]), float(np.sqrt(max(cov[-1, -1], 0.0))), int(dof))
 
 
 def _details(fit: "_StepFit", night_test: tuple, slot_test: tuple) -> dict:
