@@ -57,6 +57,7 @@ from twin.crs import parse_crs
 from twin.errors import InputError, MissingFileError, SimulationError
 from twin.model import Network
 from twin.network import read_network
+from twin.synth.readings import UTC_OFFSET, farthest_points, iso_timestamp, iso_timestamps
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ __all__ = ["epyt_week"]
 STEP_S = 900
 _STEPS_PER_DAY = 86400 // STEP_S
 #: UTC offset of every timestamp written (Yingtan, China Standard Time).
-UTC_OFFSET = "+08:00"
 #: Gravity in m/h², the unit EPyT-Flow's leak emitter uses for CMH networks.
 _G_M_PER_H2 = 9.80665 * 3600.0 ** 2
 #: Discharge coefficient of EPyT-Flow's leak emitter.
@@ -158,19 +158,6 @@ def _tables(ep: dict, res: Any) -> _Run:
     return _Run(t_s, pressure, flow, demand)
 
 
-def _farthest_points(xy: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n`` points spread by farthest-point sampling from a random start."""
-    if n <= 0 or len(xy) == 0:
-        return np.array([], dtype=np.int64)
-    chosen = [int(rng.integers(len(xy)))]
-    d = ((xy - xy[chosen[0]]) ** 2).sum(1)
-    for _ in range(min(n, len(xy)) - 1):
-        i = int(np.argmax(d))
-        chosen.append(i)
-        d = np.minimum(d, ((xy - xy[i]) ** 2).sum(1))
-    return np.array(chosen, dtype=np.int64)
-
-
 def _flow_meter_links(network: Network) -> list[str]:
     """Links of sources, tanks, pumps and valves, and open links between two zones (DMA inlets)."""
     nodes, links = network.nodes, network.links
@@ -194,7 +181,7 @@ def _logger_nodes(network: Network, min_pressure: pd.Series, share: float, rng: 
     ok = junc[min_pressure.reindex(junc).fillna(0).to_numpy() > 2.0]
     ok = ok if len(ok) else junc
     xy = np.column_stack([network.nodes.geometry.x.reindex(ok), network.nodes.geometry.y.reindex(ok)])
-    pick = _farthest_points(xy, max(1, round(share * len(junc))), rng)
+    pick = farthest_points(xy, max(1, round(share * len(junc))), int(rng.integers(len(xy)))) if len(xy) else []
     tanks = network.nodes.index[network.nodes["node_type"] == "tank"]
     return [*ok[np.sort(pick)].astype(str), *tanks.astype(str)]
 
@@ -367,12 +354,6 @@ def _sensor_rows(run: _Run, loggers: list[str], flow_links: list[str], *, days: 
     return pd.concat(parts, ignore_index=True)
 
 
-def _timestamps(t_s: np.ndarray, start: pd.Timestamp) -> np.ndarray:
-    """ISO 8601 strings with the +08:00 offset for seconds after local midnight ``start``."""
-    local = start + pd.to_timedelta(t_s, unit="s")
-    return (local.strftime("%Y-%m-%dT%H:%M:%S") + UTC_OFFSET).to_numpy()
-
-
 def _meters_table(network: Network, cust: pd.DataFrame, loggers: list[str], flow_links: list[str],
                   to_lonlat: pyproj.Transformer) -> pd.DataFrame:
     """``meters.csv``: customers, pressure loggers on their nodes, flow meters at the middle of their links."""
@@ -396,7 +377,7 @@ def _write_readings(rows: pd.DataFrame, path: Path, start: pd.Timestamp, rng: np
     """Readings in any order (shuffled), timestamps with offset, CSV or Parquet by the suffix."""
     rows = rows.iloc[rng.permutation(len(rows))].reset_index(drop=True)
     table = pa.table({"meter_id": pa.array(rows["meter_id"].astype(str).to_numpy()),
-                      "timestamp": pa.array(_timestamps(rows["t_s"].to_numpy(), start)),
+                      "timestamp": iso_timestamps(rows["t_s"].to_numpy(), start),
                       "value": pa.array(rows["value"].to_numpy(dtype=float))})
     if path.suffix == ".parquet":
         pq.write_table(table, path, compression="zstd")
@@ -414,9 +395,9 @@ def _leak_record(leak: _Leak | None, network: Network, bal: _Balance, t_s: np.nd
     # EPANET's node demands at the reporting instants leave a small residual without a leak (~0.1 % of supply)
     residual = float(bal.leak[~after].mean()) if (~after).any() else 0.0
     return {"link_id": leak.link_id, "position": 0.5, "node_start": str(row["start_node"]),
-            "node_end": str(row["end_node"]), "onset": str(_timestamps(np.array([leak.onset_s]), start)[0]),
+            "node_end": str(row["end_node"]), "onset": iso_timestamp(leak.onset_s, start),
             "onset_s": leak.onset_s, "kind": leak.kind,
-            "peak": str(_timestamps(np.array([leak.peak_s]), start)[0]),
+            "peak": iso_timestamp(leak.peak_s, start),
             "area_m2": float(f"{leak.area_m2:.6g}"), "target_flow_lps": round(leak.target_lps, 4),
             "flow_lps": round(float(bal.leak[after].mean() - residual) * 1000.0, 4) if after.any() else 0.0,
             "final_flow_lps": round(float(bal.leak[-1] - residual) * 1000.0, 4),
@@ -435,7 +416,7 @@ def _truth_document(*, leak: dict | None, seed: int, days: int, crs: pyproj.CRS,
     return {
         "leak": leak, "seed": int(seed), "days": days, "crs": crs.to_string(), "network": network_path.name,
         "generator": "epyt-flow", "generator_version": version,
-        "start": str(_timestamps(np.array([0]), start)[0]), "timezone_offset": UTC_OFFSET, "step_s": STEP_S,
+        "start": iso_timestamp(0, start), "timezone_offset": UTC_OFFSET, "step_s": STEP_S,
         "system_input_m3_per_day": round(float((bal.supply - bal.tank).sum() * STEP_S / days), 3),
         "source_input_m3": _m3(bal.supply), "tank_filling_m3": _m3(bal.tank), "consumption_m3": _m3(bal.consumption),
         "leak_m3": _m3(bal.leak),

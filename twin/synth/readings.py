@@ -635,7 +635,7 @@ def _unique_name(wn: wntr.network.WaterNetworkModel, base: str) -> str:
 # ----------------------------------------------------------------------------
 
 
-def _iso(t_s: np.ndarray, start: pd.Timestamp) -> pa.Array:
+def iso_timestamps(t_s: np.ndarray, start: pd.Timestamp) -> pa.Array:
     """ISO 8601 strings with +08:00 for seconds since local midnight ``start``.
 
     Returned dictionary-encoded: a week has at most 604,800 distinct seconds,
@@ -646,6 +646,11 @@ def _iso(t_s: np.ndarray, start: pd.Timestamp) -> pa.Array:
     arr = pa.array((base + uniq).astype("datetime64[s]"))
     text = pc.strftime(arr, format=f"%Y-%m-%dT%H:%M:%S{UTC_OFFSET}")
     return pa.DictionaryArray.from_arrays(pa.array(inv.astype(np.int32)), text)
+
+
+def iso_timestamp(t_s: float, start: pd.Timestamp) -> str:
+    """One ISO 8601 string with +08:00 for ``t_s`` seconds since local midnight ``start``."""
+    return iso_timestamps(np.array([t_s]), start).dictionary[0].as_py()
 
 
 def _write_csv(table: pa.Table, path: Path) -> None:
@@ -821,7 +826,7 @@ def _add_burst(wn: wntr.network.WaterNetworkModel, leak: str, links: pd.DataFram
         "position": round(position, 4),
         "node_start": str(row.start_node),
         "node_end": str(row.end_node),
-        "onset": _iso(np.array([onset_s]), start_ts).dictionary[0].as_py(),
+        "onset": iso_timestamp(onset_s, start_ts),
         "onset_s": onset_s,
         "emitter_coefficient": float(f"{c_leak:.6g}"),
         "emitter_coefficient_units": "m3/s per m^0.5",
@@ -1010,7 +1015,7 @@ def _readings_table(parts: list[_Readings], start_ts: pd.Timestamp) -> pa.Table:
     order = np.lexsort((code, ts, arr_t))
     return pa.table({
         "meter_id": pa.DictionaryArray.from_arrays(pa.array(code[order]), pa.array(all_ids.astype(str))),
-        "timestamp": _iso(ts[order], start_ts),
+        "timestamp": iso_timestamps(ts[order], start_ts),
         "value": pa.array(val[order]),
     })
 
@@ -1080,7 +1085,7 @@ def _truth_document(*, burst: _Burst | None, seed: int, days: int, geo: _Geo, da
         "meters_crs": datum,
         "network": Path(network_path).name,
         "shift_crs_units": shift,
-        "start": _iso(np.array([0]), start_ts).dictionary[0].as_py(),
+        "start": iso_timestamp(0, start_ts),
         "timezone_offset": UTC_OFFSET,
         "step_s": STEP_S,
         **balance.summary(days),
@@ -1282,22 +1287,35 @@ def _insert_leak(wn: wntr.network.WaterNetworkModel, link_id: str, position: flo
     return out
 
 
-def _farthest_points(xy: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of ``n`` points spread out by farthest-point sampling."""
+def farthest_points(xy: np.ndarray, n: int, first: int) -> np.ndarray:
+    """Indices of ``n`` points spread out by farthest-point sampling from point ``first``.
+
+    Parameters
+    ----------
+    xy : ndarray, shape (m, 2)
+        Coordinates (m, projected CRS).
+    n : int
+        Points wanted (at most ``m``).
+    first : int
+        Index of the starting point (chosen by the caller, e.g. at random).
+    """
     if n <= 0 or len(xy) == 0:
         return np.array([], dtype=np.int64)
-    c = xy.mean(axis=0)
-    first = int(np.argmin(((xy - c) ** 2).sum(1)))
-    # start from a random point near the centre so that different seeds differ slightly
-    near = np.argsort(((xy - c) ** 2).sum(1))[: max(1, len(xy) // 50)]
-    first = int(near[rng.integers(len(near))])
-    chosen = [first]
+    chosen = [int(first)]
     d = ((xy - xy[first]) ** 2).sum(1)
-    for _ in range(n - 1):
+    for _ in range(min(n, len(xy)) - 1):
         i = int(np.argmax(d))
         chosen.append(i)
         d = np.minimum(d, ((xy - xy[i]) ** 2).sum(1))
     return np.array(chosen, dtype=np.int64)
+
+
+def _farthest_points(xy: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Farthest-point sampling from a random point near the centre (different seeds differ slightly)."""
+    if n <= 0 or len(xy) == 0:
+        return np.array([], dtype=np.int64)
+    near = np.argsort(((xy - xy.mean(axis=0)) ** 2).sum(1))[: max(1, len(xy) // 50)]
+    return farthest_points(xy, n, int(near[rng.integers(len(near))]))
 
 
 def _flow_meter_links(nodes: pd.DataFrame, links: pd.DataFrame) -> list[str]:
