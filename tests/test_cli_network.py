@@ -151,3 +151,16 @@ def test_tees_split_unless_asked_not_to(twin_cli, capsys, tmp_path):
     assert "3 pipes" in capsys.readouterr().out
     assert twin_cli("network", "convert", src, tmp_path / "tee2.inp", "--no-split-tees") == 2
     assert "line ends do not meet" in " ".join(capsys.readouterr().err.split())
+
+
+def test_gis_options_on_an_inp_are_ignored_with_a_warning(caplog):
+    from twin.cli.options import GisReading
+    from twin.errors import InputError
+
+    gis = GisReading(columns=("diameter=DN_MM",), snap_tolerance_m=0.5)
+    with caplog.at_level("WARNING", logger="twin.cli.options"):
+        assert gis.options_for("net.inp") == {}
+    assert "columns, snap_tolerance_m" in caplog.text and "ignored" in caplog.text
+    assert gis.options_for("pipes.gpkg") == {"columns": {"diameter": "DN_MM"}, "snap_tolerance_m": 0.5}
+    with pytest.raises(InputError, match="KEY=NAME"):
+        GisReading(columns=("diameter",)).options_for("net.inp")

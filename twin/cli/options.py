@@ -12,6 +12,7 @@ in its ``gis`` parameter, which turns them into the keyword options of
 from __future__ import annotations
 
 import functools
+import logging
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ METERS_CRS_HELP = "CRS of the meters' lon/lat: EPSG:4326 (default), GCJ02 (Amap,
 
 COLUMN_HELP = ("GIS column mapping KEY=NAME (keys: link_id, diameter, roughness, material, install_year, "
                "zone, elevation, node_type...). Repeatable.")
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,16 +69,23 @@ class GisReading:
     def options_for(self, path: str | Path) -> dict[str, Any]:
         """Keyword options of :func:`twin.network.read_network` for ``path``.
 
-        Empty for an EPANET ``.inp`` (the GIS options do not apply to it) and
-        when no option was given.
+        Empty when no option was given, and for an EPANET ``.inp``: the GIS
+        options do not apply to it, and a warning names the ones given.
 
         Raises
         ------
         InputError
             A ``--column`` is not ``KEY=NAME``.
         """
-        if Path(path).suffix.lower() == ".inp":
+        opts = self._given()
+        if opts and Path(path).suffix.lower() == ".inp":
+            log.warning("%s is an EPANET .inp: the GIS reading option(s) %s do not apply and are ignored",
+                        Path(path).name, ", ".join(sorted(opts)))
             return {}
+        return opts
+
+    def _given(self) -> dict[str, Any]:
+        """The options given on the command line, as :func:`twin.network.read_network` keywords."""
         opts: dict[str, Any] = {}
         if not self.split_at_tees:
             opts["split_at_tees"] = False
