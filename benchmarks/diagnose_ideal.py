@@ -193,16 +193,19 @@ class EPS:
 def prototype(week: Path, onset: pd.Timestamp, leak_m3s: float, hours: float = 24.0,
               n_ref: int = 2, verbose: bool = True) -> tuple[pd.Series, dict]:
     """Score every pipe by the EPS signature fit; returns (score per pipe, info)."""
+    from twin.dma import system_input
+    from twin.measure import measurements_from_readings
     from twin.network import read_network
     net = read_network(week / "network.inp", crs="EPSG:32650")
     wn = net.wn
     meters = pd.read_csv(week / "meters.csv", dtype=str).set_index("meter_id")
     readings = pd.read_parquet(week / "readings.parquet")
     readings["timestamp"] = pd.to_datetime(readings["timestamp"], utc=True, format="ISO8601")
-    pressure, flow, _ = LZ.sensor_series(readings, meters, wn)
+    meas = measurements_from_readings(readings, meters, net)
+    pressure, flow = meas.pressure, meas.flow
     grid = pressure.index
     t0 = grid[0]  # the model's time 0 is the first local midnight of the week (the readings start there)
-    supply, _ = LZ.supply_series(flow, pressure, wn)
+    supply, _ = system_input(net, flow, pressure)
     p_nodes = [n for n in pressure.columns]              # junction loggers and tank levels
     f_links = list(flow.columns)
     switch = [x for x in f_links if wn.get_link(x).link_type == "Pump"

@@ -128,6 +128,10 @@ def test_reliability_table_counts_hits_per_bin_and_misses():
     assert table.loc[">=0.95", "weeks"] == 2 and table.loc[">=0.95", "share"] == 0.5
     assert table.loc["no leak reported", "weeks"] == 1
     assert table["weeks"].sum() == len(leak)
+    # the claim is the top candidate's probability within 300 m where the table has it
+    leak["twin_top_p300"] = [0.96, 0.9, 0.97, np.nan, np.nan]
+    table = reliability(leak).set_index("bin")
+    assert table.loc["<0.2", "weeks"] == 0 and table.loc[">=0.95", "weeks"] == 3
 
 
 def test_summary_counts_misses_as_misses():
@@ -162,6 +166,6 @@ def test_cli_bench_on_a_folder_of_weeks(twin_cli, capsys, tmp_path):
     shutil.copytree(week, tmp_path / "weeks" / "Net3-401")
     assert twin_cli("bench", "localise", "--weeks", tmp_path / "weeks", "--out", tmp_path / "out") == 0
     out = capsys.readouterr().out
-    assert "[weeks:weeks] network Net3" in out and "reliability of the top candidate's score" in out
+    assert "[weeks:weeks] network Net3" in out and "reliability of the top candidate's p_within_300m" in out
     rows = pd.read_csv(tmp_path / "out" / "scenarios.csv", dtype={"leak_link": str})
     assert rows.loc[0, "leak_link"] == json.loads((week / "truth.json").read_text())["leak_pipe"]

@@ -15,6 +15,7 @@ from twin.graph import (
     incidence,
     link_ends,
     link_lengths,
+    middle_distances,
     pipe_distances,
     spanning_tree,
 )
@@ -99,6 +100,21 @@ def test_pipe_distances_to_the_middle_as_the_validation_scorer(loop_network):
     assert d["P1"] == pytest.approx(25.0 + lengths["P1"] / 2)
     with pytest.raises(InputError, match="distance target"):
         pipe_distances(loop_network, "P2", 0.5, to="centre")
+
+
+def test_middle_distances_agree_with_pipe_distances(loop_network):
+    pipes = loop_network.links.index[loop_network.links["link_type"] == "pipe"].astype(str)
+    D = middle_distances(loop_network, list(pipes))
+    for k, lid in enumerate(pipes):
+        ref = pipe_distances(loop_network, lid, 0.5, to="middle").reindex(pipes).to_numpy()
+        assert np.allclose(D[k], ref)
+    assert np.allclose(np.diag(D), 0.0) and np.allclose(D, D.T)
+    # within the limit exact; beyond it exact or not searched (infinite)
+    near = middle_distances(loop_network, list(pipes), limit=60.0)
+    assert np.array_equal(near <= 60.0, D <= 60.0) and np.isinf(near).any()
+    assert np.allclose(near[np.isfinite(near)], D[np.isfinite(near)])
+    with pytest.raises(InputError, match="not in the network"):
+        middle_distances(loop_network, ["nope"])
 
 
 def test_pipe_distances_unknown_pipe(loop_network):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twin.graph import pipe_distances
+from twin.graph import middle_distances, pipe_distances
 from twin.errors import ReadingsError
 from twin.localise import TimeGrid, candidate_zone, localise
 from twin.measure import measurements_from_readings
@@ -78,10 +78,18 @@ def test_top_candidates_are_near_the_leak(leak_result, leak_week, ltown):
     loc = leak_result[0]
     truth = json.loads(leak_week["truth"].read_text())["leak"]
     cand = loc.candidates
-    assert list(cand.columns[:8]) == ["rank", "link_id", "score", "leak_flow_lps", "lon", "lat", "zone",
-                                      "in_candidate_zone"]
+    assert list(cand.columns[:9]) == ["rank", "link_id", "score", "p_within_300m", "leak_flow_lps", "lon", "lat",
+                                      "zone", "in_candidate_zone"]
     assert cand["score"].is_monotonic_decreasing
     assert cand["score"].sum() == pytest.approx(1.0)
+    # the probability within 300 m of a candidate's middle: its own score and its neighbours'
+    near = cand["p_within_300m"].head(50)
+    assert near.notna().all() and (near >= cand["score"].head(50) - 1e-12).all() and (near <= 1.0).all()
+    assert cand["p_within_300m"].iloc[50:].isna().all()
+    mids = middle_distances(ltown, [cand["link_id"].iat[0]])[0]
+    pipe_ids = ltown.links.index[ltown.links["link_type"] == "pipe"].astype(str)
+    by_id = cand.set_index("link_id")["score"].reindex(pipe_ids).to_numpy()
+    assert near.iat[0] == pytest.approx(by_id[mids <= 300.0].sum())
     assert set(cand["link_id"]) == set(ltown.links.index[ltown.links["link_type"] == "pipe"])
     dist = pipe_distances(ltown, truth["link_id"], truth["position"])
     # BattLeDIM's criterion for the top candidate, and the leaking pipe among the first few

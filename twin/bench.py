@@ -246,8 +246,9 @@ def _run_epyt_scenario(network_path: Path, out: Path, *, crs: str, days: int, se
 def _report_figures(report: dict, candidates: pd.DataFrame) -> dict[str, Any]:
     """What the job claims, from its report and ranking: detection, onset, flow, top score, zone size."""
     top = float(candidates["score"].iat[0]) if len(candidates) and "score" in candidates else np.nan
+    near = float(candidates["p_within_300m"].iat[0]) if len(candidates) and "p_within_300m" in candidates else np.nan
     return {"detected": bool(report.get("detected")), "leak_flow_est_lps": report.get("leak_flow_lps"),
-            "onset_est": report.get("onset"), "twin_top_score": top,
+            "onset_est": report.get("onset"), "twin_top_score": top, "twin_top_p300": near,
             "twin_zone_pipes": (report.get("candidate_zone") or {}).get("pipes")}
 
 
@@ -519,9 +520,22 @@ def summarise(df: pd.DataFrame, total_length_m: float, name: str = "") -> dict:
     return out
 
 
+def claimed_probability(leak: pd.DataFrame) -> pd.Series:
+    """What the top candidate claims about the 300 m criterion, per week.
+
+    Its ``p_within_300m`` (the probability the job gives to the leak lying
+    within 300 m of pipe distance of it), or its ``score`` in tables written
+    before that column existed; NaN where no leak was reported.
+    """
+    nan = pd.Series(np.nan, index=leak.index)
+    near = leak["twin_top_p300"].astype(float) if "twin_top_p300" in leak else nan
+    score = leak["twin_top_score"].astype(float) if "twin_top_score" in leak else nan
+    return near.fillna(score)
+
+
 def _confident_figures(leak: pd.DataFrame, threshold: float = 0.8) -> dict[str, int]:
     """Weeks whose top candidate claims p >= ``threshold``, and how many of them lie within 300 m."""
-    score = leak["twin_top_score"].astype(float)
+    score = claimed_probability(leak)
     sure = leak["detected"].astype("boolean").fillna(False).astype(bool) & (score >= threshold)
     hit = leak["twin_hit"].astype("boolean").fillna(False).astype(bool) if "twin_hit" in leak else sure & False
     return {"claimed_p_ge_0_8": int(sure.sum()), "claimed_p_ge_0_8_within_300m": int((sure & hit).sum())}
@@ -547,8 +561,8 @@ def reliability(leak: pd.DataFrame, bins: tuple[float, ...] = RELIABILITY_BINS) 
     Parameters
     ----------
     leak : DataFrame
-        Leak weeks with ``twin_top_score`` (NaN when no leak was reported)
-        and ``twin_hit``.
+        Leak weeks with ``twin_top_p300`` or ``twin_top_score`` (NaN when no
+        leak was reported; :func:`claimed_probability`) and ``twin_hit``.
     bins : tuple of float
         Bin edges of the score; the last bin includes its upper edge.
 
@@ -560,7 +574,7 @@ def reliability(leak: pd.DataFrame, bins: tuple[float, ...] = RELIABILITY_BINS) 
         ``share`` is NaN for an empty bin. A calibrated score has
         ``share`` close to ``mean_score`` in every bin.
     """
-    score = leak["twin_top_score"].astype(float) if "twin_top_score" in leak else pd.Series(np.nan, index=leak.index)
+    score = claimed_probability(leak)
     reported = leak["detected"].astype("boolean").fillna(False).astype(bool) & score.notna() \
         if "detected" in leak else score.notna()
     hit = leak["twin_hit"].astype("boolean").fillna(False).astype(bool) if "twin_hit" in leak \
@@ -631,9 +645,9 @@ def format_summary(summary: dict) -> str:
     if "reliability" in summary:
         lines.append(f"90 % candidate zone holds the leaking pipe: {summary['zone_holds_leak']}/"
                      f"{summary['leak_scenarios']} (median zone {_fmt(summary.get('median_zone_pipes'))} pipes)")
-        lines.append(f"top candidate claims p >= 0.8 in {summary['claimed_p_ge_0_8']} weeks, "
+        lines.append(f"top candidate claims p_within_300m >= 0.8 in {summary['claimed_p_ge_0_8']} weeks, "
                      f"{summary['claimed_p_ge_0_8_within_300m']} of them within 300 m")
-        lines.append("reliability of the top candidate's score (claimed p -> within 300 m):")
+        lines.append("reliability of the top candidate's p_within_300m (claimed p -> within 300 m):")
         for r in summary["reliability"]:
             lines.append(f"  {r['bin']:>17s}: {r['weeks']:3d} weeks  mean p {_fmt(r['mean_score']):>6s}  "
                          f"within 300 m {r['within_300m']:3d}  share {_fmt(r['share']):>5s}")
@@ -648,7 +662,7 @@ def format_report(result: BenchResult) -> str:
         parts.append("all weeks together:\n" + format_summary(result.summary))
     df = result.scenarios
     cols = [c for c in ("generator", "network", "week", "leak", "detected", "twin_rank", "twin_top_distance_m",
-                        "twin_top_score", "twin_zone_has_leak", "leak_flow_lps", "leak_flow_est_lps",
+                        "twin_top_score", "twin_top_p300", "twin_zone_has_leak", "leak_flow_lps", "leak_flow_est_lps",
                         "onset_error_min", "twin_s", "error") if c in df]
     if len(df):
         parts.append("per week:\n" + df[cols].to_string(index=False, max_colwidth=40))

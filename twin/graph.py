@@ -8,7 +8,7 @@ One place for the graph plumbing every stage needs, in two layers:
   :func:`edge_components`, :func:`spanning_tree`;
 - *network level*, on a :class:`~twin.model.Network`: :func:`link_ends`,
   :func:`link_lengths`, :func:`components`, :func:`incidence`,
-  :func:`pipe_distances` and :func:`graph_from_network` (a networkx
+  :func:`pipe_distances`, :func:`middle_distances` and :func:`graph_from_network` (a networkx
   ``MultiGraph`` for exploration and tests).
 
 Sparse matrices are built with scipy and searched with
@@ -24,7 +24,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import networkx as nx
 import numpy as np
@@ -253,6 +253,47 @@ def pipe_distances(network: Network, link_id: str, position: float, *, to: str =
     out = pd.Series(np.minimum(to_node[si[is_pipe]], to_node[ei[is_pipe]]) + half,
                     index=links.index[is_pipe].astype(str))
     out[link_id] = abs(position - 0.5) * ls if to == "middle" else 0.0
+    return out
+
+
+def middle_distances(network: Network, link_ids: Sequence[str], *, limit: float = np.inf) -> np.ndarray:
+    """Distance along the pipes between the middles of ``link_ids`` and the middle of every pipe (m).
+
+    The distance a crew walks from the middle of one pipe (where a candidate
+    sends it) to the middle of another, as :func:`pipe_distances` with
+    ``to="middle"`` measures it, for several pipes at once.
+
+    Parameters
+    ----------
+    network : Network
+    link_ids : sequence of str
+        Pipes to measure from.
+    limit : float
+        Search radius (m): distances up to it are exact; longer ones are
+        exact or ``inf`` (not searched).
+
+    Returns
+    -------
+    ndarray
+        Shape (len(link_ids), pipes), pipes in the order of
+        ``network.links[link_type == "pipe"]``; 0 on a pipe itself.
+    """
+    links = network.links
+    nodes, si, ei = link_ends(network, strict=True)
+    length = link_lengths(network).to_numpy()
+    g = _distance_matrix(len(nodes), si, ei, length)
+    k = links.index.get_indexer([str(x) for x in link_ids])
+    if (k < 0).any():
+        missing = [str(x) for x, kk in zip(link_ids, k) if kk < 0]
+        raise InputError(f"pipe(s) not in the network: {', '.join(missing[:5])}", element=missing[0])
+    half = 0.5 * length[k]
+    reach = np.where(np.isfinite(limit), limit + half.max(initial=0.0), np.inf)
+    d = csgraph.dijkstra(g, directed=False, indices=np.concatenate([si[k], ei[k]]), limit=float(reach))
+    to_node = np.minimum(d[: len(k)], d[len(k):]) + half[:, None]
+    is_pipe = (links["link_type"] == "pipe").to_numpy()
+    out = np.minimum(to_node[:, si[is_pipe]], to_node[:, ei[is_pipe]]) + 0.5 * length[is_pipe][None, :]
+    pos = np.cumsum(is_pipe) - 1
+    out[np.arange(len(k)), pos[k]] = np.where(is_pipe[k], 0.0, out[np.arange(len(k)), pos[k]])
     return out
 
 

@@ -55,6 +55,7 @@ from twin.demand import window_coverage, window_demand
 from twin.detect import MIN_WINDOW_COVERAGE, Detection, detect_leak, dma_steps
 from twin.dma import dma_net_inflow, system_input
 from twin.errors import InputError, ReadingsError, SimulationError
+from twin.graph import middle_distances
 from twin.hydraulics import LinearModel, SnapshotSolver
 from twin.measure import Measurements, measurements_from_readings
 from twin.network import Network
@@ -69,8 +70,10 @@ SIGMA_FLOOR_Q = 2e-5
 #: Noise given to a residual change that is missing (no readings): weight ~0.
 SIGMA_MISSING = 1e6
 
-CANDIDATE_COLUMNS = ["rank", "link_id", "score", "leak_flow_lps", "lon", "lat", "zone", "in_candidate_zone",
-                     "length_m"]
+CANDIDATE_COLUMNS = ["rank", "link_id", "score", "p_within_300m", "leak_flow_lps", "lon", "lat", "zone",
+                     "in_candidate_zone", "length_m"]
+#: Candidates (best first) that get ``p_within_300m``; the others leave it empty.
+NEAR_PROBABILITY_TOP = 50
 
 
 @dataclass
@@ -1028,7 +1031,16 @@ def _leak_response(solver: SnapshotSolver, inputs: _Inputs, cal: _Calibration, b
 
 
 def _candidates(network: Network, scores: _Scores) -> tuple[pd.DataFrame, dict]:
-    """Candidate table (best first) and the candidate zone's report entry."""
+    """Candidate table (best first) and the candidate zone's report entry.
+
+    ``score`` is the posterior probability that the leak is on the pipe (it
+    sums to 1; the ranking follows it). ``p_within_300m`` is what a crew
+    sent to the pipe's middle can count on: the probability that the leak
+    lies within :data:`twin.settings.LOCALISATION_RADIUS_M` of pipe distance
+    from there (the score of every pipe whose middle is that close, summed),
+    for the :data:`NEAR_PROBABILITY_TOP` best candidates. The harness checks
+    its calibration against the same criterion.
+    """
     pipes = _pipes(network)
     post = scores.posterior - scores.posterior.max()
     prob = np.exp(post)
@@ -1039,6 +1051,7 @@ def _candidates(network: Network, scores: _Scores) -> tuple[pd.DataFrame, dict]:
     cand = pd.DataFrame({
         "link_id": pipes.index.astype(str),
         "score": prob,
+        "p_within_300m": _near_probability(network, pipes, prob),
         "leak_flow_lps": scores.leak * 1000.0,
         "lon": ll_pts.x.to_numpy(),
         "lat": ll_pts.y.to_numpy(),
@@ -1049,6 +1062,16 @@ def _candidates(network: Network, scores: _Scores) -> tuple[pd.DataFrame, dict]:
     cand.insert(0, "rank", np.arange(1, len(cand) + 1))
     info = {"pipes": int(len(zone)), "length_m": round(float(pipes.loc[list(zone), "length_m"].sum()), 1)}
     return cand, info
+
+
+def _near_probability(network: Network, pipes: pd.DataFrame, prob: np.ndarray,
+                      radius: float = settings.LOCALISATION_RADIUS_M) -> np.ndarray:
+    """Probability within ``radius`` (m of pipe distance) of each of the best pipes' middles; NaN for the rest."""
+    out = np.full(len(pipes), np.nan)
+    top = np.argsort(-prob, kind="stable")[:NEAR_PROBABILITY_TOP]
+    D = middle_distances(network, pipes.index[top].astype(str), limit=radius)
+    out[top] = np.minimum((prob[None, :] * (D <= radius)).sum(axis=1), 1.0)
+    return out
 
 
 def _residual_table(meters: pd.DataFrame, snaps: _Snapshots, cal: _Calibration) -> tuple[pd.DataFrame, np.ndarray,
@@ -1238,7 +1261,7 @@ def _rank(
         "snapshots": snaps.report,
         "calibration": {**cal.report, "misfit_reduced_chi2": scores.report["misfit_reduced_chi2"]},
         "timings_s": clock.rounded(), "candidate_zone": zone_info,
-        "top": cand.head(5)[["rank", "link_id", "score", "leak_flow_lps"]].round(4).to_dict("records"),
+        "top": cand.head(5)[["rank", "link_id", "score", "p_within_300m", "leak_flow_lps"]].round(4).to_dict("records"),
     }
     d_mean, tank_mean, stat_mean = cal.ops[len(cal.ops) // 2]
     internals = {"delta": delta, "sigma": sigma, "kinds": snaps.kinds, "elements": snaps.elements,

@@ -65,7 +65,9 @@ def _summary_table(report: dict, candidates: pd.DataFrame, truth: dict | None, h
     top = candidates.head(5)
     for row in top.itertuples():
         flow = getattr(row, "leak_flow_lps", float("nan"))
+        near = getattr(row, "p_within_300m", float("nan"))
         table.add_row(f"candidate {row.rank}", f"pipe {row.link_id}  score {row.score:.3f}  "
+                                               f"within 300 m {near:.2f}  "
                                                f"flow {flow:.2f} L/s  zone {getattr(row, 'zone', '')}")
     if truth is not None:
         leak = truth.get("leak")

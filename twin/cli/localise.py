@@ -50,7 +50,7 @@ def localise_cmd(
         typer.echo(f"leak detected: {report['leak_flow_lps']:.2f} L/s since {report['onset']}")
         for _, row in top.iterrows():
             typer.echo(f"  #{row['rank']}: pipe {row['link_id']}  p={row['score']:.3f}  "
-                       f"({row['lat']:.6f}, {row['lon']:.6f})")
+                       f"p(within 300 m)={row['p_within_300m']:.2f}  ({row['lat']:.6f}, {row['lon']:.6f})")
     else:
         typer.echo("no leak detected")
     for w in report.get("warnings", []):
