@@ -6,7 +6,9 @@ import json
 
 import pandas as pd
 
-from conftest import DATA
+from conftest import DATA, NETWORKS
+from twin.graph import pipe_distances
+from twin.network import read_network
 
 
 def test_demo_writes_every_output_and_finds_the_leak_district(tmp_path, twin_cli, capsys):
@@ -26,6 +28,11 @@ def test_demo_writes_every_output_and_finds_the_leak_district(tmp_path, twin_cli
     balance = pd.read_csv(out / "balance.csv", keep_default_na=False)
     flagged = set(balance.loc[balance["flag"].str.contains("jump"), "dma"])
     assert candidates["zone"].iat[0] in flagged
+    # the top candidate is within 300 m of the leak, or its score says the job is unsure
+    dist = pipe_distances(read_network(NETWORKS / "yingtan-small.inp", crs="EPSG:4548"), truth["link_id"],
+                          truth["position"], to="middle")
+    if dist[candidates["link_id"].iat[0]] > 300.0:
+        assert candidates["p_within_300m"].iat[0] < 0.5 and candidates["score"].iat[0] < 0.2
     orders = pd.read_csv(out / "plan" / "work_orders.csv")
     assert len(orders) == 3
     assert "http" not in "".join(

@@ -261,3 +261,24 @@ def test_control_statuses_follow_the_model_controls_on_measured_levels():
     eps_open = res.link["status"]["330"].to_numpy() > 0.5
     assert (status["330"] == eps_open).mean() > 0.97
     assert 0 < status["330"].sum() < len(local)
+
+
+def test_placebo_temper_counts_errors_shared_between_loggers():
+    """Leak-free changes that move every logger together inflate the evidence: the temper says by how much."""
+    from twin.localise import _Calibration, _placebo_temper
+
+    rng = np.random.default_rng(5)
+    k, m, n_pl = 40, 30, 400
+    sigma = np.full(k, 0.01)
+    sig = -np.abs(rng.normal(1.0, 0.3, size=(k, m)))  # leak signatures: every logger drops
+    prior = np.zeros(m)
+
+    def cal_with(placebo):
+        return _Calibration(np.zeros(k), sigma, [], [], np.zeros(k, int), np.ones(k, bool), 1 / sigma ** 2,
+                            np.full(k, 0.1), {}, placebo)
+
+    independent = rng.normal(0.0, 0.01, size=(n_pl, k))  # as the noise model says
+    shared = independent + rng.normal(0.0, 0.01, size=(n_pl, 1))  # plus a common shift of the same size
+    assert _placebo_temper(cal_with(independent), sig, prior) == pytest.approx(1.0, abs=0.2)
+    assert _placebo_temper(cal_with(shared), sig, prior) > 10.0
+    assert _placebo_temper(cal_with(np.zeros((0, k))), sig, prior) == 1.0

@@ -236,6 +236,7 @@ class _Calibration:
     weights: np.ndarray
     alpha: np.ndarray
     report: dict
+    placebo: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # placebo changes x rows
 
     @property
     def n_valid(self) -> int:
@@ -825,13 +826,14 @@ def _calibration(
     group = hour // block_hours
     groups = [g for g in np.unique(group) if ((group == g) & t_on & have).any()
               and ((group == g) & ~t_on & have).sum() >= 2]
-    deltas, sigmas, ops = [], [], []
+    deltas, sigmas, ops, placebos = [], [], [], []
     with pywarnings.catch_warnings():  # a sensor without readings in a block: NaN, masked below
         pywarnings.simplefilter("ignore", RuntimeWarning)
         for g in groups:
             mref = (group == g) & ~t_on & have
             mleak = (group == g) & t_on & have
             deltas.append(np.nanmean(centred[mleak], axis=0))
+            placebos.append(_placebo_changes(centred, days, mref, mleak))
             sigmas.append(_block_sigma(centred[mref], days[mref], len(np.unique(days[mleak])), floor, block_hours))
             k = _nearest_snapshot(demands, snaps, keep[mleak])
             ops.append((demands.at(k), {tn: float(lv.iloc[k]) for tn, lv in snaps.tanks.items()},
@@ -861,7 +863,36 @@ def _calibration(
     # how a leak's flow splits between sources and DMAs depends on roughness
     # the model does not know: flow signatures get their own allowance
     alpha_rows = np.where(row_is_p, alpha, alpha_flow)
-    return _Calibration(delta_all, sigma_all, deltas, ops, row_block, row_is_p, w_rows, alpha_rows, report)
+    n_pl = min((len(pb) for pb in placebos), default=0)
+    placebo = np.hstack([pb[:n_pl] for pb in placebos]) if n_pl else np.zeros((0, len(delta_all)))
+    placebo = np.where(valid[None, :] & np.isfinite(placebo), placebo, 0.0)
+    if common_mode and n_pl:
+        placebo = _centre_pressure(placebo.T, row_block, row_is_p, w_rows).T
+    report["placebo_changes"] = int(n_pl)
+    return _Calibration(delta_all, sigma_all, deltas, ops, row_block, row_is_p, w_rows, alpha_rows, report, placebo)
+
+
+def _placebo_changes(centred: np.ndarray, days: np.ndarray, mref: np.ndarray, mleak: np.ndarray) -> np.ndarray:
+    """Residual changes of one block at day boundaries where nothing changed (placebos x sensors).
+
+    Every boundary between two leak-free days, and between two days after
+    the onset (the leak is constant there), splits those days into an
+    earlier and a later part; the difference of their mean residuals is a
+    change with no leak in it, scaled to the noise of the real change
+    (reference days against leak days). What the week's errors do to a
+    leak signature fitted to such a change measures how far the ranking can
+    be trusted (:func:`_placebo_temper`).
+    """
+    n_ref, n_leak = len(np.unique(days[mref])), len(np.unique(days[mleak]))
+    target = np.sqrt(1.0 / max(n_ref, 1) + 1.0 / max(n_leak, 1))
+    out = []
+    for m in (mref, mleak):
+        ud = np.unique(days[m])
+        means = [np.nanmean(centred[m & (days == d)], axis=0) for d in ud]
+        for cut in range(1, len(ud)):
+            a, b = np.nanmean(means[:cut], axis=0), np.nanmean(means[cut:], axis=0)
+            out.append((b - a) * target / np.sqrt(1.0 / cut + 1.0 / (len(ud) - cut)))
+    return np.vstack(out) if out else np.zeros((0, centred.shape[1]))
 
 
 def _nearest_snapshot(demands: _Demands, snaps: _Snapshots, rows: np.ndarray) -> int:
@@ -1002,9 +1033,36 @@ def _refine(
     var_best = cal.sigma ** 2 + (cal.alpha * pred_best) ** 2
     chi2 = float((((cal.delta - pred_best) ** 2) / var_best).sum())
     dof = max(cal.n_valid - 1, 1)
-    temper = max(1.0, chi2 / dof) if nu is None else 1.0
+    placebo = _placebo_temper(cal, sig, scores.prior)
+    temper = max(1.0, chi2 / dof, placebo) if nu is None else 1.0
     return _Scores(ll, L_fit, scores.prior, ll / temper + scores.prior,
-                   {**scores.report, "misfit_reduced_chi2": round(chi2 / dof, 3)})
+                   {**scores.report, "misfit_reduced_chi2": round(chi2 / dof, 3),
+                    "placebo_temper": round(placebo, 3), "temper": round(temper, 3)})
+
+
+def _placebo_temper(cal: _Calibration, sig: np.ndarray, prior: np.ndarray) -> float:
+    """How much the week's errors inflate the evidence a leak signature collects (1 = as the noise model says).
+
+    For every placebo change (:func:`_placebo_changes`: no leak in it) and
+    every pipe, the matched-filter statistic ``z = gᵀWΔ / sqrt(gᵀWg)``
+    (``W`` the inverse noise variances) is standard normal when the noise
+    model is right. Errors the model treats as independent but that are
+    shared between sensors (a day-to-day shift of every logger, a DMA's
+    demand error) inflate it. The mean ``z²`` over the placebos, pipes
+    weighted by their prior, divides the log-likelihoods: differences
+    between pipes that the week's own leak-free changes reach by chance do
+    not count as evidence. 1 when the week has no placebo change.
+    """
+    if cal.placebo.shape[0] == 0:
+        return 1.0
+    w = 1.0 / cal.sigma ** 2
+    num = (cal.placebo * w[None, :]) @ sig
+    den = (sig ** 2 * w[:, None]).sum(axis=0)
+    ok = den > 0
+    z2 = num[:, ok] ** 2 / den[ok][None, :]
+    pi = np.exp(prior[ok] - prior[ok].max())
+    pi /= pi.sum()
+    return float(np.mean(z2 @ pi))
 
 
 def _leak_response(solver: SnapshotSolver, inputs: _Inputs, cal: _Calibration, bases: list,
@@ -1259,7 +1317,7 @@ def _rank(
         **report, "warnings": report["warnings"] + snaps.warnings, **leak_dma,
         "dma": {**demands.report, **{k: v for k, v in scores.report.items() if k == "prior_pipes"}},
         "snapshots": snaps.report,
-        "calibration": {**cal.report, "misfit_reduced_chi2": scores.report["misfit_reduced_chi2"]},
+        "calibration": {**cal.report, **{k: scores.report[k] for k in ("misfit_reduced_chi2", "placebo_temper", "temper")}},
         "timings_s": clock.rounded(), "candidate_zone": zone_info,
         "top": cand.head(5)[["rank", "link_id", "score", "p_within_300m", "leak_flow_lps"]].round(4).to_dict("records"),
     }
