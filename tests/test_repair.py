@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
@@ -20,8 +21,10 @@ CRS = "EPSG:32650"
 X0, Y0 = 500_000.0, 3_120_000.0
 
 
-def toy_network() -> Network:
+def toy_network(rename: Callable[[str], str] = str) -> Network:
     """A reservoir feeding a loop with two branches (coordinates in UTM 50N, m).
+
+    ``rename`` maps the IDs below to the ones used (for hostile-ID tests).
 
     ::
 
@@ -33,17 +36,18 @@ def toy_network() -> Network:
 
     p6: J1-J6, p7: J6-J7, p5: J7-J3, p4: J2-J5 (a dead end).
     """
+    n = rename
     wn = wntr.network.WaterNetworkModel()
-    wn.add_reservoir("R", base_head=80.0, coordinates=(X0 - 200, Y0))
+    wn.add_reservoir(n("R"), base_head=80.0, coordinates=(X0 - 200, Y0))
     xy = {"J1": (0, 0), "J2": (200, 0), "J3": (400, 0), "J4": (600, 0), "J5": (200, 200),
           "J6": (0, -200), "J7": (400, -200)}
     for name, (x, y) in xy.items():
-        wn.add_junction(name, base_demand=0.002, elevation=10.0, coordinates=(X0 + x, Y0 + y))
+        wn.add_junction(n(name), base_demand=0.002, elevation=10.0, coordinates=(X0 + x, Y0 + y))
     pipes = {"p0": ("R", "J1"), "p1": ("J1", "J2"), "p2": ("J2", "J3"), "p3": ("J3", "J4"),
              "p4": ("J2", "J5"), "p5": ("J7", "J3"), "p6": ("J1", "J6"), "p7": ("J6", "J7")}
     for name, (a, b) in pipes.items():  # the loop p5-p6-p7 is thin: closing p1/p2 costs pressure
-        wn.add_pipe(name, a, b, length=200.0, diameter=0.08 if name in ("p5", "p6", "p7") else 0.15,
-                    roughness=100.0)
+        wn.add_pipe(n(name), n(a), n(b), length=200.0,
+                    diameter=0.08 if name in ("p5", "p6", "p7") else 0.15, roughness=100.0)
     crs = __import__("pyproj").CRS(CRS)
     nodes, links = tables_from_wn(wn, crs)
     valves = gpd.GeoDataFrame(
@@ -59,10 +63,10 @@ TOY_VALVES = [("Va", "p1", "J1"), ("Vb", "p2", "J3"), ("Vc", "p4", "J2"), ("Vd",
               ("Ve", "p3", "J3"), ("Vf", "p6", "J1")]
 
 
-def toy_valves(net: Network) -> gpd.GeoDataFrame:
+def toy_valves(net: Network, rename: Callable[[str], str] = str) -> gpd.GeoDataFrame:
     frame = gpd.GeoDataFrame(
-        {"valve_id": [v[0] for v in TOY_VALVES], "link_id": [v[1] for v in TOY_VALVES],
-         "node_id": [v[2] for v in TOY_VALVES]},
+        {"valve_id": [rename(v[0]) for v in TOY_VALVES], "link_id": [rename(v[1]) for v in TOY_VALVES],
+         "node_id": [rename(v[2]) for v in TOY_VALVES]},
         geometry=gpd.GeoSeries([None] * 6, crs=CRS),  # no survey: placed 2 m from the node
     )
     return valves_from_frame(frame, net)

@@ -166,11 +166,14 @@ class _Projector:
         )
 
 
+#: Characters that could end or re-open a <script> element (``</script>``,
+#: ``<!--<script>``), as JSON escapes: inside JSON they can only occur in strings.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def _js(value: Any) -> str:
-    """JSON for inclusion in a <script> element."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace(
-        "</", "<\\/"
-    )
+    """JSON for inclusion in a <script> element: no ``<``, ``>`` or ``&`` left for the HTML parser."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE)
 
 
 def _clean(values: Sequence[Any] | pd.Series) -> list[Any]:
@@ -265,7 +268,8 @@ class _MaxZoom(MacroElement):
 
 
 def _group(m: folium.Map, name: str, *, show: bool = True) -> folium.FeatureGroup:
-    return folium.FeatureGroup(name=name, show=show).add_to(m)
+    """A feature group listed in the layer control as ``name`` (text: Leaflet shows it as HTML)."""
+    return folium.FeatureGroup(name=html.escape(name), show=show).add_to(m)
 
 
 # --------------------------------------------------------------------------- #
