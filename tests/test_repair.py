@@ -428,3 +428,25 @@ def test_cli_plan_with_gcj02_meters_and_inoperable_valve(tmp_path, twin_cli):
     assert set(o["valves_to_close"].split(";")) == {"Va", "Vc", "Vd", "Ve"}
     # p1, p2 isolated; p3 (J4 behind Ve) and p4 (J5 behind Vc) cut off: every meter is affected
     assert set(o["customer_ids"].split(";")) == {"M1", "M2", "M3", "M5"}
+
+
+def test_cli_plan_uses_the_valves_of_the_geopackage_beside_the_inp(tmp_path, twin_cli, capsys):
+    """A utility's network.inp with network.gpkg beside it: work orders name the utility's valves."""
+    net = toy_network()
+    inp = tmp_path / "network.inp"
+    _write_inp(net, inp)
+    utility = toy_valves(net, lambda v: f"UT-{v}" if v.startswith("V") else v).reset_index()
+    utility.to_crs("EPSG:4326").to_file(tmp_path / "network.gpkg", layer="valves")
+    net.links[["geometry"]].to_file(tmp_path / "network.gpkg", layer="pipes")
+    candidates(["p1"]).to_csv(tmp_path / "candidates.csv", index=False)
+    args = ("plan", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
+            "--no-simulate", "--no-map")
+    assert twin_cli(*args, "--out", tmp_path / "beside") == 0
+    assert "network.gpkg" in capsys.readouterr().err  # the log line says where the valves come from
+    o = pd.read_csv(tmp_path / "beside" / "work_orders.csv", dtype=str).iloc[0]
+    assert set(o["valves_to_close"].split(";")) == {"UT-Va", "UT-Vb", "UT-Vc"}
+    # an explicit --valves still wins
+    toy_valves(net).reset_index().to_crs("EPSG:4326").to_file(tmp_path / "other.geojson")
+    assert twin_cli(*args, "--valves", tmp_path / "other.geojson", "--out", tmp_path / "given") == 0
+    o = pd.read_csv(tmp_path / "given" / "work_orders.csv", dtype=str).iloc[0]
+    assert set(o["valves_to_close"].split(";")) == {"Va", "Vb", "Vc"}

@@ -80,6 +80,17 @@ def _gpkg_dmas(network: Path) -> gpd.GeoDataFrame | None:
     return dmas
 
 
+def _valves_beside(network: Path, valves: Optional[Path]) -> Optional[Path]:
+    """``--valves``, else the ``valves`` layer of the ``<network>.gpkg`` beside an ``.inp`` (logged)."""
+    if valves is not None or network.suffix.lower() != ".inp":
+        return valves
+    from twin.synth.readings import gpkg_beside  # deferred, see twin.cli
+    found = gpkg_beside(network, "valves", option="--valves")
+    if found is not None:
+        log.info("valves: the 'valves' layer of %s beside the network (--valves overrides it)", found)
+    return found
+
+
 def _inoperable(value: Optional[str]) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -97,7 +108,8 @@ def plan(
     inoperable: Optional[str] = typer.Option(None, "--inoperable",
                                              help="Valves that cannot be closed, comma-separated IDs."),
     valves: Optional[Path] = typer.Option(None, "--valves", help="GIS valve layer (points); default the "
-                                          "network's, else generated N-1 with --seed."),
+                                          "network's (for an .inp: the 'valves' layer of NETWORK.gpkg "
+                                          "beside it), else generated N-1 with --seed."),
     meters_crs: str = typer.Option("EPSG:4326", "--meters-crs", help=_MCRS_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of a generated valve layer."),
     no_simulate: bool = typer.Option(False, "--no-simulate", help="Skip the closure simulations."),
@@ -113,7 +125,7 @@ def plan(
         log.warning("no --meters: customers affected are not counted")
     orders = plan_repairs(
         net, candidates=cands, join=join, meters=met, top_n=top, zone=zone,
-        inoperable_valves=_inoperable(inoperable), valves=valves, seed=seed,
+        inoperable_valves=_inoperable(inoperable), valves=_valves_beside(network, valves), seed=seed,
         simulate=not no_simulate,
     )
     files = write_plan(orders, out, net, join=join, meters=met)
