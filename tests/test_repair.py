@@ -450,3 +450,41 @@ def test_cli_plan_uses_the_valves_of_the_geopackage_beside_the_inp(tmp_path, twi
     assert twin_cli(*args, "--valves", tmp_path / "other.geojson", "--out", tmp_path / "given") == 0
     o = pd.read_csv(tmp_path / "given" / "work_orders.csv", dtype=str).iloc[0]
     assert set(o["valves_to_close"].split(";")) == {"Va", "Vb", "Vc"}
+
+
+def toy_with_prv_and_pump() -> Network:
+    """The toy with a PRV on from J4 and a pump on from J5 (each to a new junction)."""
+    net = toy_network()
+    wn = net.wn
+    wn.add_junction("J8", base_demand=0.001, elevation=10.0, coordinates=(X0 + 800, Y0))
+    wn.add_valve("PRV1", "J4", "J8", diameter=0.1, valve_type="PRV", initial_setting=30.0)
+    wn.add_junction("J9", base_demand=0.0, elevation=10.0, coordinates=(X0 + 200, Y0 + 400))
+    wn.add_pump("PU1", "J5", "J9", pump_type="POWER", pump_parameter=1.0)
+    nodes, links = tables_from_wn(wn, net.crs)
+    return Network(wn=wn, crs=net.crs, nodes=nodes, links=links, valves=net.valves, source="toy")
+
+
+def test_pump_and_valve_candidates_are_skipped_with_a_warning_naming_them(caplog):
+    net = toy_with_prv_and_pump()
+    with caplog.at_level("WARNING", logger="twin.repair"):
+        orders = plan_repairs(net, candidates=candidates(["PRV1", "p1", "PU1", "p3"]),
+                              valves=toy_valves(net), simulate=False, top_n=2)
+    # no "pipe" work order for the PRV or the pump; the top 2 *pipes* are planned
+    assert not set(orders["link_id"]) & {"PRV1", "PU1"}
+    assert set(orders["link_id"]) == {"p1", "p3"}
+    assert "PRV1 (PRV valve, rank 1)" in caplog.text and "PU1 (pump, rank 3)" in caplog.text
+    skipped = orders.attrs["skipped_candidates"]
+    assert list(skipped["link_id"]) == ["PRV1", "PU1"] and list(skipped["link_type"]) == ["PRV valve", "pump"]
+
+
+def test_candidates_without_a_pipe_are_refused(tmp_path, twin_cli, capsys):
+    net = toy_with_prv_and_pump()
+    with pytest.raises(InputError, match=r"no candidate is a pipe: PRV1 \(PRV valve, rank 1\)"):
+        plan_repairs(net, candidates=candidates(["PRV1"]), valves=toy_valves(net), simulate=False)
+    inp = tmp_path / "toy.inp"
+    _write_inp(net, inp)
+    candidates(["PRV1", "PU1"]).to_csv(tmp_path / "candidates.csv", index=False)
+    rc = twin_cli("plan", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
+                  "--out", tmp_path / "plan", "--no-simulate", "--no-map")
+    err = capsys.readouterr().err
+    assert rc == 2 and "PU1 (pump, rank 2)" in err and "Traceback" not in err
