@@ -117,7 +117,9 @@ def plan(
 ) -> None:
     """Work orders for the candidate pipes: valves to close, customers affected, loss, priority."""
     from twin.maps import crew_map, save_map  # deferred, see twin.cli
+    from twin.pipeline import output_folder
     from twin.repair import plan_repairs, write_plan
+    output_folder(out)
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates)
     met, join = _meters_and_join(meters, net, meters_crs)
@@ -166,11 +168,13 @@ def map_(
 ) -> None:
     """Crew map (offline HTML): pipes by leak score, candidates, DMAs, meters, valves, work order."""
     from twin.maps import crew_map, save_map  # deferred, see twin.cli
+    from twin.pipeline import output_folder
     from twin.repair import read_plan
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the map file must end in .html", path=out, fix="e.g. --out map.html")
+    output_folder(out.parent)
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates) if candidates is not None else None
     met, join = _meters_and_join(meters, net, meters_crs)
