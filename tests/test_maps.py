@@ -379,3 +379,35 @@ def test_dma_outlines_do_not_cover_each_other_on_the_yingtan_network():
         others = zone != dma
         inside = shapely.contains_xy(shape, shapely.get_x(mid[others]), shapely.get_y(mid[others]))
         assert inside.mean() < 0.5, f"{dma} covers {inside.mean():.0%} of the other zones' pipes"
+
+
+def fitted_box(page: str) -> tuple[float, float, float, float]:
+    """(south, west, north, east) degrees the page opens on."""
+    found = re.search(r"map_\w+\.fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", page)
+    assert found, "the map is not fitted to a box"
+    return tuple(float(v) for v in found.groups())  # type: ignore[return-value]
+
+
+def test_map_opens_on_the_candidates_not_the_city(ltown_inp):
+    """L-Town is 5 km across; three ranked pipes in one street are what the crew came for."""
+    from twin.network import read_network
+
+    net = read_network(ltown_inp, crs="EPSG:32650")
+    pipes = net.links[net.links["link_type"] == "pipe"]
+    mid = pipes.geometry.interpolate(0.5, normalized=True)
+    near = mid.distance(mid.iloc[100]).sort_values().index[:3].tolist()
+    cands = candidates(near)
+    cands["in_candidate_zone"] = True
+    page = offline_html(crew_map(net, candidates=cands, basemap="none"))
+    s, w, n, e = fitted_box(page)
+    lon, lat = transform_xy(*pipes.loc[near].geometry.get_coordinates().to_numpy().T,
+                            from_crs=net.crs, to_crs="EPSG:4326")
+    assert s < lat.min() and n > lat.max() and w < lon.min() and e > lon.max()  # the candidates in view...
+    lon_c, lat_c = transform_xy(*np.array(net.links.total_bounds).reshape(2, 2).T, from_crs=net.crs,
+                                to_crs="EPSG:4326")
+    assert (n - s) * (e - w) < 0.05 * (lat_c[1] - lat_c[0]) * (lon_c[1] - lon_c[0])  # ...not the city
+    lo, la = transform_xy(np.array([e, w]), np.array([s, s]), from_crs="EPSG:4326", to_crs=net.crs)
+    assert abs(lo[0] - lo[1]) >= 300.0  # with a margin of at least 150 m on each side
+    # without candidates: the whole network
+    s, w, n, e = fitted_box(offline_html(crew_map(net, basemap="none")))
+    assert s <= lat_c[0] + 1e-4 and n >= lat_c[1] - 1e-4

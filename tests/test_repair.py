@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
@@ -20,8 +21,10 @@ CRS = "EPSG:32650"
 X0, Y0 = 500_000.0, 3_120_000.0
 
 
-def toy_network() -> Network:
+def toy_network(rename: Callable[[str], str] = str) -> Network:
     """A reservoir feeding a loop with two branches (coordinates in UTM 50N, m).
+
+    ``rename`` maps the IDs below to the ones used (for hostile-ID tests).
 
     ::
 
@@ -33,17 +36,18 @@ def toy_network() -> Network:
 
     p6: J1-J6, p7: J6-J7, p5: J7-J3, p4: J2-J5 (a dead end).
     """
+    n = rename
     wn = wntr.network.WaterNetworkModel()
-    wn.add_reservoir("R", base_head=80.0, coordinates=(X0 - 200, Y0))
+    wn.add_reservoir(n("R"), base_head=80.0, coordinates=(X0 - 200, Y0))
     xy = {"J1": (0, 0), "J2": (200, 0), "J3": (400, 0), "J4": (600, 0), "J5": (200, 200),
           "J6": (0, -200), "J7": (400, -200)}
     for name, (x, y) in xy.items():
-        wn.add_junction(name, base_demand=0.002, elevation=10.0, coordinates=(X0 + x, Y0 + y))
+        wn.add_junction(n(name), base_demand=0.002, elevation=10.0, coordinates=(X0 + x, Y0 + y))
     pipes = {"p0": ("R", "J1"), "p1": ("J1", "J2"), "p2": ("J2", "J3"), "p3": ("J3", "J4"),
              "p4": ("J2", "J5"), "p5": ("J7", "J3"), "p6": ("J1", "J6"), "p7": ("J6", "J7")}
     for name, (a, b) in pipes.items():  # the loop p5-p6-p7 is thin: closing p1/p2 costs pressure
-        wn.add_pipe(name, a, b, length=200.0, diameter=0.08 if name in ("p5", "p6", "p7") else 0.15,
-                    roughness=100.0)
+        wn.add_pipe(n(name), n(a), n(b), length=200.0,
+                    diameter=0.08 if name in ("p5", "p6", "p7") else 0.15, roughness=100.0)
     crs = __import__("pyproj").CRS(CRS)
     nodes, links = tables_from_wn(wn, crs)
     valves = gpd.GeoDataFrame(
@@ -59,10 +63,10 @@ TOY_VALVES = [("Va", "p1", "J1"), ("Vb", "p2", "J3"), ("Vc", "p4", "J2"), ("Vd",
               ("Ve", "p3", "J3"), ("Vf", "p6", "J1")]
 
 
-def toy_valves(net: Network) -> gpd.GeoDataFrame:
+def toy_valves(net: Network, rename: Callable[[str], str] = str) -> gpd.GeoDataFrame:
     frame = gpd.GeoDataFrame(
-        {"valve_id": [v[0] for v in TOY_VALVES], "link_id": [v[1] for v in TOY_VALVES],
-         "node_id": [v[2] for v in TOY_VALVES]},
+        {"valve_id": [rename(v[0]) for v in TOY_VALVES], "link_id": [rename(v[1]) for v in TOY_VALVES],
+         "node_id": [rename(v[2]) for v in TOY_VALVES]},
         geometry=gpd.GeoSeries([None] * 6, crs=CRS),  # no survey: placed 2 m from the node
     )
     return valves_from_frame(frame, net)
@@ -424,3 +428,63 @@ def test_cli_plan_with_gcj02_meters_and_inoperable_valve(tmp_path, twin_cli):
     assert set(o["valves_to_close"].split(";")) == {"Va", "Vc", "Vd", "Ve"}
     # p1, p2 isolated; p3 (J4 behind Ve) and p4 (J5 behind Vc) cut off: every meter is affected
     assert set(o["customer_ids"].split(";")) == {"M1", "M2", "M3", "M5"}
+
+
+def test_cli_plan_uses_the_valves_of_the_geopackage_beside_the_inp(tmp_path, twin_cli, capsys):
+    """A utility's network.inp with network.gpkg beside it: work orders name the utility's valves."""
+    net = toy_network()
+    inp = tmp_path / "network.inp"
+    _write_inp(net, inp)
+    utility = toy_valves(net, lambda v: f"UT-{v}" if v.startswith("V") else v).reset_index()
+    utility.to_crs("EPSG:4326").to_file(tmp_path / "network.gpkg", layer="valves")
+    net.links[["geometry"]].to_file(tmp_path / "network.gpkg", layer="pipes")
+    candidates(["p1"]).to_csv(tmp_path / "candidates.csv", index=False)
+    args = ("plan", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
+            "--no-simulate", "--no-map")
+    assert twin_cli(*args, "--out", tmp_path / "beside") == 0
+    assert "network.gpkg" in capsys.readouterr().err  # the log line says where the valves come from
+    o = pd.read_csv(tmp_path / "beside" / "work_orders.csv", dtype=str).iloc[0]
+    assert set(o["valves_to_close"].split(";")) == {"UT-Va", "UT-Vb", "UT-Vc"}
+    # an explicit --valves still wins
+    toy_valves(net).reset_index().to_crs("EPSG:4326").to_file(tmp_path / "other.geojson")
+    assert twin_cli(*args, "--valves", tmp_path / "other.geojson", "--out", tmp_path / "given") == 0
+    o = pd.read_csv(tmp_path / "given" / "work_orders.csv", dtype=str).iloc[0]
+    assert set(o["valves_to_close"].split(";")) == {"Va", "Vb", "Vc"}
+
+
+def toy_with_prv_and_pump() -> Network:
+    """The toy with a PRV on from J4 and a pump on from J5 (each to a new junction)."""
+    net = toy_network()
+    wn = net.wn
+    wn.add_junction("J8", base_demand=0.001, elevation=10.0, coordinates=(X0 + 800, Y0))
+    wn.add_valve("PRV1", "J4", "J8", diameter=0.1, valve_type="PRV", initial_setting=30.0)
+    wn.add_junction("J9", base_demand=0.0, elevation=10.0, coordinates=(X0 + 200, Y0 + 400))
+    wn.add_pump("PU1", "J5", "J9", pump_type="POWER", pump_parameter=1.0)
+    nodes, links = tables_from_wn(wn, net.crs)
+    return Network(wn=wn, crs=net.crs, nodes=nodes, links=links, valves=net.valves, source="toy")
+
+
+def test_pump_and_valve_candidates_are_skipped_with_a_warning_naming_them(caplog):
+    net = toy_with_prv_and_pump()
+    with caplog.at_level("WARNING", logger="twin.repair"):
+        orders = plan_repairs(net, candidates=candidates(["PRV1", "p1", "PU1", "p3"]),
+                              valves=toy_valves(net), simulate=False, top_n=2)
+    # no "pipe" work order for the PRV or the pump; the top 2 *pipes* are planned
+    assert not set(orders["link_id"]) & {"PRV1", "PU1"}
+    assert set(orders["link_id"]) == {"p1", "p3"}
+    assert "PRV1 (PRV valve, rank 1)" in caplog.text and "PU1 (pump, rank 3)" in caplog.text
+    skipped = orders.attrs["skipped_candidates"]
+    assert list(skipped["link_id"]) == ["PRV1", "PU1"] and list(skipped["link_type"]) == ["PRV valve", "pump"]
+
+
+def test_candidates_without_a_pipe_are_refused(tmp_path, twin_cli, capsys):
+    net = toy_with_prv_and_pump()
+    with pytest.raises(InputError, match=r"no candidate is a pipe: PRV1 \(PRV valve, rank 1\)"):
+        plan_repairs(net, candidates=candidates(["PRV1"]), valves=toy_valves(net), simulate=False)
+    inp = tmp_path / "toy.inp"
+    _write_inp(net, inp)
+    candidates(["PRV1", "PU1"]).to_csv(tmp_path / "candidates.csv", index=False)
+    rc = twin_cli("plan", "--network", inp, "--crs", CRS, "--candidates", tmp_path / "candidates.csv",
+                  "--out", tmp_path / "plan", "--no-simulate", "--no-map")
+    err = capsys.readouterr().err
+    assert rc == 2 and "PU1 (pump, rank 2)" in err and "Traceback" not in err

@@ -88,6 +88,11 @@ NRW_CLASSES = [
 ]
 NO_DATA_COLOUR = "#cccccc"
 
+#: The crew map opens on the candidates with a margin of this share of their
+#: box's larger side, and at least :data:`VIEW_MARGIN_M` metres.
+VIEW_MARGIN_SHARE = 0.25
+VIEW_MARGIN_M = 150.0
+
 #: Popup fields of a pipe.
 PIPE_LABELS = ["ID", "type", "diameter mm", "material", "install year", "length m", "zone",
                "leak score", "rank"]
@@ -166,11 +171,14 @@ class _Projector:
         )
 
 
+#: Characters that could end or re-open a <script> element (``</script>``,
+#: ``<!--<script>``), as JSON escapes: inside JSON they can only occur in strings.
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def _js(value: Any) -> str:
-    """JSON for inclusion in a <script> element."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).replace(
-        "</", "<\\/"
-    )
+    """JSON for inclusion in a <script> element: no ``<``, ``>`` or ``&`` left for the HTML parser."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE)
 
 
 def _clean(values: Sequence[Any] | pd.Series) -> list[Any]:
@@ -265,7 +273,8 @@ class _MaxZoom(MacroElement):
 
 
 def _group(m: folium.Map, name: str, *, show: bool = True) -> folium.FeatureGroup:
-    return folium.FeatureGroup(name=name, show=show).add_to(m)
+    """A feature group listed in the layer control as ``name`` (text: Leaflet shows it as HTML)."""
+    return folium.FeatureGroup(name=html.escape(name), show=show).add_to(m)
 
 
 # --------------------------------------------------------------------------- #
@@ -426,6 +435,8 @@ def crew_map(
         ``in_candidate_zone``). Pipes are coloured by score; the ``top_n``
         first get rank labels; the pipes ``in_candidate_zone`` (else those
         holding ``settings.CANDIDATE_ZONE_SHARE`` of the score) form the zone.
+        The map opens on the zone and the ``top_n`` first (see
+        :data:`VIEW_MARGIN_SHARE`); without candidates, on the whole network.
     join : pandas.DataFrame, optional
         ``twin.meters.join_meters`` output (index ``meter_id``; ``link_id``,
         ``position``, ``matched``). Gives each customer meter its pipe, and its
@@ -482,9 +493,9 @@ def crew_map(
         raise InputError(f"unknown basemap {basemap!r}", element="basemap", fix="use one of osm, amap, none")
     links, crs = _str_index(network.links), network.crs
     proj = _Projector(basemap, precision)
-    m = _map_frame(links, network.nodes, proj, crs, basemap, title)
-    counts = _dma_layer(m, network, dmas, balance, proj)
     cands = _check_candidates(candidates, links) if candidates is not None else None
+    m = _map_frame(_view_box(links, network.nodes, cands, top_n), proj, crs, basemap, title)
+    counts = _dma_layer(m, network, dmas, balance, proj)
     pipe_rows, edges = _pipe_layer(m, links, cands, proj, crs, simplify_m)
     counts["pipes"] = len(links)
     if cands is not None and len(cands):
@@ -515,10 +526,27 @@ def _str_index(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return frame
 
 
-def _map_frame(links: gpd.GeoDataFrame, nodes: gpd.GeoDataFrame, proj: _Projector, crs: Any,
+def _view_box(links: gpd.GeoDataFrame, nodes: gpd.GeoDataFrame, cands: pd.DataFrame | None,
+              top_n: int) -> tuple[float, float, float, float]:
+    """The box the map opens on, in the network's CRS (m).
+
+    With candidates: the pipes of the candidate zone and the ``top_n`` best
+    candidates, with a margin of :data:`VIEW_MARGIN_SHARE` of the box's larger
+    side and at least :data:`VIEW_MARGIN_M`; else the whole network.
+    """
+    if cands is None or not len(cands):
+        return tuple(links.total_bounds if len(links) else nodes.total_bounds)
+    focus = pd.unique(np.concatenate([cands.loc[_zone_mask(cands), "link_id"].to_numpy(),
+                                      cands["link_id"].head(top_n).to_numpy()]))
+    x0, y0, x1, y1 = links.loc[focus].total_bounds
+    pad = max(VIEW_MARGIN_M, VIEW_MARGIN_SHARE * max(x1 - x0, y1 - y0))
+    return x0 - pad, y0 - pad, x1 + pad, y1 + pad
+
+
+def _map_frame(box: tuple[float, float, float, float], proj: _Projector, crs: Any,
                basemap: str, title: str | None) -> folium.Map:
-    """The map fitted to the network, with the project's CSS, the basemap tiles and the title box."""
-    xmin, ymin, xmax, ymax = links.total_bounds if len(links) else nodes.total_bounds
+    """The map fitted to ``box`` (in ``crs``), with the project's CSS, the basemap tiles and the title box."""
+    xmin, ymin, xmax, ymax = box
     lon, lat = proj.lonlat(np.array([[xmin, ymin], [xmax, ymax]]), crs)
     m = folium.Map(
         location=[float(lat.mean()), float(lon.mean())],

@@ -123,7 +123,7 @@ def localise_files(
     network_path = require_file(network_path, what="network")
     meters_path = require_file(meters_path, what="meters")
     readings_path = require_file(readings_path, what="readings")
-    out = _output_folder(out_dir)
+    out = output_folder(out_dir)
     timings: dict[str, float] = {}
     network = read_network(network_path, crs=crs, **dict(gis_options or {}))
     timings["network_s"] = time.perf_counter() - t0
@@ -165,12 +165,39 @@ class _Staged:
     measurements: Measurements
 
 
-def _output_folder(out_dir: str | Path) -> Path:
-    """Create the output folder; a file at that path is an input error."""
+def output_folder(out_dir: str | Path, *, option: str = "--out") -> Path:
+    """Create the output folder and make sure files can be written in it, before any work is done.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder (created with its parents when missing).
+    option : str
+        The command-line option that names it, for the message.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        When the path is a file, or the folder cannot be created or written
+        (read-only folder or file system, a file where a parent folder should
+        be, no permission). A test write is the only sure check: permission
+        bits say nothing of read-only mounts, and root ignores them.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError("the output path is a file", path=out, fix="give a folder for --out")
-    out.mkdir(parents=True, exist_ok=True)
+        raise InputError("the output path is a file", path=out, fix=f"give a folder for {option}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write in the output folder ({exc.strerror or exc})", path=out,
+                         fix=f"give {option} a folder you can write to, or make this one writable "
+                             "(e.g. chmod u+w)") from None
     return out
 
 

@@ -343,11 +343,19 @@ def plan_repairs(
         One row per work order (columns :data:`ORDER_COLUMNS`), sorted by
         ``priority`` (1 = first); geometry: the isolated pipes
         (MultiLineString) in ``network.crs``. ``attrs["valves"]`` holds the
-        valve layer used.
+        valve layer used, ``attrs["skipped_candidates"]`` the candidates that
+        are pumps or valves (``rank``, ``link_id``, ``link_type``, ``reason``):
+        they are not planned, and a warning names them.
+
+    Raises
+    ------
+    InputError
+        When no candidate is a pipe.
     """
     cands = _check_candidates(candidates, network)
     total_score = float(cands["score"].clip(lower=0).sum()) or 1.0
-    chosen = _choose_candidates(cands, zone=zone, top_n=top_n)
+    pipes, skipped = _pipe_candidates(cands, network)
+    chosen = _choose_candidates(pipes, zone=zone, top_n=top_n)
     vl = valve_layer(network, valves=valves, seed=seed)  # files are read before EPANET opens
     with _closures_opening(network.wn, sim_time_s, enabled=simulate) as closures:
         layout = _layout(network, vl, inoperable_valves=inoperable_valves, join=join, meters=meters,
@@ -356,6 +364,7 @@ def plan_repairs(
                               service_pressure_m=service_pressure_m, progress=progress)
     out = _prioritised(rows, geoms, network)
     out.attrs["valves"] = layout.valves
+    out.attrs["skipped_candidates"] = skipped
     log.info(
         "planned %d work order(s) for %d candidate(s); %d valves in the layer (%s); "
         "%d customers affected in total",
@@ -385,6 +394,38 @@ def _orders(layout: _Layout, chosen: pd.DataFrame, closures: _Closures | None, *
         if progress is not None:
             progress(k + 1, len(groups))
     return rows, geoms
+
+
+def _pipe_candidates(cands: pd.DataFrame, network: Network) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The candidates on pipes, and those on pumps and valves (skipped, with their type and the reason).
+
+    A pump or a valve (PRV, PSV, FCV...) is not isolated and dug up like a
+    pipe: its leak is a job for the station's mechanics, so a work order that
+    calls it a pipe would send a crew to the wrong job. It is skipped with a
+    warning naming it; the pipes are still planned. No pipe at all is an error.
+    """
+    links = network.links
+    ids = cands["link_id"].to_numpy()
+    kind = (links["link_type"].astype(str).reindex(ids).fillna("pipe").str.lower().to_numpy()
+            if "link_type" in links else np.full(len(cands), "pipe"))
+    ok = kind == "pipe"
+    if ok.all():
+        return cands, pd.DataFrame(columns=["rank", "link_id", "link_type", "reason"])
+    vtype = (links["valve_type"].reindex(ids).astype("string").fillna("").to_numpy()
+             if "valve_type" in links else np.full(len(cands), ""))
+    what = np.where((kind == "valve") & (vtype != ""), vtype + " " + kind, kind)
+    skipped = pd.DataFrame({"rank": cands["rank"].to_numpy()[~ok], "link_id": ids[~ok],
+                            "link_type": what[~ok],
+                            "reason": "not a pipe: inspect it on site, it is not isolated and dug up"})
+    names = ", ".join(f"{i} ({t}, rank {r:g})" for r, i, t in skipped[["rank", "link_id", "link_type"]].itertuples(
+        index=False))
+    if not ok.any():
+        raise InputError(f"no candidate is a pipe: {names}", element="candidates",
+                         fix="a pump or valve is inspected on site, not planned as a pipe repair; "
+                             "give candidates on pipes")
+    log.warning("skipped %d candidate(s) that are not pipes (inspect them on site; no work order): %s",
+                len(skipped), names)
+    return cands[ok], skipped
 
 
 def _choose_candidates(cands: pd.DataFrame, *, zone: bool, top_n: int | None) -> pd.DataFrame:

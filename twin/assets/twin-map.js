@@ -130,7 +130,7 @@
         fillColor: d.palette[d.colour[i]], fillOpacity: d.fill
       });
       m.bindPopup(twin.table(d.title + " " + d.rows[i][0], d.labels, d.rows[i]));
-      if (d.tooltip) { m.bindTooltip(String(d.tooltip[i]), d.tooltipOptions || {}); }
+      if (d.tooltip) { m.bindTooltip(esc(d.tooltip[i]), d.tooltipOptions || {}); }  // IDs are text
       m.addTo(target);
     }
     twin.stat(name, n);

@@ -83,9 +83,12 @@ def bench_localise(
     ../shared/validation). Misses count in every figure.
     """
     from twin.bench import GENERATORS, WEEKS_CRS, format_report, run_bench, run_weeks  # deferred, see twin.cli
+    from twin.pipeline import output_folder
     if generator not in GENERATORS:
         raise InputError(f"unknown generator {generator!r}", element="--generator",
                          fix=f"use one of {', '.join(GENERATORS)}")
+    if out is not None:  # before hours of scenarios, not after
+        output_folder(out)
     with StageProgress() as bar:
         if weeks is not None:
             res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update)
@@ -99,7 +102,6 @@ def bench_localise(
                             classic=classic and generator == "twin", generator=generator, progress=bar.update)
     typer.echo(format_report(res))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         res.scenarios.to_csv(out / "scenarios.csv", index=False)
         doc = {"summary": res.summary, "groups": res.groups}
         (out / "summary.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")

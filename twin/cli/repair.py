@@ -80,6 +80,17 @@ def _gpkg_dmas(network: Path) -> gpd.GeoDataFrame | None:
     return dmas
 
 
+def _valves_beside(network: Path, valves: Optional[Path]) -> Optional[Path]:
+    """``--valves``, else the ``valves`` layer of the ``<network>.gpkg`` beside an ``.inp`` (logged)."""
+    if valves is not None or network.suffix.lower() != ".inp":
+        return valves
+    from twin.synth.readings import gpkg_beside  # deferred, see twin.cli
+    found = gpkg_beside(network, "valves", option="--valves")
+    if found is not None:
+        log.info("valves: the 'valves' layer of %s beside the network (--valves overrides it)", found)
+    return found
+
+
 def _inoperable(value: Optional[str]) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -97,7 +108,8 @@ def plan(
     inoperable: Optional[str] = typer.Option(None, "--inoperable",
                                              help="Valves that cannot be closed, comma-separated IDs."),
     valves: Optional[Path] = typer.Option(None, "--valves", help="GIS valve layer (points); default the "
-                                          "network's, else generated N-1 with --seed."),
+                                          "network's (for an .inp: the 'valves' layer of NETWORK.gpkg "
+                                          "beside it), else generated N-1 with --seed."),
     meters_crs: str = typer.Option("EPSG:4326", "--meters-crs", help=_MCRS_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of a generated valve layer."),
     no_simulate: bool = typer.Option(False, "--no-simulate", help="Skip the closure simulations."),
@@ -105,7 +117,9 @@ def plan(
 ) -> None:
     """Work orders for the candidate pipes: valves to close, customers affected, loss, priority."""
     from twin.maps import crew_map, save_map  # deferred, see twin.cli
+    from twin.pipeline import output_folder
     from twin.repair import plan_repairs, write_plan
+    output_folder(out)
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates)
     met, join = _meters_and_join(meters, net, meters_crs)
@@ -113,7 +127,7 @@ def plan(
         log.warning("no --meters: customers affected are not counted")
     orders = plan_repairs(
         net, candidates=cands, join=join, meters=met, top_n=top, zone=zone,
-        inoperable_valves=_inoperable(inoperable), valves=valves, seed=seed,
+        inoperable_valves=_inoperable(inoperable), valves=_valves_beside(network, valves), seed=seed,
         simulate=not no_simulate,
     )
     files = write_plan(orders, out, net, join=join, meters=met)
@@ -154,11 +168,13 @@ def map_(
 ) -> None:
     """Crew map (offline HTML): pipes by leak score, candidates, DMAs, meters, valves, work order."""
     from twin.maps import crew_map, save_map  # deferred, see twin.cli
+    from twin.pipeline import output_folder
     from twin.repair import read_plan
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the map file must end in .html", path=out, fix="e.g. --out map.html")
+    output_folder(out.parent)
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates) if candidates is not None else None
     met, join = _meters_and_join(meters, net, meters_crs)

@@ -712,10 +712,15 @@ def _shift_and_write(wn: wntr.network.WaterNetworkModel, geo: _Geo, path: Path) 
     return shift
 
 
-def _customers_beside(network_path: str | Path) -> Path | None:
-    """The ``<network>.gpkg`` beside the ``.inp`` when it has a ``customers`` layer."""
+def gpkg_beside(network_path: str | Path, layer: str = "customers", *,
+                option: str = "--customers") -> Path | None:
+    """The ``<network>.gpkg`` beside the ``.inp`` when it has a layer named ``layer``.
+
+    ``option`` is the command-line option that overrides the GeoPackage, named
+    in the error raised when the file cannot be read.
+    """
     sib = Path(network_path).with_suffix(".gpkg")
-    if not sib.exists():
+    if not sib.exists() or sib == Path(network_path):
         return None
     import pyogrio  # third-party GIS I/O, loaded only when a GeoPackage is there
 
@@ -723,8 +728,8 @@ def _customers_beside(network_path: str | Path) -> Path | None:
         layers = [n for n, _ in pyogrio.list_layers(sib)]
     except Exception as exc:
         raise InputError(f"cannot read the GeoPackage beside the network ({exc})", path=sib,
-                         fix="repair or remove it, or pass --customers") from None
-    return sib if "customers" in layers else None
+                         fix=f"repair or remove it, or pass {option}") from None
+    return sib if layer in layers else None
 
 
 @dataclass
@@ -1208,7 +1213,7 @@ def synth_readings(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shift = _shift_and_write(wn0, geo, out / "network.inp") if shift_to_yingtan else None
-    customers = _customers_beside(network_path) if customers is None else customers
+    customers = gpkg_beside(network_path) if customers is None else customers
     rng_c, rng_d, rng_m, rng_l, _spare, rng_n = rng.spawn(6)  # six streams: the seeds stay as they were
     city = _city(wn0, geo, customers, days=days, start_ts=start_ts, rng_customers=rng_c, rng_demand=rng_d)
     nodes, links, junctions = city.nodes, city.links, city.junctions
