@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import DATA, NETWORKS
 from twin.graph import pipe_distances
@@ -33,8 +34,13 @@ def test_demo_writes_every_output_and_finds_the_leak_district(tmp_path, twin_cli
                           truth["position"], to="middle")
     if dist[candidates["link_id"].iat[0]] > 300.0:
         assert candidates["p_within_300m"].iat[0] < 0.5 and candidates["score"].iat[0] < 0.2
-    orders = pd.read_csv(out / "plan" / "work_orders.csv")
+    orders = pd.read_csv(out / "plan" / "work_orders.csv", dtype={"link_id": str})
     assert len(orders) == 3
+    # crews see how likely the leak is within their 300 m search, on the order and its sheet
+    near = candidates.set_index("link_id")["p_within_300m"]
+    assert orders["p_within_300m"].tolist() == [pytest.approx(near[lk], abs=1e-4) for lk in orders["link_id"]]
+    sheet = next((out / "plan" / "sheets").glob("*.html")).read_text()
+    assert "Chance the leak is within 300 m" in sheet
     assert "http" not in "".join(
         line for line in (out / "map.html").read_text().splitlines() if "<script src" in line
     )

@@ -726,11 +726,12 @@ def _candidate_layer(m: folium.Map, top: pd.DataFrame, network: Network, proj: _
                      crs: Any) -> dict[str, int]:
     """Rank labels of the top candidates, on their pipes."""
     xy = _candidate_points(top, network, proj, crs)
-    cols = [c for c in ("link_id", "score", "leak_flow_lps", "zone", "in_candidate_zone")
+    cols = [c for c in ("link_id", "score", "p_within_300m", "leak_flow_lps", "zone", "in_candidate_zone")
             if c in top.columns]
     tab = top[cols].copy()
-    if "score" in tab:
-        tab["score"] = tab["score"].astype(float).round(4)
+    for c in ("score", "p_within_300m"):
+        if c in tab:
+            tab[c] = tab[c].astype(float).round(4)
     if "leak_flow_lps" in tab:
         tab["leak_flow_lps"] = tab["leak_flow_lps"].astype(float).round(2)
     grp = _group(m, f"Top {len(top)} candidates")

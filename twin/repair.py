@@ -73,7 +73,7 @@ SIM_TIME_S = 8 * 3600
 
 ORDER_COLUMNS = [
     "order_id", "priority", "priority_class", "rank", "link_id", "candidate_links",
-    "score_share", "leak_flow_lps", "water_lost_m3_per_day", "expected_loss_m3_per_day",
+    "score_share", "p_within_300m", "leak_flow_lps", "water_lost_m3_per_day", "expected_loss_m3_per_day",
     "valves_to_close", "n_valves", "inoperable_nearby", "isolated_links", "isolated_length_m",
     "n_isolated_nodes", "cut_off_links", "customers_affected", "customer_ids",
     "critical_customers", "critical_customer_ids", "advance_notice", "demand_not_served_lps",
@@ -584,6 +584,7 @@ def _order_facts(layout: _Layout, seg: int, sub: pd.DataFrame,
         "link_id": best["link_id"],
         "candidate_links": ";".join(sub["link_id"]),
         "score_share": round(share, 6),
+        "p_within_300m": float(best["p_within_300m"]) if pd.notna(best.get("p_within_300m", np.nan)) else np.nan,
         "leak_flow_lps": leak,
         "water_lost_m3_per_day": lost,
         "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
@@ -857,6 +858,18 @@ def _sheet_valve_rows(close: Sequence[str], valves: gpd.GeoDataFrame | None) -> 
     return out
 
 
+def _sheet_chance(p: Any) -> str:
+    """A probability for a crew: a percentage, and a plain word when the job is unsure."""
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        return "not given"
+    if not np.isfinite(p):
+        return "not given"
+    word = "likely" if p >= 0.8 else ("possible" if p >= 0.5 else "unsure: search the zone")
+    return f"{100 * p:.0f} % ({word})"
+
+
 def _sheet_facts(row: pd.Series) -> tuple[list[tuple[str, str]], set[str]]:
     """The sheet's (label, value) facts, and the labels whose value is HTML already."""
     e, num = html.escape, _sheet_number
@@ -864,6 +877,7 @@ def _sheet_facts(row: pd.Series) -> tuple[list[tuple[str, str]], set[str]]:
     facts = [
         ("Priority", f"{row['priority']} ({row['priority_class']})"),
         ("Suspected pipe", f"{row['link_id']} (candidate rank {row['rank']})"),
+        ("Chance the leak is within 300 m", _sheet_chance(row.get("p_within_300m"))),
         ("Other candidates in segment", str(row["candidate_links"]).replace(";", ", ")),
         ("Estimated leak flow", f"{num(row['leak_flow_lps'], 2)} L/s"),
         ("Water lost per day until repair", f"{num(row['water_lost_m3_per_day'], 1)} m³/day"),
