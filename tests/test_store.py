@@ -234,3 +234,41 @@ def test_grouped_sequence_checks_give_the_same_result(tmp_path, monkeypatch):
     assert (a.accepted, a.quarantined, a.resets) == (b.accepted, b.quarantined, b.resets)
     pd.testing.assert_frame_equal(qa, qb)
     assert ("checking", 8, 8) in calls
+
+
+# --------------------------------------------------------------------------- the store's own path (issue 12)
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet", "week.json", "store"])
+def test_a_store_path_that_is_not_a_duckdb_file_is_refused(tmp_path, name, twin_cli, capsys):
+    """DuckDB opens an existing CSV in memory and would lose the ingest: refused, naming the fix."""
+    m, r = _write(tmp_path)
+    existing = tmp_path / name
+    existing.write_text("a,b\n1,2\n")
+    for path in (existing, tmp_path / f"new-{name}"):
+        with pytest.raises(InputError, match=r"\.duckdb"):
+            Store(path)
+        assert twin_cli("ingest", "--meters", m, "--readings", r, "--store", path, "--now", NOW) == 2
+        err = capsys.readouterr().err
+        assert str(path.name) in err and ".duckdb" in err and "Traceback" not in err
+        assert twin_cli("balance", "--network", m, "--store", path, "--out", tmp_path / "b") == 2
+        assert ".duckdb" in capsys.readouterr().err
+        assert twin_cli("localise", "--network", m, "--crs", "EPSG:4548", "--meters", m, "--readings", r,
+                        "--out", tmp_path / "loc", "--store", path) == 2
+        assert ".duckdb" in capsys.readouterr().err
+    assert existing.read_text() == "a,b\n1,2\n"
+    assert not (tmp_path / f"new-{name}").exists()
+
+
+def test_a_path_duckdb_opens_in_memory_is_refused():
+    with pytest.raises(InputError, match="in-memory"):
+        Store(":memory:week.duckdb")
+
+
+def test_a_bad_memory_limit_is_refused_without_leaving_a_store(tmp_path, twin_cli, capsys):
+    m, r = _write(tmp_path)
+    db = tmp_path / "s.duckdb"
+    assert twin_cli("ingest", "--meters", m, "--store", db, "--memory-limit", "lots") == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit" in err and "1GB" in err and "Traceback" not in err
+    assert not db.exists()

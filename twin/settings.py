@@ -57,3 +57,8 @@ CANDIDATE_ZONE_SHARE = 0.9
 
 #: Rows per chunk when reading large readings files.
 READ_CHUNK_ROWS = 1_000_000
+
+#: File name endings of a readings store (a DuckDB database file); the first
+#: is the one suggested. DuckDB would open a CSV or Parquet path in memory.
+STORE_SUFFIX = ".duckdb"
+STORE_SUFFIXES = (".duckdb", ".db", ".ddb")

@@ -189,6 +189,38 @@ def _warn_if_clock_is_off(summary: IngestSummary, now: pd.Timestamp) -> None:
         )
 
 
+def check_store_path(path: str | Path) -> None:
+    """Refuse a store path that is not a DuckDB database file name.
+
+    The CLI calls it first thing, before reading anything else.
+
+    DuckDB opens an existing CSV or Parquet file as an in-memory database (all
+    writes lost on close) and happily creates a database named ``out.csv``;
+    a store must be a ``.duckdb`` (or ``.db``/``.ddb``) file.
+    """
+    if str(path) != ":memory:" and Path(path).suffix.lower() not in settings.STORE_SUFFIXES:
+        raise InputError(
+            "a store must be a DuckDB database file, not a data file or a name without its extension",
+            path=path,
+            fix=f"give a file ending in {settings.STORE_SUFFIX}, e.g. {Path(path).with_suffix(settings.STORE_SUFFIX).name}",
+        )
+
+
+def _check_memory_limit(memory_limit: str) -> None:
+    """Refuse a memory limit DuckDB cannot read, before any file is created."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = {_q(memory_limit)}")
+    except duckdb.Error as exc:
+        raise InputError(
+            f"DuckDB cannot use the memory limit {memory_limit!r} ({str(exc).splitlines()[0]})",
+            element="--memory-limit",
+            fix="give an amount with a unit, e.g. 1GB or 500MB",
+        ) from exc
+    finally:
+        con.close()
+
+
 class Store:
     """A DuckDB file holding meters, readings and what was quarantined.
 
@@ -220,6 +252,7 @@ class Store:
         threads: int | None = None,
     ) -> None:
         self.path = str(path)
+        check_store_path(self.path)
         if read_only and self.path != ":memory:":
             require_file(self.path, what="store")
         if self.path != ":memory:" and not read_only:
@@ -228,6 +261,7 @@ class Store:
                 raise InputError(
                     "the store's folder does not exist", path=self.path, fix=f"create {parent} first"
                 )
+        _check_memory_limit(memory_limit)
         try:
             self.con: duckdb.DuckDBPyConnection = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
@@ -236,6 +270,8 @@ class Store:
                 path=self.path,
                 fix="give a DuckDB file (or a new path); close other programs writing to it",
             ) from exc
+        if self.path != ":memory:":
+            self._check_file_backed()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")  # the library never prints
         self.con.execute(f"SET memory_limit = {_q(memory_limit)}")
@@ -244,6 +280,17 @@ class Store:
         self.read_only = read_only
         if not read_only:
             self.con.execute(_SCHEMA)
+
+    def _check_file_backed(self) -> None:
+        """Refuse a connection that DuckDB opened in memory (its writes would be lost on close)."""
+        rows = self.con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+        if not rows or not rows[0][0]:
+            self.con.close()
+            raise InputError(
+                "DuckDB opens this path as an in-memory database: nothing would be stored",
+                path=self.path,
+                fix=f"give the store a file name ending in {settings.STORE_SUFFIX}, e.g. store{settings.STORE_SUFFIX}",
+            )
 
     # ------------------------------------------------------------------ plumbing
 

@@ -50,7 +50,8 @@ def ingest(
     memory_limit: str = typer.Option("1GB", "--memory-limit", help="DuckDB memory limit."),
 ) -> None:
     """Load meters and readings into the store; every row accepted or quarantined with a reason."""
-    from twin.store import Store  # deferred, see twin.cli
+    from twin.store import Store, check_store_path  # deferred, see twin.cli
+    check_store_path(store)
     if meters is None and readings is None:
         raise InputError("nothing to ingest", fix="give --meters and/or --readings")
     net = _network(network, crs, gis)
@@ -98,7 +99,8 @@ def balance(
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
     from twin.balance import water_balance  # deferred, see twin.cli
-    from twin.store import Store
+    from twin.store import Store, check_store_path
+    check_store_path(store)
     require_file(store, what="store")
     net = _network(network, crs, gis)
     with Store(store) as st:
