@@ -37,7 +37,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,24 @@ class Store:
 
     # ------------------------------------------------------------------ plumbing
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Run the body as one DuckDB transaction: committed whole, or rolled back on any exception.
+
+        A process killed inside it leaves the file as it was (DuckDB never
+        saw the COMMIT).
+        """
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:  # the connection is already unusable; nothing was committed
+                pass
+            raise
+        self.con.execute("COMMIT")
+
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
@@ -348,10 +367,12 @@ class Store:
         Rows for meters already stored replace them. Returns a summary with
         the meter counts only.
         """
-        ingest_id = self._next_ingest_id() if ingest_id is None else ingest_id
-        summary, _ = self._ingest_meters(
-            meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m, ingest_id=ingest_id
-        )
+        with self._transaction():
+            ingest_id = self._next_ingest_id() if ingest_id is None else ingest_id
+            summary, _ = self._ingest_meters(
+                meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
+                ingest_id=ingest_id,
+            )
         return summary
 
     def _ingest_meters(
@@ -622,7 +643,9 @@ class Store:
         The steps: store the registry (validated, joined to ``network``);
         stage the readings file; classify every row
         (:func:`twin.readings.classify`); write the accepted and quarantined
-        rows; record the ingest with its counts.
+        rows; record the ingest with its counts. They run as one transaction:
+        an exception (or the process killed) at any step leaves the store as
+        it was, and the same ingest run again stores every row once.
 
         Parameters
         ----------
@@ -661,21 +684,24 @@ class Store:
         if self.read_only:
             raise InputError("the store is open read-only", path=self.path, fix="open it without read_only to ingest")
         t0 = time.perf_counter()
-        ingest_id = self._next_ingest_id()
-        rejected = None
-        if meters_path is not None:
-            summary, rejected = self._ingest_meters(
-                meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
-                ingest_id=ingest_id,
-            )
-        else:
-            summary = IngestSummary(ingest_id=ingest_id)
         if readings_path is not None:
-            self._ingest_readings(
-                summary, readings_path, rejected=rejected, now=now, progress=progress, thresholds=thresholds
-            )
-        summary.seconds = time.perf_counter() - t0
-        self._record_ingest(summary, meters_path, readings_path)
+            require_file(readings_path, what="readings")
+        with self._transaction():  # registry, readings, quarantine and record: all or nothing
+            ingest_id = self._next_ingest_id()
+            rejected = None
+            if meters_path is not None:
+                summary, rejected = self._ingest_meters(
+                    meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
+                    ingest_id=ingest_id,
+                )
+            else:
+                summary = IngestSummary(ingest_id=ingest_id)
+            if readings_path is not None:
+                self._ingest_readings(
+                    summary, readings_path, rejected=rejected, now=now, progress=progress, thresholds=thresholds
+                )
+            summary.seconds = time.perf_counter() - t0
+            self._record_ingest(summary, meters_path, readings_path)
         log.info(
             "ingested %s rows: %s accepted, %s quarantined, %s already stored (%.1f s)",
             f"{summary.rows_in:,}", f"{summary.accepted:,}", f"{summary.quarantined_total:,}",

@@ -1,0 +1,112 @@
+"""Faults during an ingest (issue 12): one transaction, nothing half written.
+
+An ingest stores the meter registry, its join and refused rows, the readings,
+the quarantined rows and the ingest record together or not at all: an
+exception, or the process being killed, at any later step leaves the store as
+it was, and running the same ingest again stores every row exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import twin.errors
+import twin.store
+from tests.test_store import METERS, NOW, PLANTED, _expected, _write
+from twin.store import Store
+
+TABLES = ("meters", "meter_quarantine", "readings", "quarantine", "ingests")
+
+
+def _snapshot(db: Path) -> dict[str, object]:
+    """Row counts of every ingest table (None: the table does not exist)."""
+    with Store(db, read_only=True) as store:
+        return {t: len(store.table(t)) if store.has_table(t) else None for t in TABLES}
+
+
+def _first_half(tmp_path):
+    """A store holding one earlier ingest (the first half of the planted rows, its registry)."""
+    m, r = _write(tmp_path, PLANTED[:8], name="first.csv")
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        store.ingest(m, r, now=NOW)
+    return db
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _raise(*args, **kwargs):
+    raise Boom("injected fault")
+
+
+@pytest.mark.parametrize("step", ["_record_ingest", "_write_classified", "classify"])
+def test_a_failing_step_leaves_the_store_as_it_was_and_a_rerun_stores_everything_once(tmp_path, monkeypatch, step):
+    db = _first_half(tmp_path)
+    before = _snapshot(db)
+    m = tmp_path / "meters2.csv"
+    m.write_text(METERS + "C3,customer,117.032,28.242,,\n")  # the registry changes too
+    _, r = _write(tmp_path)
+    with monkeypatch.context() as mp:
+        mp.setattr(twin.store if step == "classify" else Store, step, _raise)
+        with Store(db) as store, pytest.raises(Boom):
+            store.ingest(m, r, now=NOW)
+    assert _snapshot(db) == before
+    with Store(db, read_only=True) as store:
+        assert "C3" not in store.meter_table().index  # the registry was not written either
+    with Store(db) as store:
+        s = store.ingest(m, r, now=NOW)
+        ok, exp = _expected()
+        assert s.adds_up and s.duplicates_skipped == 8
+        assert len(store.readings()) == ok and s.accepted == ok - 6  # of the 8 first rows 6 were accepted, 2 quarantined
+        assert store.quarantine()["reason"].value_counts().to_dict() == exp
+        assert "C3" in store.meter_table().index and len(store.ingests()) == 2
+
+
+def test_registry_is_not_written_when_the_readings_file_cannot_be_read(tmp_path):
+    m, _ = _write(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("meter,when\nC1,2026\n")
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        with pytest.raises(twin.errors.ReadingsError):
+            store.ingest(m, bad, now=NOW)
+        assert not store.has_table("meters") or store.meter_table().empty
+        assert store.ingests().empty
+
+
+KILLER = """
+import os, signal, sys
+import twin.errors
+import twin.store
+from twin.store import Store
+
+def die(self, *a, **k):  # the readings and quarantine rows are written, the record is next
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Store._record_ingest = die
+with Store(sys.argv[1]) as store:
+    store.ingest(sys.argv[2], sys.argv[3], now=sys.argv[4])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_ingest_leaves_nothing_behind(tmp_path):
+    db = _first_half(tmp_path)
+    before = _snapshot(db)
+    m, r = _write(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(Path(twin.store.__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLER), str(db), str(m), str(r), NOW],
+                          env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-500:]
+    assert _snapshot(db) == before
+    with Store(db) as store:
+        s = store.ingest(m, r, now=NOW)
+        assert s.adds_up and len(store.readings()) == _expected()[0]
