@@ -272,3 +272,30 @@ def test_a_bad_memory_limit_is_refused_without_leaving_a_store(tmp_path, twin_cl
     err = capsys.readouterr().err
     assert "--memory-limit" in err and "1GB" in err and "Traceback" not in err
     assert not db.exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_readings_paths_are_literal_never_glob_patterns(tmp_path, fmt, twin_cli, capsys):
+    """`readings[1].csv` reads exactly that file; `week*.csv` is a missing file unless it exists literally."""
+    m, _ = _write(tmp_path)
+
+    def put(rows, name):
+        df = pd.DataFrame([row[:3] for row in rows], columns=["meter_id", "timestamp", "value"])
+        path = tmp_path / name
+        df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path, index=False)
+        return path
+
+    literal = put(PLANTED[:2], f"readings[1].{fmt}")
+    put(PLANTED[:5], f"readings1.{fmt}")  # what the pattern [1] matches
+    put(PLANTED[24:26], f"weekA.{fmt}")
+    put(PLANTED[29:31], f"weekB.{fmt}")
+    with Store() as store:
+        assert store.ingest(m, literal, now=NOW).rows_in == 2
+        with pytest.raises(FileNotFoundError, match=r"week\*"):
+            store.ingest(None, tmp_path / f"week*.{fmt}", now=NOW)
+        assert store.reading_count() == 2
+        star = put(PLANTED[24:25], f"week*.{fmt}")  # a file literally named so
+        assert store.ingest(None, star, now=NOW).rows_in == 1
+    db = tmp_path / "s.duckdb"
+    assert twin_cli("ingest", "--meters", m, "--readings", tmp_path / f"week?.{fmt}", "--store", db) == 2
+    assert f"week?.{fmt}" in capsys.readouterr().err

@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -146,6 +147,17 @@ def _file_head_hash(path: Path, nbytes: int = 1 << 20) -> str:
 def _q(value: str | Path) -> str:
     """SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def _q_file(path: str | Path) -> str:
+    """SQL string literal of a file path for DuckDB's readers, glob characters escaped.
+
+    ``read_csv`` and ``read_parquet`` expand ``*``, ``?`` and ``[...]``: a
+    file named ``readings[1].csv`` would read ``readings1.csv`` and
+    ``week*.csv`` every week. Each such character becomes a one-character
+    class (``[*]``), which matches only itself.
+    """
+    return _q(re.sub(r"([\[*?])", r"[\1]", str(path)))
 
 
 def _utc_ns(s: pd.Series) -> pd.Series:
@@ -471,7 +483,7 @@ class Store:
     def _stage(self, path: Path) -> int:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            src = f"read_parquet({_q(path)}, file_row_number = true)"
+            src = f"read_parquet({_q_file(path)}, file_row_number = true)"
             cols = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             lower = {c.lower().strip(): c for c in cols}
             self._check_reading_columns(lower, path)
@@ -486,7 +498,7 @@ class Store:
             )
         elif suffix in (".csv", ".txt", ".gz"):
             src = (
-                f"read_csv({_q(path)}, all_varchar = true, header = true, null_padding = true, "
+                f"read_csv({_q_file(path)}, all_varchar = true, header = true, null_padding = true, "
                 "strict_mode = false, auto_detect = true)"
             )
             try:
