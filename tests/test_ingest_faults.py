@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import twin.errors
@@ -110,3 +111,53 @@ def test_a_killed_ingest_leaves_nothing_behind(tmp_path):
     with Store(db) as store:
         s = store.ingest(m, r, now=NOW)
         assert s.adds_up and len(store.readings()) == _expected()[0]
+
+
+# --------------------------------------------------------------------------- rows the CSV sniffer never saw
+
+
+def _big_csv(path: Path, n: int, *, tail: list[str] = (), newline_at_end: bool = True) -> list[str]:
+    """A readings CSV of ``n`` good flow rows (past DuckDB's sniffer sample) then ``tail``."""
+    t0 = pd.Timestamp("2025-06-01T00:00:00+08:00")
+    lines = ["meter_id,timestamp,value"]
+    lines += [f"F1,{(t0 + pd.Timedelta(minutes=15 * i)).isoformat()},{i % 97}.5" for i in range(n)]
+    lines += list(tail)
+    path.write_text("\n".join(lines) + ("\n" if newline_at_end else ""))
+    return lines
+
+
+def test_an_extra_field_after_the_sniffer_sample_is_quarantined_as_malformed(tmp_path):
+    m, _ = _write(tmp_path)
+    r = tmp_path / "r.csv"
+    _big_csv(r, 25_000, tail=["F1,2026-03-05T00:00:00+08:00,3.5,surplus", "F1,2026-03-05T00:15:00+08:00,1.5"])
+    with Store() as store:
+        s = store.ingest(m, r, now=NOW)
+        assert s.quarantined == {"malformed_row": 1} and s.accepted == 25_001 and s.adds_up
+        assert store.quarantine()["source_row"].tolist() == [25_001]
+
+
+def test_a_cut_last_row_is_quarantined_and_the_full_file_later_stores_the_right_value(tmp_path):
+    m, _ = _write(tmp_path)
+    r = tmp_path / "r.csv"
+    good = ["F1,2026-03-05T00:00:00+08:00,123.456"]
+    _big_csv(r, 100, tail=[good[0][:-3]], newline_at_end=False)  # the copy stopped in the value
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        s = store.ingest(m, r, now=NOW)
+        assert s.quarantined == {"truncated_row": 1} and s.accepted == 100
+        _big_csv(r, 100, tail=good)  # the whole file arrives
+        s = store.ingest(None, r, now=NOW)
+        assert (s.accepted, s.duplicates_skipped, s.quarantined) == (1, 100, {})
+        assert store.readings(start="2026-03-05T00:00:00+08:00", end="2026-03-05T00:00:01+08:00")["value"].tolist() == [123.456]
+
+
+def test_every_row_quarantined_is_exit_2_naming_the_file_and_the_likely_cause(tmp_path, twin_cli, capsys):
+    m, _ = _write(tmp_path)
+    r = tmp_path / "r.csv"
+    r.write_text("meter_id,timestamp,value\nF1,2026-03-02 08:00:00,1.5\nF1,2026-03-02 08:15:00,1.7\n")
+    db = tmp_path / "s.duckdb"
+    assert twin_cli("ingest", "--meters", m, "--readings", r, "--store", db, "--now", NOW) == 2
+    out = capsys.readouterr()
+    assert "r.csv" in out.err and "every row" in out.err and "offset" in out.err and "Traceback" not in out.err
+    with Store(db, read_only=True) as store:  # nothing lost: the rows are kept with their reason
+        assert store.quarantine()["reason"].tolist() == ["timestamp_without_offset"] * 2

@@ -50,7 +50,7 @@ def ingest(
     memory_limit: str = typer.Option("1GB", "--memory-limit", help="DuckDB memory limit."),
 ) -> None:
     """Load meters and readings into the store; every row accepted or quarantined with a reason."""
-    from twin.store import Store, check_store_path  # deferred, see twin.cli
+    from twin.store import Store, check_store_path, refuse_all_quarantined  # deferred, see twin.cli
     check_store_path(store)
     if meters is None and readings is None:
         raise InputError("nothing to ingest", fix="give --meters and/or --readings")
@@ -84,6 +84,8 @@ def ingest(
             m.add_row(f"joined within {max_distance:g} m", f"{s.joined:,}")
             m.add_row("unmatched", f"{s.unmatched:,}")
         con.print(m)
+    if readings is not None:
+        refuse_all_quarantined(s, readings)
 
 
 @gis_reading_options
