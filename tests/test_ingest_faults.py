@@ -161,3 +161,79 @@ def test_every_row_quarantined_is_exit_2_naming_the_file_and_the_likely_cause(tm
     assert "r.csv" in out.err and "every row" in out.err and "offset" in out.err and "Traceback" not in out.err
     with Store(db, read_only=True) as store:  # nothing lost: the rows are kept with their reason
         assert store.quarantine()["reason"].tolist() == ["timestamp_without_offset"] * 2
+
+
+# --------------------------------------------------------------------------- files DuckDB cannot read (item 10)
+
+
+def _ingest_exit(twin_cli, capsys, tmp_path, readings):
+    m, _ = _write(tmp_path)
+    db = tmp_path / "s.duckdb"
+    code = twin_cli("-q", "ingest", "--meters", m, "--readings", readings, "--store", db, "--now", NOW)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    with Store(db, read_only=True) as store:  # nothing half written
+        assert store.reading_count() == 0 and store.ingests().empty
+    return code, err
+
+
+@pytest.mark.parametrize("damage", ["cut", "not_parquet"])
+def test_a_cut_or_foreign_parquet_file_is_one_line_and_exit_2(tmp_path, twin_cli, capsys, damage):
+    whole = tmp_path / "whole.parquet"
+    pd.DataFrame({"meter_id": ["F1"] * 500, "timestamp": ["2026-03-02T00:00:00+08:00"] * 500,
+                  "value": [1.5] * 500}).to_parquet(whole)
+    bad = tmp_path / "r.parquet"
+    data = whole.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "cut" else b"meter_id,timestamp,value\nF1,x,1\n")
+    code, err = _ingest_exit(twin_cli, capsys, tmp_path, bad)
+    assert code == 2 and "r.parquet" in err and "Parquet" in err
+
+
+def test_a_latin1_byte_deep_in_a_csv_names_the_line_and_utf8(tmp_path, twin_cli, capsys):
+    r = tmp_path / "r.csv"
+    lines = _big_csv(r, 50_000)
+    lines[50_000] = "F1,2026-03-05T00:00:00+08:00,1.5,caf\xe9"  # line 50,001 of the file
+    r.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    code, err = _ingest_exit(twin_cli, capsys, tmp_path, r)
+    assert code == 2 and "line 50001" in err and "UTF-8" in err
+
+
+def test_a_line_break_inside_a_quoted_field_past_the_sniffer_is_one_line_and_exit_2(tmp_path, twin_cli, capsys):
+    r = tmp_path / "r.csv"
+    lines = _big_csv(r, 30_000)
+    lines[1] = lines[1].replace("F1", '"F1"')  # quotes in the sniffer's sample
+    lines[25_000] = 'F1,"2026-03-05T00:00:00\n+08:00",1.5'
+    r.write_text("\n".join(lines) + "\n")
+    code, err = _ingest_exit(twin_cli, capsys, tmp_path, r)
+    assert code == 2 and "r.csv" in err and ("line break" in err or "line 25" in err)
+
+
+def test_a_stray_quote_past_the_sniffer_does_not_swallow_the_rest_of_the_file(tmp_path):
+    m, _ = _write(tmp_path)
+    r = tmp_path / "r.csv"
+    lines = _big_csv(r, 25_500)
+    lines[25_000] = '"F1,2026-03-05T00:00:00+08:00,1.5'
+    r.write_text("\n".join(lines) + "\n")
+    with Store() as store:
+        s = store.ingest(m, r, now=NOW)  # quotes never seen by the sniffer: data, quarantined
+        assert s.rows_in == 25_500 and s.accepted == 25_499 and s.quarantined == {"unknown_meter": 1}
+
+
+def test_synth_readings_into_an_existing_file_is_exit_2(tmp_path, twin_cli, capsys):
+    out = tmp_path / "week"
+    out.write_text("not a folder")
+    assert twin_cli("synth", "readings", "--network", tmp_path / "none.inp", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "week" in err and "folder" in err and "Traceback" not in err
+    assert twin_cli("synth", "city", "--out", out) == 2
+    assert out.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("option", ["--start", "--end"])
+def test_balance_with_an_invalid_date_is_exit_2_with_the_format(tmp_path, twin_cli, capsys, option):
+    db = tmp_path / "s.duckdb"
+    Store(db).close()
+    assert twin_cli("balance", "--network", tmp_path / "n.inp", "--store", db, "--out", tmp_path / "b",
+                    option, "2026-13-45") == 2
+    err = capsys.readouterr().err
+    assert option in err and "YYYY-MM-DD" in err and "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -102,6 +103,8 @@ def balance(
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
     from twin.balance import water_balance  # deferred, see twin.cli
     from twin.store import Store, check_store_path
+    for option, day in (("--start", start), ("--end", end)):
+        _check_date(option, day)
     check_store_path(store)
     require_file(store, what="store")
     net = _network(network, crs, gis)
@@ -114,6 +117,17 @@ def balance(
     con = _console()
     con.print(_balance_table(b, max_rows=max_rows))
     con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+
+
+def _check_date(option: str, value: Optional[str]) -> None:
+    """Raise naming ``option`` when ``value`` is given and not a date YYYY-MM-DD."""
+    if value is None:
+        return
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{value!r} is not a date", element=option,
+                         fix=f"give the local date as YYYY-MM-DD, e.g. {option} 2026-03-02") from None
 
 
 def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
