@@ -109,3 +109,14 @@ def test_flows_beyond_the_largest_trunk_main_are_quarantined():
     acc, qua = validate_readings(raw, METERS, now="2026-03-10T00:00:00+08:00", max_flow_lps=100.0)
     assert acc["value"].tolist() == [12.5]  # the bound is an argument
     assert 1_000 <= big <= 20_000  # sized for a city trunk main (L/s)
+
+
+def test_read_readings_refuses_foreign_bytes_and_files_in_one_line(tmp_path):
+    latin = tmp_path / "r.csv"
+    latin.write_bytes("meter_id,timestamp,value\nC1,2026-03-02T08:00:00+08:00,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ReadingsError, match="r.csv: the file is not UTF-8.*Fix: re-encode"):
+        list(read_readings(latin))
+    fake = tmp_path / "r.parquet"
+    fake.write_text("meter_id,timestamp,value\n")
+    with pytest.raises(ReadingsError, match="r.parquet: cannot read the readings Parquet file"):
+        list(read_readings(fake))

@@ -142,7 +142,14 @@ def read_readings(
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(p)
+        try:
+            pf = pq.ParquetFile(p)
+        except Exception as exc:  # pyarrow.ArrowInvalid and kin: not Parquet, or cut short
+            raise ReadingsError(
+                f"cannot read the readings Parquet file ({str(exc).splitlines()[0]})",
+                path=p,
+                fix="the file is cut or not Parquet: copy it again in full, or give the CSV",
+            ) from exc
         _check_columns(pf.schema_arrow.names, p)
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(REQUIRED_COLUMNS)):
             df = batch.to_pandas()
@@ -163,6 +170,12 @@ def read_readings(
                 f"cannot parse the readings CSV ({exc})",
                 path=p,
                 fix="check the delimiter and quoting; rows need meter_id,timestamp,value",
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ReadingsError(
+                f"the file is not UTF-8 (byte {exc.start:,} of a chunk after data row {start - 1:,})",
+                path=p,
+                fix="re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`",
             ) from exc
     else:
         raise ReadingsError(f"unsupported readings format {suffix!r}", path=p, fix="give a .csv or .parquet file")
