@@ -202,6 +202,10 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
             store.readings(start="2026-03-02")
     with pytest.raises(InputError, match="folder does not exist"):
         Store(tmp_path / "nope" / "t.duckdb")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with Store() as store, pytest.raises(ReadingsError, match="empty.csv: the readings file is empty"):
+        store.ingest(m, empty)
 
 
 def test_read_only_reader_sees_the_data(tmp_path):

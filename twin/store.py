@@ -604,6 +604,9 @@ class Store:
         ``cut_row``; a field holding a line break (a stray quote) or a byte
         that is not UTF-8 stops the ingest with the line named.
         """
+        if path.stat().st_size == 0:
+            raise ReadingsError("the readings file is empty", path=path,
+                                fix="give a file with a header meter_id,timestamp,value and its rows")
         names, dialect = self._sniff_csv(path)
         lower = {c.lower().strip(): c for c in names}
         self._check_reading_columns(lower, path)
