@@ -65,3 +65,58 @@ def test_validate_readings_against_stored_and_needs_tz_now():
     assert acc.empty
     with pytest.raises(ReadingsError, match="time zone"):
         validate_readings(raw, METERS, now="2026-03-10")
+
+
+# --------------------------------------------------------------------------- row-level errors (issue 12, item 9)
+
+
+def test_an_impossible_utc_offset_is_quarantined_and_the_next_reading_kept():
+    raw = pd.DataFrame(
+        [
+            ("C1", "2026-03-02T08:00:00+08:00", "10.0"),
+            ("C1", "2026-03-02T20:00:00+25:00", "10.3"),  # no such offset
+            ("C1", "2026-03-03T08:00:00+08:00", "10.6"),
+            ("C1", "2026-03-03T20:00:00+08:75", "10.9"),  # 75 minutes
+            ("C1", "2026-03-04T08:00:00-13:00", "11.2"),  # west of -12:00
+            ("C1", "2026-03-04T20:00:00+14:00", "11.5"),  # Kiribati: real
+            ("P1", "2026-03-02T08:00:00+0545", "30"),  # Nepal: real
+        ],
+        columns=["meter_id", "timestamp", "value"],
+    )
+    acc, qua = validate_readings(raw, METERS, now="2026-03-10T00:00:00+08:00")
+    assert dict(zip(qua["source_row"], qua["reason"])) == {
+        2: "invalid_utc_offset", 4: "invalid_utc_offset", 5: "invalid_utc_offset"}
+    assert sorted(acc["source_row"]) == [1, 3, 6, 7]
+    assert len(acc) + len(qua) == len(raw)
+
+
+def test_flows_beyond_the_largest_trunk_main_are_quarantined():
+    from twin import settings
+
+    big = settings.MAX_FLOW_LPS
+    raw = pd.DataFrame(
+        [
+            ("F1", "2026-03-02T08:00:00+08:00", "1e12"),
+            ("F1", "2026-03-02T08:15:00+08:00", str(-2 * big)),
+            ("F1", "2026-03-02T08:30:00+08:00", str(0.9 * big)),
+            ("F1", "2026-03-02T08:45:00+08:00", "12.5"),
+        ],
+        columns=["meter_id", "timestamp", "value"],
+    )
+    acc, qua = validate_readings(raw, METERS, now="2026-03-10T00:00:00+08:00")
+    assert qua["reason"].tolist() == ["implausible_flow", "implausible_flow"]
+    assert acc["value"].tolist() == [0.9 * big, 12.5]
+    acc, qua = validate_readings(raw, METERS, now="2026-03-10T00:00:00+08:00", max_flow_lps=100.0)
+    assert acc["value"].tolist() == [12.5]  # the bound is an argument
+    assert 1_000 <= big <= 20_000  # sized for a city trunk main (L/s)
+
+
+def test_read_readings_refuses_foreign_bytes_and_files_in_one_line(tmp_path):
+    latin = tmp_path / "r.csv"
+    latin.write_bytes("meter_id,timestamp,value\nC1,2026-03-02T08:00:00+08:00,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ReadingsError, match="r.csv: the file is not UTF-8.*Fix: re-encode"):
+        list(read_readings(latin))
+    fake = tmp_path / "r.parquet"
+    fake.write_text("meter_id,timestamp,value\n")
+    with pytest.raises(ReadingsError, match="r.parquet: cannot read the readings Parquet file"):
+        list(read_readings(fake))

@@ -202,6 +202,10 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
             store.readings(start="2026-03-02")
     with pytest.raises(InputError, match="folder does not exist"):
         Store(tmp_path / "nope" / "t.duckdb")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with Store() as store, pytest.raises(ReadingsError, match="empty.csv: the readings file is empty"):
+        store.ingest(m, empty)
 
 
 def test_read_only_reader_sees_the_data(tmp_path):
@@ -234,3 +238,68 @@ def test_grouped_sequence_checks_give_the_same_result(tmp_path, monkeypatch):
     assert (a.accepted, a.quarantined, a.resets) == (b.accepted, b.quarantined, b.resets)
     pd.testing.assert_frame_equal(qa, qb)
     assert ("checking", 8, 8) in calls
+
+
+# --------------------------------------------------------------------------- the store's own path (issue 12)
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet", "week.json", "store"])
+def test_a_store_path_that_is_not_a_duckdb_file_is_refused(tmp_path, name, twin_cli, capsys):
+    """DuckDB opens an existing CSV in memory and would lose the ingest: refused, naming the fix."""
+    m, r = _write(tmp_path)
+    existing = tmp_path / name
+    existing.write_text("a,b\n1,2\n")
+    for path in (existing, tmp_path / f"new-{name}"):
+        with pytest.raises(InputError, match=r"\.duckdb"):
+            Store(path)
+        assert twin_cli("ingest", "--meters", m, "--readings", r, "--store", path, "--now", NOW) == 2
+        err = capsys.readouterr().err
+        assert str(path.name) in err and ".duckdb" in err and "Traceback" not in err
+        assert twin_cli("balance", "--network", m, "--store", path, "--out", tmp_path / "b") == 2
+        assert ".duckdb" in capsys.readouterr().err
+        assert twin_cli("localise", "--network", m, "--crs", "EPSG:4548", "--meters", m, "--readings", r,
+                        "--out", tmp_path / "loc", "--store", path) == 2
+        assert ".duckdb" in capsys.readouterr().err
+    assert existing.read_text() == "a,b\n1,2\n"
+    assert not (tmp_path / f"new-{name}").exists()
+
+
+def test_a_path_duckdb_opens_in_memory_is_refused():
+    with pytest.raises(InputError, match="in-memory"):
+        Store(":memory:week.duckdb")
+
+
+def test_a_bad_memory_limit_is_refused_without_leaving_a_store(tmp_path, twin_cli, capsys):
+    m, r = _write(tmp_path)
+    db = tmp_path / "s.duckdb"
+    assert twin_cli("ingest", "--meters", m, "--store", db, "--memory-limit", "lots") == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit" in err and "1GB" in err and "Traceback" not in err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_readings_paths_are_literal_never_glob_patterns(tmp_path, fmt, twin_cli, capsys):
+    """`readings[1].csv` reads exactly that file; `week*.csv` is a missing file unless it exists literally."""
+    m, _ = _write(tmp_path)
+
+    def put(rows, name):
+        df = pd.DataFrame([row[:3] for row in rows], columns=["meter_id", "timestamp", "value"])
+        path = tmp_path / name
+        df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path, index=False)
+        return path
+
+    literal = put(PLANTED[:2], f"readings[1].{fmt}")
+    put(PLANTED[:5], f"readings1.{fmt}")  # what the pattern [1] matches
+    put(PLANTED[24:26], f"weekA.{fmt}")
+    put(PLANTED[29:31], f"weekB.{fmt}")
+    with Store() as store:
+        assert store.ingest(m, literal, now=NOW).rows_in == 2
+        with pytest.raises(FileNotFoundError, match=r"week\*"):
+            store.ingest(None, tmp_path / f"week*.{fmt}", now=NOW)
+        assert store.reading_count() == 2
+        star = put(PLANTED[24:25], f"week*.{fmt}")  # a file literally named so
+        assert store.ingest(None, star, now=NOW).rows_in == 1
+    db = tmp_path / "s.duckdb"
+    assert twin_cli("ingest", "--meters", m, "--readings", tmp_path / f"week?.{fmt}", "--store", db) == 2
+    assert f"week?.{fmt}" in capsys.readouterr().err

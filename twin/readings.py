@@ -9,7 +9,12 @@ in DuckDB, used both by :func:`validate_readings` (an in-memory table) and by
 Quarantine reasons (:data:`REASONS`), the first that applies wins:
 
 ``malformed_row``
-    more fields than the header.
+    more fields than the header (anywhere in the file, not only in the
+    rows DuckDB's CSV sniffer samples).
+``truncated_row``
+    the last row of a CSV that does not end with a line break: the file was
+    cut while being written or copied, so the row may be cut too. The whole
+    file, ingested later, stores that row normally.
 ``unknown_meter``
     empty ``meter_id`` or one that is not in the registry.
 ``rejected_meter``
@@ -19,10 +24,17 @@ Quarantine reasons (:data:`REASONS`), the first that applies wins:
     empty or not an ISO 8601 date-time.
 ``timestamp_without_offset``
     a local time without a UTC offset: ambiguous, refused.
+``invalid_utc_offset``
+    an offset no clock uses: beyond -12:00 or +14:00, or minutes of 60 or
+    more (``+25:00``, ``+08:75``).
 ``missing_value`` / ``non_numeric_value``
     empty (or ``NA``/``null``) / not a finite number.
 ``negative_value``
     a negative customer register or pressure (flows may be negative).
+``implausible_flow``
+    a flow larger in magnitude than ``max_flow_lps``
+    (:data:`twin.settings.MAX_FLOW_LPS`, more than the largest trunk main
+    carries): wrong units or a corrupt value.
 ``future_timestamp``
     later than ``now`` plus 10 minutes.
 ``duplicate``
@@ -61,13 +73,16 @@ log = logging.getLogger(__name__)
 #: Quarantine reasons, in order of precedence.
 REASONS: tuple[str, ...] = (
     "malformed_row",
+    "truncated_row",
     "unknown_meter",
     "rejected_meter",
     "unparseable_timestamp",
     "timestamp_without_offset",
+    "invalid_utc_offset",
     "missing_value",
     "non_numeric_value",
     "negative_value",
+    "implausible_flow",
     "future_timestamp",
     "duplicate",
     "register_backwards",
@@ -127,7 +142,14 @@ def read_readings(
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(p)
+        try:
+            pf = pq.ParquetFile(p)
+        except Exception as exc:  # pyarrow.ArrowInvalid and kin: not Parquet, or cut short
+            raise ReadingsError(
+                f"cannot read the readings Parquet file ({str(exc).splitlines()[0]})",
+                path=p,
+                fix="the file is cut or not Parquet: copy it again in full, or give the CSV",
+            ) from exc
         _check_columns(pf.schema_arrow.names, p)
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(REQUIRED_COLUMNS)):
             df = batch.to_pandas()
@@ -148,6 +170,12 @@ def read_readings(
                 f"cannot parse the readings CSV ({exc})",
                 path=p,
                 fix="check the delimiter and quoting; rows need meter_id,timestamp,value",
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ReadingsError(
+                f"the file is not UTF-8 (byte {exc.start:,} of a chunk after data row {start - 1:,})",
+                path=p,
+                fix="re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`",
             ) from exc
     else:
         raise ReadingsError(f"unsupported readings format {suffix!r}", path=p, fix="give a .csv or .parquet file")
@@ -221,6 +249,7 @@ def _parse_rows(
     rejected_meters: str | None,
     now: pd.Timestamp,
     groups: int,
+    max_flow_lps: float,
 ) -> None:
     """Create ``_parsed``: every staged row parsed, with the first row-level reason that applies."""
     now_utc = pd.Timestamp(now).tz_convert("UTC") + pd.Timedelta(seconds=FUTURE_TOLERANCE_S)
@@ -234,7 +263,7 @@ def _parse_rows(
         f"""
         CREATE OR REPLACE TEMP TABLE _parsed AS
         WITH s AS (
-            SELECT source_row, meter_id, "timestamp", value, extra_fields,
+            SELECT source_row, meter_id, "timestamp", value, extra_fields, cut_row,
                    nullif(CASE WHEN meter_id LIKE ' %' OR meter_id LIKE '% ' THEN trim(meter_id)
                                ELSE meter_id END, '') AS mid,
                    CASE WHEN "timestamp" LIKE ' %' OR "timestamp" LIKE '% ' THEN trim("timestamp")
@@ -249,29 +278,41 @@ def _parse_rows(
                         ELSE t0 END AS tsn
             FROM s
         ),
-        p AS (
+        p0 AS (
             SELECT *,
                    try_cast(tsn AS TIMESTAMPTZ) AS ts_any,
                    -- a date and a time to the minute at least (a bare date casts too)
                    length(tsn) >= 16 AS has_time,
                    regexp_matches(tsn, '(Z|[+-]\\d\\d(:?\\d\\d)?)$') AS has_off,
+                   regexp_extract(tsn, '([+-])(\\d\\d):?(\\d\\d)?$', ['sign', 'h', 'm']) AS off,
                    try_cast(vs AS DOUBLE) AS v
             FROM n
+        ),
+        p AS (
+            SELECT *,
+                   -- real offsets run from -12:00 to +14:00, minutes below 60
+                   coalesce(try_cast(nullif(off.m, '') AS INTEGER) >= 60
+                            OR try_cast(off.h AS INTEGER) * 60 + coalesce(try_cast(nullif(off.m, '') AS INTEGER), 0)
+                               > CASE WHEN off.sign = '-' THEN 720 ELSE 840 END, FALSE) AS bad_off
+            FROM p0
         )
         SELECT p.source_row, p.meter_id, p."timestamp", p.value, p.mid, m.kind,
                CASE WHEN p.has_time AND p.has_off THEN p.ts_any END AS ts,
                p.v,
                CASE
                  WHEN p.extra_fields THEN 'malformed_row'
+                 WHEN p.cut_row THEN 'truncated_row'
                  WHEN p.mid IS NULL THEN 'unknown_meter'
                  WHEN m.meter_id IS NULL AND rj.meter_id IS NOT NULL THEN 'rejected_meter'
                  WHEN m.meter_id IS NULL THEN 'unknown_meter'
                  WHEN p.tsn IS NULL OR p.tsn = '' THEN 'unparseable_timestamp'
                  WHEN p.ts_any IS NOT NULL AND NOT p.has_off THEN 'timestamp_without_offset'
                  WHEN p.ts_any IS NULL OR NOT p.has_time THEN 'unparseable_timestamp'
+                 WHEN p.bad_off THEN 'invalid_utc_offset'
                  WHEN p.vs IS NULL OR (p.v IS NULL AND lower(p.vs) IN ('na', 'n/a', 'null', 'none', '-')) THEN 'missing_value'
                  WHEN p.v IS NULL OR NOT isfinite(p.v) THEN 'non_numeric_value'
                  WHEN p.v < 0 AND m.kind IN ('customer', 'pressure') THEN 'negative_value'
+                 WHEN m.kind = 'flow' AND abs(p.v) > {float(max_flow_lps)} THEN 'implausible_flow'
                  WHEN p.ts_any > {now_sql} THEN 'future_timestamp'
                END AS reason,
                NULL::VARCHAR AS flag,
@@ -444,6 +485,7 @@ def classify(
     min_jump_m3: float = MIN_JUMP_M3,
     pressure_spike_m: float = PRESSURE_SPIKE_M,
     tolerance_m3: float = REGISTER_TOLERANCE_M3,
+    max_flow_lps: float = settings.MAX_FLOW_LPS,
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Classify every staged row in SQL; return the name of the result table.
@@ -459,7 +501,9 @@ def classify(
         A connection whose session ``TimeZone`` is UTC.
     stage : str
         Table ``(source_row BIGINT, meter_id, timestamp, value VARCHAR,
-        extra_fields BOOLEAN)``.
+        extra_fields BOOLEAN, cut_row BOOLEAN)``: ``extra_fields`` where the
+        row has more fields than the header, ``cut_row`` for a last row the
+        file may have cut.
     meters : str
         Table of the usable registry: ``meter_id``, ``kind``.
     rejected_meters : str or None
@@ -475,6 +519,8 @@ def classify(
         the memory of the window functions.
     max_flow_m3h, min_jump_m3, pressure_spike_m, tolerance_m3 : float
         Thresholds, see the module docstring.
+    max_flow_lps : float, default ``settings.MAX_FLOW_LPS``
+        Largest plausible flow through a flow meter, either direction, L/s.
     progress : callable, optional
         ``progress(done, total)`` after each group.
 
@@ -489,7 +535,8 @@ def classify(
     """
     groups = max(1, int(groups))
     rules = _SequenceRules(max_flow_m3h, min_jump_m3, pressure_spike_m, tolerance_m3)
-    _parse_rows(con, stage=stage, meters=meters, rejected_meters=rejected_meters, now=now, groups=groups)
+    _parse_rows(con, stage=stage, meters=meters, rejected_meters=rejected_meters, now=now, groups=groups,
+                max_flow_lps=max_flow_lps)
     _mark_duplicates(con, stored_readings)
     _check_sequences(con, rules, stored_readings=stored_readings, groups=groups, progress=progress)
     _skip_stored_quarantine(con, stored_quarantine)
@@ -516,6 +563,7 @@ def _stage_frame(raw: pd.DataFrame) -> pd.DataFrame:
             "timestamp": _obj_str(raw["timestamp"]),
             "value": _obj_str(raw["value"]),
             "extra_fields": np.zeros(len(raw), dtype=bool),
+            "cut_row": np.zeros(len(raw), dtype=bool),
         }
     )
 
@@ -611,7 +659,7 @@ def validate_readings(
         for duplicate and sequence checks.
     **thresholds
         ``max_flow_m3h``, ``min_jump_m3``, ``pressure_spike_m``,
-        ``tolerance_m3`` (see :func:`classify`).
+        ``tolerance_m3``, ``max_flow_lps`` (see :func:`classify`).
 
     Returns
     -------

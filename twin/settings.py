@@ -57,3 +57,13 @@ CANDIDATE_ZONE_SHARE = 0.9
 
 #: Rows per chunk when reading large readings files.
 READ_CHUNK_ROWS = 1_000_000
+
+#: File name endings of a readings store (a DuckDB database file); the first
+#: is the one suggested. DuckDB would open a CSV or Parquet path in memory.
+STORE_SUFFIX = ".duckdb"
+STORE_SUFFIXES = (".duckdb", ".db", ".ddb")
+
+#: Largest plausible flow through a flow meter, either direction, L/s. A
+#: city's largest trunk main (DN2000 at 3 m/s) carries about 9,400 L/s; a
+#: flow beyond this is quarantined as implausible (wrong units or corrupt).
+MAX_FLOW_LPS = 10_000.0

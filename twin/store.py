@@ -36,8 +36,10 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,11 @@ class IngestSummary:
         """Whether ``rows_in == accepted + quarantined + duplicates_skipped``."""
         return self.rows_in == self.accepted + self.quarantined_total + self.duplicates_skipped
 
+    @property
+    def all_quarantined(self) -> bool:
+        """Whether the file had rows and every one of them was quarantined (nothing usable)."""
+        return self.rows_in > 0 and self.quarantined_total == self.rows_in
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary."""
         d = asdict(self)
@@ -145,6 +152,51 @@ def _file_head_hash(path: Path, nbytes: int = 1 << 20) -> str:
 def _q(value: str | Path) -> str:
     """SQL string literal."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def _q_file(path: str | Path) -> str:
+    """SQL string literal of a file path for DuckDB's readers, glob characters escaped.
+
+    ``read_csv`` and ``read_parquet`` expand ``*``, ``?`` and ``[...]``: a
+    file named ``readings[1].csv`` would read ``readings1.csv`` and
+    ``week*.csv`` every week. Each such character becomes a one-character
+    class (``[*]``), which matches only itself.
+    """
+    return _q(re.sub(r"([\[*?])", r"[\1]", str(path)))
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _csv_error(exc: duckdb.Error, path: Path) -> ReadingsError:
+    """A one-line :class:`ReadingsError` for DuckDB's CSV error, naming the line and the fix."""
+    text = str(exc)
+    line = re.search(r"Line:\s*(\d+)", text)
+    where = f"line {line.group(1)}: " if line else ""
+    if "unicode" in text.lower() or "utf-8" in text.lower():
+        return ReadingsError(
+            f"{where}the file is not UTF-8 (a byte of another encoding, e.g. GBK or Latin-1)",
+            path=path,
+            fix="re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`",
+        )
+    reason = next((ln.strip() for ln in text.splitlines()[1:] if ln.strip() and "Original Line" not in ln), "")
+    return ReadingsError(
+        f"{where}cannot read the readings CSV ({reason or _first_line(exc)})",
+        path=path,
+        fix="check the delimiter and quoting there; rows need meter_id,timestamp,value",
+    )
+
+
+def _ends_with_line_break(path: Path) -> bool:
+    """Whether a file's last byte is a line break (True for an empty file)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) in (b"\n", b"\r")
 
 
 def _utc_ns(s: pd.Series) -> pd.Series:
@@ -178,6 +230,48 @@ def _fill_reading_counts(summary: IngestSummary, rows_in: int, counts: dict[str,
     summary.resets = resets
 
 
+#: The likely cause of a file whose rows were all quarantined, by the commonest reason.
+_LIKELY_CAUSE = {
+    "malformed_row": "the delimiter or quoting is not the file's (rows need meter_id,timestamp,value)",
+    "truncated_row": "the file was cut while being written or copied",
+    "unknown_meter": "the meter IDs do not match the registry: another utility's or an old --meters file?",
+    "rejected_meter": "the registry rows of these meters were rejected (see table meter_quarantine)",
+    "unparseable_timestamp": "the timestamps are not ISO 8601 (2026-03-02T08:00:00+08:00)",
+    "timestamp_without_offset": "the timestamps carry no UTC offset: add +08:00 (local time) or Z (UTC)",
+    "invalid_utc_offset": "the timestamps' UTC offsets are impossible: use +08:00 for local time",
+    "missing_value": "the value column is empty",
+    "non_numeric_value": "the values are not numbers (a decimal comma, or the wrong column?)",
+    "negative_value": "the values are negative: registers and pressures are not",
+    "implausible_flow": "the flows are far too large: give them in L/s",
+    "future_timestamp": "the timestamps are in the future: check this machine's clock or pass --now",
+    "duplicate": "the rows repeat readings already stored with other values",
+    "register_backwards": "the registers run backwards",
+    "implausible_jump": "the values jump implausibly: check the units (m³ registers, m pressure head)",
+}
+
+
+def refuse_all_quarantined(summary: IngestSummary, readings_path: str | Path) -> None:
+    """Raise when every row of a readings file was quarantined, naming the likely cause.
+
+    The rows stay in the ``quarantine`` table with their reasons; the CLI
+    exits with status 2 so that a scheduled job notices.
+
+    Raises
+    ------
+    ReadingsError
+        ``data`` holds the counts per reason.
+    """
+    if not summary.all_quarantined:
+        return
+    top = max(summary.quarantined, key=lambda r: summary.quarantined[r])
+    raise ReadingsError(
+        f"every row ({summary.rows_in:,}) was quarantined, most as {top}: likely {_LIKELY_CAUSE.get(top, top)}",
+        path=readings_path,
+        fix="correct the file and ingest it again; the rows and their reasons are in the store's quarantine table",
+        data=dict(summary.quarantined),
+    )
+
+
 def _warn_if_clock_is_off(summary: IngestSummary, now: pd.Timestamp) -> None:
     """Warn when most rows are in the future: the machine's clock (or ``now``) is likely wrong."""
     future = summary.quarantined.get("future_timestamp", 0)
@@ -187,6 +281,38 @@ def _warn_if_clock_is_off(summary: IngestSummary, now: pd.Timestamp) -> None:
             "Pass now= (CLI: --now) to check against another time",
             f"{future:,}", f"{summary.rows_in:,}", now.isoformat(),
         )
+
+
+def check_store_path(path: str | Path) -> None:
+    """Refuse a store path that is not a DuckDB database file name.
+
+    The CLI calls it first thing, before reading anything else.
+
+    DuckDB opens an existing CSV or Parquet file as an in-memory database (all
+    writes lost on close) and happily creates a database named ``out.csv``;
+    a store must be a ``.duckdb`` (or ``.db``/``.ddb``) file.
+    """
+    if str(path) != ":memory:" and Path(path).suffix.lower() not in settings.STORE_SUFFIXES:
+        raise InputError(
+            "a store must be a DuckDB database file, not a data file or a name without its extension",
+            path=path,
+            fix=f"give a file ending in {settings.STORE_SUFFIX}, e.g. {Path(path).with_suffix(settings.STORE_SUFFIX).name}",
+        )
+
+
+def _check_memory_limit(memory_limit: str) -> None:
+    """Refuse a memory limit DuckDB cannot read, before any file is created."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = {_q(memory_limit)}")
+    except duckdb.Error as exc:
+        raise InputError(
+            f"DuckDB cannot use the memory limit {memory_limit!r} ({str(exc).splitlines()[0]})",
+            element="--memory-limit",
+            fix="give an amount with a unit, e.g. 1GB or 500MB",
+        ) from exc
+    finally:
+        con.close()
 
 
 class Store:
@@ -220,6 +346,7 @@ class Store:
         threads: int | None = None,
     ) -> None:
         self.path = str(path)
+        check_store_path(self.path)
         if read_only and self.path != ":memory:":
             require_file(self.path, what="store")
         if self.path != ":memory:" and not read_only:
@@ -228,6 +355,7 @@ class Store:
                 raise InputError(
                     "the store's folder does not exist", path=self.path, fix=f"create {parent} first"
                 )
+        _check_memory_limit(memory_limit)
         try:
             self.con: duckdb.DuckDBPyConnection = duckdb.connect(self.path, read_only=read_only)
         except duckdb.Error as exc:
@@ -236,6 +364,8 @@ class Store:
                 path=self.path,
                 fix="give a DuckDB file (or a new path); close other programs writing to it",
             ) from exc
+        if self.path != ":memory:":
+            self._check_file_backed()
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")  # the library never prints
         self.con.execute(f"SET memory_limit = {_q(memory_limit)}")
@@ -245,7 +375,36 @@ class Store:
         if not read_only:
             self.con.execute(_SCHEMA)
 
+    def _check_file_backed(self) -> None:
+        """Refuse a connection that DuckDB opened in memory (its writes would be lost on close)."""
+        rows = self.con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+        if not rows or not rows[0][0]:
+            self.con.close()
+            raise InputError(
+                "DuckDB opens this path as an in-memory database: nothing would be stored",
+                path=self.path,
+                fix=f"give the store a file name ending in {settings.STORE_SUFFIX}, e.g. store{settings.STORE_SUFFIX}",
+            )
+
     # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Run the body as one DuckDB transaction: committed whole, or rolled back on any exception.
+
+        A process killed inside it leaves the file as it was (DuckDB never
+        saw the COMMIT).
+        """
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:  # the connection is already unusable; nothing was committed
+                pass
+            raise
+        self.con.execute("COMMIT")
 
     def close(self) -> None:
         """Close the connection."""
@@ -301,10 +460,12 @@ class Store:
         Rows for meters already stored replace them. Returns a summary with
         the meter counts only.
         """
-        ingest_id = self._next_ingest_id() if ingest_id is None else ingest_id
-        summary, _ = self._ingest_meters(
-            meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m, ingest_id=ingest_id
-        )
+        with self._transaction():
+            ingest_id = self._next_ingest_id() if ingest_id is None else ingest_id
+            summary, _ = self._ingest_meters(
+                meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
+                ingest_id=ingest_id,
+            )
         return summary
 
     def _ingest_meters(
@@ -401,9 +562,19 @@ class Store:
         return int(self.con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchall()[0][0])
 
     def _stage(self, path: Path) -> int:
+        """Stage a readings file as table ``_stage`` (raw strings, see :func:`twin.readings.classify`); return its rows."""
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            src = f"read_parquet({_q(path)}, file_row_number = true)"
+            self._stage_parquet(path)
+        elif suffix in (".csv", ".txt", ".gz"):
+            self._stage_csv(path)
+        else:
+            raise ReadingsError(f"unsupported readings format {suffix!r}", path=path, fix="give a .csv or .parquet file")
+        return int(self.con.execute("SELECT count(*) FROM _stage").fetchall()[0][0])
+
+    def _stage_parquet(self, path: Path) -> None:
+        src = f"read_parquet({_q_file(path)}, file_row_number = true)"
+        try:
             cols = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
             lower = {c.lower().strip(): c for c in cols}
             self._check_reading_columns(lower, path)
@@ -413,36 +584,81 @@ class Store:
                     CAST("{lower['meter_id']}" AS VARCHAR) AS meter_id,
                     CAST("{lower['timestamp']}" AS VARCHAR) AS "timestamp",
                     CAST("{lower['value']}" AS VARCHAR) AS value,
-                    FALSE AS extra_fields
+                    FALSE AS extra_fields, FALSE AS cut_row
                     FROM {src}"""
             )
-        elif suffix in (".csv", ".txt", ".gz"):
-            src = (
-                f"read_csv({_q(path)}, all_varchar = true, header = true, null_padding = true, "
-                "strict_mode = false, auto_detect = true)"
-            )
-            try:
-                cols = [r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-            except Exception as exc:  # duckdb.Error
-                raise ReadingsError(
-                    f"cannot read the readings CSV ({str(exc).splitlines()[0]})",
-                    path=path,
-                    fix="give a comma-separated file with a header meter_id,timestamp,value",
-                ) from exc
-            lower = {c.lower().strip(): c for c in cols}
-            self._check_reading_columns(lower, path)
-            extra = [c for k, c in lower.items() if k.startswith("column") and k[6:].isdigit()]
-            extra_sql = " OR ".join(f'"{c}" IS NOT NULL' for c in extra) or "FALSE"
+        except duckdb.Error as exc:
+            raise ReadingsError(
+                f"cannot read the readings Parquet file ({_first_line(exc)})",
+                path=path,
+                fix="the file is cut or not Parquet: copy it again in full, or give the CSV",
+            ) from exc
+
+    def _stage_csv(self, path: Path) -> None:
+        """Stage a CSV with the dialect DuckDB sniffs, checking every row, not only the sniffed sample.
+
+        The sniffer reads the first rows only; beyond them DuckDB would drop
+        a surplus field without a word. The file is read with one spare
+        column, so a row with more fields than the header is marked
+        (``extra_fields``); a last row without a line break is marked
+        ``cut_row``; a field holding a line break (a stray quote) or a byte
+        that is not UTF-8 stops the ingest with the line named.
+        """
+        if path.stat().st_size == 0:
+            raise ReadingsError("the readings file is empty", path=path,
+                                fix="give a file with a header meter_id,timestamp,value and its rows")
+        names, dialect = self._sniff_csv(path)
+        lower = {c.lower().strip(): c for c in names}
+        self._check_reading_columns(lower, path)
+        spare = "_twin_surplus_field"
+        columns = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in [*names, spare])
+        src = (
+            f"read_csv({_q_file(path)}, auto_detect = false, header = true, delim = {_q(dialect[0])}, "
+            f"quote = {_q(dialect[1])}, escape = {_q(dialect[2])}, null_padding = true, strict_mode = false, "
+            f"columns = {{{columns}}})"
+        )
+        extra = [c for k, c in lower.items() if k.startswith("column") and k[6:].isdigit()] + [spare]
+        extra_sql = " OR ".join(f'"{c}" IS NOT NULL' for c in extra)
+        try:
             self.con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE _stage AS SELECT
                     row_number() OVER () AS source_row,
                     "{lower['meter_id']}" AS meter_id, "{lower['timestamp']}" AS "timestamp",
-                    "{lower['value']}" AS value, ({extra_sql}) AS extra_fields
+                    "{lower['value']}" AS value, ({extra_sql}) AS extra_fields, FALSE AS cut_row
                     FROM {src}"""
             )
-        else:
-            raise ReadingsError(f"unsupported readings format {suffix!r}", path=path, fix="give a .csv or .parquet file")
-        return int(self.con.execute("SELECT count(*) FROM _stage").fetchall()[0][0])
+        except duckdb.Error as exc:
+            raise _csv_error(exc, path) from exc
+        self._refuse_line_breaks_in_fields(path)
+        if path.suffix.lower() != ".gz" and not _ends_with_line_break(path):
+            self.con.execute("UPDATE _stage SET cut_row = TRUE WHERE source_row = (SELECT max(source_row) FROM _stage)")
+
+    def _sniff_csv(self, path: Path) -> tuple[list[str], tuple[str, str, str]]:
+        """Column names and ``(delimiter, quote, escape)`` of a CSV, as DuckDB's sniffer finds them."""
+        opts = "header = true, null_padding = true, strict_mode = false"
+        try:
+            names = [r[0] for r in self.con.execute(
+                f"DESCRIBE SELECT * FROM read_csv({_q_file(path)}, all_varchar = true, {opts})").fetchall()]
+            found = self.con.execute(
+                f"SELECT Delimiter, Quote, Escape FROM sniff_csv({_q_file(path)}, {opts})").fetchall()[0]
+        except duckdb.Error as exc:
+            raise _csv_error(exc, path) from exc
+        dialect = tuple("" if v in (None, "(empty)") else str(v) for v in found)
+        return names, dialect  # type: ignore[return-value]
+
+    def _refuse_line_breaks_in_fields(self, path: Path) -> None:
+        """Raise naming the first row whose field holds a line break (a quote left open swallows lines)."""
+        row = self.con.execute(
+            """SELECT min(source_row) FROM _stage WHERE regexp_matches(meter_id, '[\r\n]')
+               OR regexp_matches("timestamp", '[\r\n]') OR regexp_matches(value, '[\r\n]')"""
+        ).fetchall()[0][0]
+        if row is not None:
+            raise ReadingsError(
+                "a field holds a line break (a quote opened and not closed joins the lines that follow)",
+                path=path,
+                row=int(row),
+                fix="remove the stray quote or line break there; readings fields never span lines",
+            )
 
     @staticmethod
     def _check_reading_columns(lower: dict[str, str], path: Path) -> None:
@@ -534,6 +750,8 @@ class Store:
             progress("writing", 1, 1)
         _fill_reading_counts(summary, rows_in, counts, resets)
         _warn_if_clock_is_off(summary, now_ts)
+        if summary.all_quarantined:
+            log.warning("%s: every row was quarantined (%s)", rp, ", ".join(f"{r} {n:,}" for r, n in summary.quarantined.items()))
         if not summary.adds_up:  # a bug, not bad input
             raise TwinError(f"ingest counts do not add up: {summary.as_dict()}", data=summary.as_dict())
 
@@ -575,7 +793,9 @@ class Store:
         The steps: store the registry (validated, joined to ``network``);
         stage the readings file; classify every row
         (:func:`twin.readings.classify`); write the accepted and quarantined
-        rows; record the ingest with its counts.
+        rows; record the ingest with its counts. They run as one transaction:
+        an exception (or the process killed) at any step leaves the store as
+        it was, and the same ingest run again stores every row once.
 
         Parameters
         ----------
@@ -614,21 +834,24 @@ class Store:
         if self.read_only:
             raise InputError("the store is open read-only", path=self.path, fix="open it without read_only to ingest")
         t0 = time.perf_counter()
-        ingest_id = self._next_ingest_id()
-        rejected = None
-        if meters_path is not None:
-            summary, rejected = self._ingest_meters(
-                meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
-                ingest_id=ingest_id,
-            )
-        else:
-            summary = IngestSummary(ingest_id=ingest_id)
         if readings_path is not None:
-            self._ingest_readings(
-                summary, readings_path, rejected=rejected, now=now, progress=progress, thresholds=thresholds
-            )
-        summary.seconds = time.perf_counter() - t0
-        self._record_ingest(summary, meters_path, readings_path)
+            require_file(readings_path, what="readings")
+        with self._transaction():  # registry, readings, quarantine and record: all or nothing
+            ingest_id = self._next_ingest_id()
+            rejected = None
+            if meters_path is not None:
+                summary, rejected = self._ingest_meters(
+                    meters_path, meters_crs=meters_crs, network=network, max_distance_m=max_distance_m,
+                    ingest_id=ingest_id,
+                )
+            else:
+                summary = IngestSummary(ingest_id=ingest_id)
+            if readings_path is not None:
+                self._ingest_readings(
+                    summary, readings_path, rejected=rejected, now=now, progress=progress, thresholds=thresholds
+                )
+            summary.seconds = time.perf_counter() - t0
+            self._record_ingest(summary, meters_path, readings_path)
         log.info(
             "ingested %s rows: %s accepted, %s quarantined, %s already stored (%.1f s)",
             f"{summary.rows_in:,}", f"{summary.accepted:,}", f"{summary.quarantined_total:,}",

@@ -38,6 +38,9 @@ def localise_cmd(
 ) -> None:
     """Detect a leak in a week of readings and rank the pipes where it most likely is."""
     from twin.pipeline import localise_files  # deferred, see twin.cli
+    from twin.store import check_store_path
+    if store is not None:
+        check_store_path(store)
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     with StageProgress() as bar:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -50,7 +51,8 @@ def ingest(
     memory_limit: str = typer.Option("1GB", "--memory-limit", help="DuckDB memory limit."),
 ) -> None:
     """Load meters and readings into the store; every row accepted or quarantined with a reason."""
-    from twin.store import Store  # deferred, see twin.cli
+    from twin.store import Store, check_store_path, refuse_all_quarantined  # deferred, see twin.cli
+    check_store_path(store)
     if meters is None and readings is None:
         raise InputError("nothing to ingest", fix="give --meters and/or --readings")
     net = _network(network, crs, gis)
@@ -83,6 +85,8 @@ def ingest(
             m.add_row(f"joined within {max_distance:g} m", f"{s.joined:,}")
             m.add_row("unmatched", f"{s.unmatched:,}")
         con.print(m)
+    if readings is not None:
+        refuse_all_quarantined(s, readings)
 
 
 @gis_reading_options
@@ -98,7 +102,10 @@ def balance(
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
     from twin.balance import water_balance  # deferred, see twin.cli
-    from twin.store import Store
+    from twin.store import Store, check_store_path
+    for option, day in (("--start", start), ("--end", end)):
+        _check_date(option, day)
+    check_store_path(store)
     require_file(store, what="store")
     net = _network(network, crs, gis)
     with Store(store) as st:
@@ -110,6 +117,17 @@ def balance(
     con = _console()
     con.print(_balance_table(b, max_rows=max_rows))
     con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+
+
+def _check_date(option: str, value: Optional[str]) -> None:
+    """Raise naming ``option`` when ``value`` is given and not a date YYYY-MM-DD."""
+    if value is None:
+        return
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{value!r} is not a date", element=option,
+                         fix=f"give the local date as YYYY-MM-DD, e.g. {option} 2026-03-02") from None
 
 
 def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:

@@ -19,6 +19,13 @@ synth_app = typer.Typer(
 )
 
 
+def _refuse_file_as_folder(out: Path) -> None:
+    """Raise when ``--out`` names an existing file (checked before any simulation)."""
+    if out.exists() and not out.is_dir():
+        raise InputError("--out names an existing file, not a folder", path=out,
+                         fix="give a folder (created when missing) for the output files")
+
+
 @synth_app.command("city")
 def city(
     size: str = typer.Option("small", "--size", help="small (~1,000 pipes, ~10,000 customers) or city "
@@ -28,6 +35,7 @@ def city(
 ) -> None:
     """Build the Yingtan reference network: yingtan-SIZE.inp (EPSG:4548) and yingtan-SIZE.gpkg."""
     from twin.synth.city import synth_city  # deferred, see twin.cli
+    _refuse_file_as_folder(out)
     if size not in ("small", "city"):
         raise InputError(f"unknown size {size!r}", element="--size", fix="use --size small or --size city")
     paths = synth_city(size=size, seed=seed, out_dir=out)
@@ -58,6 +66,7 @@ def readings(
 ) -> None:
     """Simulate a true network and write meters.csv, readings.csv and truth.json."""
     from twin.synth.readings import synth_readings  # deferred, see twin.cli
+    _refuse_file_as_folder(out)
     paths = synth_readings(
         network, crs=crs, days=days, leak=leak, seed=seed, out_dir=out, customers=customers,
         leak_flow_lps=leak_flow_lps, start=start, readings_format=readings_format,
