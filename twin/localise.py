@@ -263,8 +263,9 @@ def _inputs(network: Network, m: Measurements) -> _Inputs:
         No usable sensor, or less than two nights of readings.
     """
     wn = network.wn
-    warnings = [f"sensor {r['meter_id']} ({r['kind']} at {r['element'] or '?'}) not used: {r['reason']}"
-                for _, r in m.rejected.iterrows()]
+    warnings = list(m.warnings) + [
+        f"sensor {r['meter_id']} ({r['kind']} at {r['element'] or '?'}) not used: {r['reason']}"
+        for _, r in m.rejected.iterrows()]
     if m.pressure.empty and m.flow.empty:
         raise ReadingsError("no pressure logger or flow meter has usable readings",
                             fix="check that meters.csv lists loggers with node_id/link_id of this network "
