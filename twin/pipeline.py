@@ -136,6 +136,8 @@ def localise_files(
                       progress=progress, **options)
     timings["localise_s"] = time.perf_counter() - t2
     report = dict(result.report)
+    report["degraded"] = bool(report.get("degraded")) or any(
+        str(w).startswith("degraded") for w in report.get("warnings", []))
     report["ingest"] = _ingest_report(staged)
     report["inputs"] = {"network": str(network_path), "crs": str(crs), "meters": str(meters_path),
                         "readings": str(readings_path), "meters_crs": str(meters_crs)}
