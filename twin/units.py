@@ -96,6 +96,10 @@ REFUSE_SHARE = 0.8
 MIN_PRESSURE_M = 2.0
 MIN_FLOW_M3S = 1e-4
 
+#: Fewer consuming customer meters than this: no verdict on the registers
+#: (daily use spreads too widely to judge a handful).
+MIN_CUSTOMERS = 20
+
 #: IDs named in a message before "and N more".
 MAX_NAMED = 8
 
@@ -351,12 +355,15 @@ def check_register_units(customer: pd.DataFrame, meters: pd.DataFrame) -> UnitsC
     Raises
     ------
     ReadingsError
-        At least :data:`REFUSE_SHARE` of the consuming meters are off by 1000.
+        At least :data:`REFUSE_SHARE` of the consuming meters are off by 1000
+        (no verdict below :data:`MIN_CUSTOMERS` consuming meters).
     """
     if customer.empty:
         return UnitsCheck()
     use = daily_use(customer)
     use = use[use > 0]
+    if len(use) < MIN_CUSTOMERS:
+        return UnitsCheck()
     if "customer_class" in meters.columns:
         cls = meters["customer_class"].astype("string").fillna("").str.strip().str.lower().reindex(use.index)
     else:
