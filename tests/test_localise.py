@@ -167,14 +167,12 @@ def test_candidate_zone_is_connected_and_holds_the_share():
     assert zone == {"p1", "p2"}  # p4 scores more but is not connected to p1
 
 
-def test_unmetered_source_is_a_reported_degraded_result(ltown, leak_result):
+def test_unmetered_source_is_refused_not_reported_as_no_leak(ltown, leak_result):
     _, meters, readings, join = leak_result
     source_meter = meters.index[(meters["kind"] == "flow") & (meters["link_id"] == "p227")][0]
-    loc = localise(ltown, meters=meters, join=join, readings=readings[readings["meter_id"] != source_meter])
-    assert loc.report["detected"] is False
-    assert loc.candidates.empty
-    assert any("degraded" in w for w in loc.report["warnings"])
-    assert any("R1" in w for w in loc.report["warnings"])
+    with pytest.raises(ReadingsError, match="system input") as exc:
+        localise(ltown, meters=meters, join=join, readings=readings[readings["meter_id"] != source_meter])
+    assert "R1" in str(exc.value) and exc.value.fix
 
 
 def test_dma_steps_finds_the_dma_whose_balance_stepped_up():

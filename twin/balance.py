@@ -60,6 +60,7 @@ from twin.measure import element_series
 from twin.meters import join_meters, node_weights
 from twin.network import Network
 from twin.store import Store
+from twin.units import check_sensor_units
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ def _measured_inflow(network: Network, store: Store, meters: pd.DataFrame,
     if series.empty:
         raise InputError("the store holds no flow readings", path=store.path, fix="ingest the flow meters' readings")
     flow_m = flow_m.loc[flow_m.index.astype(str).isin(series.columns)]
+    check_sensor_units(series, flow_m["link_id"].astype(str), meters, network)  # m³/h: refused (twin.units)
     _, flow = element_series(series, flow_m["link_id"].astype(str), meters)
     tanks = set(network.wn.tank_name_list)
     p_m = meters.loc[kind.eq("pressure").to_numpy()]

@@ -37,12 +37,53 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from twin.errors import ReadingsError
+
 log = logging.getLogger(__name__)
 
 #: Smallest share of a 12-hour window that the customer registers must
 #: bracket for its metered consumption to enter the balance (see
 #: :func:`twin.demand.window_coverage`).
 MIN_WINDOW_COVERAGE = 0.9
+
+
+def require_metered_supply(supply: pd.Series | None, notes: list[str], rejected: pd.DataFrame | None = None) -> pd.Series:
+    """The system input, or an error saying why a leak cannot be detected without it.
+
+    Detection is the step in supply minus metered consumption; with a source
+    neither metered nor level-logged there is no supply, and "no leak
+    detected" would be a non-result reported as a result.
+
+    Parameters
+    ----------
+    supply : Series or None
+        :func:`twin.dma.system_input` (m³/s), None when a source is unmetered.
+    notes : list of str
+        Its notes (which source is unmetered).
+    rejected : DataFrame, optional
+        Sensors set aside (``meter_id``, ``kind``, ``reason``); flow meters
+        among them are named, as one of them may be the missing inflow meter.
+
+    Raises
+    ------
+    ReadingsError
+        ``supply`` is None.
+    """
+    if supply is not None:
+        return supply
+    why = "; ".join(n for n in notes if "not metered" in n) or "the system input is not metered"
+    aside = ""
+    if rejected is not None and len(rejected):
+        flows = rejected[rejected["kind"].astype(str).eq("flow")]
+        aside = "; ".join(f"{r.meter_id} set aside ({r.reason})" for r in flows.itertuples())
+    raise ReadingsError(
+        f"no flow meter measures the system input ({why}{'; ' + aside if aside else ''}): "
+        "a leak cannot be detected from the water balance, so the job gives no result rather than "
+        "'no leak detected'",
+        element="flow meters",
+        fix="add the flow meter on every link leaving each reservoir (kind=flow, link_id) and a level logger "
+            "or flow meters for each tank to meters.csv, with their 15-min readings",
+        data={"notes": notes})
 
 
 @dataclass

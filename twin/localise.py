@@ -52,7 +52,7 @@ from scipy.stats import norm
 
 from twin import settings
 from twin.demand import window_coverage, window_demand
-from twin.detect import MIN_WINDOW_COVERAGE, Detection, detect_leak, dma_steps
+from twin.detect import MIN_WINDOW_COVERAGE, Detection, detect_leak, dma_steps, require_metered_supply
 from twin.dma import dma_net_inflow, system_input
 from twin.errors import InputError, ReadingsError, SimulationError
 from twin.graph import middle_distances
@@ -267,8 +267,9 @@ def _inputs(network: Network, m: Measurements) -> _Inputs:
         No usable sensor, or less than two nights of readings.
     """
     wn = network.wn
-    warnings = [f"sensor {r['meter_id']} ({r['kind']} at {r['element'] or '?'}) not used: {r['reason']}"
-                for _, r in m.rejected.iterrows()]
+    warnings = list(m.warnings) + [
+        f"sensor {r['meter_id']} ({r['kind']} at {r['element'] or '?'}) not used: {r['reason']}"
+        for _, r in m.rejected.iterrows()]
     if m.pressure.empty and m.flow.empty:
         raise ReadingsError("no pressure logger or flow meter has usable readings",
                             fix="check that meters.csv lists loggers with node_id/link_id of this network "
@@ -285,6 +286,7 @@ def _inputs(network: Network, m: Measurements) -> _Inputs:
     junctions = set(wn.junction_name_list)
     p_sensors = [n for n in m.pressure.columns if n in junctions]
     supply, notes = system_input(network, m.flow, m.pressure)
+    require_metered_supply(supply, notes, m.rejected)  # no inflow meter: no detection, exit 2 (issue 12)
     data = {"pressure_loggers_used": len(p_sensors),
             "tank_level_loggers_used": len([n for n in m.pressure.columns if n in wn.tank_name_list]),
             "flow_meters_used": int(len(m.flow.columns)), "sensors_rejected": m.rejected.to_dict("records")}
@@ -1268,10 +1270,57 @@ def localise(
                "alpha_flow": alpha_flow, "nu": nu, "common_mode": common_mode, "pool_sigma": pool_sigma,
                "dma_shape": dma_shape, "dma_prior": dma_prior}
     result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
+    if not inputs.p_sensors:  # flows alone cannot tell pipes of a DMA apart (issue 12)
+        result = spread_within_dmas(result)
     log.info("localise: leak of %.2f L/s from %s; top pipe %s (p=%.2f); zone of %d pipes",
              det.leak_m3s * 1000, report["onset"], result.candidates["link_id"].iat[0],
              result.candidates["score"].iat[0], result.report["candidate_zone"]["pipes"])
     return result
+
+
+def spread_within_dmas(result: Localisation) -> Localisation:
+    """A ranking without pressure loggers: each DMA's probability spread over its pipes by length.
+
+    Flow meters and the DMA balances tell which DMA holds the leak; only
+    pressure loggers tell pipes of one DMA apart. Without them a likelihood
+    that favours one pipe (p = 0.65 on no pressure evidence) is spurious, so
+    each zone (DMA) keeps its total probability and its pipes share it in
+    proportion to their length (the prior), the candidate zone becomes the
+    whole most likely DMA, and the report is flagged ``degraded``.
+
+    Parameters
+    ----------
+    result : Localisation
+        The job's ranking (``candidates`` with ``zone``, ``length_m``, ``score``).
+
+    Returns
+    -------
+    Localisation
+        A copy: candidates re-scored and re-ranked, ``in_candidate_zone`` the
+        top DMA, report with ``degraded: true``, a warning and the new
+        ``candidate_zone`` and ``top``.
+    """
+    cand = result.candidates.copy()
+    zone = cand["zone"].astype("string").fillna("")
+    total = cand["score"].groupby(zone).transform("sum")
+    length = cand["length_m"].astype(float).clip(lower=1e-3)
+    cand["score"] = total * length / length.groupby(zone).transform("sum")
+    top = str(result.report.get("leak_dma") or cand["score"].groupby(zone).sum().idxmax())
+    cand["in_candidate_zone"] = zone.eq(top).to_numpy()
+    cand = cand.sort_values(["score", "link_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    cand["rank"] = np.arange(1, len(cand) + 1)
+    in_zone = cand["in_candidate_zone"]
+    zone_info = {"pipes": int(in_zone.sum()), "length_m": round(float(cand.loc[in_zone, "length_m"].sum()), 1),
+                 "dma": top}
+    warning = (f"degraded: no pressure logger is usable, so localisation within a DMA is not possible; "
+               f"the candidate zone is the whole of DMA {top or '(no zone)'} ({zone_info['pipes']} pipes, "
+               f"{zone_info['length_m'] / 1000:.1f} km) and the scores of its pipes are spread by length. "
+               "Fix: add pressure loggers (kind=pressure, node_id) in the DMAs and their 15-min readings")
+    log.warning("%s", warning)
+    report = {**result.report, "degraded": True, "warnings": [*result.report.get("warnings", []), warning],
+              "candidate_zone": zone_info,
+              "top": cand.head(5)[["rank", "link_id", "score", "leak_flow_lps"]].round(4).to_dict("records")}
+    return Localisation(cand, report, result.residuals, result.internals)
 
 
 def _rank(

@@ -10,7 +10,10 @@ One path from readings to the job's inputs, whatever holds the readings (a
 - series per network element in SI: pressure heads and tank levels by node
   (m), flows by link (m³/s, the mean of the meters on a link)
   (:func:`element_series`);
-- the customers' registers, long, for :func:`twin.demand.window_demand`.
+- the customers' registers, long, for :func:`twin.demand.window_demand`;
+- series that look off from the contract's units by a known factor (kPa,
+  m³/h, litres) set aside with a warning, or the whole file refused
+  (:mod:`twin.units`).
 
 The system input and the DMA net inflows are computed from these by
 :func:`twin.dma.system_input` and :func:`twin.dma.dma_net_inflow`.
@@ -19,13 +22,14 @@ The system input and the DMA net inflows are computed from these by
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from twin import settings
 from twin.network import Network
 from twin.store import Store, fill_gaps, grid_series
+from twin.units import check_register_units, check_sensor_units
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ class Measurements:
         ``value`` (m³), optionally ``flag``.
     rows : int
         Readings rows behind these measurements (all kinds).
+    warnings : list of str
+        Problems the job's report must show (series off from the contract's
+        units, :mod:`twin.units`).
     """
 
     pressure: pd.DataFrame
@@ -60,6 +67,7 @@ class Measurements:
     rejected: pd.DataFrame
     customer: pd.DataFrame
     rows: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def grid(self) -> pd.DatetimeIndex:
@@ -244,14 +252,39 @@ def measurements_from_store(
 
 def _assemble(raw: pd.DataFrame, customer: pd.DataFrame, reg: pd.DataFrame, network: Network, rows: int,
               min_coverage: float, max_gap: int) -> Measurements:
-    """Screen the sensors, fill the gaps, convert to element series."""
+    """Screen the sensors and their units, fill the gaps, convert to element series.
+
+    Raises
+    ------
+    ReadingsError
+        A whole kind of readings looks off from the contract's units by a
+        known factor (:mod:`twin.units`).
+    """
     elements, rejected = screen_sensors(raw, reg, network, min_coverage=min_coverage)
+    customer, warnings = _screen_registers(customer, reg)
     if raw.empty or elements.empty:
         empty = pd.DataFrame()
-        return Measurements(empty, empty, rejected, customer, rows)
+        return Measurements(empty, empty, rejected, customer, rows, warnings)
+    units = check_sensor_units(raw, elements, reg, network)
+    if len(units.suspects):
+        off = [m for m in elements.index if m in units.suspects.index]
+        rejected = pd.concat([rejected, pd.DataFrame(
+            [{"meter_id": m, "kind": reg.at[m, "kind"], "element": elements[m], "reason": units.reason(m)}
+             for m in off], columns=REJECTED_COLUMNS)], ignore_index=True)
+        elements = elements.drop(off)
+        warnings = warnings + units.warnings
     series = fill_gaps(raw[elements.index], max_gap=max_gap)
     pressure, flow = element_series(series, elements, reg)
     log.info("measurements: %d pressure loggers, %d flow meters on %d steps; %d sensors set aside; "
              "%s customer readings", pressure.shape[1], flow.shape[1], len(series), len(rejected),
              f"{len(customer):,}")
-    return Measurements(pressure, flow, rejected, customer, rows)
+    return Measurements(pressure, flow, rejected, customer, rows, warnings)
+
+
+def _screen_registers(customer: pd.DataFrame, reg: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Customer registers without the meters whose values look off by a known factor, and the warnings."""
+    units = check_register_units(customer, reg)
+    if not len(units.suspects):
+        return customer, []
+    keep = ~customer["meter_id"].astype(str).isin(units.suspects.index)
+    return customer.loc[keep.to_numpy()], units.warnings

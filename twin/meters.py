@@ -47,6 +47,19 @@ AREA_MARGIN_M = 2000.0
 #: Distances that differ by less than this are a tie in the join, metres.
 TIE_TOLERANCE_M = 1e-6
 
+#: A plausible join: at most this share of customer meters unmatched...
+JOIN_UNMATCHED_WARN = 0.10
+#: ... and a median distance to the nearest pipe no longer than a service
+#: connection, metres. Beyond either the join gets a warning naming the cause.
+JOIN_MEDIAN_WARN_M = 25.0
+#: More than this share unmatched: the meters and the network do not fit (error).
+JOIN_UNMATCHED_ERROR = 0.5
+#: Fewer customer meters with coordinates than this: no verdict on the join.
+JOIN_MIN_METERS = 20
+
+#: Chinese web-map datums tried when a join looks wrong, with their --meters-crs.
+WEB_DATUMS = {"GCJ02": "GCJ-02", "BD09": "BD-09"}
+
 
 
 # --------------------------------------------------------------------------- reading
@@ -638,7 +651,108 @@ def join_meters(
         "joined %s of %s customer meters within %g m; %s unmatched",
         f"{n_match:,}", f"{n:,}", max_distance_m, f"{n - n_match:,}",
     )
+    out.attrs["warnings"] = join_warnings(out, network, meters=meters, max_distance_m=max_distance_m, strict=True)
     return out
+
+
+def _median_nearest_m(lon: np.ndarray, lat: np.ndarray, network: Network, lines: np.ndarray) -> float:
+    """Median distance (m) from WGS84 points to their nearest pipe."""
+    x, y = transform_xy(lon, lat, from_crs=settings.MAP_CRS, to_crs=network.crs)
+    pts = shapely.points(x, y)
+    tree = shapely.STRtree(lines)
+    pi, ti = tree.query_nearest(pts, all_matches=False)
+    return float(np.median(shapely.distance(pts[pi], lines[ti])))
+
+
+def _likely_cause(meters: gpd.GeoDataFrame | None, network: Network, median_m: float) -> tuple[str, str]:
+    """Why a join looks wrong, and the fix: a Chinese web-map datum read as WGS84, else a wrong CRS.
+
+    Each datum of :data:`WEB_DATUMS` is tried on the meters' lon/lat (taken
+    as that datum, converted to WGS84): one that brings the median distance
+    to the nearest pipe within a service connection is named.
+    """
+    if meters is not None and len(meters):
+        cust = meters.loc[meters["kind"].astype("string").eq("customer").fillna(False).to_numpy()]
+        cust = (cust if cust.crs is not None else cust.set_crs(settings.MAP_CRS)).to_crs(settings.MAP_CRS)
+        geom = cust.geometry
+        ok = (~(geom.isna() | geom.is_empty)).to_numpy()
+        lon, lat = geom[ok].x.to_numpy(), geom[ok].y.to_numpy()
+        lines = np.asarray(_candidate_pipes(network).geometry.values, dtype=object)
+        for datum, name in WEB_DATUMS.items():
+            if len(lon) and len(lines):
+                wlon, wlat = transform_xy(lon, lat, from_crs=datum, to_crs=settings.MAP_CRS)
+                alt = _median_nearest_m(wlon, wlat, network, lines)
+                if alt <= JOIN_MEDIAN_WARN_M and alt < 0.6 * median_m:
+                    return (f"the meters' lon/lat look like {name} (a Chinese web-map datum, about 300-700 m "
+                            f"off WGS84) read as WGS84: taken as {name} the median distance falls to {alt:.0f} m",
+                            f"give --meters-crs {name}")
+    return ("the network's CRS may be wrong (e.g. EPSG:32650 given for coordinates in EPSG:4548), or the "
+            "meters' datum, or the meters belong to another area",
+            f"check --crs of the network (here {network.crs.to_string() if network.crs else '?'}) "
+            "and --meters-crs of the registry")
+
+
+def join_warnings(
+    join: pd.DataFrame,
+    network: Network,
+    *,
+    meters: gpd.GeoDataFrame | None = None,
+    max_distance_m: float = settings.SNAP_DISTANCE_M,
+    strict: bool = False,
+) -> list[str]:
+    """Warnings when a join is implausible: too many meters unmatched or too far from their pipes.
+
+    A service connection is a few metres to a few tens of metres long: a
+    median distance to the nearest pipe above :data:`JOIN_MEDIAN_WARN_M` or
+    more than :data:`JOIN_UNMATCHED_WARN` unmatched means the coordinates and
+    the network do not fit (a GCJ-02 / BD-09 datum read as WGS84 shifts every
+    meter by 300-700 m; a wrong network CRS shifts the network), and the
+    "joined" meters sit on other pipes. The likely cause is named
+    (:func:`_likely_cause` tries the web-map datums on ``meters``).
+
+    Parameters
+    ----------
+    join : DataFrame
+        From :func:`join_meters` (``matched``, ``distance_m``).
+    network : Network
+    meters : GeoDataFrame, optional
+        The joined registry, to test the datums.
+    max_distance_m : float
+        The join distance used, metres.
+    strict : bool
+        Raise instead of warning when more than :data:`JOIN_UNMATCHED_ERROR`
+        of the meters are unmatched.
+
+    Returns
+    -------
+    list of str
+        Empty for a plausible join (or fewer than :data:`JOIN_MIN_METERS`
+        meters with coordinates); each warning is also logged at WARNING.
+
+    Raises
+    ------
+    MeterError
+        ``strict`` and more than :data:`JOIN_UNMATCHED_ERROR` unmatched.
+    """
+    dist = pd.to_numeric(join["distance_m"], errors="coerce")
+    placed = dist.notna().to_numpy()
+    n = int(placed.sum())
+    if n < JOIN_MIN_METERS:
+        return []
+    unmatched = int((~join["matched"].astype(bool).to_numpy() & placed).sum())
+    share, median = unmatched / n, float(dist[placed].median())
+    if share <= JOIN_UNMATCHED_WARN and median <= JOIN_MEDIAN_WARN_M:
+        return []
+    cause, fix = _likely_cause(meters, network, median)
+    what = (f"{unmatched:,} of {n:,} customer meters ({share:.0%}) are farther than {max_distance_m:g} m from any "
+            f"pipe and the median distance to the nearest pipe is {median:.0f} m (a service connection is "
+            f"under {JOIN_MEDIAN_WARN_M:g} m)")
+    if strict and share > JOIN_UNMATCHED_ERROR:
+        raise MeterError(f"{what}: the meters and the network do not fit; likely cause: {cause}", fix=fix,
+                         data={"unmatched": unmatched, "meters": n, "median_distance_m": median})
+    text = f"meter join implausible: {what}, so joined meters are likely on the wrong pipes; likely cause: {cause}. Fix: {fix}"
+    log.warning("%s", text)
+    return [text]
 
 
 def node_weights(join: pd.DataFrame) -> pd.DataFrame:

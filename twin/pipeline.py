@@ -30,6 +30,7 @@ from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.maps import crew_map, save_map
 from twin.measure import Measurements, measurements_from_store
+from twin.meters import join_warnings
 from twin.network import Network, read_network
 from twin.repair import plan_repairs, write_plan
 from twin.store import Store
@@ -136,6 +137,10 @@ def localise_files(
                       progress=progress, **options)
     timings["localise_s"] = time.perf_counter() - t2
     report = dict(result.report)
+    join_notes = join_warnings(staged.join, network, meters=staged.meters)
+    report["warnings"] = [*report.get("warnings", []), *join_notes]
+    report["degraded"] = bool(report.get("degraded")) or bool(join_notes) or any(
+        str(w).startswith("degraded") for w in report["warnings"])
     report["ingest"] = _ingest_report(staged)
     report["inputs"] = {"network": str(network_path), "crs": str(crs), "meters": str(meters_path),
                         "readings": str(readings_path), "meters_crs": str(meters_crs)}

@@ -56,6 +56,8 @@ def localise_cmd(
                        f"p(within 300 m)={row['p_within_300m']:.2f}  ({row['lat']:.6f}, {row['lon']:.6f})")
     else:
         typer.echo("no leak detected")
+    if report.get("degraded"):
+        typer.echo("result DEGRADED: read the warnings before acting on it", err=True)
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     for key in ("candidates", "report", "map"):
