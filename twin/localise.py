@@ -1036,10 +1036,14 @@ def _refine(
     chi2 = float((((cal.delta - pred_best) ** 2) / var_best).sum())
     dof = max(cal.n_valid - 1, 1)
     placebo = _placebo_temper(cal, sig, scores.prior)
-    temper = max(1.0, chi2 / dof, placebo) if nu is None else 1.0
-    return _Scores(ll, L_fit, scores.prior, ll / temper + scores.prior,
+    misfit = max(1.0, chi2 / dof) if nu is None else 1.0
+    # the misfit widens the noise model (the likelihood); errors shared between sensors make the
+    # whole posterior overconfident without changing which pipe fits best: it is flattened as a
+    # power posterior, which keeps the ranking
+    spread = max(1.0, placebo / misfit) if nu is None else 1.0
+    return _Scores(ll, L_fit, scores.prior, (ll / misfit + scores.prior) / spread,
                    {**scores.report, "misfit_reduced_chi2": round(chi2 / dof, 3),
-                    "placebo_temper": round(placebo, 3), "temper": round(temper, 3)})
+                    "placebo_temper": round(placebo, 3), "temper": round(misfit * spread, 3)})
 
 
 def _placebo_temper(cal: _Calibration, sig: np.ndarray, prior: np.ndarray) -> float:
