@@ -207,8 +207,50 @@ def test_truncated_file_cut_before_coordinates(tmp_path):
     lines = wntr_network("Net1").read_text().splitlines()
     cut = tmp_path / "cut.inp"
     cut.write_text("\n".join(lines[: lines.index("[COORDINATES]")]) + "\n")
-    with pytest.raises(NetworkError, match="nodes have no coordinates"):
+    with pytest.raises(NetworkError, match=r"cut.inp: the file stops at line \d+.*truncated; missing \[COORDINATES\]"):
         read_network(cut, crs="EPSG:32650")
+
+
+# --------------------------------------------------------------------------- truncated files and coordinates (issue 12, item 11)
+
+
+@pytest.mark.parametrize("keep", [300, 500.5])  # whole lines, or cut inside a line
+def test_truncated_inp_names_the_file_and_what_is_missing(ltown_inp, tmp_path, keep):
+    lines = _ltown_lines(ltown_inp)
+    start = lines.index("[PIPES]")
+    cut = tmp_path / "cut.inp"
+    text = "\n".join(lines[: start + int(keep)])
+    cut.write_text(text + ("\n" + lines[start + int(keep)][:40] if keep % 1 else "\n"))
+    with pytest.raises(NetworkError) as info:
+        read_network(cut, crs="EPSG:32650")
+    msg = str(info.value)
+    assert "factor" not in msg and msg.startswith(str(cut)) and "Fix:" in msg
+    if keep % 1:  # the last line lacks fields: that line is named
+        assert f"line {start + int(keep) + 1} in [PIPES]" in msg and "(the file looks truncated)" in msg
+    else:
+        assert "inside [PIPES], without an [END] line: it looks truncated" in msg
+        assert "missing [OPTIONS] (flow units), [COORDINATES] (node positions)" in msg
+
+
+def test_inp_without_options_says_the_units_are_unknown(tmp_path):
+    inp = tmp_path / "noopt.inp"
+    inp.write_text("[JUNCTIONS]\n J1 10\n[RESERVOIRS]\n R1 50\n[PIPES]\n P1 J1 R1 100 100 100\n"
+                   "[COORDINATES]\n J1 0 0\n R1 100 0\n[END]\n")
+    with pytest.raises(NetworkError, match=r"noopt.inp: the file has no \[OPTIONS\] section.*Fix: add an \[OPTIONS\]"):
+        read_network(inp, crs="EPSG:32650")
+
+
+@pytest.mark.parametrize("value", ["1e30", "inf", "-inf", "nan"])
+def test_unusable_node_coordinates_are_an_error_naming_the_node(ltown_inp, tmp_path, value, twin_cli, capsys):
+    lines = _ltown_lines(ltown_inp)
+    at = next(i for i in range(lines.index("[COORDINATES]"), len(lines)) if lines[i].split()[:1] == ["n5"])
+    lines[at] = f" n5 {value} 1233.34"
+    bad = tmp_path / "bad_xy.inp"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(NetworkError, match=rf"bad_xy.inp: line {at + 1} in \[COORDINATES\]: node n5: .*Fix:"):
+        read_network(bad, crs="EPSG:32650")
+    assert twin_cli("network", "check", bad, "--crs", "EPSG:32650") == 2
+    assert "node n5" in " ".join(capsys.readouterr().err.split())
 
 
 # --------------------------------------------------------------------------- round trips

@@ -307,7 +307,7 @@ def _check_fields(path: Path, section: str, fields: list[str], i: int, *, trunca
         if col >= len(fields):
             continue
         try:
-            float(fields[col])
+            value = float(fields[col])
         except ValueError:
             raise NetworkError(
                 f"line {i} in {section}: {fields[col]!r} is not a number (element {fields[0]}, "
@@ -315,6 +315,7 @@ def _check_fields(path: Path, section: str, fields: list[str], i: int, *, trunca
                 path=path,
                 fix="write a plain number with '.' as the decimal mark",
             ) from None
+        _check_finite(path, section, fields, col, value, i, form)
 
 
 def _duplicate_error(path: Path, duplicates: list[tuple[str, str, int, str, int]]) -> NetworkError:
@@ -337,10 +338,55 @@ def _duplicate_error(path: Path, duplicates: list[tuple[str, str, int, str, int]
     )
 
 
+#: Sections WNTR cannot do without: [OPTIONS] (flow units; without it WNTR fails with "'NoneType' object
+#: has no attribute 'factor'") and [COORDINATES] (the network's geometry). EPANET writes both near the end,
+#: so a file cut short loses them first.
+_REQUIRED_SECTIONS = {"[OPTIONS]": "flow units", "[COORDINATES]": "node positions"}
+
+
 def _check_complete(path: Path, seen: set[str], section: str | None, last: int) -> None:
-    """Warn when the file has no [END] line."""
+    """Refuse a file that lacks [OPTIONS] or [COORDINATES]; warn about a missing [END] line otherwise."""
+    missing = [f"{s} ({what})" for s, what in _REQUIRED_SECTIONS.items() if s not in seen]
+    if missing and "[END]" not in seen:
+        raise NetworkError(
+            f"the file stops at line {last}, inside {section or 'no section'}, without an [END] line: it looks "
+            f"truncated; missing {', '.join(missing)}",
+            path=path,
+            fix="copy the complete file again, or export it again from EPANET (File > Export > Network)",
+            data={"last_line": last, "last_section": section, "missing_sections": missing},
+        )
+    if "[OPTIONS]" not in seen:
+        raise NetworkError(
+            "the file has no [OPTIONS] section, so its flow units are unknown",
+            path=path,
+            fix="add an [OPTIONS] section with the units, e.g. a line 'Units LPS' (EPANET's default is GPM)",
+        )
     if "[END]" not in seen:
         log.warning("%s has no [END] line: the file may be truncated", path)
+
+
+#: Largest coordinate magnitude accepted, in the file's units: no CRS in use has coordinates beyond
+#: 1e8 (the Earth's circumference is 4e7 m; Gauss-Kruger zone prefixes reach 4.1e7).
+MAX_COORDINATE = 1e8
+
+
+def _check_finite(path: Path, section: str, fields: list[str], col: int, value: float, i: int, form: str) -> None:
+    """Numbers must be finite; coordinates must be within :data:`MAX_COORDINATE` (else they cannot be projected)."""
+    kind = {"[COORDINATES]": "node", "[VERTICES]": "link"}.get(section, "element")
+    where = f"line {i} in {section}: {kind} {fields[0]}"
+    if not np.isfinite(value):
+        raise NetworkError(
+            f"{where}: field {col + 1} of '{form}' is {fields[col]!r}, not a finite number",
+            path=path,
+            fix="write the real value (for a coordinate: the position in the file's CRS)",
+        )
+    if section in ("[COORDINATES]", "[VERTICES]") and abs(value) > MAX_COORDINATE:
+        raise NetworkError(
+            f"{where}: coordinate {fields[col]} is beyond ±{MAX_COORDINATE:.0e} and cannot be projected "
+            "(a placeholder or a unit error?)",
+            path=path,
+            fix="correct the coordinate in the file's CRS, or delete the element if it is not real",
+        )
 
 
 def _decode_inp(path: Path, raw: bytes) -> tuple[str, str]:
