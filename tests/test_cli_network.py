@@ -164,3 +164,22 @@ def test_gis_options_on_an_inp_are_ignored_with_a_warning(caplog):
     assert gis.options_for("pipes.gpkg") == {"columns": {"diameter": "DN_MM"}, "snap_tolerance_m": 0.5}
     with pytest.raises(InputError, match="KEY=NAME"):
         GisReading(columns=("diameter",)).options_for("net.inp")
+
+
+def test_closed_pipe_isolating_a_junction_fails_check_and_localise_early(ltown_inp, tmp_path, twin_cli, capsys):
+    """Issue 12, item 11: named by `network check`, and the localise job stops before ingesting anything."""
+    lines = ltown_inp.read_text().splitlines()
+    at = lines.index("[STATUS]") + 1
+    closed = tmp_path / "closed.inp"
+    closed.write_text("\n".join(lines[:at] + [" p253  Closed"] + lines[at:]) + "\n")
+    assert twin_cli("network", "check", closed, "--crs", "EPSG:32650") == 2
+    captured = capsys.readouterr()
+    assert "closed_isolation" in captured.out and "p253" in " ".join(captured.out.split())
+    meters, readings = tmp_path / "meters.csv", tmp_path / "readings.csv"
+    meters.write_text("meter_id,kind,lon,lat,node_id,link_id\n")
+    readings.write_text("meter_id,timestamp,value\n")
+    code = twin_cli("localise", "--network", closed, "--crs", "EPSG:32650", "--meters", meters,
+                    "--readings", readings, "--out", tmp_path / "out", "--no-map")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "closed_isolation: 1 demand junction(s) (n1)" in err and "p253" in err
+    assert "Traceback" not in err

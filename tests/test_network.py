@@ -483,3 +483,24 @@ def test_the_duplicate_scan_is_cheap_on_a_city_sized_file(tmp_path):
     t0 = time.perf_counter()
     assert len(_prescan_inp(tmp_path / "city.inp", lines)) == n + 1
     assert time.perf_counter() - t0 < 1.0
+
+
+# --------------------------------------------------------------------------- closed links (issue 12, item 11)
+
+
+def test_closed_pipe_cutting_off_a_demand_junction_is_named(ltown_inp, tmp_path):
+    from twin.validate import require_supplied_demands
+
+    lines, _ = _insert_after(_ltown_lines(ltown_inp), "[STATUS]", " p253  Closed")  # n1's only pipe
+    lines, _ = _insert_after(lines, "[STATUS]", " p2  Closed")  # inside a loop: cuts nothing off
+    closed = tmp_path / "closed.inp"
+    closed.write_text("\n".join(lines) + "\n")
+    net = read_network(closed, crs="EPSG:32650")
+    f = validate_network(net)
+    rows = f[f["code"] == "closed_isolation"]
+    assert rows["element"].tolist() == ["n1"] and (rows["level"] == "error").all()
+    assert "(n1)" in rows["message"].iloc[0] and "closed link(s) p253" in rows["message"].iloc[0]
+    with pytest.raises(NetworkError, match=r"closed.inp: n1: closed_isolation: 1 demand junction\(s\) \(n1\).*p253"
+                                           r".*Fix: open the link"):
+        require_supplied_demands(net)
+    require_supplied_demands(read_network(ltown_inp, crs="EPSG:32650"))  # the real L-Town passes
