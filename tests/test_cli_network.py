@@ -183,3 +183,13 @@ def test_closed_pipe_isolating_a_junction_fails_check_and_localise_early(ltown_i
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "closed_isolation: 1 demand junction(s) (n1)" in err and "p253" in err
     assert "Traceback" not in err
+
+
+def test_convert_to_gis_says_what_it_drops(ltown_inp, tmp_path, twin_cli, capsys):
+    """Issue 12, item 11: L-Town's 2 controls, 3 patterns and its simulation options are named, with counts."""
+    assert twin_cli("network", "convert", ltown_inp, tmp_path / "l.gpkg", "--crs", "EPSG:32650") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "l.gpkg keeps the network's assets only; not written: 2 controls, 3 patterns," in err
+    assert "options (keep the .inp for simulations)" in err
+    assert twin_cli("network", "convert", tmp_path / "l.gpkg", tmp_path / "l2.gpkg") == 0
+    assert "not written" not in capsys.readouterr().err  # a GIS-built network has nothing more to drop

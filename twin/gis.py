@@ -1136,9 +1136,58 @@ def _pump_columns(network: Network) -> tuple[list, list]:
     return curve, power
 
 
+#: Option blocks of a WNTR model that steer a simulation (report and graphics only steer EPANET's report).
+_SIMULATION_OPTIONS = ("time", "hydraulic", "quality", "reaction", "energy")
+
+
+def operational_data(wn: wntr.network.WaterNetworkModel) -> dict[str, int]:
+    """What GIS layers cannot hold: counts of controls, rules, patterns, curves and set options.
+
+    Parameters
+    ----------
+    wn : wntr.network.WaterNetworkModel
+
+    Returns
+    -------
+    dict
+        ``controls``, ``rules``, ``patterns``, ``curves`` (other than the pump
+        head curves, which the ``pump_curve`` column keeps) and ``options``
+        (simulation option values that differ from EPANET's defaults:
+        durations, time steps, demand multiplier, accuracy, quality...).
+    """
+    kinds = [type(c).__name__ for _, c in wn.controls()]
+    pump_curves = {p.pump_curve_name for _, p in wn.head_pumps()}
+    default = wntr.network.WaterNetworkModel().options
+    n_options = 0
+    for block in _SIMULATION_OPTIONS:
+        mine, base = vars(getattr(wn.options, block)), vars(getattr(default, block))
+        n_options += sum(1 for k, v in mine.items() if k != "inpfile_units" and v != base.get(k))
+    return {
+        "controls": sum(k != "Rule" for k in kinds),
+        "rules": sum(k == "Rule" for k in kinds),
+        "patterns": int(wn.num_patterns),
+        "curves": sum(1 for name in wn.curve_name_list if name not in pump_curves),
+        "options": n_options,
+    }
+
+
+def _warn_dropped(network: Network, path: Path) -> None:
+    """Warn, with counts, about the operational data a GIS file does not keep."""
+    dropped = {k: v for k, v in operational_data(network.wn).items() if v}
+    if dropped:
+        log.warning("%s keeps the network's assets only; not written: %s (keep the .inp for simulations)",
+                    path.name, ", ".join(f"{v} {k if v > 1 else k.rstrip('s')}" for k, v in dropped.items()))
+
+
 def write_gis_network(network: Network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
-    """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`."""
+    """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`.
+
+    Controls, rules, patterns, curves other than pump curves and simulation
+    options have no place in GIS layers: a warning counts what is not
+    written (:func:`operational_data`).
+    """
     path = Path(path)
+    _warn_dropped(network, path)
     suffix = path.suffix.lower()
     links = network.links.copy()
     curve, power = _pump_columns(network)
