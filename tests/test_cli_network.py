@@ -118,9 +118,23 @@ def test_bad_input_exits_two_with_one_readable_line(twin_cli, capsys, tmp_path, 
         assert not (tmp_path / "out.gpkg").exists()
 
 
-def test_inp_without_crs_exits_two(twin_cli, capsys):
-    assert twin_cli("network", "info", wntr_network("Net1")) == 2
+def test_inp_without_crs_exits_two(twin_cli, capsys, tmp_path):
+    assert twin_cli("network", "check", wntr_network("Net1")) == 2
     assert "--crs EPSG:32650" in " ".join(capsys.readouterr().err.split())
+    assert twin_cli("network", "convert", wntr_network("Net1"), tmp_path / "n.gpkg") == 2
+    assert "--crs EPSG:32650" in " ".join(capsys.readouterr().err.split())
+
+
+def test_info_on_an_inp_runs_without_crs(twin_cli, capsys):
+    """Issue 12, item 11: only the lon/lat box needs the CRS; the rest is printed and the box says so."""
+    assert twin_cli("network", "info", wntr_network("ky10")) == 0
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "ky10.inp (no CRS)" in out and "1,043" in out and "430.03 km" in out and "needs --crs" in out
+    assert "no --crs: the lon/lat bounding box" in " ".join(captured.err.split())
+    assert twin_cli("network", "info", wntr_network("ky10"), "--json") == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["crs"] is None and payload["bbox_lonlat"] is None and payload["pipes"] == 1043
 
 
 def test_check_exits_two_on_validation_errors(twin_cli, capsys, ltown_inp):

@@ -81,6 +81,7 @@ def read_network(
     *,
     crs: Any = None,
     to_crs: Any = None,
+    require_crs: bool = True,
     **gis_options: Any,
 ) -> Network:
     """Read a network from an EPANET ``.inp`` or a GIS file.
@@ -95,6 +96,10 @@ def read_network(
     to_crs : any pyproj input, optional
         Projected metric CRS to hold the network in. Default: ``crs`` when it
         is projected, else ``settings.DEFAULT_CRS`` (EPSG:4548).
+    require_crs : bool
+        For an ``.inp`` without ``crs``: raise (default), or read it to
+        inspect it, coordinates as in the file and ``Network.crs`` None (no
+        lon/lat, no CRS checks; not for the later stages).
     **gis_options
         Passed to :func:`twin.gis.read_gis_network` (``columns``,
         ``snap_tolerance_m``, ``diameter_unit``, layer names...).
@@ -123,7 +128,7 @@ def read_network(
                 path=p,
                 fix="drop them for an .inp file",
             )
-        net = _read_inp(p, crs=crs, to_crs=to_crs)
+        net = _read_inp(p, crs=crs, to_crs=to_crs, require_crs=require_crs)
         _log_import(net)
         return net
     if suffix in GIS_SUFFIXES:
@@ -452,8 +457,11 @@ def _load_inp(path: Path) -> tuple[wntr.network.WaterNetworkModel, set[str]]:
     return wn, with_xy
 
 
-def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
+def _read_inp(path: Path, *, crs: Any, to_crs: Any, require_crs: bool = True) -> Network:
     wn, with_xy = _load_inp(path)
+    if crs is None and not require_crs:
+        nodes, links = tables_from_wn(wn, None)
+        return Network(wn=wn, crs=None, nodes=nodes, links=links, valves=empty_valves(None), source=str(path))
     if crs is None:
         raise CRSError(
             "an EPANET .inp file has no coordinate reference system",
@@ -534,7 +542,7 @@ def _log_import(net: Network) -> None:
     log.info(
         "read %s: %d junctions, %d reservoirs, %d tanks, %d pipes (%.2f km), %d pumps, %d valves; CRS %s",
         Path(net.source).name, s["junctions"], s["reservoirs"], s["tanks"], s["pipes"], s["pipe_length_km"],
-        s["pumps"], s["valves"], s["crs"],
+        s["pumps"], s["valves"], s["crs"] or "none (coordinates as in the file)",
     )
 
 

@@ -283,7 +283,7 @@ def _elevations(network: Network) -> list[Finding]:
 def _coordinates(network: Network) -> list[Finding]:
     """``degrees_as_metres`` or ``outside_crs_area``: node coordinates against the CRS."""
     nodes = network.nodes
-    if not len(nodes):
+    if not len(nodes) or network.crs is None:
         return []
     x = nodes.geometry.x.to_numpy()
     y = nodes.geometry.y.to_numpy()
