@@ -94,7 +94,6 @@ BAD_INPUTS = [
     (["empty.inp", "--crs", "EPSG:32650"], "empty"),
     (["does_not_exist.inp", "--crs", "EPSG:32650"], "does not exist"),
     (["gis_null_geometry.geojson"], "no geometry"),
-    (["gis_ends_apart.geojson"], "line ends do not meet"),
     (["gis_degrees_as_metres.geojson"], "lon/lat degrees"),
     (["gis_null_geometry.geojson", "--crs", "EPSG:999999"], "not a known coordinate reference system"),
     (["gis_null_geometry.geojson", "--column", "diameter"], "KEY=NAME"),
@@ -163,8 +162,10 @@ def test_tees_split_unless_asked_not_to(twin_cli, capsys, tmp_path):
     gdf.to_file(src, layer="pipes")
     assert twin_cli("network", "convert", src, tmp_path / "tee.inp") == 0
     assert "3 pipes" in capsys.readouterr().out
-    assert twin_cli("network", "convert", src, tmp_path / "tee2.inp", "--no-split-tees") == 2
-    assert "line ends do not meet" in " ".join(capsys.readouterr().err.split())
+    assert twin_cli("network", "convert", src, tmp_path / "tee2.inp", "--no-split-tees") == 0
+    assert "falls into 2 parts" in " ".join(capsys.readouterr().err.split())
+    assert twin_cli("network", "check", src, "--no-split-tees") == 2  # no source, and the parts are findings
+    assert "disconnected" in capsys.readouterr().out
 
 
 def test_gis_options_on_an_inp_are_ignored_with_a_warning(caplog):
