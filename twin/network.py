@@ -243,8 +243,8 @@ def _prescan_inp(path: Path, lines: list[str]) -> set[str]:
     no attribute 'factor'" for a truncated file) or missing (a second line
     with the same ID replaces the first), so the common mistakes are caught
     here first with the line number and what the line should hold. One pass
-    over the text (about 0.1 s for 22,000 pipes). Returns the IDs listed in
-    ``[COORDINATES]``.
+    over the text (about 0.15 s for a file of 22,000 pipes and 22,000 nodes).
+    Returns the IDs listed in ``[COORDINATES]``.
     """
     first_line: dict[tuple[str, str], tuple[str, int]] = {}
     duplicates: list[tuple[str, str, int, str, int]] = []  # (id, first section, line, section, line)
