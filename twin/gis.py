@@ -1243,11 +1243,30 @@ def _device_pairs(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, points: gpd.
     """
     node_ids = pd.Index(nodes.index)
     start, end = node_ids.get_indexer(links["start_node"]), node_ids.get_indexer(links["end_node"])
-    _, part = edge_components(len(node_ids), start, end)
+    n_parts, part = edge_components(len(node_ids), start, end)
     xy = shapely.get_coordinates(nodes.geometry.to_numpy())
     pts = shapely.get_coordinates(points.geometry.to_numpy())
+    a = np.full(len(pts), -1)
+    b = np.full(len(pts), -1)
+    if n_parts > 1:
+        tree = cKDTree(xy)
+        for lo in range(0, len(pts), 4096):  # (chunk, 16, 16) pair arrays: a few MB at a time
+            a[lo:lo + 4096], b[lo:lo + 4096] = _nearest_straddling_pair(tree, xy, part, pts[lo:lo + 4096], join_m)
+    between = a >= 0
+    kind = _device_kind(points)
+    check = np.flatnonzero(between & (kind == "isolation"))
+    if check.size:  # an isolation valve on a pipe belongs to that pipe
+        on_pipe, _ = shapely.STRtree(links.geometry.to_numpy()).query_nearest(
+            shapely.points(pts[check]), max_distance=tol)
+        between[check[np.unique(on_pipe)]] = False
+    return np.where(between, a, -1), np.where(between, b, -1), kind
+
+
+def _nearest_straddling_pair(tree: cKDTree, xy: np.ndarray, part: np.ndarray, pts: np.ndarray,
+                             join_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the node pair of two parts each point lies between (see :func:`_device_pairs`); -1: none."""
     k = min(16, len(xy))
-    d, j = cKDTree(xy).query(pts, k=k, distance_upper_bound=join_m)
+    d, j = tree.query(pts, k=k, distance_upper_bound=join_m)
     d, j = d.reshape(len(pts), k), j.reshape(len(pts), k)
     found = np.isfinite(d)
     jj, d = np.where(found, j, 0), np.where(found, d, 0.0)
@@ -1256,15 +1275,9 @@ def _device_pairs(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, points: gpd.
     ok = found[:, :, None] & found[:, None, :] & (part[jj][:, :, None] != part[jj][:, None, :]) & (detour <= span)
     score = np.where(ok, detour + 1e-3 * (d[:, :, None] + d[:, None, :]), np.inf).reshape(len(pts), k * k)
     best = np.argmin(score, axis=1)
-    between = np.isfinite(score[np.arange(len(pts)), best])
-    a, b = jj[np.arange(len(pts)), best // k], jj[np.arange(len(pts)), best % k]
-    kind = _device_kind(points)
-    check = np.flatnonzero(between & (kind == "isolation"))
-    if check.size:  # an isolation valve on a pipe belongs to that pipe
-        on_pipe, _ = shapely.STRtree(links.geometry.to_numpy()).query_nearest(
-            shapely.points(pts[check]), max_distance=tol)
-        between[check[np.unique(on_pipe)]] = False
-    return np.where(between, a, -1), np.where(between, b, -1), kind
+    rows = np.arange(len(pts))
+    hit = np.isfinite(score[rows, best])
+    return np.where(hit, jj[rows, best // k], -1), np.where(hit, jj[rows, best % k], -1)
 
 
 def _join_through_devices(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, extras: dict[str, np.ndarray],
