@@ -94,7 +94,6 @@ BAD_INPUTS = [
     (["empty.inp", "--crs", "EPSG:32650"], "empty"),
     (["does_not_exist.inp", "--crs", "EPSG:32650"], "does not exist"),
     (["gis_null_geometry.geojson"], "no geometry"),
-    (["gis_ends_apart.geojson"], "line ends do not meet"),
     (["gis_degrees_as_metres.geojson"], "lon/lat degrees"),
     (["gis_null_geometry.geojson", "--crs", "EPSG:999999"], "not a known coordinate reference system"),
     (["gis_null_geometry.geojson", "--column", "diameter"], "KEY=NAME"),
@@ -118,9 +117,23 @@ def test_bad_input_exits_two_with_one_readable_line(twin_cli, capsys, tmp_path, 
         assert not (tmp_path / "out.gpkg").exists()
 
 
-def test_inp_without_crs_exits_two(twin_cli, capsys):
-    assert twin_cli("network", "info", wntr_network("Net1")) == 2
+def test_inp_without_crs_exits_two(twin_cli, capsys, tmp_path):
+    assert twin_cli("network", "check", wntr_network("Net1")) == 2
     assert "--crs EPSG:32650" in " ".join(capsys.readouterr().err.split())
+    assert twin_cli("network", "convert", wntr_network("Net1"), tmp_path / "n.gpkg") == 2
+    assert "--crs EPSG:32650" in " ".join(capsys.readouterr().err.split())
+
+
+def test_info_on_an_inp_runs_without_crs(twin_cli, capsys):
+    """Issue 12, item 11: only the lon/lat box needs the CRS; the rest is printed and the box says so."""
+    assert twin_cli("network", "info", wntr_network("ky10")) == 0
+    captured = capsys.readouterr()
+    out = " ".join(captured.out.split())
+    assert "ky10.inp (no CRS)" in out and "1,043" in out and "430.03 km" in out and "needs --crs" in out
+    assert "no --crs: the lon/lat bounding box" in " ".join(captured.err.split())
+    assert twin_cli("network", "info", wntr_network("ky10"), "--json") == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["crs"] is None and payload["bbox_lonlat"] is None and payload["pipes"] == 1043
 
 
 def test_check_exits_two_on_validation_errors(twin_cli, capsys, ltown_inp):
@@ -149,8 +162,10 @@ def test_tees_split_unless_asked_not_to(twin_cli, capsys, tmp_path):
     gdf.to_file(src, layer="pipes")
     assert twin_cli("network", "convert", src, tmp_path / "tee.inp") == 0
     assert "3 pipes" in capsys.readouterr().out
-    assert twin_cli("network", "convert", src, tmp_path / "tee2.inp", "--no-split-tees") == 2
-    assert "line ends do not meet" in " ".join(capsys.readouterr().err.split())
+    assert twin_cli("network", "convert", src, tmp_path / "tee2.inp", "--no-split-tees") == 0
+    assert "falls into 2 parts" in " ".join(capsys.readouterr().err.split())
+    assert twin_cli("network", "check", src, "--no-split-tees") == 2  # no source, and the parts are findings
+    assert "disconnected" in capsys.readouterr().out
 
 
 def test_gis_options_on_an_inp_are_ignored_with_a_warning(caplog):
@@ -164,3 +179,32 @@ def test_gis_options_on_an_inp_are_ignored_with_a_warning(caplog):
     assert gis.options_for("pipes.gpkg") == {"columns": {"diameter": "DN_MM"}, "snap_tolerance_m": 0.5}
     with pytest.raises(InputError, match="KEY=NAME"):
         GisReading(columns=("diameter",)).options_for("net.inp")
+
+
+def test_closed_pipe_isolating_a_junction_fails_check_and_localise_early(ltown_inp, tmp_path, twin_cli, capsys):
+    """Issue 12, item 11: named by `network check`, and the localise job stops before ingesting anything."""
+    lines = ltown_inp.read_text().splitlines()
+    at = lines.index("[STATUS]") + 1
+    closed = tmp_path / "closed.inp"
+    closed.write_text("\n".join(lines[:at] + [" p253  Closed"] + lines[at:]) + "\n")
+    assert twin_cli("network", "check", closed, "--crs", "EPSG:32650") == 2
+    captured = capsys.readouterr()
+    assert "closed_isolation" in captured.out and "p253" in " ".join(captured.out.split())
+    meters, readings = tmp_path / "meters.csv", tmp_path / "readings.csv"
+    meters.write_text("meter_id,kind,lon,lat,node_id,link_id\n")
+    readings.write_text("meter_id,timestamp,value\n")
+    code = twin_cli("localise", "--network", closed, "--crs", "EPSG:32650", "--meters", meters,
+                    "--readings", readings, "--out", tmp_path / "out", "--no-map")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "closed_isolation: 1 demand junction(s) (n1)" in err and "p253" in err
+    assert "Traceback" not in err
+
+
+def test_convert_to_gis_says_what_it_drops(ltown_inp, tmp_path, twin_cli, capsys):
+    """Issue 12, item 11: L-Town's 2 controls, 3 patterns and its simulation options are named, with counts."""
+    assert twin_cli("network", "convert", ltown_inp, tmp_path / "l.gpkg", "--crs", "EPSG:32650") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "l.gpkg keeps the network's assets only; not written: 2 controls, 3 patterns," in err
+    assert "options (keep the .inp for simulations)" in err
+    assert twin_cli("network", "convert", tmp_path / "l.gpkg", tmp_path / "l2.gpkg") == 0
+    assert "not written" not in capsys.readouterr().err  # a GIS-built network has nothing more to drop

@@ -207,8 +207,50 @@ def test_truncated_file_cut_before_coordinates(tmp_path):
     lines = wntr_network("Net1").read_text().splitlines()
     cut = tmp_path / "cut.inp"
     cut.write_text("\n".join(lines[: lines.index("[COORDINATES]")]) + "\n")
-    with pytest.raises(NetworkError, match="nodes have no coordinates"):
+    with pytest.raises(NetworkError, match=r"cut.inp: the file stops at line \d+.*truncated; missing \[COORDINATES\]"):
         read_network(cut, crs="EPSG:32650")
+
+
+# --------------------------------------------------------------------------- truncated files and coordinates (issue 12, item 11)
+
+
+@pytest.mark.parametrize("keep", [300, 500.5])  # whole lines, or cut inside a line
+def test_truncated_inp_names_the_file_and_what_is_missing(ltown_inp, tmp_path, keep):
+    lines = _ltown_lines(ltown_inp)
+    start = lines.index("[PIPES]")
+    cut = tmp_path / "cut.inp"
+    text = "\n".join(lines[: start + int(keep)])
+    cut.write_text(text + ("\n" + lines[start + int(keep)][:40] if keep % 1 else "\n"))
+    with pytest.raises(NetworkError) as info:
+        read_network(cut, crs="EPSG:32650")
+    msg = str(info.value)
+    assert "factor" not in msg and msg.startswith(str(cut)) and "Fix:" in msg
+    if keep % 1:  # the last line lacks fields: that line is named
+        assert f"line {start + int(keep) + 1} in [PIPES]" in msg and "(the file looks truncated)" in msg
+    else:
+        assert "inside [PIPES], without an [END] line: it looks truncated" in msg
+        assert "missing [OPTIONS] (flow units), [COORDINATES] (node positions)" in msg
+
+
+def test_inp_without_options_says_the_units_are_unknown(tmp_path):
+    inp = tmp_path / "noopt.inp"
+    inp.write_text("[JUNCTIONS]\n J1 10\n[RESERVOIRS]\n R1 50\n[PIPES]\n P1 J1 R1 100 100 100\n"
+                   "[COORDINATES]\n J1 0 0\n R1 100 0\n[END]\n")
+    with pytest.raises(NetworkError, match=r"noopt.inp: the file has no \[OPTIONS\] section.*Fix: add an \[OPTIONS\]"):
+        read_network(inp, crs="EPSG:32650")
+
+
+@pytest.mark.parametrize("value", ["1e30", "inf", "-inf", "nan"])
+def test_unusable_node_coordinates_are_an_error_naming_the_node(ltown_inp, tmp_path, value, twin_cli, capsys):
+    lines = _ltown_lines(ltown_inp)
+    at = next(i for i in range(lines.index("[COORDINATES]"), len(lines)) if lines[i].split()[:1] == ["n5"])
+    lines[at] = f" n5 {value} 1233.34"
+    bad = tmp_path / "bad_xy.inp"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(NetworkError, match=rf"bad_xy.inp: line {at + 1} in \[COORDINATES\]: node n5: .*Fix:"):
+        read_network(bad, crs="EPSG:32650")
+    assert twin_cli("network", "check", bad, "--crs", "EPSG:32650") == 2
+    assert "node n5" in " ".join(capsys.readouterr().err.split())
 
 
 # --------------------------------------------------------------------------- round trips
@@ -378,3 +420,87 @@ def test_chinese_windows_encodings_and_bom(tmp_path):
     binary.write_bytes(b"\x00\x01\x02EPANET" * 10)
     with pytest.raises(NetworkError, match="binary"):
         read_network(binary, crs="EPSG:32650")
+
+
+# --------------------------------------------------------------------------- duplicate IDs (issue 12, item 5)
+
+
+def _ltown_lines(ltown_inp: Path) -> list[str]:
+    return ltown_inp.read_text().splitlines()
+
+
+def _insert_after(lines: list[str], header: str, new: str) -> tuple[list[str], int]:
+    """``lines`` with ``new`` inserted as the first data line after ``header``; and its 1-based line number."""
+    at = lines.index(header) + 2  # after the header and its ';ID ...' comment line
+    return lines[:at] + [new] + lines[at:], at + 1
+
+
+@pytest.mark.parametrize(
+    "header, new, first_section, element",
+    [
+        ("[PIPES]", " p1  n2  n3  999.0  100.0  120.0  0  Open  ;", "[PIPES]", "p1"),
+        ("[JUNCTIONS]", " n5  99.0  0  ;", "[JUNCTIONS]", "n5"),
+        ("[TANKS]", " n7  100  2  0  5  10  0  ;", "[JUNCTIONS]", "n7"),  # a tank with a junction's ID
+        ("[VALVES]", " p10  n2  n3  200  TCV  0  0  ;", "[PIPES]", "p10"),  # a valve with a pipe's ID
+    ],
+)
+def test_duplicate_ids_in_an_inp_are_refused_with_their_lines(ltown_inp, tmp_path, header, new, first_section,
+                                                               element):
+    lines, at = _insert_after(_ltown_lines(ltown_inp), header, new)
+    first = next(i for i, ln in enumerate(lines, start=1)
+                 if ln.split(";")[0].split()[:1] == [element] and i != at)
+    dup = tmp_path / "dup.inp"
+    dup.write_text("\n".join(lines) + "\n")
+    with pytest.raises(NetworkError) as info:
+        read_network(dup, crs="EPSG:32650")
+    msg = str(info.value)
+    assert "dup.inp" in msg and "duplicate ID" in msg and "Fix:" in msg
+    lo, hi = sorted((first, at))
+    sections = (first_section, header) if first < at else (header, first_section)
+    assert f"'{element}' in {sections[0]} line {lo} and {sections[1]} line {hi}" in msg
+    assert info.value.data["duplicates"][0]["id"] == element
+
+
+def test_duplicate_ids_exit_two_at_the_cli(ltown_inp, tmp_path, twin_cli, capsys):
+    lines, _ = _insert_after(_ltown_lines(ltown_inp), "[PIPES]", " p1  n2  n3  999.0  100.0  120.0  0  Open  ;")
+    dup = tmp_path / "dup.inp"
+    dup.write_text("\n".join(lines) + "\n")
+    assert twin_cli("network", "check", dup, "--crs", "EPSG:32650") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and "'p1' in [PIPES]" in err and "Traceback" not in err
+
+
+def test_the_duplicate_scan_is_cheap_on_a_city_sized_file(tmp_path):
+    """22,000 pipes (the city's size): the extra scan adds well under a second to the import."""
+    import time
+
+    from twin.network import _prescan_inp
+
+    n = 22_000
+    lines = ["[JUNCTIONS]"] + [f" J{i} 10" for i in range(n + 1)] + ["[PIPES]"]
+    lines += [f" P{i} J{i} J{i + 1} 50 100 120 0 Open" for i in range(n)] + ["[COORDINATES]"]
+    lines += [f" J{i} {i}.0 0.0" for i in range(n + 1)] + ["[OPTIONS]", " Units LPS", "[END]"]
+    t0 = time.perf_counter()
+    assert len(_prescan_inp(tmp_path / "city.inp", lines)) == n + 1
+    assert time.perf_counter() - t0 < 1.0
+
+
+# --------------------------------------------------------------------------- closed links (issue 12, item 11)
+
+
+def test_closed_pipe_cutting_off_a_demand_junction_is_named(ltown_inp, tmp_path):
+    from twin.validate import require_supplied_demands
+
+    lines, _ = _insert_after(_ltown_lines(ltown_inp), "[STATUS]", " p253  Closed")  # n1's only pipe
+    lines, _ = _insert_after(lines, "[STATUS]", " p2  Closed")  # inside a loop: cuts nothing off
+    closed = tmp_path / "closed.inp"
+    closed.write_text("\n".join(lines) + "\n")
+    net = read_network(closed, crs="EPSG:32650")
+    f = validate_network(net)
+    rows = f[f["code"] == "closed_isolation"]
+    assert rows["element"].tolist() == ["n1"] and (rows["level"] == "error").all()
+    assert "(n1)" in rows["message"].iloc[0] and "closed link(s) p253" in rows["message"].iloc[0]
+    with pytest.raises(NetworkError, match=r"closed.inp: n1: closed_isolation: 1 demand junction\(s\) \(n1\).*p253"
+                                           r".*Fix: open the link"):
+        require_supplied_demands(net)
+    require_supplied_demands(read_network(ltown_inp, crs="EPSG:32650"))  # the real L-Town passes

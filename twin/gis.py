@@ -29,8 +29,12 @@ With ``start_node`` / ``end_node`` columns the topology is taken as given
 (line ends are moved onto their nodes when within ``snap_tolerance_m``).
 Without them, line ends closer than ``snap_tolerance_m`` are merged into one
 node (a KD-tree over all ends), matched to the node layer's points when there
-is one. Snapping guesses, so a snapped network that falls apart is refused
-with the widest gap named (``allow_disconnected=True`` imports it anyway).
+is one. Pipes drawn shorter than twice the tolerance whose ends snap
+together are merged into their node (a warning lists them). Points of the
+valves layer that lie in a gap between two parts join them, as the pump,
+control valve or open isolation valve they are. A network still in parts is
+imported with a warning giving the parts (pipes, km) and the narrowest gap;
+the validation flags parts without a source.
 """
 
 from __future__ import annotations
@@ -55,13 +59,14 @@ from scipy.spatial import cKDTree
 
 from twin import settings
 from twin.crs import check_declared_crs, internal_crs, is_pseudo_crs, parse_crs, transform_xy
-from twin.errors import CRSError, NetworkError
+from twin.errors import CRSError, NetworkError, require_file
 from twin.graph import edge_components
 from twin.model import Network, empty_valves
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NODE_COLUMNS", "PIPE_COLUMNS", "VALVE_COLUMNS", "read_gis_network", "write_gis_network"]
+__all__ = ["DEVICE_COLUMNS", "NODE_COLUMNS", "PIPE_COLUMNS", "VALVE_COLUMNS", "operational_data", "read_gis_network",
+           "write_gis_network"]
 
 #: Canonical pipe attribute -> column names tried (case-insensitive), first match wins.
 PIPE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -106,6 +111,26 @@ VALVE_COLUMNS: dict[str, tuple[str, ...]] = {
     "node_id": ("node_id", "nodeid"),
 }
 
+#: Valve / pump point attribute -> column names tried (read with :data:`VALVE_COLUMNS`). A point's
+#: ``link_type`` "pump", or a ``valve_type`` (PRV, PSV, PBV, FCV, TCV, GPV), makes it a device; the
+#: others are isolation valves. ``bearing_deg``: flow direction, degrees clockwise from grid north.
+DEVICE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "link_type": ("link_type", "device", "kind"),
+    "valve_type": ("valve_type",),
+    "setting": ("setting",),
+    "diameter": ("diameter_m", "diameter_mm", "diameter", "dn"),
+    "pump_curve": ("pump_curve",),
+    "pump_power_w": ("pump_power_w", "pump_pw_w"),
+    "bearing": ("bearing_deg", "bearing", "flow_bearing"),
+}
+
+#: Largest distance from a valve or pump point to each of the two line ends it joins, metres.
+DEVICE_JOIN_M = 30.0
+
+_CONTROL_VALVES = ("PRV", "PSV", "PBV", "FCV", "TCV", "GPV")
+#: Devices whose direction matters (a pump, or a valve that regulates one way).
+_DIRECTED = ("pump", "PRV", "PSV", "PBV", "FCV")
+
 _NODE_TYPES = {
     "junction": "junction", "j": "junction", "node": "junction", "": "junction",
     "reservoir": "reservoir", "source": "reservoir", "r": "reservoir",
@@ -130,10 +155,32 @@ def _sibling(path: Path, layer: str) -> Path:
     return path.with_name(f"{path.stem}_{layer}{path.suffix}")
 
 
+def _valves_file(valves_layer: str | None) -> tuple[Path, str | None] | None:
+    """``valves_layer`` as a (file, layer) source when it names a GIS file, else None (a layer name)."""
+    if valves_layer is None or Path(valves_layer).suffix.lower() not in (".gpkg", ".geojson", ".json", ".shp"):
+        return None
+    p = require_file(valves_layer, what="valves layer")
+    if p.suffix.lower() == ".gpkg":
+        layers = {str(n).lower(): str(n) for n, _ in pyogrio.list_layers(p)}
+        return p, layers.get("valves")
+    return p, None
+
+
 def _find_layers(path: Path, pipes_layer: str | None, nodes_layer: str | None, valves_layer: str | None):
-    """(pipes source, nodes source or None, valves source or None); each a (path, layer name or None)."""
+    """(pipes source, nodes source or None, valves source or None); each a (path, layer name or None).
+
+    ``valves_layer`` is a layer of the GeoPackage, or a GIS file of its own.
+    """
+    valves_file = _valves_file(valves_layer)
+    if valves_file is not None:
+        pipes, nodes, _ = _find_layers(path, pipes_layer, nodes_layer, None)
+        return pipes, nodes, valves_file
     suffix = path.suffix.lower()
     if suffix != ".gpkg":
+        if valves_layer is not None:
+            raise NetworkError(f"--valves-layer {valves_layer!r} is not a GIS file", path=path,
+                               fix="name a .gpkg, .geojson or .shp file of valve points (a layer name works "
+                               "for a GeoPackage network only)")
         nodes = _sibling(path, "nodes")
         valves = _sibling(path, "valves")
         return (
@@ -345,6 +392,7 @@ def read_gis_network(
     valve_snap_m: float = 5.0,
     default_diameter_m: float | None = None,
     split_at_tees: bool = True,
+    device_join_m: float = DEVICE_JOIN_M,
 ) -> Network:
     """Read a pipe network from GIS layers.
 
@@ -364,6 +412,8 @@ def read_gis_network(
         (``{"diameter": "DN_MM", "zone": "DMA", "elevation": "Z"}``).
     pipes_layer, nodes_layer, valves_layer : str, optional
         GeoPackage layer names (default ``pipes``, ``nodes``, ``valves``).
+        ``valves_layer`` may also be a GIS file of valve and pump points
+        (see ``device_join_m``).
     snap_tolerance_m : float
         Line ends closer than this (metres, in the internal CRS) are one node;
         also the largest gap allowed between a line end and its declared node.
@@ -372,7 +422,8 @@ def read_gis_network(
     default_roughness : float
         Hazen-Williams C for pipes without a roughness value.
     allow_disconnected : bool
-        Import a snapped network even when it falls into several parts.
+        A snapped network in several parts is imported with a warning that
+        reports the parts; with True the report is logged at INFO level.
     valve_snap_m : float
         Largest distance from an isolation valve to the pipe it is put on, metres.
     default_diameter_m : float, optional
@@ -384,6 +435,14 @@ def read_gis_network(
         topology cleaning does. The pieces keep the attributes (a stated
         length is shared in proportion to the drawn lengths); the first keeps
         the ID, the others get ``<id>-2``, ``<id>-3``...
+    device_join_m : float
+        A point of the valves layer that lies between line ends of two
+        separate parts, each within this distance (metres), joins them: a
+        pump (``link_type`` "pump", with ``pump_curve`` or ``pump_power_w``),
+        a control valve (``valve_type`` PRV, PSV...; ``setting``) or, for an
+        isolation valve drawn off the pipes in a gap, an open TCV. Flow runs
+        along ``bearing_deg`` (degrees clockwise from grid north) when the
+        layer has it. The other points are isolation valves.
 
     Returns
     -------
@@ -396,7 +455,8 @@ def read_gis_network(
     NetworkError
         Unreadable layers, null or non-line geometries, missing or duplicate
         IDs, non-numeric attributes, unknown node references, line ends away
-        from their nodes, a snapped network that falls apart.
+        from their nodes, a pipe drawn as a loop onto one node, a pump point
+        without curve or power.
     CRSError
         No CRS, unknown CRS, degrees declared as metres.
     """
@@ -412,11 +472,12 @@ def read_gis_network(
     src = _layer_crs(pipes, crs, path=path, what="pipes")
     dst = internal_crs(None if is_pseudo_crs(src) else pyproj.CRS(src), to_crs)
     lines = _pipe_lines(pipes, columns, src, dst, path=path, tol=snap_tolerance_m, split_at_tees=split_at_tees)
+    node_layer, ncols = _read_node_layer(nodes_src, columns, crs, dst)
+    points = _read_point_layer(valves_src, columns, crs, dst)
+    lines, start, end, node_xy = _topology(lines, node_layer, ncols, path=path,
+                                           nodes_path=nodes_src[0] if nodes_src else path, tol=snap_tolerance_m)
     attrs = _link_attributes(lines, path=path, diameter_unit=diameter_unit, default_roughness=default_roughness,
                              default_diameter_m=default_diameter_m)
-    node_layer, ncols = _read_node_layer(nodes_src, columns, crs, dst)
-    start, end, node_xy = _topology(lines, node_layer, ncols, path=path, nodes_path=nodes_src[0] if nodes_src else path,
-                                    tol=snap_tolerance_m, allow_disconnected=allow_disconnected)
     end_z = pd.Series(np.concatenate([lines.z_start, lines.z_end]), index=np.concatenate([start, end]))
     end_z = end_z[np.isfinite(end_z.to_numpy())].groupby(level=0).mean()
     nodes = _node_table(node_xy, node_layer, ncols, path=path, crs=dst, end_elevation=end_z)
@@ -425,8 +486,11 @@ def read_gis_network(
         "pump_curve": _strings(lines.table, lines.cols.get("pump_curve")).to_numpy(),
         "pump_power_w": _numeric(lines.table, lines.cols.get("pump_power_w"), path=path, what="pipes", ids=lines.ids),
     }
+    links, extras, points = _join_through_devices(nodes, links, extras, points, path=path, tol=snap_tolerance_m,
+                                                  join_m=device_join_m, diameter_unit=diameter_unit)
+    _report_parts(nodes, links, path=path, tol=snap_tolerance_m, allow_disconnected=allow_disconnected)
     wn = _build_wn(nodes, links, extras, node_layer, ncols, path=path)
-    valves = _read_valves(valves_src, links, crs=crs, dst=dst, columns=columns, max_m=valve_snap_m)
+    valves = _place_isolation_valves(points, links, dst=dst, max_m=valve_snap_m)
     return Network(wn=wn, crs=dst, nodes=nodes, links=links, valves=valves, source=str(path))
 
 
@@ -562,12 +626,13 @@ def _read_node_layer(nodes_src, columns: Mapping[str, str] | None, crs: Any,
     return node_layer, ncols
 
 
-def _topology(lines: _Lines, node_layer, ncols, *, path: Path, nodes_path: Path, tol: float,
-              allow_disconnected: bool) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Start and end node of every line and the node positions; moves the line ends onto their nodes.
+def _topology(lines: _Lines, node_layer, ncols, *, path: Path, nodes_path: Path,
+              tol: float) -> tuple[_Lines, np.ndarray, np.ndarray, pd.DataFrame]:
+    """The lines kept, start and end node of each and the node positions; line ends moved onto their nodes.
 
-    Updates ``lines`` in place: geometry (ends on the nodes, reversed lines
-    drawn end to start) and end elevations (swapped with them).
+    Updates ``lines`` in place (geometry: ends on the nodes, reversed lines
+    drawn end to start; end elevations swapped with them) and returns them
+    without the tiny pipes merged into a node.
     """
     if lines.has_topology:
         start, end, node_xy, flip = _explicit_topology(
@@ -576,13 +641,22 @@ def _topology(lines: _Lines, node_layer, ncols, *, path: Path, nodes_path: Path,
         lines.z_start, lines.z_end = np.where(flip, lines.z_end, lines.z_start), np.where(flip, lines.z_start,
                                                                                         lines.z_end)
         lines.geoms = _move_ends(lines.geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
-        return start, end, node_xy
-    start, end, node_xy = _snap_topology(lines.geoms, node_layer, lines.ids, path=path, tol=tol,
-                                         allow_disconnected=allow_disconnected)
+        return lines, start, end, node_xy
+    start, end, node_xy, tiny = _snap_topology(lines.geoms, node_layer, lines.ids, path=path, tol=tol)
+    if tiny.any():
+        lines, start, end = _subset(lines, ~tiny), start[~tiny], end[~tiny]
+        node_xy = node_xy.loc[pd.unique(np.concatenate([start, end]))]
     lines.geoms = _move_ends(lines.geoms, node_xy.loc[start].to_numpy(), node_xy.loc[end].to_numpy())
     if node_layer is not None:
         _check_unmatched_nodes(node_layer, ncols, node_xy, lines.geoms, path=nodes_path, tol=tol)
-    return start, end, node_xy
+    return lines, start, end, node_xy
+
+
+def _subset(lines: _Lines, keep: np.ndarray) -> _Lines:
+    """The lines where ``keep`` is True."""
+    return _Lines(table=lines.table[keep].reset_index(drop=True), cols=lines.cols, ids=lines.ids[keep],
+                  geoms=lines.geoms[keep], z_start=lines.z_start[keep], z_end=lines.z_end[keep],
+                  length_attr=lines.length_attr[keep])
 
 
 def _link_table(lines: _Lines, attrs: dict[str, Any], start: np.ndarray, end: np.ndarray, *, path: Path,
@@ -844,8 +918,12 @@ def _check_unmatched_nodes(node_layer, ncols, node_xy, geoms, *, path: Path, tol
                 path.name, len(unmatched), ", ".join(map(str, unmatched[:3])))
 
 
-def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow_disconnected: bool):
-    """Node IDs of each line's ends by merging ends within ``tol`` (KD-tree + connected components)."""
+def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float):
+    """Node IDs of each line's ends by merging ends within ``tol`` (KD-tree + connected components).
+
+    Returns start and end node IDs, the node positions and which lines are
+    tiny pipes merged into one node (see :func:`_tiny_pipes`).
+    """
     n = len(geoms)
     a, b = _ends(geoms)
     xy = np.vstack([a, b])
@@ -878,44 +956,89 @@ def _snap_topology(geoms, node_layer, link_ids, *, path: Path, tol: float, allow
     cluster_ids[new] = np.asarray(names, dtype=object)
     start = cluster_ids[label[:n]]
     end = cluster_ids[label[n:]]
-    same = start == end
-    if same.any():
-        i = int(np.flatnonzero(same)[0])
-        raise NetworkError(
-            f"{int(same.sum())} pipes have both ends within the snap tolerance ({tol:g} m) of one node, e.g. "
-            f"{link_ids[i]}",
-            path=path, row=i + 1, element=str(link_ids[i]),
-            fix="delete these zero-length pipes or lower the snap tolerance (--snap-tolerance)",
-        )
-    # Connectivity of the snapped network.
-    n_parts, part = edge_components(n_clusters, label[:n], label[n:])
-    if n_parts > 1 and not allow_disconnected:
-        degree = np.bincount(label, minlength=n_clusters)
-        dangling = np.flatnonzero(degree[label] == 1)
-        gap_txt = ""
-        if dangling.size:
-            d, j = tree.query(xy[dangling], k=min(8, m))
-            d = np.atleast_2d(d)
-            j = np.atleast_2d(j)
-            other = part[label[np.clip(j, 0, m - 1)]] != part[label[dangling]][:, None]
-            d = np.where(other & np.isfinite(d), d, np.inf)
-            best = d.min(axis=1)
-            k = int(np.argmin(best))
-            if np.isfinite(best[k]):
-                end_i = dangling[k]
-                gap_txt = (f"; the narrowest gap is {best[k]:.2f} m, at an end of pipe "
-                           f"{link_ids[end_i % n]}")
-        sizes = np.bincount(part)
-        raise NetworkError(
-            f"line ends do not meet: snapping ends within {tol:g} m leaves {n_parts} separate parts "
-            f"(largest {sizes.max()} of {n_clusters} nodes){gap_txt}",
-            path=path,
-            fix="join the lines in the GIS, add start/end node columns, raise the snap tolerance "
-            "(--snap-tolerance), or import anyway (allow_disconnected=True, --allow-disconnected)",
-        )
+    tiny = _tiny_pipes(geoms, start == end, link_ids, path=path, tol=tol)
     node_xy = pd.DataFrame(centre, index=pd.Index(cluster_ids, dtype=object), columns=["x", "y"])
     log.info("snapped %d line ends into %d nodes within %g m", m, n_clusters, tol)
-    return start, end, node_xy
+    return start, end, node_xy, tiny
+
+
+def _tiny_pipes(geoms: np.ndarray, same: np.ndarray, link_ids: pd.Index, *, path: Path, tol: float) -> np.ndarray:
+    """Pipes whose two ends snap onto one node: the short ones are merged into it (a warning lists them).
+
+    A pipe drawn shorter than twice the snap tolerance whose ends fall into
+    one node is a stub of the drawing (a fitting, a split left over); it is
+    dropped and its ends become that node. A longer one is a loop drawn
+    back onto its start and is refused.
+    """
+    drawn = shapely.length(geoms)
+    loop = same & (drawn >= 2 * tol)
+    if loop.any():
+        i = int(np.flatnonzero(loop)[0])
+        raise NetworkError(
+            f"{int(loop.sum())} pipes start and end at one node although drawn {drawn[i]:.2f} m long (a loop), "
+            f"e.g. {link_ids[i]}",
+            path=path, row=i + 1, element=str(link_ids[i]),
+            fix="split the loop into two pipes at a vertex, or delete it",
+        )
+    if same.any():
+        idx = np.flatnonzero(same)
+        log.warning("%s: %d pipes shorter than %g m merged into their node (both ends within the snap tolerance "
+                    "%g m): %s", path.name, idx.size, 2 * tol, tol,
+                    ", ".join(f"{link_ids[i]} ({drawn[i]:.2f} m)" for i in idx[:10]) +
+                    (f" ... ({idx.size} in all)" if idx.size > 10 else ""))
+    return same
+
+
+def _report_parts(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, *, path: Path, tol: float,
+                  allow_disconnected: bool) -> None:
+    """Warn when the network falls into parts: how many, their pipes and length, the narrowest gap.
+
+    Snapping guesses, so the parts are reported, not refused: the
+    validation (:func:`twin.validate.validate_network`) flags the parts
+    without a source. With ``allow_disconnected`` the report is logged at
+    INFO level.
+    """
+    node_ids = pd.Index(nodes.index)
+    start = node_ids.get_indexer(links["start_node"])
+    end = node_ids.get_indexer(links["end_node"])
+    _, part = edge_components(len(node_ids), start, end)
+    link_part = part[start]
+    n_parts = len(np.unique(link_part))  # parts with links; nodes without any are validation's orphan_node
+    if n_parts <= 1:
+        return
+    is_pipe = (links["link_type"] == "pipe").to_numpy()
+    km = np.bincount(link_part, weights=np.where(is_pipe, links["length_m"].to_numpy(dtype=float), 0.0),
+                     minlength=len(part)) / 1000.0
+    n_pipes = np.bincount(link_part, weights=is_pipe.astype(float), minlength=len(part)).astype(int)
+    used = np.unique(link_part)
+    order = used[np.argsort(-km[used], kind="stable")]
+    parts = "; ".join(
+        f"{n_pipes[c]} pipes / {km[c]:.2f} km (e.g. {links.index[link_part == c][0]})" for c in order[:6]
+    ) + (f"; ... ({n_parts} in all)" if n_parts > 6 else "")
+    log.log(logging.INFO if allow_disconnected else logging.WARNING,
+            "%s: the snapped network falls into %d parts, by length: %s%s. Join them with a valve or pump point "
+            "layer (--valves-layer), in the GIS, or with a larger --snap-tolerance (now %g m)", path.name, n_parts,
+            parts, _narrowest_gap(nodes, links, part, start, end), tol)
+
+
+def _narrowest_gap(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, part: np.ndarray, start: np.ndarray,
+                   end: np.ndarray) -> str:
+    """``; the narrowest gap is 3.10 m, at an end of pipe P3`` (dangling ends to another part), or ''."""
+    xy = shapely.get_coordinates(nodes.geometry.to_numpy())
+    degree = np.bincount(np.concatenate([start, end]), minlength=len(xy))
+    dangling = np.flatnonzero(degree == 1)
+    if not dangling.size:
+        return ""
+    d, j = cKDTree(xy).query(xy[dangling], k=min(8, len(xy)))
+    d, j = np.atleast_2d(d), np.atleast_2d(j)
+    other = part[np.clip(j, 0, len(xy) - 1)] != part[dangling][:, None]
+    best = np.where(other & np.isfinite(d), d, np.inf).min(axis=1)
+    k = int(np.argmin(best))
+    if not np.isfinite(best[k]):
+        return ""
+    at = dangling[k]
+    lid = links.index[(start == at) | (end == at)][0]
+    return f"; the narrowest gap is {best[k]:.2f} m, at an end of pipe {lid}"
 
 
 def _node_table(node_xy: pd.DataFrame, node_layer, ncols, *, path: Path, crs,
@@ -1067,21 +1190,176 @@ def _add_link(wn, i: int, lid: str, s: str, e: str, kind: str, a: dict, path: Pa
                                fix="give a pump_curve (JSON [[flow_m3s, head_m], ...]) or pump_power_w")
 
 
-def _read_valves(valves_src, links, *, crs, dst, columns, max_m: float) -> gpd.GeoDataFrame:
+def _read_point_layer(valves_src, columns: Mapping[str, str] | None, crs: Any,
+                      dst: pyproj.CRS) -> gpd.GeoDataFrame | None:
+    """The valve / pump points in the internal CRS, indexed by ID, with canonical column names; or None."""
     if valves_src is None:
-        return empty_valves(dst)
+        return None
     layer = _read_layer(valves_src, "valves")
     path = valves_src[0]
     layer = layer[~(layer.geometry.isna() | layer.geometry.is_empty)].reset_index(drop=True)
     if layer.empty:
-        return empty_valves(dst)
-    vcols = _resolve_columns(layer, VALVE_COLUMNS, columns, path=path, what="valves", strict={"valve_id"})
+        return None
+    vcols = _resolve_columns(layer, {**VALVE_COLUMNS, **DEVICE_COLUMNS}, columns, path=path, what="valves",
+                             strict={"valve_id"})
     ids = _ids(layer[vcols["valve_id"]] if "valve_id" in vcols else None, len(layer), "V")
     _require_ids(ids, path=path, what="valve", col=vcols.get("valve_id", "valve_id"))
     src = _layer_crs(layer, crs, path=path, what="valves")
-    pts = _transform_geoms(shapely.force_2d(layer.geometry.to_numpy()), src, dst)
-    link_id = _strings(layer, vcols.get("link_id"))
-    node_id = _strings(layer, vcols.get("node_id"))
+    pts = shapely.force_2d(layer.geometry.to_numpy())
+    if not np.all(shapely.get_type_id(pts) == 0):
+        raise NetworkError("the valves layer holds non-Point geometries", path=path,
+                           fix="give the valves and pumps as Points")
+    table = {key: (_strings(layer, vcols.get(key)) if key in ("link_id", "node_id", "link_type", "valve_type",
+                                                              "pump_curve")
+                   else _numeric(layer, vcols.get(key), path=path, what="valves", ids=ids))
+             for key in ("link_id", "node_id", "link_type", "valve_type", "setting", "diameter", "pump_curve",
+                         "pump_power_w", "bearing")}
+    out = gpd.GeoDataFrame({k: np.asarray(v) for k, v in table.items()}, index=pd.Index(ids, name="valve_id"),
+                           geometry=_transform_geoms(pts, src, dst), crs=dst)
+    out["diameter"] = _diameter_m(out["diameter"].to_numpy(dtype=float), vcols.get("diameter"), "auto")
+    out.attrs["path"] = path
+    return out
+
+
+def _device_kind(points: gpd.GeoDataFrame) -> np.ndarray:
+    """"pump", a control valve type ("PRV"...) or "isolation" for each point."""
+    link_type = points["link_type"].astype("string").str.strip().str.lower().fillna("")
+    valve_type = points["valve_type"].astype("string").str.strip().str.upper().fillna("")
+    kind = np.where(valve_type.isin(_CONTROL_VALVES), valve_type, "isolation").astype(object)
+    as_type = link_type.str.upper()
+    kind = np.where((kind == "isolation") & as_type.isin(_CONTROL_VALVES), as_type, kind)
+    return np.where(link_type == "pump", "pump", kind)
+
+
+def _device_pairs(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, points: gpd.GeoDataFrame, *,
+                  tol: float, join_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each point, the two nodes of separate parts it joins (positions in ``nodes``; -1: none).
+
+    Of the nodes within ``join_m``, the pair from two separate parts with
+    the point closest to the straight line between them (the smallest detour
+    ``d(p, a) + d(p, b) - d(a, b)``, at most ``d(a, b)``). Isolation valves
+    join only when drawn off the pipes (farther than ``tol`` from every
+    line): one on a pipe is a valve of that pipe.
+    """
+    node_ids = pd.Index(nodes.index)
+    start, end = node_ids.get_indexer(links["start_node"]), node_ids.get_indexer(links["end_node"])
+    n_parts, part = edge_components(len(node_ids), start, end)
+    xy = shapely.get_coordinates(nodes.geometry.to_numpy())
+    pts = shapely.get_coordinates(points.geometry.to_numpy())
+    a = np.full(len(pts), -1)
+    b = np.full(len(pts), -1)
+    if n_parts > 1:
+        tree = cKDTree(xy)
+        for lo in range(0, len(pts), 4096):  # (chunk, 16, 16) pair arrays: a few MB at a time
+            a[lo:lo + 4096], b[lo:lo + 4096] = _nearest_straddling_pair(tree, xy, part, pts[lo:lo + 4096], join_m)
+    between = a >= 0
+    kind = _device_kind(points)
+    check = np.flatnonzero(between & (kind == "isolation"))
+    if check.size:  # an isolation valve on a pipe belongs to that pipe
+        on_pipe, _ = shapely.STRtree(links.geometry.to_numpy()).query_nearest(
+            shapely.points(pts[check]), max_distance=tol)
+        between[check[np.unique(on_pipe)]] = False
+    return np.where(between, a, -1), np.where(between, b, -1), kind
+
+
+def _nearest_straddling_pair(tree: cKDTree, xy: np.ndarray, part: np.ndarray, pts: np.ndarray,
+                             join_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the node pair of two parts each point lies between (see :func:`_device_pairs`); -1: none."""
+    k = min(16, len(xy))
+    d, j = tree.query(pts, k=k, distance_upper_bound=join_m)
+    d, j = d.reshape(len(pts), k), j.reshape(len(pts), k)
+    found = np.isfinite(d)
+    jj, d = np.where(found, j, 0), np.where(found, d, 0.0)
+    span = np.linalg.norm(xy[jj][:, :, None, :] - xy[jj][:, None, :, :], axis=-1)  # (points, k, k)
+    detour = d[:, :, None] + d[:, None, :] - span
+    ok = found[:, :, None] & found[:, None, :] & (part[jj][:, :, None] != part[jj][:, None, :]) & (detour <= span)
+    score = np.where(ok, detour + 1e-3 * (d[:, :, None] + d[:, None, :]), np.inf).reshape(len(pts), k * k)
+    best = np.argmin(score, axis=1)
+    rows = np.arange(len(pts))
+    hit = np.isfinite(score[rows, best])
+    return np.where(hit, jj[rows, best // k], -1), np.where(hit, jj[rows, best % k], -1)
+
+
+def _join_through_devices(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, extras: dict[str, np.ndarray],
+                          points: gpd.GeoDataFrame | None, *, path: Path, tol: float, join_m: float,
+                          diameter_unit: str) -> tuple[gpd.GeoDataFrame, dict[str, np.ndarray],
+                                                       gpd.GeoDataFrame | None]:
+    """Links for the valve and pump points that join separate parts; the isolation valves left over.
+
+    Returns the links with the new ones appended (and their ``extras``),
+    and the points that remain isolation valves.
+    """
+    if points is None or len(links) == 0:
+        return links, extras, points
+    a, b, kind = _device_pairs(nodes, links, points, tol=tol, join_m=join_m)
+    joins = a >= 0
+    lost = ~joins & (kind != "isolation")
+    if lost.any():
+        log.warning("%s: %d pump / control valve points are not between line ends of two separate parts within "
+                    "%g m; left out: %s", points.attrs["path"].name, int(lost.sum()), join_m,
+                    ", ".join(map(str, points.index[lost][:10])))
+    if not joins.any():
+        return links, extras, points
+    new = _device_links(nodes, links, points[joins], a[joins], b[joins], kind[joins], path=path)
+    log.info("%s: %d valve / pump points join separate parts of the pipes (%s)", points.attrs["path"].name,
+             int(joins.sum()), ", ".join(f"{t}: {n}" for t, n in pd.Series(kind[joins]).value_counts().items()))
+    extras = {"pump_curve": np.concatenate([extras["pump_curve"], points["pump_curve"].to_numpy(dtype=object,
+                                                                                                 na_value=None)[joins]]),
+              "pump_power_w": np.concatenate([extras["pump_power_w"], points["pump_power_w"].to_numpy()[joins]])}
+    rest = points[~joins & (kind == "isolation")]
+    return pd.concat([links, new]), extras, rest
+
+
+def _device_links(nodes: gpd.GeoDataFrame, links: gpd.GeoDataFrame, points: gpd.GeoDataFrame, a: np.ndarray,
+                  b: np.ndarray, kind: np.ndarray, *, path: Path) -> gpd.GeoDataFrame:
+    """Link rows (as :func:`_link_table` makes them) for devices joining nodes ``a`` and ``b`` (positions)."""
+    clash = points.index[points.index.isin(links.index)]
+    if len(clash):
+        raise NetworkError(f"valve / pump point {clash[0]} has the ID of a pipe", path=points.attrs["path"],
+                           element=str(clash[0]), fix="give the points IDs of their own")
+    xy = shapely.get_coordinates(nodes.geometry.to_numpy())
+    bearing = np.radians(points["bearing"].to_numpy(dtype=float))
+    along = (xy[b, 0] - xy[a, 0]) * np.sin(bearing) + (xy[b, 1] - xy[a, 1]) * np.cos(bearing)
+    flip = np.isfinite(bearing) & (along < 0)
+    a, b = np.where(flip, b, a), np.where(flip, a, b)
+    unsure = ~np.isfinite(bearing) & np.isin(kind, _DIRECTED)
+    if unsure.any():
+        log.warning("%s: the flow direction of %s is a guess (no bearing_deg column): check it", path.name,
+                    ", ".join(map(str, points.index[unsure][:10])))
+    ids = pd.Index(nodes.index)
+    pipe_d = links.loc[links["link_type"] == "pipe"].melt(
+        value_vars=["start_node", "end_node"], ignore_index=False)["value"]
+    node_d = pd.Series(links.loc[pipe_d.index, "diameter_m"].to_numpy(), index=pipe_d.to_numpy()).groupby(level=0).max()
+    diameter = np.where(np.isfinite(points["diameter"]), points["diameter"],
+                        np.fmax(node_d.reindex(ids[a]).to_numpy(), node_d.reindex(ids[b]).to_numpy()))
+    is_valve = kind != "pump"
+    setting = points["setting"].to_numpy(dtype=float)
+    return gpd.GeoDataFrame(
+        {"link_type": np.where(is_valve, "valve", "pump").astype(object),
+         "start_node": ids[a].to_numpy(dtype=object), "end_node": ids[b].to_numpy(dtype=object),
+         "length_m": np.nan, "diameter_m": np.where(is_valve, diameter, np.nan), "roughness": np.nan,
+         "material": pd.array([pd.NA] * len(a), dtype="string"),
+         "install_year": pd.array([pd.NA] * len(a), dtype="Int64"),
+         "zone": pd.array([pd.NA] * len(a), dtype="string"),
+         "status": np.where(kind == "isolation", "open", np.where(is_valve, "active", "open")).astype(object),
+         "valve_type": pd.array(np.where(kind == "isolation", "TCV", np.where(is_valve, kind, None)),
+                                dtype="string"),
+         "setting": np.where(kind == "isolation", 0.0, setting), "minor_loss": 0.0},
+        index=pd.Index(points.index, name="link_id"),
+        geometry=shapely.linestrings(np.stack([xy[a], xy[b]], axis=1)),
+        crs=links.crs,
+    )
+
+
+def _place_isolation_valves(points: gpd.GeoDataFrame | None, links, *, dst, max_m: float) -> gpd.GeoDataFrame:
+    """Isolation valves on the nearest pipe within ``max_m`` (unless the layer names it) and its nearer end."""
+    if points is None or points.empty:
+        return empty_valves(dst)
+    path = points.attrs["path"]
+    ids = points.index
+    pts = points.geometry.to_numpy()
+    link_id = pd.Series(points["link_id"].to_numpy(), dtype="string")
+    node_id = pd.Series(points["node_id"].to_numpy(), dtype="string")
     pipes = links[links["link_type"] == "pipe"]
     need = link_id.isna().to_numpy()
     if need.any() and len(pipes):
@@ -1136,9 +1414,58 @@ def _pump_columns(network: Network) -> tuple[list, list]:
     return curve, power
 
 
+#: Option blocks of a WNTR model that steer a simulation (report and graphics only steer EPANET's report).
+_SIMULATION_OPTIONS = ("time", "hydraulic", "quality", "reaction", "energy")
+
+
+def operational_data(wn: wntr.network.WaterNetworkModel) -> dict[str, int]:
+    """What GIS layers cannot hold: counts of controls, rules, patterns, curves and set options.
+
+    Parameters
+    ----------
+    wn : wntr.network.WaterNetworkModel
+
+    Returns
+    -------
+    dict
+        ``controls``, ``rules``, ``patterns``, ``curves`` (other than the pump
+        head curves, which the ``pump_curve`` column keeps) and ``options``
+        (simulation option values that differ from EPANET's defaults:
+        durations, time steps, demand multiplier, accuracy, quality...).
+    """
+    kinds = [type(c).__name__ for _, c in wn.controls()]
+    pump_curves = {p.pump_curve_name for _, p in wn.head_pumps()}
+    default = wntr.network.WaterNetworkModel().options
+    n_options = 0
+    for block in _SIMULATION_OPTIONS:
+        mine, base = vars(getattr(wn.options, block)), vars(getattr(default, block))
+        n_options += sum(1 for k, v in mine.items() if k != "inpfile_units" and v != base.get(k))
+    return {
+        "controls": sum(k != "Rule" for k in kinds),
+        "rules": sum(k == "Rule" for k in kinds),
+        "patterns": int(wn.num_patterns),
+        "curves": sum(1 for name in wn.curve_name_list if name not in pump_curves),
+        "options": n_options,
+    }
+
+
+def _warn_dropped(network: Network, path: Path) -> None:
+    """Warn, with counts, about the operational data a GIS file does not keep."""
+    dropped = {k: v for k, v in operational_data(network.wn).items() if v}
+    if dropped:
+        log.warning("%s keeps the network's assets only; not written: %s (keep the .inp for simulations)",
+                    path.name, ", ".join(f"{v} {k if v > 1 else k.rstrip('s')}" for k, v in dropped.items()))
+
+
 def write_gis_network(network: Network, path: Path, *, to_crs: pyproj.CRS) -> list[Path]:
-    """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`."""
+    """Write links, nodes and valves as GIS layers; see :func:`twin.network.write_network`.
+
+    Controls, rules, patterns, curves other than pump curves and simulation
+    options have no place in GIS layers: a warning counts what is not
+    written (:func:`operational_data`).
+    """
     path = Path(path)
+    _warn_dropped(network, path)
     suffix = path.suffix.lower()
     links = network.links.copy()
     curve, power = _pump_columns(network)

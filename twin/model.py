@@ -62,8 +62,10 @@ class Network:
     wn : wntr.network.WaterNetworkModel
         The hydraulic model, SI units (m, m³/s); node coordinates and link
         vertices in ``crs``.
-    crs : pyproj.CRS
-        Projected CRS in metres of every geometry here.
+    crs : pyproj.CRS or None
+        Projected CRS in metres of every geometry here. None only for an
+        ``.inp`` read without a CRS to inspect it
+        (``read_network(..., require_crs=False)``): coordinates as in the file.
     nodes : geopandas.GeoDataFrame
         Index ``node_id`` (str). Columns ``node_type`` ("junction", "tank",
         "reservoir"), ``elevation_m`` (junction/tank elevation, reservoir
@@ -86,7 +88,7 @@ class Network:
     """
 
     wn: wntr.network.WaterNetworkModel
-    crs: pyproj.CRS
+    crs: pyproj.CRS | None
     nodes: gpd.GeoDataFrame
     links: gpd.GeoDataFrame
     valves: gpd.GeoDataFrame
@@ -102,14 +104,17 @@ class Network:
         return self.links[self.links["link_type"] == "pipe"]
 
     def summary(self) -> dict[str, Any]:
-        """Counts, total pipe length (km), lon/lat bounding box and zones, JSON-friendly."""
+        """Counts, total pipe length (km), lon/lat bounding box and zones, JSON-friendly.
+
+        ``crs`` and ``bbox_lonlat`` are None for a network read without a CRS.
+        """
         node_counts = self.nodes["node_type"].value_counts()
         link_counts = self.links["link_type"].value_counts()
-        bbox = lonlat_bounds(self)
+        bbox = lonlat_bounds(self) if self.crs is not None else None
         zones = sorted({str(z) for z in pd.concat([self.nodes["zone"], self.links["zone"]]).dropna()})
         return {
             "source": self.source,
-            "crs": self.crs.to_string(),
+            "crs": self.crs.to_string() if self.crs is not None else None,
             "junctions": int(node_counts.get("junction", 0)),
             "reservoirs": int(node_counts.get("reservoir", 0)),
             "tanks": int(node_counts.get("tank", 0)),

@@ -81,6 +81,7 @@ def read_network(
     *,
     crs: Any = None,
     to_crs: Any = None,
+    require_crs: bool = True,
     **gis_options: Any,
 ) -> Network:
     """Read a network from an EPANET ``.inp`` or a GIS file.
@@ -95,6 +96,10 @@ def read_network(
     to_crs : any pyproj input, optional
         Projected metric CRS to hold the network in. Default: ``crs`` when it
         is projected, else ``settings.DEFAULT_CRS`` (EPSG:4548).
+    require_crs : bool
+        For an ``.inp`` without ``crs``: raise (default), or read it to
+        inspect it, coordinates as in the file and ``Network.crs`` None (no
+        lon/lat, no CRS checks; not for the later stages).
     **gis_options
         Passed to :func:`twin.gis.read_gis_network` (``columns``,
         ``snap_tolerance_m``, ``diameter_unit``, layer names...).
@@ -123,7 +128,7 @@ def read_network(
                 path=p,
                 fix="drop them for an .inp file",
             )
-        net = _read_inp(p, crs=crs, to_crs=to_crs)
+        net = _read_inp(p, crs=crs, to_crs=to_crs, require_crs=require_crs)
         _log_import(net)
         return net
     if suffix in GIS_SUFFIXES:
@@ -222,33 +227,38 @@ def _canonical_section(header: str) -> str:
     return sec
 
 
+#: Sections whose IDs share one namespace: EPANET refuses a node or link ID used twice (error 215);
+#: WNTR keeps the last line silently, so the scan below refuses them first.
+_ID_NAMESPACES = {
+    "[JUNCTIONS]": "node", "[RESERVOIRS]": "node", "[TANKS]": "node",
+    "[PIPES]": "link", "[PUMPS]": "link", "[VALVES]": "link",
+    "[COORDINATES]": "coordinate",
+}
+
+
 def _prescan_inp(path: Path, lines: list[str]) -> set[str]:
-    """Check section names, field counts and numbers line by line, naming the first bad line.
+    """Check section names, field counts, numbers and unique IDs line by line, naming the bad lines.
 
     WNTR's own messages for these cases are cryptic ("'NoneType' object has
-    no attribute 'factor'" for a truncated file), so the common mistakes are
-    caught here first with the line number and what the line should hold.
+    no attribute 'factor'" for a truncated file) or missing (a second line
+    with the same ID replaces the first), so the common mistakes are caught
+    here first with the line number and what the line should hold. One pass
+    over the text (about 0.15 s for a file of 22,000 pipes and 22,000 nodes).
     Returns the IDs listed in ``[COORDINATES]``.
     """
-    with_xy: set[str] = set()
+    first_line: dict[tuple[str, str], tuple[str, int]] = {}
+    duplicates: list[tuple[str, str, int, str, int]] = []  # (id, first section, line, section, line)
+    seen: set[str] = set()
     section = None
-    seen_end = False
     last = max((i for i, ln in enumerate(lines, start=1) if ln.strip()), default=0)
     for i, raw in enumerate(lines, start=1):
         body = raw.split(";", 1)[0].strip()
         if not body:
             continue
         if body.startswith("["):
-            section = _canonical_section(body)
-            if section not in _INP_SECTIONS:
-                raise NetworkError(
-                    f"line {i}: unknown section {body.split()[0]!r}",
-                    path=path,
-                    fix="correct the section name (EPANET sections: [JUNCTIONS], [PIPES], [COORDINATES]...) "
-                    "or delete the section",
-                )
+            section = _section_header(path, body, i)
+            seen.add(section)
             if section == "[END]":
-                seen_end = True
                 break
             continue
         if section is None:
@@ -257,36 +267,131 @@ def _prescan_inp(path: Path, lines: list[str]) -> set[str]:
                 path=path,
                 fix="start the file with a section such as [TITLE] or [JUNCTIONS], or comment the line with ';'",
             )
-        layout = _INP_LAYOUT.get(section)
-        if layout is None:
-            continue
-        n_min, numeric, form = layout
         fields = body.split()
-        if section == "[COORDINATES]":
-            with_xy.add(fields[0])
-        if len(fields) < n_min:
-            hint = " (the file looks truncated)" if i == last else ""
+        _check_fields(path, section, fields, i, truncated=i == last)
+        namespace = _ID_NAMESPACES.get(section)
+        if namespace is not None:
+            key = (namespace, fields[0])
+            if key in first_line:
+                duplicates.append((fields[0], *first_line[key], section, i))
+            else:
+                first_line[key] = (section, i)
+    if duplicates:
+        raise _duplicate_error(path, duplicates)
+    _check_complete(path, seen, section, last)
+    return {eid for (namespace, eid) in first_line if namespace == "coordinate"}
+
+
+def _section_header(path: Path, body: str, i: int) -> str:
+    """The canonical name of the section header on line ``i``; unknown sections are refused."""
+    section = _canonical_section(body)
+    if section not in _INP_SECTIONS:
+        raise NetworkError(
+            f"line {i}: unknown section {body.split()[0]!r}",
+            path=path,
+            fix="correct the section name (EPANET sections: [JUNCTIONS], [PIPES], [COORDINATES]...) "
+            "or delete the section",
+        )
+    return section
+
+
+def _check_fields(path: Path, section: str, fields: list[str], i: int, *, truncated: bool) -> None:
+    """Field count and numbers of one data line of a section with a fixed layout."""
+    layout = _INP_LAYOUT.get(section)
+    if layout is None:
+        return
+    n_min, numeric, form = layout
+    if len(fields) < n_min:
+        hint = " (the file looks truncated)" if truncated else ""
+        raise NetworkError(
+            f"line {i} in {section}: {len(fields)} fields, expected at least {n_min} ({form}){hint}",
+            path=path,
+            fix="complete the line or export the network again from EPANET",
+        )
+    for col in numeric:
+        if col >= len(fields):
+            continue
+        try:
+            value = float(fields[col])
+        except ValueError:
             raise NetworkError(
-                f"line {i} in {section}: {len(fields)} fields, expected at least {n_min} "
-                f"({form}){hint}",
+                f"line {i} in {section}: {fields[col]!r} is not a number (element {fields[0]}, "
+                f"field {col + 1} of '{form}')",
                 path=path,
-                fix="complete the line or export the network again from EPANET",
-            )
-        for col in numeric:
-            if col < len(fields):
-                try:
-                    float(fields[col])
-                except ValueError:
-                    raise NetworkError(
-                        f"line {i} in {section}: {fields[col]!r} is not a number (element {fields[0]}, "
-                        f"field {col + 1} of '{form}')",
-                        path=path,
-                        element=None,
-                        fix="write a plain number with '.' as the decimal mark",
-                    ) from None
-    if not seen_end:
+                fix="write a plain number with '.' as the decimal mark",
+            ) from None
+        _check_finite(path, section, fields, col, value, i, form)
+
+
+def _duplicate_error(path: Path, duplicates: list[tuple[str, str, int, str, int]]) -> NetworkError:
+    """One error listing every ID defined twice, with its sections and line numbers."""
+    shown = "; ".join(
+        f"{eid!r} in {s1} line {l1} and {s2} line {l2}" for eid, s1, l1, s2, l2 in duplicates[:5]
+    )
+    more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+    return NetworkError(
+        f"{len(duplicates)} duplicate ID(s): {shown}{more} (EPANET refuses them; a reader would keep one "
+        "silently)",
+        path=path,
+        element=duplicates[0][0],
+        fix="give every node and every link its own ID (a junction and a tank may not share one), "
+        "or delete the repeated line",
+        data={"duplicates": [
+            {"id": eid, "first_section": s1, "first_line": l1, "section": s2, "line": l2}
+            for eid, s1, l1, s2, l2 in duplicates
+        ]},
+    )
+
+
+#: Sections WNTR cannot do without: [OPTIONS] (flow units; without it WNTR fails with "'NoneType' object
+#: has no attribute 'factor'") and [COORDINATES] (the network's geometry). EPANET writes both near the end,
+#: so a file cut short loses them first.
+_REQUIRED_SECTIONS = {"[OPTIONS]": "flow units", "[COORDINATES]": "node positions"}
+
+
+def _check_complete(path: Path, seen: set[str], section: str | None, last: int) -> None:
+    """Refuse a file that lacks [OPTIONS] or [COORDINATES]; warn about a missing [END] line otherwise."""
+    missing = [f"{s} ({what})" for s, what in _REQUIRED_SECTIONS.items() if s not in seen]
+    if missing and "[END]" not in seen:
+        raise NetworkError(
+            f"the file stops at line {last}, inside {section or 'no section'}, without an [END] line: it looks "
+            f"truncated; missing {', '.join(missing)}",
+            path=path,
+            fix="copy the complete file again, or export it again from EPANET (File > Export > Network)",
+            data={"last_line": last, "last_section": section, "missing_sections": missing},
+        )
+    if "[OPTIONS]" not in seen:
+        raise NetworkError(
+            "the file has no [OPTIONS] section, so its flow units are unknown",
+            path=path,
+            fix="add an [OPTIONS] section with the units, e.g. a line 'Units LPS' (EPANET's default is GPM)",
+        )
+    if "[END]" not in seen:
         log.warning("%s has no [END] line: the file may be truncated", path)
-    return with_xy
+
+
+#: Largest coordinate magnitude accepted, in the file's units: no CRS in use has coordinates beyond
+#: 1e8 (the Earth's circumference is 4e7 m; Gauss-Kruger zone prefixes reach 4.1e7).
+MAX_COORDINATE = 1e8
+
+
+def _check_finite(path: Path, section: str, fields: list[str], col: int, value: float, i: int, form: str) -> None:
+    """Numbers must be finite; coordinates must be within :data:`MAX_COORDINATE` (else they cannot be projected)."""
+    kind = {"[COORDINATES]": "node", "[VERTICES]": "link"}.get(section, "element")
+    where = f"line {i} in {section}: {kind} {fields[0]}"
+    if not np.isfinite(value):
+        raise NetworkError(
+            f"{where}: field {col + 1} of '{form}' is {fields[col]!r}, not a finite number",
+            path=path,
+            fix="write the real value (for a coordinate: the position in the file's CRS)",
+        )
+    if section in ("[COORDINATES]", "[VERTICES]") and abs(value) > MAX_COORDINATE:
+        raise NetworkError(
+            f"{where}: coordinate {fields[col]} is beyond ±{MAX_COORDINATE:.0e} and cannot be projected "
+            "(a placeholder or a unit error?)",
+            path=path,
+            fix="correct the coordinate in the file's CRS, or delete the element if it is not real",
+        )
 
 
 def _decode_inp(path: Path, raw: bytes) -> tuple[str, str]:
@@ -352,8 +457,11 @@ def _load_inp(path: Path) -> tuple[wntr.network.WaterNetworkModel, set[str]]:
     return wn, with_xy
 
 
-def _read_inp(path: Path, *, crs: Any, to_crs: Any) -> Network:
+def _read_inp(path: Path, *, crs: Any, to_crs: Any, require_crs: bool = True) -> Network:
     wn, with_xy = _load_inp(path)
+    if crs is None and not require_crs:
+        nodes, links = tables_from_wn(wn, None)
+        return Network(wn=wn, crs=None, nodes=nodes, links=links, valves=empty_valves(None), source=str(path))
     if crs is None:
         raise CRSError(
             "an EPANET .inp file has no coordinate reference system",
@@ -434,7 +542,7 @@ def _log_import(net: Network) -> None:
     log.info(
         "read %s: %d junctions, %d reservoirs, %d tanks, %d pipes (%.2f km), %d pumps, %d valves; CRS %s",
         Path(net.source).name, s["junctions"], s["reservoirs"], s["tanks"], s["pipes"], s["pipe_length_km"],
-        s["pumps"], s["valves"], s["crs"],
+        s["pumps"], s["valves"], s["crs"] or "none (coordinates as in the file)",
     )
 
 

@@ -32,6 +32,7 @@ from twin.maps import crew_map, save_map
 from twin.measure import Measurements, measurements_from_store
 from twin.meters import join_warnings
 from twin.network import Network, read_network
+from twin.validate import require_supplied_demands
 from twin.repair import plan_repairs, write_plan
 from twin.store import Store
 
@@ -127,6 +128,7 @@ def localise_files(
     out = output_folder(out_dir)
     timings: dict[str, float] = {}
     network = read_network(network_path, crs=crs, **dict(gis_options or {}))
+    require_supplied_demands(network)  # a cut-off demand junction would fail in EPANET, unnamed, much later
     timings["network_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     staged = _ingest_files(network, meters_path, readings_path, meters_crs=meters_crs, store_path=store_path,

@@ -39,9 +39,18 @@ def info(
     max_findings: int = typer.Option(20, "--max-findings", help="Validation rows shown (0: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary and findings as JSON."),
 ) -> None:
-    """Counts, total pipe length, lon/lat bounding box, zones and validation findings."""
-    from twin.network import validate_network  # deferred, see twin.cli
-    net = gis.read(file, crs=crs, to_crs=to_crs)
+    """Counts, total pipe length, lon/lat bounding box, zones and validation findings.
+
+    An EPANET .inp needs --crs only for the lon/lat bounding box (and the CRS checks): without it the rest
+    is printed, coordinates as in the file.
+    """
+    from twin.network import read_network, validate_network  # deferred, see twin.cli
+    if crs is None and to_crs is None and file.suffix.lower() == ".inp":
+        net = read_network(file, require_crs=False)
+        log.warning("%s: no --crs: the lon/lat bounding box and the CRS checks need it (e.g. --crs EPSG:32650)",
+                    file.name)
+    else:
+        net = gis.read(file, crs=crs, to_crs=to_crs)
     summary = net.summary()
     findings = validate_network(net)
     if as_json:
@@ -49,15 +58,18 @@ def info(
         typer.echo(json.dumps(payload, indent=2, default=str))
         return
     console = Console(width=max(Console().width, 100))
-    table = Table(title=f"{file.name}  ({summary['crs']})", show_header=True)
+    table = Table(title=f"{file.name}  ({summary['crs'] or 'no CRS'})", show_header=True)
     table.add_column("element")
     table.add_column("count", justify="right")
     for key in ("junctions", "reservoirs", "tanks", "pipes", "pumps", "valves", "isolation_valves"):
         table.add_row(key.replace("_", " "), f"{summary[key]:,}")
     table.add_row("pipe length", f"{summary['pipe_length_km']:,.2f} km")
-    west, south, east, north = summary["bbox_lonlat"]
-    table.add_row("bbox lon", f"{west:.6f} .. {east:.6f}")
-    table.add_row("bbox lat", f"{south:.6f} .. {north:.6f}")
+    if summary["bbox_lonlat"] is None:
+        table.add_row("bbox lon/lat", "needs --crs")
+    else:
+        west, south, east, north = summary["bbox_lonlat"]
+        table.add_row("bbox lon", f"{west:.6f} .. {east:.6f}")
+        table.add_row("bbox lat", f"{south:.6f} .. {north:.6f}")
     zones = summary["zones"]
     table.add_row("zones", f"{len(zones)}: " + ", ".join(zones[:12]) + (" ..." if len(zones) > 12 else "")
                   if zones else "none")

@@ -1,7 +1,7 @@
 """Option groups of the ``twin`` command line, defined once.
 
 Every command that reads a network takes the same GIS reading options
-(``--column``, ``--snap-tolerance``, ``--pipes-layer``,
+(``--column``, ``--snap-tolerance``, ``--pipes-layer``, ``--valves-layer``,
 ``--allow-disconnected``, ``--default-diameter-mm``, ``--no-split-tees``).
 They are declared here once: a command asks for them with the
 :func:`gis_reading_options` decorator and receives one :class:`GisReading`
@@ -51,8 +51,11 @@ class GisReading:
         Merge line ends closer than this, metres.
     pipes_layer : str, optional
         GeoPackage layer of the pipes.
+    valves_layer : str, optional
+        Valve and pump points: a layer of the network's GeoPackage or a GIS
+        file. Points between separate parts of the pipes join them.
     allow_disconnected : bool
-        Import a snapped network that falls into parts.
+        A snapped network in parts is expected (its report is logged as info).
     default_diameter_mm : float, optional
         Diameter of pipes without one, mm.
     split_at_tees : bool
@@ -62,6 +65,7 @@ class GisReading:
     columns: tuple[str, ...] = ()
     snap_tolerance_m: float | None = None
     pipes_layer: str | None = None
+    valves_layer: str | None = None
     allow_disconnected: bool = False
     default_diameter_mm: float | None = None
     split_at_tees: bool = True
@@ -98,6 +102,8 @@ class GisReading:
             opts["snap_tolerance_m"] = self.snap_tolerance_m
         if self.pipes_layer:
             opts["pipes_layer"] = self.pipes_layer
+        if self.valves_layer:
+            opts["valves_layer"] = self.valves_layer
         if self.allow_disconnected:
             opts["allow_disconnected"] = True
         return opts
@@ -134,8 +140,13 @@ def _gis_parameters(kind: Any = inspect.Parameter.KEYWORD_ONLY) -> list[inspect.
         ("snap_tolerance", Optional[float], typer.Option(
             None, "--snap-tolerance", help="GIS: merge line ends closer than this, metres.")),
         ("pipes_layer", Optional[str], typer.Option(None, "--pipes-layer", help="GeoPackage layer of the pipes.")),
+        ("valves_layer", Optional[str], typer.Option(
+            None, "--valves-layer", help="GIS: valve and pump points (a layer of the network's GeoPackage, or a "
+            "file); points in a gap between parts of the pipes join them (pumps, PRVs...), the rest are "
+            "isolation valves.")),
         ("allow_disconnected", bool, typer.Option(
-            False, "--allow-disconnected", help="GIS: import a snapped network that falls into parts.")),
+            False, "--allow-disconnected",
+            help="GIS: a snapped network in parts is expected: report the parts as info, not as a warning.")),
         ("default_diameter_mm", Optional[float], typer.Option(
             None, "--default-diameter-mm", help="GIS: diameter for pipes without one, mm.")),
         ("no_split_tees", bool, typer.Option(
@@ -166,6 +177,7 @@ def gis_reading_options(command: F) -> F:
             columns=tuple(given["column"] or ()),
             snap_tolerance_m=given["snap_tolerance"],
             pipes_layer=given["pipes_layer"],
+            valves_layer=given["valves_layer"],
             allow_disconnected=bool(given["allow_disconnected"]),
             default_diameter_mm=given["default_diameter_mm"],
             split_at_tees=not given["no_split_tees"],
