@@ -163,7 +163,7 @@ def check_leaks(wn: wntr.network.WaterNetworkModel, leak: str | Sequence[str] | 
 
 def _check_choice(value: str, allowed: tuple[str, ...], element: str) -> None:
     if value not in allowed:
-        raise InputError(f"{element.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}",
+        raise InputError(f"--{element.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}",
                          element=element, fix=f"use one of {', '.join(allowed)}")
 
 

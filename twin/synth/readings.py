@@ -793,6 +793,23 @@ def _simulate_truth(wn0: wntr.network.WaterNetworkModel, city: _City, geo: _Geo,
     return background, records, hyd, balance
 
 
+def _true_week(wn0: wntr.network.WaterNetworkModel, geo: _Geo, customers: gpd.GeoDataFrame | str | Path | None, *,
+               spec: LeakSpec, days: int, start_ts: pd.Timestamp, target_nrw_pct: tuple[float, float],
+               rng: np.random.Generator, network_path: str | Path,
+               ) -> tuple[_City, _Background, list[dict[str, Any]], _Hydraulics, _Balance, np.random.Generator]:
+    """The city, its truth (``wn0`` becomes the true model) and its simulation.
+
+    Returns ``(city, background, leak records, hydraulics, balance, rng)``,
+    the last the random stream of the pressure loggers.
+    """
+    rng_c, rng_d, rng_m, rng_l, _spare, rng_n = rng.spawn(6)  # six streams: the seeds stay as they were
+    city = _city(wn0, geo, customers, days=days, start_ts=start_ts, rng_customers=rng_c, rng_demand=rng_d)
+    background, records, hyd, balance = _simulate_truth(
+        wn0, city, geo, spec=spec, days=days, start_ts=start_ts, target_nrw_pct=target_nrw_pct,
+        rng_model=rng_m, rng_leaks=rng_l, network_path=network_path)
+    return city, background, records, hyd, balance, rng_n
+
+
 def _leaks_text(records: list[dict[str, Any]]) -> str:
     if not records:
         return "none"
@@ -1194,13 +1211,10 @@ def synth_readings(
     out.mkdir(parents=True, exist_ok=True)
     shift = _shift_and_write(wn0, geo, out / "network.inp") if shift_to_yingtan else None
     customers = gpkg_beside(network_path) if customers is None else customers
-    rng_c, rng_d, rng_m, rng_l, _spare, rng_n = rng.spawn(6)  # six streams: the seeds stay as they were
-    city = _city(wn0, geo, customers, days=days, start_ts=start_ts, rng_customers=rng_c, rng_demand=rng_d)
+    city, background, records, hyd, balance, rng_n = _true_week(
+        wn0, geo, customers, spec=spec, days=days, start_ts=start_ts, target_nrw_pct=target_nrw_pct, rng=rng,
+        network_path=network_path)
     nodes, links, junctions = city.nodes, city.links, city.junctions
-
-    background, records, hyd, balance = _simulate_truth(
-        wn0, city, geo, spec=spec, days=days, start_ts=start_ts, target_nrw_pct=target_nrw_pct,
-        rng_model=rng_m, rng_leaks=rng_l, network_path=network_path)
 
     log_nodes = _logger_nodes(hyd, nodes, junctions, logger_share, rng_n)
     flow_links = _flow_meter_links(nodes, links)
