@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import wntr_network
+from conftest import ROOT, wntr_network
 from twin.errors import InputError, MissingFileError, NetworkError, UnknownElementError
 from twin.synth import synth_readings
 
@@ -290,3 +290,208 @@ def test_city_week(tmp_path):
     assert t["customers"]["count"] == 130_000
     assert t["readings_rows"] > 1_800_000
     assert 9.5 <= t["nrw_pct_before_leak"] <= 12.5
+
+
+# ----------------------------------------------------------------------------
+# several leaks (issue 11): districts, growth, the truth's records
+# ----------------------------------------------------------------------------
+
+YINGTAN_SMALL = ROOT / "networks" / "yingtan-small.inp"
+
+
+def _true_week(net, crs, *, days=3, seed=5, leak="random", leaks=None, districts="any", growth="abrupt",
+               flow_lps=None):
+    """The truth's simulation as synth_readings runs it: (model, leak records, hydraulics, balance)."""
+    from twin.synth import readings as R
+    from twin.synth.leaks import check_leaks
+
+    geo, wn = R._geo(crs), R._load_wn(net)
+    spec = check_leaks(wn, leak, leaks, districts=districts, growth=growth, flow_lps=flow_lps, separation_m=500.0,
+                       days=days, network_path=net)
+    _, _, records, hyd, balance, _ = R._true_week(
+        wn, geo, R.gpkg_beside(net), spec=spec, days=days, start_ts=R._start_time(None), target_nrw_pct=(10.5, 11.5),
+        rng=np.random.default_rng(seed), network_path=net)
+    return wn, records, hyd, balance
+
+
+def _check_flows_follow_records(wn, records, hyd):
+    """Each leak's simulated flow: nil before its onset, its record's mean after, C r(t) sqrt(p) throughout."""
+    t = hyd.t_index
+    for r in records:
+        q = hyd.demand[r["leak_node"]].to_numpy()
+        (link,) = wn.get_links_for_node(r["leak_node"])
+        split = wn.get_link(link).start_node_name
+        full = r["emitter_coefficient"] * np.sqrt(np.clip(hyd.pressure[split].to_numpy(), 0, None))
+        on = t >= r["onset_s"]
+        assert np.abs(q[~on]).max() < 1e-6  # m3/s: a closed link passes ~1e-8
+        assert q[on].mean() * 1000 == pytest.approx(r["flow_lps"], rel=1e-3)
+        assert r["volume_m3"] == pytest.approx(q.sum() * 900, rel=1e-3)
+        # the emitter coefficient's share r(t): 1 at once (abrupt) or rising linearly over the ramp (growing)
+        n = int(round(r["ramp_h"] * 4))
+        k = (t[on] - r["onset_s"]) // 900
+        share = np.where(k < n, (k + 0.5) / max(n, 1), 1.0)
+        # within 3 %, or 2 % of the full size (EPANET's convergence test is relative to the whole network's flow)
+        assert q[on] == pytest.approx(share * full[on], rel=0.03, abs=2e-5 * r["target_flow_lps"]), r["link_id"]
+        if r["kind"] == "abrupt":
+            assert n == 0
+            assert r["flow_lps"] == pytest.approx(r["target_flow_lps"], rel=0.1)
+        else:
+            assert 6 <= r["ramp_h"] <= 48
+            # grows step by step while ramping (the first step's few mL/s are at EPANET's accuracy)
+            assert np.all(np.diff(q[on][1: min(n, len(k))]) > 0)
+
+
+@pytest.fixture(scope="module")
+def yingtan_four(tmp_path_factory):
+    """Four leaks in different DMAs of yingtan-small, abrupt and growing, 3 days (about 2 s)."""
+    out = tmp_path_factory.mktemp("four")
+    paths = synth_readings(YINGTAN_SMALL, crs="EPSG:4548", days=3, seed=5, leaks=4, leak_districts="different",
+                           leak_growth="mixed", out_dir=out)
+    wn, records, hyd, _ = _true_week(YINGTAN_SMALL, "EPSG:4548", seed=5, leaks=4, districts="different",
+                                     growth="mixed")
+    return {"paths": paths, "truth": json.loads(paths["truth"].read_text()), "wn": wn, "records": records, "hyd": hyd}
+
+
+def _pipe_gaps(net, crs, link_ids):
+    """Pipe distance (m) between the middles of every pair of ``link_ids``, read with twin's own network reader."""
+    from twin.graph import middle_distances
+    from twin.network import read_network
+
+    network = read_network(net, crs=crs)
+    pipes = network.links.index[network.links.link_type == "pipe"]
+    d = middle_distances(network, link_ids)[:, pipes.get_indexer(link_ids)]
+    return d[np.triu_indices(len(link_ids), 1)]
+
+
+def test_four_leaks_in_different_districts(yingtan_four):
+    t, wn = yingtan_four["truth"], yingtan_four["wn"]
+    leaks = t["leaks"]
+    assert len(leaks) == 4
+    ids = [r["link_id"] for r in leaks]
+    assert len(set(ids)) == 4
+    # each in its own DMA, the zone of the leak point's nearer end node
+    assert len({r["dma"] for r in leaks}) == 4 and None not in {r["dma"] for r in leaks}
+    for r in leaks:
+        near = r["node_start"] if r["position"] < 0.5 else r["node_end"]
+        assert wn.get_node(near).tag == r["dma"]
+    assert (_pipe_gaps(YINGTAN_SMALL, "EPSG:4548", ids) > 500).all()
+    # own onsets after day 2 and before the end of the last day; both kinds with "mixed"
+    onsets = [pd.Timestamp(r["onset"]) for r in leaks]
+    assert all(pd.Timestamp("2026-03-04T00:00:00+08:00") < o < pd.Timestamp("2026-03-05T00:00:00+08:00")
+               for o in onsets)
+    assert len({r["onset_s"] for r in leaks}) == 4
+    assert {r["kind"] for r in leaks} == {"abrupt", "growing"}
+
+
+def test_truth_lists_every_leak_and_sums_them(yingtan_four):
+    t = yingtan_four["truth"]
+    leaks = t["leaks"]
+    assert t["leak"] == max(leaks, key=lambda r: r["flow_lps"])
+    assert "largest" in t["leak_note"] and t["leak"]["link_id"] in t["leak_note"]
+    total = sum(r["volume_m3"] for r in leaks)
+    assert t["leak_m3"] == pytest.approx(total, abs=0.01)
+    assert sum(d["leak_m3"] for d in t["per_day"]) == pytest.approx(total, abs=0.01)
+    # sizes: 1-6 % of a district's inflow each, all together a plausible share of the system input
+    siv_lps = t["system_input_m3_per_day"] / 86.4
+    assert sum(r["target_flow_lps"] for r in leaks) <= 0.10 * siv_lps
+    assert all(r["target_flow_lps"] >= 0.01 * 0.01 * siv_lps for r in leaks)
+    # nothing leaks (beyond the background) before the first onset
+    first = min(pd.Timestamp(r["onset"]) for r in leaks)
+    assert t["nrw_pct_before_leak"] == pytest.approx(11, abs=1.5)
+    # (a closed EPANET link still passes ~1e-8 m3/s: a few litres a day per leak)
+    before = [d for d in t["per_day"] if pd.Timestamp(d["date"] + "T23:59:59+08:00") < first]
+    assert before and all(d["leak_m3"] < 0.005 * len(leaks) for d in before)
+
+
+def test_each_leak_flows_as_its_record_says(yingtan_four):
+    """The truth simulation behind the files: the records written are those of the simulated leaks."""
+    records, t = yingtan_four["records"], yingtan_four["truth"]
+    assert records == t["leaks"]
+    _check_flows_follow_records(yingtan_four["wn"], records, yingtan_four["hyd"])
+
+
+def test_several_leaks_same_seed_same_bytes(yingtan_four, tmp_path):
+    again = synth_readings(YINGTAN_SMALL, crs="EPSG:4548", days=3, seed=5, leaks=4, leak_districts="different",
+                           leak_growth="mixed", out_dir=tmp_path)
+    for k in ("meters", "readings", "truth"):
+        assert again[k].read_bytes() == yingtan_four["paths"][k].read_bytes(), k
+
+
+def test_three_growing_leaks_in_one_district():
+    wn, records, hyd, balance = _true_week(YINGTAN_SMALL, "EPSG:4548", days=4, seed=8, leaks=3, districts="same",
+                                           growth="growing")
+    assert len({r["dma"] for r in records}) == 1 and records[0]["dma"] is not None
+    assert {r["kind"] for r in records} == {"growing"}
+    assert (_pipe_gaps(YINGTAN_SMALL, "EPSG:4548", [r["link_id"] for r in records]) > 500).all()
+    _check_flows_follow_records(wn, records, hyd)
+    # growing leaks: the mean after the onset below the full size, the end at most the full size
+    for r in records:
+        assert r["flow_lps"] < r["final_flow_lps"] <= 1.05 * r["target_flow_lps"]
+
+
+def test_named_pipes_growing_in_us_units():
+    """Net3 (GPM, feet): the TCV ramp survives the unit conversion; pipes keep the order given."""
+    wn, records, hyd, _ = _true_week(wntr_network("Net3"), "EPSG:32650", days=3, seed=2, leak="121, 329",
+                                     growth="growing", flow_lps=10.0)
+    assert [r["link_id"] for r in records] == ["121", "329"]
+    assert all(r["target_flow_lps"] == pytest.approx(10.0) for r in records)
+    _check_flows_follow_records(wn, records, hyd)
+
+
+def test_one_leak_is_drawn_as_before(tmp_path):
+    """The bundled week regenerates byte for byte; its one leak is both ``leak`` and ``leaks``."""
+    week = ROOT / "data" / "yingtan-small-week"
+    old = json.loads((week / "truth.json").read_text())
+    paths = synth_readings(YINGTAN_SMALL, crs="EPSG:4548", days=7, leak="random", seed=42, out_dir=tmp_path,
+                           readings_format="parquet")
+    assert paths["readings"].read_bytes() == (week / "readings.parquet").read_bytes()
+    assert paths["meters"].read_bytes() == (week / "meters.csv").read_bytes()
+    t = json.loads(paths["truth"].read_text())
+    assert {k: t["leak"][k] for k in old["leak"]} == old["leak"]
+    assert t["leaks"] == [t["leak"]] and "leak_note" not in t
+    assert t["leak"]["kind"] == "abrupt" and t["leak"]["ramp_h"] == 0
+    assert t["leak_m3"] == old["leak_m3"]
+
+
+def test_no_leak_lists_none(tmp_path):
+    paths = synth_readings(wntr_network("Net1"), crs="EPSG:32650", days=3, leak="random", leaks=0, seed=1,
+                           out_dir=tmp_path)
+    t = json.loads(paths["truth"].read_text())
+    assert t["leak"] is None and t["leaks"] == [] and t["leak_m3"] == 0
+
+
+def test_bad_leak_options(tmp_path):
+    net = wntr_network("Net1")
+    cases = [
+        (dict(leak="none", leaks=2), InputError, "contradicts"),
+        (dict(leak="12,12"), InputError, "named twice"),
+        (dict(leak=["12", "P999"]), UnknownElementError, "P999"),
+        (dict(leak="12,random"), InputError, "mixes"),
+        (dict(leak="12,22", leaks=3), InputError, "2 pipes named"),
+        (dict(leak="12", leak_districts="same"), InputError, "chooses random pipes"),
+        (dict(leaks=-1), InputError, "whole number"),
+        (dict(leaks=2, leak_growth="slow"), InputError, "abrupt, growing, mixed"),
+        (dict(leaks=2, leak_districts="apart"), InputError, "any, different, same"),
+        (dict(leaks=2, leak_separation_m=-5.0), InputError, "not a distance"),
+        # Net1: one DMA behind its pump, no room for leaks in two
+        (dict(leaks=2, leak_districts="different"), InputError, "need 2 DMAs"),
+        (dict(leaks=30), InputError, "no room for 30 leaks"),
+    ]
+    for kwargs, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            synth_readings(net, crs="EPSG:32650", days=3, seed=1, out_dir=tmp_path, **kwargs)
+
+
+def test_cli_several_leaks(twin_cli, tmp_path, capsys):
+    net = wntr_network("Net1")
+    rc = twin_cli("synth", "readings", "--network", net, "--crs", "EPSG:32650", "--days", "3", "--leak", "12",
+                  "--leak", "22,113", "--leak-growth", "growing", "--seed", "4", "--out", tmp_path)
+    assert rc == 0
+    t = json.loads((tmp_path / "truth.json").read_text())
+    assert [r["link_id"] for r in t["leaks"]] == ["12", "22", "113"]
+    assert {r["kind"] for r in t["leaks"]} == {"growing"}
+    capsys.readouterr()
+    assert twin_cli("synth", "readings", "--network", net, "--crs", "EPSG:32650", "--leaks", "2",
+                    "--leak-districts", "different", "--out", tmp_path / "b") == 2
+    err = capsys.readouterr().err
+    assert "need 2 DMAs" in err and "--leak-districts" in err and "Traceback" not in err

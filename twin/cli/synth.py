@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -48,11 +48,21 @@ def readings(
     network: Path = typer.Option(..., "--network", help="The utility's EPANET .inp."),
     crs: str = typer.Option("EPSG:4548", "--crs", help="CRS of the .inp coordinates (projected), e.g. EPSG:32650."),
     days: int = typer.Option(7, "--days", help="Days to simulate (whole local days; 3+ with a leak)."),
-    leak: str = typer.Option("random", "--leak", help="A pipe ID, 'random' or 'none'."),
+    leak: Optional[List[str]] = typer.Option(None, "--leak",
+                                             help="'random' (default), 'none', or pipe IDs: repeat the option "
+                                                  "or give a comma list, one leak on each."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw; same seed, same bytes."),
     out: Path = typer.Option(..., "--out", help="Output directory (created)."),
     leak_flow_lps: Optional[float] = typer.Option(None, "--leak-flow-lps",
-                                                  help="Mean leak flow, L/s (default 1-6 % of demand)."),
+                                                  help="Flow of every leak at full size, L/s (default 1-6 % of "
+                                                       "the demand of its DMA, or of the system for one leak)."),
+    leaks: Optional[int] = typer.Option(None, "--leaks", help="Number of random leaks (default 1; 0 with "
+                                                              "--leak none)."),
+    leak_districts: str = typer.Option("any", "--leak-districts",
+                                       help="Random leaks anywhere, one per DMA, or all in one DMA: "
+                                            "any, different or same."),
+    leak_growth: str = typer.Option("abrupt", "--leak-growth",
+                                    help="abrupt (a burst), growing (linear over 6-48 h) or mixed."),
     start: str = typer.Option("2026-03-02", "--start", help="Local date of the first day (UTC+8)."),
     customers: Optional[Path] = typer.Option(None, "--customers",
                                              help="Customers layer (GeoPackage layer 'customers'); default: "
@@ -68,8 +78,9 @@ def readings(
     from twin.synth.readings import synth_readings  # deferred, see twin.cli
     _refuse_file_as_folder(out)
     paths = synth_readings(
-        network, crs=crs, days=days, leak=leak, seed=seed, out_dir=out, customers=customers,
-        leak_flow_lps=leak_flow_lps, start=start, readings_format=readings_format,
+        network, crs=crs, days=days, leak=leak or "random", seed=seed, out_dir=out, customers=customers,
+        leak_flow_lps=leak_flow_lps, leaks=leaks, leak_districts=leak_districts, leak_growth=leak_growth,
+        start=start, readings_format=readings_format,
         shift_to_yingtan=shift_to_yingtan, meters_crs=meters_crs,
     )
     for kind, path in paths.items():

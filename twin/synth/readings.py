@@ -8,8 +8,9 @@ differs from it the way real networks differ from their models:
   shift, day-to-day and weekday/weekend variation), not the nominal ones;
 - background leakage as small pressure-dependent emitters at every junction,
   sized so that non-revenue water is about 10-12 % of system input;
-- optionally a burst: an emitter on a node inserted along a pipe, switched on
-  at a random time after the second day.
+- optionally leaks (:mod:`twin.synth.leaks`): emitters on nodes inserted
+  along pipes, switched on at random times after the second day, abrupt or
+  growing, anywhere, in different DMAs or in one.
 
 EPANET (through WNTR) computes the hydraulics at a 15-minute step. The
 readings are then sampled and degraded like field data: customer registers
@@ -25,10 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,6 @@ import pyproj
 import scipy.sparse as sp
 import shapely
 import wntr
-from wntr.network.controls import Control, ControlAction, SimTimeCondition
 
 from twin import crs as tcrs
 from twin.errors import (
@@ -52,6 +51,7 @@ from twin.errors import (
     UnknownElementError,
 )
 from twin.hydraulics import EpanetSession
+from twin.synth.leaks import LEAK_SEPARATION_M, LeakSpec, PlantedLeak, check_leaks, plant_leaks
 
 if TYPE_CHECKING:  # geopandas is imported only when a customers layer is read
     import geopandas as gpd
@@ -621,15 +621,6 @@ def _adjacent_half_length(links: pd.DataFrame, junctions: pd.Index, unit_m: floa
     return out
 
 
-def _unique_name(wn: wntr.network.WaterNetworkModel, base: str) -> str:
-    names = set(wn.node_name_list) | set(wn.link_name_list)
-    name, k = base, 1
-    while name in names:
-        k += 1
-        name = f"{base}{k}"
-    return name
-
-
 # ----------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------
@@ -684,27 +675,6 @@ def _check_formats(crs: str | pyproj.CRS, readings_format: str, meters_crs: str)
     return geo, datum
 
 
-def _check_leak(wn: wntr.network.WaterNetworkModel, leak: str | None, leak_flow_lps: float | None,
-                days: int, network_path: str | Path) -> str:
-    """``leak`` as "none", "random" or a pipe ID of ``wn``, checked against the other options."""
-    leak = "none" if leak is None else str(leak)
-    if leak_flow_lps is not None and not (leak_flow_lps > 0 and math.isfinite(leak_flow_lps)):
-        raise InputError(f"leak flow {leak_flow_lps} L/s is not positive", element="leak_flow_lps",
-                         fix="give a positive flow in L/s, or leave it out for a random size")
-    if leak not in ("none", "random"):
-        if leak not in wn.link_name_list:
-            raise UnknownElementError(f"pipe {leak!r} is not in the network", path=network_path,
-                                      fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
-        if wn.get_link(leak).link_type.lower() != "pipe":
-            raise InputError(f"link {leak!r} is a {wn.get_link(leak).link_type.lower()}, not a pipe",
-                             path=network_path, element=leak,
-                             fix="give a pipe ID from the [PIPES] section, 'random' or 'none'")
-    if leak != "none" and days < 3:
-        raise InputError(f"a leak starts after the second day, but only {days} days are simulated",
-                         element="days", fix="use --days 3 or more, or --leak none")
-    return leak
-
-
 def _shift_and_write(wn: wntr.network.WaterNetworkModel, geo: _Geo, path: Path) -> list[float]:
     """Move ``wn`` into Yingtan (:func:`_shift_to_yingtan`) and write it to ``path``."""
     shift = _shift_to_yingtan(wn, geo)
@@ -739,6 +709,7 @@ class _Background:
     p_mean: np.ndarray  # (junction,) mean pressure head of the first day, m
     k: float  # m3/s per m^0.5 per m of pipe
     ok: np.ndarray  # (junction,) bool: junctions with an emitter
+    coef: np.ndarray  # (junction,) emitter coefficient, m3/s per m^0.5
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -770,73 +741,22 @@ def _add_background_leakage(wn: wntr.network.WaterNetworkModel, links: pd.DataFr
     for name, c in zip(junctions, coef):
         if c > 0:
             wn.get_node(name).emitter_coefficient = float(c)
-    return _Background(p_mean, k, ok)
+    return _Background(p_mean, k, ok, coef)
 
 
-@dataclass
-class _Burst:
-    """The hidden burst: its truth record and the emitter node that carries it."""
-
-    info: dict[str, Any]
-    node: str
-
-
-def _burst_pipe(leak: str, pipes: pd.DataFrame, jp: pd.Series, rng: np.random.Generator,
-                network_path: str | Path) -> str:
-    """The leaking pipe: ``leak``, or a random open pipe (by length) with pressure at both ends."""
-    if leak != "random":
-        if bool(pipes.closed[leak]):
-            raise InputError(f"pipe {leak!r} is closed in the network (a boundary valve), so it cannot leak "
-                             "into a flowing system", path=network_path, element=leak,
-                             fix="choose an open pipe, or --leak random")
-        return leak
-    ps = jp.reindex(pipes.start_node).to_numpy()
-    pe = jp.reindex(pipes.end_node).to_numpy()
-    open_ = ~pipes.closed.to_numpy()
-    good = (np.nan_to_num(ps) > 10) & (np.nan_to_num(pe) > 10) & (pipes.length_m.to_numpy() > 10) & open_
-    if not good.any():
-        good = (np.nan_to_num(ps) > 0) & (np.nan_to_num(pe) > 0) & open_
-    w = np.where(good, pipes.length_m.to_numpy(), 0.0)
-    if w.sum() <= 0:
-        raise SimulationError("no pipe has positive pressure at both ends for a leak",
-                              path=network_path, fix="name a pipe with --leak")
-    return str(pipes.index[int(rng.choice(len(pipes), p=w / w.sum()))])
-
-
-def _add_burst(wn: wntr.network.WaterNetworkModel, leak: str, links: pd.DataFrame, jp: pd.Series, *,
-               days: int, q_sys: float, leak_flow_lps: float | None, start_ts: pd.Timestamp,
-               rng: np.random.Generator, network_path: str | Path) -> _Burst:
-    """Insert the burst into ``wn``: pipe, position, onset after day 2 and size (mean pressure ``jp``, m)."""
-    pipes = links[links.link_type == "pipe"]
-    link_id = _burst_pipe(leak, pipes, jp, rng, network_path)
-    position = float(rng.uniform(0.15, 0.85))
-    onset_s = int(rng.uniform(2 * 86400 + 3600, max(days * 86400 - 18 * 3600, 2 * 86400 + 7200)))
-    onset_s -= onset_s % 60
-    frac = float(rng.uniform(0.01, 0.06))
-    target_q = leak_flow_lps / 1000.0 if leak_flow_lps is not None else frac * q_sys
-    row = pipes.loc[link_id]
-    p0 = jp.get(row.start_node, np.nan)
-    p1 = jp.get(row.end_node, np.nan)
-    if np.isfinite(p0) and np.isfinite(p1):
-        p_est = (1.0 - position) * p0 + position * p1
-    else:  # a pipe from a tank or reservoir: the junction end's pressure
-        p_est = float(np.nanmax([p0, p1]))
-    if not np.isfinite(p_est) or p_est <= 1.0:
-        raise InputError(f"pipe {link_id!r} has no positive pressure for a leak", element=link_id,
-                         fix="choose a pipe with positive pressure, or --leak random")
-    c_leak = target_q / math.sqrt(p_est)
-    node = _insert_leak(wn, link_id, position, c_leak, onset_s)
-    return _Burst({
-        "link_id": link_id,
-        "position": round(position, 4),
-        "node_start": str(row.start_node),
-        "node_end": str(row.end_node),
-        "onset": iso_timestamp(onset_s, start_ts),
-        "onset_s": onset_s,
-        "emitter_coefficient": float(f"{c_leak:.6g}"),
+def _leak_record(lk: PlantedLeak, start_ts: pd.Timestamp) -> dict[str, Any]:
+    """The leak's ``truth.json`` record before the simulation (flows are added by :func:`_truth_balance`)."""
+    return {
+        "link_id": lk.link_id,
+        "position": round(lk.position, 4),
+        "node_start": lk.node_start,
+        "node_end": lk.node_end,
+        "onset": iso_timestamp(lk.onset_s, start_ts),
+        "onset_s": lk.onset_s,
+        "emitter_coefficient": float(f"{lk.coef:.6g}"),
         "emitter_coefficient_units": "m3/s per m^0.5",
-        "target_flow_lps": round(target_q * 1000, 4),
-    }, node)
+        "target_flow_lps": round(lk.target_q * 1000, 4),
+    }
 
 
 @dataclass
@@ -849,28 +769,51 @@ class _Hydraulics:
     demand: pd.DataFrame  # m3/s, columns = nodes (reservoirs negative)
 
 
-def _simulate_truth(wn0: wntr.network.WaterNetworkModel, city: _City, geo: _Geo, *, leak: str,
-                    leak_flow_lps: float | None, days: int, start_ts: pd.Timestamp,
-                    target_nrw_pct: tuple[float, float], rng_model: np.random.Generator,
-                    rng_leaks: np.random.Generator,
-                    network_path: str | Path) -> tuple[_Background, _Burst | None, _Hydraulics, _Balance]:
-    """Turn ``wn0`` (changed in place) into the truth, add the leakage and burst, simulate, balance."""
+def _simulate_truth(wn0: wntr.network.WaterNetworkModel, city: _City, geo: _Geo, *, spec: LeakSpec,
+                    days: int, start_ts: pd.Timestamp, target_nrw_pct: tuple[float, float],
+                    rng_model: np.random.Generator, rng_leaks: np.random.Generator,
+                    network_path: str | Path) -> tuple[_Background, list[dict[str, Any]], _Hydraulics, _Balance]:
+    """Turn ``wn0`` (changed in place) into the truth, add the leakage and leaks, simulate, balance.
+
+    Returns the background leakage, the leaks' ``truth.json`` records (in
+    the order planted), the hydraulics and the water balance.
+    """
     junctions = city.junctions
     wn = _truth_model(wn0, city.node_q, junctions, days, rng_model)
     background = _add_background_leakage(wn, city.links, junctions, geo, q_sys=city.q_sys,
                                          target_nrw_pct=target_nrw_pct, rng=rng_leaks, network_path=network_path)
-    burst = None if leak == "none" else _add_burst(
-        wn, leak, city.links, pd.Series(background.p_mean, index=junctions), days=days, q_sys=city.q_sys,
-        leak_flow_lps=leak_flow_lps, start_ts=start_ts, rng=rng_leaks, network_path=network_path)
+    jp = pd.Series(background.p_mean, index=junctions)
+    inflow = pd.Series(city.node_q.mean(axis=1) + background.coef * np.sqrt(np.clip(background.p_mean, 0, None)),
+                       index=junctions)
+    planted = plant_leaks(wn, spec, nodes=city.nodes, links=city.links, jp=jp, node_inflow=inflow, q_sys=city.q_sys,
+                          inlet_links=_flow_meter_links(city.nodes, city.links), days=days, rng=rng_leaks,
+                          network_path=network_path)
     hyd = _run_truth(wn, days, network_path)
-    balance = _truth_balance(hyd, city.nodes, junctions, city.node_q, burst, days=days, start_ts=start_ts)
-    return background, burst, hyd, balance
+    balance, records = _truth_balance(hyd, city.nodes, junctions, city.node_q, planted, days=days, start_ts=start_ts)
+    return background, records, hyd, balance
 
 
-def _burst_text(burst: _Burst | None) -> str:
-    if burst is None:
+def _true_week(wn0: wntr.network.WaterNetworkModel, geo: _Geo, customers: gpd.GeoDataFrame | str | Path | None, *,
+               spec: LeakSpec, days: int, start_ts: pd.Timestamp, target_nrw_pct: tuple[float, float],
+               rng: np.random.Generator, network_path: str | Path,
+               ) -> tuple[_City, _Background, list[dict[str, Any]], _Hydraulics, _Balance, np.random.Generator]:
+    """The city, its truth (``wn0`` becomes the true model) and its simulation.
+
+    Returns ``(city, background, leak records, hydraulics, balance, rng)``,
+    the last the random stream of the pressure loggers.
+    """
+    rng_c, rng_d, rng_m, rng_l, _spare, rng_n = rng.spawn(6)  # six streams: the seeds stay as they were
+    city = _city(wn0, geo, customers, days=days, start_ts=start_ts, rng_customers=rng_c, rng_demand=rng_d)
+    background, records, hyd, balance = _simulate_truth(
+        wn0, city, geo, spec=spec, days=days, start_ts=start_ts, target_nrw_pct=target_nrw_pct,
+        rng_model=rng_m, rng_leaks=rng_l, network_path=network_path)
+    return city, background, records, hyd, balance, rng_n
+
+
+def _leaks_text(records: list[dict[str, Any]]) -> str:
+    if not records:
         return "none"
-    return f"on {burst.info['link_id']} from {burst.info['onset']}, {burst.info['flow_lps']:.2f} L/s"
+    return "; ".join(f"on {r['link_id']} from {r['onset']}, {r['flow_lps']:.2f} L/s" for r in records)
 
 
 def _run_truth(wn: wntr.network.WaterNetworkModel, days: int, network_path: str | Path) -> _Hydraulics:
@@ -914,19 +857,18 @@ class _Balance:
 
 
 def _truth_balance(hyd: _Hydraulics, nodes: pd.DataFrame, junctions: pd.Index, node_q: np.ndarray,
-                   burst: _Burst | None, *, days: int, start_ts: pd.Timestamp) -> _Balance:
-    """Water balance of the truth; completes the burst's record with its mean flow (L/s)."""
+                   planted: list[PlantedLeak], *, days: int,
+                   start_ts: pd.Timestamp) -> tuple[_Balance, list[dict[str, Any]]]:
+    """Water balance of the truth (all leaks summed) and every leak's record with its simulated flows (L/s)."""
     t_index, D = hyd.t_index, hyd.demand
     src = -D.reindex(columns=nodes.index[nodes.node_type == "reservoir"]).sum(axis=1).to_numpy()
     tank = D.reindex(columns=nodes.index[nodes.node_type == "tank"]).sum(axis=1).to_numpy()
     jd = D.reindex(columns=junctions).to_numpy()
     cons = node_q.sum(axis=0)
     bg = (jd - node_q.T).sum(axis=1)
-    lk = D[burst.node].to_numpy() if burst is not None else np.zeros(len(t_index))
-    if burst is not None:
-        after = t_index >= burst.info["onset_s"]
-        burst.info["flow_lps"] = round(float(lk[after].mean() * 1000), 4)
-        burst.info["leak_node"] = burst.node
+    each = D.reindex(columns=[p.node for p in planted]).to_numpy()  # (step, leak), m3/s
+    lk = each.sum(axis=1) if planted else np.zeros(len(t_index))
+    records = [_leak_flows(p, each[:, k], t_index, start_ts) for k, p in enumerate(planted)]
     day_of = t_index // 86400
     per_day = []
     for d in range(days):
@@ -939,10 +881,29 @@ def _truth_balance(hyd: _Hydraulics, nodes: pd.DataFrame, junctions: pd.Index, n
             "background_leakage_m3": round(float(bg[m].sum() * STEP_S), 3),
             "leak_m3": round(float(lk[m].sum() * STEP_S), 3),
         })
-    pre = t_index < (burst.info["onset_s"] if burst is not None else days * 86400)
+    pre = t_index < min((p.onset_s for p in planted), default=days * 86400)
     siv_pre = float((src[pre] - tank[pre]).sum())
     nrw_pre = 100.0 * float(bg[pre].sum()) / siv_pre if siv_pre > 0 else float("nan")
-    return _Balance(src, tank, cons, bg, lk, per_day, nrw_pre)
+    return _Balance(src, tank, cons, bg, lk, per_day, nrw_pre), records
+
+
+def _leak_flows(lk: PlantedLeak, q: np.ndarray, t_index: np.ndarray, start_ts: pd.Timestamp) -> dict[str, Any]:
+    """One leak's record: the drawn figures, then its simulated mean, final flow (L/s) and volume (m3).
+
+    ``flow_lps`` is the mean from the onset to the end of the period;
+    ``final_flow_lps`` the mean of the last hour.
+    """
+    after = t_index >= lk.onset_s
+    return {
+        **_leak_record(lk, start_ts),
+        "flow_lps": round(float(q[after].mean() * 1000), 4),
+        "leak_node": lk.node,
+        "kind": lk.kind,
+        "ramp_h": round(lk.ramp_s / 3600.0, 2),
+        "final_flow_lps": round(float(q[-(3600 // STEP_S):].mean() * 1000), 4),
+        "volume_m3": round(float(q.sum() * STEP_S), 3),
+        "dma": lk.dma,
+    }
 
 
 def _logger_nodes(hyd: _Hydraulics, nodes: pd.DataFrame, junctions: pd.Index, logger_share: float,
@@ -1075,7 +1036,7 @@ def _city(wn: wntr.network.WaterNetworkModel, geo: _Geo, customers: gpd.GeoDataF
     return _City(nodes, links, junctions, cust, dem, node_q)
 
 
-def _truth_document(*, burst: _Burst | None, seed: int, days: int, geo: _Geo, datum: str,
+def _truth_document(*, leaks: list[dict[str, Any]], seed: int, days: int, geo: _Geo, datum: str,
                     network_path: str | Path, shift: list[float] | None, start_ts: pd.Timestamp,
                     balance: _Balance, background: _Background, hyd: _Hydraulics, city: _City,
                     under: np.ndarray, from_layer: bool, log_nodes: list[str], flow_links: list[str],
@@ -1083,7 +1044,7 @@ def _truth_document(*, burst: _Burst | None, seed: int, days: int, geo: _Geo, da
     """The content of ``truth.json`` (key order is part of the file)."""
     junctions = city.junctions
     return {
-        "leak": burst.info if burst is not None else None,
+        **_leak_keys(leaks),
         "seed": int(seed),
         "days": days,
         "crs": geo.crs.to_string(),
@@ -1103,6 +1064,21 @@ def _truth_document(*, burst: _Burst | None, seed: int, days: int, geo: _Geo, da
         "min_pressure_m": round(float(hyd.pressure.reindex(columns=junctions[city.node_q.max(axis=1) > 0])
                                       .min().min()), 3),
         "min_pressure_note": "lowest pressure head at a junction with customers over the period, m",
+    }
+
+
+def _leak_keys(leaks: list[dict[str, Any]]) -> dict[str, Any]:
+    """``leak`` (the one leak, or the largest by mean flow), ``leak_note`` when several, and ``leaks``."""
+    if not leaks:
+        return {"leak": None, "leaks": []}
+    if len(leaks) == 1:
+        return {"leak": leaks[0], "leaks": leaks}
+    largest = max(leaks, key=lambda r: r["flow_lps"])
+    return {
+        "leak": largest,
+        "leak_note": (f"{len(leaks)} leaks: 'leak' is the largest by mean flow after its onset "
+                      f"({largest['link_id']}); 'leaks' lists them all; leak_m3 and per_day sum them all"),
+        "leaks": leaks,
     }
 
 
@@ -1129,11 +1105,15 @@ def synth_readings(
     *,
     crs: str | pyproj.CRS,
     days: int = 7,
-    leak: str = "random",
+    leak: str | Sequence[str] | None = "random",
     seed: int = 0,
     out_dir: str | Path,
     customers: gpd.GeoDataFrame | str | Path | None = None,
     leak_flow_lps: float | None = None,
+    leaks: int | None = None,
+    leak_districts: str = "any",
+    leak_growth: str = "abrupt",
+    leak_separation_m: float = LEAK_SEPARATION_M,
     start: str | pd.Timestamp | None = "2026-03-02",
     readings_format: str = "csv",
     logger_share: float = 0.04,
@@ -1155,9 +1135,10 @@ def synth_readings(
         puts those numbers.
     days : int
         Length of the simulated period, whole local days (>= 1; >= 3 with a leak).
-    leak : str
-        ``"random"`` (a random pipe, position and onset after day 2),
-        ``"none"``, or a pipe ID of the network.
+    leak : str or sequence of str
+        ``"random"`` (random pipes, positions and onsets after day 2),
+        ``"none"``, or pipe IDs of the network (a comma list, or a
+        sequence): one leak on each.
     seed : int
         Seed of every random draw; the same seed gives byte-identical files.
     out_dir : str or Path
@@ -1168,7 +1149,22 @@ def synth_readings(
         ``position``). Default: a ``<network>.gpkg`` beside the ``.inp`` with
         a ``customers`` layer, else customers split from node demands.
     leak_flow_lps : float, optional
-        Mean leak flow, L/s (default: 1-6 % of system demand, random).
+        Flow of every leak at full size, L/s (default: random, 1-6 % of the
+        system demand for one leak anywhere, else of the leak's DMA mean
+        inflow; all leaks together at most 10 % of the system demand, the
+        leaks of one DMA at most 15 % of its inflow).
+    leaks : int, optional
+        Number of random leaks (default 1 with ``leak="random"``, 0 with
+        ``"none"``; the number of pipes when pipes are named).
+    leak_districts : {"any", "different", "same"}
+        Random leaks anywhere, each in its own DMA (among DMAs with at least
+        10 pipes under pressure), or all in one DMA.
+    leak_growth : {"abrupt", "growing", "mixed"}
+        Leaks at full size from their onset, growing linearly from zero over
+        a ramp of 6-48 h, or some of each (both kinds from two leaks on).
+    leak_separation_m : float
+        Random leaks lie on distinct pipes more than this far apart along
+        the pipes (middle to middle), m.
     start : str, optional
         Local date of the first day (timestamps are UTC+8).
     readings_format : {"csv", "parquet"}
@@ -1200,7 +1196,7 @@ def synth_readings(
     InputError, MissingFileError, NetworkError, CRSError
         Bad arguments or files.
     UnknownElementError
-        ``leak`` names a link that is not a pipe of the network.
+        ``leak`` names a link that is not in the network.
     SimulationError
         EPANET does not converge on the true model.
     """
@@ -1208,19 +1204,17 @@ def synth_readings(
     geo, datum = _check_formats(crs, readings_format, meters_crs)
     wn0 = _load_wn(network_path)
     start_ts = _start_time(start)
-    leak = _check_leak(wn0, leak, leak_flow_lps, days, network_path)
+    spec = check_leaks(wn0, leak, leaks, districts=leak_districts, growth=leak_growth, flow_lps=leak_flow_lps,
+                       separation_m=leak_separation_m, days=days, network_path=network_path)
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shift = _shift_and_write(wn0, geo, out / "network.inp") if shift_to_yingtan else None
     customers = gpkg_beside(network_path) if customers is None else customers
-    rng_c, rng_d, rng_m, rng_l, _spare, rng_n = rng.spawn(6)  # six streams: the seeds stay as they were
-    city = _city(wn0, geo, customers, days=days, start_ts=start_ts, rng_customers=rng_c, rng_demand=rng_d)
+    city, background, records, hyd, balance, rng_n = _true_week(
+        wn0, geo, customers, spec=spec, days=days, start_ts=start_ts, target_nrw_pct=target_nrw_pct, rng=rng,
+        network_path=network_path)
     nodes, links, junctions = city.nodes, city.links, city.junctions
-
-    background, burst, hyd, balance = _simulate_truth(
-        wn0, city, geo, leak=leak, leak_flow_lps=leak_flow_lps, days=days, start_ts=start_ts,
-        target_nrw_pct=target_nrw_pct, rng_model=rng_m, rng_leaks=rng_l, network_path=network_path)
 
     log_nodes = _logger_nodes(hyd, nodes, junctions, logger_share, rng_n)
     flow_links = _flow_meter_links(nodes, links)
@@ -1231,13 +1225,13 @@ def synth_readings(
     paths = _write_data(out, meters, table, readings_format, with_network=shift is not None)
 
     truth = _truth_document(
-        burst=burst, seed=seed, days=days, geo=geo, datum=datum, network_path=network_path, shift=shift,
+        leaks=records, seed=seed, days=days, geo=geo, datum=datum, network_path=network_path, shift=shift,
         start_ts=start_ts, balance=balance, background=background, hyd=hyd, city=city, under=under,
         from_layer=customers is not None, log_nodes=log_nodes, flow_links=flow_links, n_rows=table.num_rows)
     paths["truth"].write_text(json.dumps(truth, indent=2, sort_keys=False) + "\n")
     log.info("synthesised %d days on %s: %d customers, %d pressure loggers, %d flow meters, %d readings; "
-             "NRW %.1f %% before the leak; leak %s", days, Path(network_path).name, len(city.cust),
-             len(log_nodes), len(flow_links), table.num_rows, balance.nrw_pre, _burst_text(burst))
+             "NRW %.1f %% before the leaks; leaks %s", days, Path(network_path).name, len(city.cust),
+             len(log_nodes), len(flow_links), table.num_rows, balance.nrw_pre, _leaks_text(records))
     return paths
 
 
@@ -1271,25 +1265,6 @@ def _check_days(days: Any) -> int:
     if d > 366:
         raise InputError(f"{d} days is more than a year", element="days", fix="simulate at most 366 days at once")
     return d
-
-
-def _insert_leak(wn: wntr.network.WaterNetworkModel, link_id: str, position: float, coef: float, onset_s: int) -> str:
-    """Split ``link_id`` at ``position`` and hang an emitter behind a pipe opened at onset."""
-    split = _unique_name(wn, "twin_leak_split")
-    new_pipe = _unique_name(wn, f"{link_id}_twin_b")
-    wntr.morph.split_pipe(wn, link_id, new_pipe, split, split_at_point=position, return_copy=False)
-    node = wn.get_node(split)
-    out = _unique_name(wn, "twin_leak")
-    wn.add_junction(out, base_demand=0.0, elevation=node.elevation, coordinates=node.coordinates)
-    pipe = wn.get_link(link_id)
-    gate = _unique_name(wn, "twin_leak_gate")
-    wn.add_pipe(gate, split, out, length=1.0, diameter=max(float(pipe.diameter), 0.05), roughness=140.0,
-                minor_loss=0.0, initial_status="CLOSED")
-    wn.get_node(out).emitter_coefficient = float(coef)
-    cond = SimTimeCondition(wn, "=", int(onset_s))
-    wn.add_control("twin_leak_onset", Control(cond, ControlAction(wn.get_link(gate), "status",
-                                                                   wntr.network.LinkStatus.Open)))
-    return out
 
 
 def farthest_points(xy: np.ndarray, n: int, first: int) -> np.ndarray:
