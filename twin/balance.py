@@ -30,15 +30,31 @@ For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
     daily mean rate; defaults :data:`NIGHT_FACTORS` are typical residential /
     commercial / industrial diurnal curves). ``night_leakage_lps`` =
     ``mnf_lps - night_consumption_lps`` estimates the leakage rate.
-``flag``
-    ``nrw_jump`` / ``mnf_jump`` where the day's NRW (m³) or night leakage
-    (L/s) rises above the DMA's own earlier unflagged days: robust z-score
-    ``(x - median) / scale > flag_z`` with ``scale = max(1.4826 MAD,
-    rel_floor x |median|, abs_floor)`` (:data:`NRW_FLOOR`,
-    :data:`NIGHT_FLOOR`; for NRW also 0.5 % of the DMA's consumption), once
-    ``min_history_days`` earlier days exist. Flagged days are not history
-    for later days; ``partial`` days (below) are not NRW-flagged and are NRW
-    history only while too few complete days exist.
+``inflow_in_m3``, ``inflow_out_m3``, ``siv_sd_m3``
+    The water its boundary meters let in and out (``in - out`` is
+    ``inflow_m3``) and the standard uncertainty of that difference when each
+    meter's daily volume is off by :data:`FLOW_METER_ACCURACY`.
+``boundary_meters``, ``mains_km``, ``role``
+    Its metered boundary links, its length of open pipe, and ``district``
+    or ``transmission`` (a zone that passes on at least
+    :data:`TRANSMISSION_SHARE` of its inflow: trunk mains, a plant; see
+    :func:`zone_summary` for what its figures mean).
+``flag``, ``nrw_z``, ``mnf_z``
+    ``nrw_jump`` / ``mnf_jump`` where the NRW (m³/day, complete days) or the
+    night leakage (L/s) steps up and stays up (:func:`step_windows`,
+    :func:`day_scores`): for every onset day the mean of the days since is
+    tested against the days before it with a two-sample t-statistic whose
+    scale is the district's own day-to-day scatter moderated by every
+    district's (empirical Bayes, :func:`variance_prior`: a district with a
+    few quiet days borrows the others' scale). ``*_z`` is the normal score
+    of the strongest step covering the day; the threshold is family-wise:
+    the chance that a leak-free run flags anything is
+    :data:`FALSE_ALARM_RATE` (Bonferroni over the districts, windows and
+    both flags; ``attrs["flag_z"]``, 4.2 for 20 zones x 7 days, 4.6 for
+    139). ``partial`` days (more than :data:`PARTIAL_SHARE` of the meters
+    extrapolated to a day boundary: the first and last) are not NRW-scored and are NRW history
+    only for a district with fewer than two complete days; ``incomplete``:
+    an unmetered boundary link.
 """
 
 from __future__ import annotations
@@ -641,3 +657,81 @@ def _flag_days(out: pd.DataFrame, *, false_alarm_rate: float, flag_z: float | No
     out = out[BALANCE_COLUMNS]
     out.attrs["flag_z"] = flag_z
     return out
+
+
+ZONE_COLUMNS = [
+    "dma", "role", "days", "inflow_in_m3", "inflow_out_m3", "siv_m3", "siv_sd_m3", "consumption_m3", "nrw_m3",
+    "nrw_pct", "meters", "boundary_meters", "mains_km", "mains_share", "nrw_m3_per_km", "explanation",
+]
+
+
+def zone_summary(balance: pd.DataFrame, *, meter_accuracy: float = FLOW_METER_ACCURACY) -> pd.DataFrame:
+    """Each zone's mean complete day, and what a transmission zone's NRW figure means.
+
+    A transmission zone (trunk mains, a plant: ``role``) is metered as the
+    difference of large flows: its input is what its boundary meters let in
+    (from the sources) minus what they let out (to the DMAs), so it carries
+    every one of those meters' errors (``siv_sd_m3``), and its NRW share is
+    of a small input: few customers on long mains. Its NRW per km of main
+    per day, next to the districts', tells real losses from the share's
+    small denominator.
+
+    Parameters
+    ----------
+    balance : DataFrame
+        From :func:`water_balance`.
+    meter_accuracy : float
+        The boundary meters' relative accuracy the run used (for the text).
+
+    Returns
+    -------
+    DataFrame
+        One row per zone, columns :data:`ZONE_COLUMNS`: daily means (m³/day)
+        over the complete days, ``mains_share`` of the network's mains,
+        ``explanation`` (text; empty for a district).
+    """
+    b = balance.loc[~balance["flag"].str.contains("partial") & balance["siv_m3"].notna()]
+    if b.empty:
+        b = balance
+    vols = ["inflow_in_m3", "inflow_out_m3", "siv_m3", "siv_sd_m3", "consumption_m3", "nrw_m3"]
+    g = b.groupby("dma", sort=True)
+    out = g[vols].mean()
+    out["days"] = g.size()
+    for c in ("role", "meters", "boundary_meters", "mains_km"):
+        out[c] = g[c].first()
+    out["nrw_pct"] = np.where((out["siv_m3"] > 0) & (out["meters"] > 0), 100.0 * out["nrw_m3"] / out["siv_m3"], np.nan)
+    out["mains_share"] = out["mains_km"] / out["mains_km"].sum()
+    out["nrw_m3_per_km"] = out["nrw_m3"] / out["mains_km"].where(out["mains_km"] > 0)
+    per_km = out.loc[out["role"].eq("district"), "nrw_m3_per_km"].dropna()
+    out["explanation"] = [
+        _transmission_note(str(z), r, per_km, meter_accuracy) if r["role"] == "transmission" else ""
+        for z, r in out.iterrows()
+    ]
+    return out.reset_index()[ZONE_COLUMNS]
+
+
+def _transmission_note(zone: str, r: pd.Series, district_per_km: pd.Series, accuracy: float) -> str:
+    """What a transmission zone's balance holds and why its NRW share is what it is (one paragraph)."""
+    text = (
+        f"{zone} is a transmission zone: it passes on {100 * r['inflow_out_m3'] / r['inflow_in_m3']:.1f} % of the "
+        f"water entering it ({r['inflow_in_m3']:,.0f} m³/day in, {r['inflow_out_m3']:,.0f} m³/day out through "
+        f"{r['boundary_meters']:.0f} boundary meters). Its own input is the difference, {r['siv_m3']:,.0f} "
+        f"± {r['siv_sd_m3']:,.0f} m³/day (1 sigma if each meter is within {100 * accuracy:.1f} %), so it carries "
+        f"every boundary meter's error. It holds {r['mains_km']:.1f} km of mains ({100 * r['mains_share']:.1f} % "
+        f"of the network's) and {r['meters']:,.0f} customer meter{'' if r['meters'] == 1 else 's'} using {r['consumption_m3']:,.0f} m³/day"
+    )
+    if abs(r["nrw_m3"]) <= 2.0 * r["siv_sd_m3"]:
+        return text + (f". Its NRW, {r['nrw_m3']:,.0f} m³/day, is within twice the meters' uncertainty: its "
+                       "balance cannot tell a loss from meter error.")
+    pct = f"{r['nrw_pct']:.0f} % of its input" if np.isfinite(r["nrw_pct"]) else "all of its input"
+    text += (f", so NRW = {r['nrw_m3']:,.0f} m³/day is {pct}: {r['nrw_m3_per_km']:.1f} m³ per km of main per "
+             "day")
+    if district_per_km.empty:
+        return text + "."
+    med, hi = float(district_per_km.median()), float(district_per_km.quantile(0.9))
+    if r["nrw_m3_per_km"] <= hi:
+        return text + (f", against {med:.1f} in the districts (median; 90 % below {hi:.1f}): the background "
+                       "losses of long mains with few customers; the share is high because its input is small, "
+                       "not because it leaks more.")
+    return text + (f", more than 90 % of the districts (median {med:.1f}, 90th percentile {hi:.1f}): worth a "
+                   f"check of its mains, or of the boundary meters (2 sigma = {2 * r['siv_sd_m3']:,.0f} m³/day).")

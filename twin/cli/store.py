@@ -95,13 +95,13 @@ def balance(
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
     gis: GisReading = GisReading(),
     store: Path = typer.Option(..., "--store", help="DuckDB file filled by `twin ingest`."),
-    out: Path = typer.Option(..., "--out", help="Output folder for balance.csv and balance.parquet."),
+    out: Path = typer.Option(..., "--out", help="Output folder: balance.csv/.parquet, balance_zones.csv/.json."),
     start: Optional[str] = typer.Option(None, "--start", help="First local date (YYYY-MM-DD)."),
     end: Optional[str] = typer.Option(None, "--end", help="Last local date (YYYY-MM-DD)."),
     max_rows: int = typer.Option(60, "--max-rows", help="Longer tables are shown per DMA plus the flagged days."),
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
-    from twin.balance import water_balance  # deferred, see twin.cli
+    from twin.balance import FALSE_ALARM_RATE, water_balance, zone_summary  # deferred, see twin.cli
     from twin.store import Store, check_store_path
     for option, day in (("--start", start), ("--end", end)):
         _check_date(option, day)
@@ -114,9 +114,35 @@ def balance(
         b.to_csv(out / "balance.csv", index=False, float_format="%.4f")
         b.to_parquet(out / "balance.parquet", index=False)
         st.write_table("balance", b)
+    zones = zone_summary(b)
+    zones.to_csv(out / "balance_zones.csv", index=False, float_format="%.4f")
+    (out / "balance_zones.json").write_text(zones.to_json(orient="records", indent=1, force_ascii=False),
+                                            encoding="utf-8")
     con = _console()
     con.print(_balance_table(b, max_rows=max_rows))
-    con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+    n = b["dma"].nunique()
+    con.print(f"flags: a step in NRW or night leakage that stays, z > {b.attrs.get('flag_z', float('nan')):.2f} "
+              f"(a leak-free run of these {n} zones flags nothing with probability {100 * (1 - FALSE_ALARM_RATE):g} %)")
+    _print_transmission(con, zones)
+    con.print(f"wrote {out / 'balance.csv'}, {out / 'balance.parquet'}, {out / 'balance_zones.csv'} and "
+              f"{out / 'balance_zones.json'}; table 'balance' in {store}")
+
+
+def _print_transmission(con: Console, zones: pd.DataFrame) -> None:
+    """The transmission zones' components (m³/day) and what their NRW figure means."""
+    tz = zones.loc[zones["role"].eq("transmission")]
+    if tz.empty:
+        return
+    t = Table(title="transmission zones (mean complete day): input = in - out, NRW = input - metered")
+    for c in ("zone", "in m³", "out m³", "input m³ ± 1σ", "metered m³", "NRW m³ (%)", "km", "NRW m³/km"):
+        t.add_column(c, justify="left" if c == "zone" else "right", no_wrap=True)
+    for r in tz.itertuples(index=False):
+        pct = "" if pd.isna(r.nrw_pct) else f" ({r.nrw_pct:.0f}%)"
+        t.add_row(r.dma, f"{r.inflow_in_m3:,.0f}", f"{r.inflow_out_m3:,.0f}", f"{r.siv_m3:,.0f} ± {r.siv_sd_m3:,.0f}",
+                  f"{r.consumption_m3:,.0f}", f"{r.nrw_m3:,.0f}{pct}", f"{r.mains_km:.1f}", f"{r.nrw_m3_per_km:.1f}")
+    con.print(t)
+    for r in tz.itertuples(index=False):
+        con.print(r.explanation)
 
 
 def _check_date(option: str, value: Optional[str]) -> None:
@@ -158,7 +184,7 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             text = f"{span} ({len(days)} d: {', '.join(kinds)})"
         siv = g["siv_m3"].sum()
         t.add_row(str(dma), f"{g['siv_m3'].mean():,.0f}",
-                  f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 else "-",
+                  f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 and g["meters"].max() > 0 else "-",
                   f"{g['mnf_lps'].mean():.2f}", f"{g['night_leakage_lps'].mean():.2f}", text,
                   style="bold red" if text else None)
     return t
