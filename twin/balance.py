@@ -193,15 +193,16 @@ def variance_prior(rel_var: np.ndarray, dof: np.ndarray) -> tuple[float, float]:
     return float(np.exp(np.mean(e) + special.digamma(nu0 / 2) - np.log(nu0 / 2))), nu0
 
 
-def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray) -> np.ndarray:
+def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tuple[float, float]) -> np.ndarray:
     """Normal score of each district's step from the days ``before`` to the days ``after`` (days x districts).
 
     A two-sample t-statistic of the means: the scatter of the days around
     their own segment's mean (pooled, ``n_before + n_after - 2`` degrees of
-    freedom) moderated by the prior of every district's
-    (:func:`variance_prior`, relative to ``size``), returned as the
-    standard normal score of the same upper-tail probability. NaN with
-    fewer than two days before, none after, or no degree of freedom.
+    freedom) moderated by ``prior`` (``s0²`` relative to ``size²``, ``nu0``:
+    :func:`variance_prior` of every district's days), returned as the
+    standard normal score of the same upper-tail probability. A district
+    noisier than ``s0²`` keeps its own scale. NaN with fewer than two days
+    before, none after, or no degree of freedom.
     """
     nb, na = np.isfinite(before).sum(axis=0), np.isfinite(after).sum(axis=0)
     dof = nb + na - 2.0
@@ -213,11 +214,17 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray) -> np.ndarr
     mb, ma = np.nanmean(b, axis=0), np.nanmean(a, axis=0)
     ss = np.nansum((b - mb) ** 2, axis=0) + np.nansum((a - ma) ** 2, axis=0)
     own, d, sz = ss / dof[ok], dof[ok], size[ok]
-    s0sq, nu0 = variance_prior(own / sz**2, d)
-    if np.isinf(nu0):
+    s0sq, nu0 = prior
+    if nu0 == 0:
+        var, df = own, d
+    elif np.isinf(nu0):
         var, df = s0sq * sz**2, np.full(len(d), np.inf)
     else:
         var, df = (nu0 * s0sq * sz**2 + d * own) / (nu0 + d), nu0 + d
+    # a district noisier than the prior's centre keeps its own scale: shrinking
+    # it towards quieter districts' would turn its usual days into alarms
+    noisy = own > s0sq * sz**2
+    var, df = np.where(noisy, own, var), np.where(noisy, d, df)
     t = (ma - mb) / np.sqrt(var * (1.0 / nb[ok] + 1.0 / na[ok]))
     p = np.where(np.isinf(df), stats.norm.sf(t), stats.t.sf(t, np.where(np.isinf(df), 1.0, df)))
     z[ok] = np.where(np.isfinite(t), stats.norm.isf(np.clip(p, 1e-300, 1.0)), np.nan)
@@ -251,6 +258,12 @@ def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = 
     """
     n_days = x.shape[0]
     z = np.full((n_days, n_days, x.shape[1]), np.nan)
+    # the districts' scales over the whole run: many districts x several days
+    # show how much they differ, which two days of history cannot
+    n = np.isfinite(x).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.nanvar(np.where(n >= 2, x, 0.0), axis=0, ddof=1) / size**2
+    prior = variance_prior(np.where((n >= 2) & (size > 0), rel, np.nan), n - 1.0)
     for k in range(2, n_days):
         hist = x[:k]
         if fallback is not None:
@@ -258,7 +271,7 @@ def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = 
             hist = np.where(few[None, :], fallback[:k], hist)
         for i in range(k, n_days):
             # the onset day holds only part of a step: the level after it is the later days'
-            z[k, i] = _step_z(hist, x[k:k + 1] if i == k else x[k + 1:i + 1], size)
+            z[k, i] = _step_z(hist, x[k:k + 1] if i == k else x[k + 1:i + 1], size, prior)
     return z
 
 
@@ -368,7 +381,7 @@ def water_balance(
     shape = (total - 0.5 * night_total).clip(lower=0.05 * float(total.mean()))
     used = _metered_consumption(store, cust, join, inflow, network, days, shape,
                                 NIGHT_FACTORS if night_factors is None else night_factors)
-    out = _flag_days(_balance_rows(inflow, days, volumes, used), false_alarm_rate=false_alarm_rate, flag_z=flag_z)
+    out = flag_days(_balance_rows(inflow, days, volumes, used), false_alarm_rate=false_alarm_rate, flag_z=flag_z)
     n_flag, flag_z = int(out["flag"].str.contains("jump").sum()), out.attrs["flag_z"]
     log.info(
         "water balance: %d DMAs x %d days; NRW %.1f %% overall; %d DMA-days flagged (z > %.2f)",
@@ -619,8 +632,15 @@ def _at(table: pd.DataFrame, day: date, dma: str) -> float:
     return float("nan")
 
 
-def _flag_days(out: pd.DataFrame, *, false_alarm_rate: float, flag_z: float | None) -> pd.DataFrame:
+def flag_days(out: pd.DataFrame, *, false_alarm_rate: float = FALSE_ALARM_RATE,
+              flag_z: float | None = None) -> pd.DataFrame:
     """Step scores (:func:`step_windows`, :func:`day_scores`) of NRW and night leakage, the run's threshold and the flags.
+
+    ``out`` holds the balance rows of :func:`water_balance` (at least
+    ``dma``, ``date``, ``nrw_m3``, ``night_leakage_lps``, ``inflow_in_m3``,
+    ``inflow_out_m3``, the meter counts and ``unmetered_boundaries``); it
+    gets ``role``, ``nrw_z``, ``mnf_z`` and ``flag`` and is returned with
+    :data:`BALANCE_COLUMNS` and ``attrs["flag_z"]``.
 
     NRW is scored on complete days only (partial ones are its history only
     while a district has fewer than two complete days), the night leakage on
