@@ -298,6 +298,26 @@ def test_yingtan_small_week_leak_dma_stands_out(tmp_path, twin_cli, capsys):
     no_customers = b[b["meters"] == 0]
     assert len(no_customers) and (no_customers["nrw_pct"] == "").all()
     assert (b[b["meters"] > 0]["nrw_pct"] != "").all()
+    # the TRUNK zone's high NRW share is explained, with components that add up
+    out = capsys.readouterr().out
+    assert "TRUNK is a transmission zone" in out and "m³ per km of main" in out
+    zones = pd.read_csv(tmp_path / "out" / "balance_zones.csv").set_index("dma")
+    zones["explanation"] = zones["explanation"].fillna("")
+    assert {r["dma"] for r in json.loads((tmp_path / "out" / "balance_zones.json").read_text())} == set(zones.index)
+    trunk = zones.loc["TRUNK"]
+    assert trunk["role"] == "transmission" and "TRUNK is a transmission zone" in trunk["explanation"]
+    assert trunk["inflow_out_m3"] > 0.9 * trunk["inflow_in_m3"]  # it passes most of its water on to the DMAs
+    assert trunk["siv_m3"] == pytest.approx(trunk["inflow_in_m3"] - trunk["inflow_out_m3"], rel=1e-6)  # no tank
+    assert trunk["nrw_m3"] == pytest.approx(trunk["siv_m3"] - trunk["consumption_m3"], rel=1e-6)
+    assert trunk["nrw_pct"] > 80 and trunk["nrw_m3_per_km"] == pytest.approx(trunk["nrw_m3"] / trunk["mains_km"], rel=1e-4)
+    # a difference of large flows: relative to its input, its meter uncertainty is far above a district's
+    district = zones[zones["role"] == "district"]
+    assert trunk["siv_sd_m3"] / trunk["siv_m3"] > 5 * (district["siv_sd_m3"] / district["siv_m3"]).median()
+    # but its NRW per km of main is within the districts' range: long mains, few customers, no leak
+    assert 0.5 * district["nrw_m3_per_km"].median() < trunk["nrw_m3_per_km"] <= district["nrw_m3_per_km"].quantile(0.9)
+    assert "not because it leaks more" in trunk["explanation"]
+    assert zones["mains_share"].sum() == pytest.approx(1.0, abs=1e-3)  # written to 4 decimals
+    assert (zones.loc[zones["role"] == "district", "explanation"] == "").all()
 
 
 def test_week_in_batches_of_days_gives_the_same_balance(week, monkeypatch):
