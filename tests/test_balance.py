@@ -413,3 +413,18 @@ def test_without_history_a_small_leak_waits_rather_than_alarms():
     noisy = f"D{np.argsort(rel_sd)[-5]:02d}"
     out = flag_days(_rows(np.random.default_rng(5), leaks={noisy: (3, 0.03 * size[int(noisy[1:])])})[0])
     assert set(out.loc[out["flag"].str.contains("jump"), "dma"]) <= {noisy}
+
+
+def test_variance_prior_recovers_a_known_prior():
+    """limma's moment fit: district variances drawn from s0² = 2e-5, nu0 = 4, seen with 3 degrees of freedom."""
+    from twin.balance import variance_prior
+
+    rng = np.random.default_rng(3)
+    true = 2e-5 * 4 / rng.chisquare(4, 4000)  # each district's variance
+    seen = true * rng.chisquare(3, 4000) / 3  # its sample variance from 4 days
+    s0sq, nu0 = variance_prior(seen, np.full(4000, 3.0))
+    assert s0sq == pytest.approx(2e-5, rel=0.15) and nu0 == pytest.approx(4.0, rel=0.3)
+    # districts that share one scale: nu0 infinite
+    s0sq, nu0 = variance_prior(2e-5 * rng.chisquare(3, 4000) / 3, np.full(4000, 3.0))
+    assert np.isinf(nu0) or nu0 > 50
+    assert s0sq == pytest.approx(2e-5, rel=0.1)
