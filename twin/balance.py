@@ -107,8 +107,10 @@ BALANCE_COLUMNS = [
 ]
 
 #: A zone passing on at least this share of its metered inflow to other zones
-#: is a transmission zone (trunk mains, a plant), not a district.
-TRANSMISSION_SHARE = 0.5
+#: is a transmission zone (trunk mains, a plant), not a district: its own
+#: input is under a tenth of what its meters measure, a difference of large
+#: numbers (a district feeding another one passes on less).
+TRANSMISSION_SHARE = 0.9
 
 
 def _meter_dma_matrix(
