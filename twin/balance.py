@@ -195,7 +195,8 @@ def variance_prior(rel_var: np.ndarray, dof: np.ndarray) -> tuple[float, float]:
     return float(np.exp(np.mean(e) + special.digamma(nu0 / 2) - np.log(nu0 / 2))), nu0
 
 
-def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tuple[float, float]) -> np.ndarray:
+def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tuple[float, float],
+            pooled: np.ndarray) -> np.ndarray:
     """Normal score of each district's step from the days ``before`` to the days ``after`` (days x districts).
 
     A two-sample t-statistic of the means: the scatter of the days around
@@ -203,8 +204,9 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tupl
     freedom) moderated by ``prior`` (``s0²`` relative to ``size²``, ``nu0``:
     :func:`variance_prior` of every district's days), returned as the
     standard normal score of the same upper-tail probability. A district
-    noisier than ``s0²`` keeps its own scale. NaN with fewer than two days
-    before, none after, or no degree of freedom.
+    noisier than ``s0²``, or not ``pooled`` (a transmission zone), keeps its
+    own scale. NaN with fewer than two days before, none after, or no
+    degree of freedom.
     """
     nb, na = np.isfinite(before).sum(axis=0), np.isfinite(after).sum(axis=0)
     dof = nb + na - 2.0
@@ -225,7 +227,7 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tupl
         var, df = (nu0 * s0sq * sz**2 + d * own) / (nu0 + d), nu0 + d
     # a district noisier than the prior's centre keeps its own scale: shrinking
     # it towards quieter districts' would turn its usual days into alarms
-    noisy = own > s0sq * sz**2
+    noisy = (own > s0sq * sz**2) | ~pooled[ok]
     var, df = np.where(noisy, own, var), np.where(noisy, d, df)
     t = (ma - mb) / np.sqrt(var * (1.0 / nb[ok] + 1.0 / na[ok]))
     p = np.where(np.isinf(df), stats.norm.sf(t), stats.t.sf(t, np.where(np.isinf(df), 1.0, df)))
@@ -233,7 +235,8 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tupl
     return z
 
 
-def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = None,
+                 pooled: np.ndarray | None = None) -> np.ndarray:
     """Scores of every persistent step: days ``k..i`` of each district against its days before ``k``.
 
     For every onset day ``k`` with at least two usable days before it and
@@ -252,6 +255,9 @@ def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = 
     fallback : ndarray, optional
         Days x districts: the history of a district with fewer than two
         usable days before ``k`` (for NRW: the partial first day too).
+    pooled : ndarray of bool, optional
+        Districts that share the prior (default all); the others (transmission
+        zones, whose size is their throughput, not their use) keep their own scale.
 
     Returns
     -------
@@ -262,10 +268,11 @@ def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = 
     z = np.full((n_days, n_days, x.shape[1]), np.nan)
     # the districts' scales over the whole run: many districts x several days
     # show how much they differ, which two days of history cannot
+    pooled = np.ones(x.shape[1], dtype=bool) if pooled is None else pooled
     n = np.isfinite(x).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.nanvar(np.where(n >= 2, x, 0.0), axis=0, ddof=1) / size**2
-    prior = variance_prior(np.where((n >= 2) & (size > 0), rel, np.nan), n - 1.0)
+    prior = variance_prior(np.where((n >= 2) & (size > 0) & pooled, rel, np.nan), n - 1.0)
     for k in range(2, n_days):
         hist = x[:k]
         if fallback is not None:
@@ -273,7 +280,7 @@ def step_windows(x: np.ndarray, size: np.ndarray, fallback: np.ndarray | None = 
             hist = np.where(few[None, :], fallback[:k], hist)
         for i in range(k, n_days):
             # the onset day holds only part of a step: the level after it is the later days'
-            z[k, i] = _step_z(hist, x[k:k + 1] if i == k else x[k + 1:i + 1], size, prior)
+            z[k, i] = _step_z(hist, x[k:k + 1] if i == k else x[k + 1:i + 1], size, prior, pooled)
     return z
 
 
@@ -660,8 +667,9 @@ def flag_days(out: pd.DataFrame, *, false_alarm_rate: float = FALSE_ALARM_RATE,
     size = np.nan_to_num((wide["inflow_in_m3"] + wide["inflow_out_m3"]).median().to_numpy(float))
     night = wide["night_leakage_lps"].to_numpy(float)
     nrw = np.where(partial, np.nan, wide["nrw_m3"].to_numpy(float))
-    wn = step_windows(nrw, size, fallback=wide["nrw_m3"].to_numpy(float))
-    wm = step_windows(night, size / 86.4)
+    pooled = wide["role"].eq("district").all().to_numpy(bool)
+    wn = step_windows(nrw, size, fallback=wide["nrw_m3"].to_numpy(float), pooled=pooled)
+    wm = step_windows(night, size / 86.4, pooled=pooled)
     if flag_z is None:
         tests = int(np.isfinite(wn).any(axis=2).sum() + np.isfinite(wm).any(axis=2).sum()) * len(size)
         flag_z = float(stats.norm.isf(false_alarm_rate / max(tests, 1)))
