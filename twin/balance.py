@@ -227,8 +227,8 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tupl
         var, df = (nu0 * s0sq * sz**2 + d * own) / (nu0 + d), nu0 + d
     # a district noisier than the prior's centre keeps its own scale: shrinking
     # it towards quieter districts' would turn its usual days into alarms
-    noisy = (own > s0sq * sz**2) | ~pooled[ok]
-    var, df = np.where(noisy, own, var), np.where(noisy, d, df)
+    var = np.where(own > var, own, var)
+    var, df = np.where(pooled[ok], var, own), np.where(pooled[ok], df, d)
     t = (ma - mb) / np.sqrt(var * (1.0 / nb[ok] + 1.0 / na[ok]))
     p = np.where(np.isinf(df), stats.norm.sf(t), stats.t.sf(t, np.where(np.isinf(df), 1.0, df)))
     z[ok] = np.where(np.isfinite(t), stats.norm.isf(np.clip(p, 1e-300, 1.0)), np.nan)
