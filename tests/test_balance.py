@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -104,7 +105,6 @@ def test_hand_made_balance_with_a_tank(hand):
     with Store() as st:
         st.ingest(m_path, r_path, network=net, now=NOW)
         b = water_balance(net, st).set_index(["dma", "date"])
-    import datetime as dt
 
     d1 = dt.date(2026, 3, 2)
     assert sorted(b.index.get_level_values("date").unique()) == [d1, dt.date(2026, 3, 3)]
@@ -219,7 +219,7 @@ def test_week_leak_dma_stands_out_from_the_leak_day(week):
     # every day, never before: a step that stays
     lk = b[b["dma"] == leak_dma].set_index("date")
     flagged = lk.index[lk["flag"].str.contains("jump")]
-    assert flagged.min() in (onset_day, onset_day + __import__("datetime").timedelta(days=1))
+    assert flagged.min() in (onset_day, onset_day + dt.timedelta(days=1))
     assert lk.loc[lk.index > onset_day, "flag"].str.contains("jump").all()
     assert not lk.loc[lk.index < onset_day, "flag"].str.contains("jump").any()
     # every full night after the onset shows in the night flow
@@ -341,8 +341,6 @@ def test_week_in_batches_of_days_gives_the_same_balance(week, monkeypatch):
 
 def _rows(rng, *, districts=40, days=7, leaks=None):
     """Balance rows of ``districts`` zones whose day-to-day scatter differs tenfold; ``leaks``: {zone: (day, m³/day)}."""
-    import datetime as dt
-
     from twin.balance import BALANCE_COLUMNS
 
     size = rng.uniform(200.0, 3000.0, districts)  # m³/day through the inlet
