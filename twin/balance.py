@@ -45,8 +45,9 @@ For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
     :func:`day_scores`): for every onset day the mean of the days since is
     tested against the days before it with a two-sample t-statistic whose
     scale is the district's own day-to-day scatter moderated by every
-    district's (empirical Bayes, :func:`variance_prior`: a district with a
-    few quiet days borrows the others' scale). ``*_z`` is the normal score
+    district's over the run (empirical Bayes, :func:`variance_prior`: a
+    district with a few quiet days borrows the others' scale, never a
+    smaller one than its own; a transmission zone keeps its own). ``*_z`` is the normal score
     of the strongest step covering the day; the threshold is family-wise:
     the chance that a leak-free run flags anything is
     :data:`FALSE_ALARM_RATE` (Bonferroni over the districts, windows and
@@ -202,11 +203,12 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tupl
     A two-sample t-statistic of the means: the scatter of the days around
     their own segment's mean (pooled, ``n_before + n_after - 2`` degrees of
     freedom) moderated by ``prior`` (``s0²`` relative to ``size²``, ``nu0``:
-    :func:`variance_prior` of every district's days), returned as the
-    standard normal score of the same upper-tail probability. A district
-    noisier than ``s0²``, or not ``pooled`` (a transmission zone), keeps its
-    own scale. NaN with fewer than two days before, none after, or no
-    degree of freedom.
+    :func:`variance_prior` of every district's days), never below the
+    district's own (the prior must not make a noisy district's usual days
+    alarms), returned as the standard normal score of the same upper-tail
+    probability. A district not ``pooled`` (a transmission zone) keeps its
+    own scale and degrees of freedom. NaN with fewer than two days before,
+    none after, or no degree of freedom.
     """
     nb, na = np.isfinite(before).sum(axis=0), np.isfinite(after).sum(axis=0)
     dof = nb + na - 2.0
@@ -225,8 +227,8 @@ def _step_z(before: np.ndarray, after: np.ndarray, size: np.ndarray, prior: tupl
         var, df = s0sq * sz**2, np.full(len(d), np.inf)
     else:
         var, df = (nu0 * s0sq * sz**2 + d * own) / (nu0 + d), nu0 + d
-    # a district noisier than the prior's centre keeps its own scale: shrinking
-    # it towards quieter districts' would turn its usual days into alarms
+    # never below its own scale: shrinking a noisy district's towards quieter
+    # districts' would turn its usual days into alarms
     var = np.where(own > var, own, var)
     var, df = np.where(pooled[ok], var, own), np.where(pooled[ok], df, d)
     t = (ma - mb) / np.sqrt(var * (1.0 / nb[ok] + 1.0 / na[ok]))
