@@ -47,15 +47,16 @@ For each DMA and each complete local day (``settings.TIMEZONE``, UTC+8):
     scale is the district's own day-to-day scatter moderated by every
     district's over the run (empirical Bayes, :func:`variance_prior`: a
     district with a few quiet days borrows the others' scale, never a
-    smaller one than its own; a transmission zone keeps its own). ``*_z`` is the normal score
-    of the strongest step covering the day; the threshold is family-wise:
+    smaller one than its own; a transmission zone keeps its own). ``*_z``
+    is the normal score of the strongest step covering the day; the
+    threshold is family-wise:
     the chance that a leak-free run flags anything is
     :data:`FALSE_ALARM_RATE` (Bonferroni over the districts, windows and
     both flags; ``attrs["flag_z"]``, 4.2 for 20 zones x 7 days, 4.6 for
     139). ``partial`` days (more than :data:`PARTIAL_SHARE` of the meters
-    extrapolated to a day boundary: the first and last) are not NRW-scored and are NRW history
-    only for a district with fewer than two complete days; ``incomplete``:
-    an unmetered boundary link.
+    extrapolated to a day boundary: the first and last) are not NRW-scored
+    and are NRW history only for a district with fewer than two complete
+    days; ``incomplete``: an unmetered boundary link.
 """
 
 from __future__ import annotations
@@ -645,7 +646,9 @@ def _at(table: pd.DataFrame, day: date, dma: str) -> float:
 
 def flag_days(out: pd.DataFrame, *, false_alarm_rate: float = FALSE_ALARM_RATE,
               flag_z: float | None = None) -> pd.DataFrame:
-    """Step scores (:func:`step_windows`, :func:`day_scores`) of NRW and night leakage, the run's threshold and the flags.
+    """Step scores of NRW and night leakage, the run's threshold and the flags.
+
+    Scores from :func:`step_windows` and :func:`day_scores`.
 
     ``out`` holds the balance rows of :func:`water_balance` (at least
     ``dma``, ``date``, ``nrw_m3``, ``night_leakage_lps``, ``inflow_in_m3``,
@@ -750,7 +753,8 @@ def _transmission_note(zone: str, r: pd.Series, district_per_km: pd.Series, accu
         f"{r['boundary_meters']:.0f} boundary meters). Its own input is the difference, {r['siv_m3']:,.0f} "
         f"± {r['siv_sd_m3']:,.0f} m³/day (1 sigma if each meter is within {100 * accuracy:.1f} %), so it carries "
         f"every boundary meter's error. It holds {r['mains_km']:.1f} km of mains ({100 * r['mains_share']:.1f} % "
-        f"of the network's) and {r['meters']:,.0f} customer meter{'' if r['meters'] == 1 else 's'} using {r['consumption_m3']:,.0f} m³/day"
+        f"of the network's) and {r['meters']:,.0f} customer meter{'' if r['meters'] == 1 else 's'} "
+        f"using {r['consumption_m3']:,.0f} m³/day"
     )
     if abs(r["nrw_m3"]) <= 2.0 * r["siv_sd_m3"]:
         return text + (f". Its NRW, {r['nrw_m3']:,.0f} m³/day, is within twice the meters' uncertainty: its "
