@@ -3,20 +3,26 @@
 Every run of the leak-localisation job from the store
 (:func:`twin.pipeline.localise_store`) is recorded with its window and counts
 (table ``runs``). Each leak it detects is matched against the alarms still
-open from earlier nights:
+open from earlier nights. A leak is the same as an open alarm when both lie
+in the same DMA (or either is network-wide) and their onsets differ by at
+most ``settings.ALARM_ONSET_TOLERANCE_H`` hours; the closest pair (onset and
+flow) is matched first, and each alarm takes at most one leak. Then:
 
-- a leak **continues** an open alarm when both lie in the same DMA (or either
-  is network-wide), their onsets differ by at most
-  ``settings.ALARM_ONSET_TOLERANCE_H`` hours and their flows by at most
-  ``settings.ALARM_FLOW_TOLERANCE`` of the larger one or
-  ``settings.ALARM_FLOW_TOLERANCE_LPS`` L/s, whichever is more; the closest
-  pair is matched first and each alarm takes at most one leak;
-- a leak that continues no alarm opens a **new** one;
-- an open alarm that no leak continues is **closed** ("step gone (repair?)")
-  when the run's window covers its onset with a margin of
-  ``settings.ALARM_COVER_MARGIN_H`` hours on both sides (its step would have
-  been seen), and **unchecked** otherwise (the onset lies before the window,
-  so the step cannot be seen; the alarm stays open).
+- **continuing**: tonight's flow is within ``settings.ALARM_FLOW_TOLERANCE``
+  of the alarm's (or ``settings.ALARM_FLOW_TOLERANCE_LPS`` L/s, whichever is
+  more), or larger (a growing leak, noted in the history);
+- **closed**, "flow fell ... (repair?)": tonight's flow is smaller beyond that
+  tolerance. The step is fitted from the onset to the end of the window, so
+  a leak repaired inside the window shows as a smaller step (its mean since
+  the onset), not as a new leak;
+- **new**: no open alarm matches;
+- an open alarm that no leak matches is **closed**, "step gone (repair?)",
+  when the run's window could have seen its step
+  (``settings.ALARM_COVER_BEFORE_H`` hours of readings before its onset,
+  ``settings.ALARM_COVER_AFTER_H`` after), and **unchecked** otherwise (it
+  stays open). A run from the store starts its window early enough to see
+  every open alarm's step, within ``settings.ALARM_LOOKBACK_DAYS`` days
+  (:func:`window_for_alarms`).
 
 Tables (created by :class:`twin.store.Store`): ``runs``, ``alarms`` (one row
 per leak, its latest onset and flow, ``status`` open/closed),
@@ -49,6 +55,9 @@ LEAK_COLUMNS = ["leak_id", "dma", "onset", "flow_lps", "t_stat", "top_link_id", 
 #: The DMA name of a leak the job could not place in a district.
 NETWORK = "network"
 
+#: States of an alarm in a run (``alarm_history.state``).
+STATES = ("new", "continuing", "closed", "reopened", "stays closed", "unchecked")
+
 #: Why :func:`record_run` closes an alarm.
 STEP_GONE = "step gone (repair?)"
 
@@ -60,10 +69,43 @@ class Window:
     start: pd.Timestamp
     end: pd.Timestamp
 
-    def covers(self, onset: pd.Timestamp, margin_h: float = settings.ALARM_COVER_MARGIN_H) -> bool:
-        """Whether a step at ``onset`` lies far enough inside the window to be seen."""
-        margin = pd.Timedelta(hours=margin_h)
-        return bool(self.start + margin <= onset <= self.end - margin)
+    def covers(self, onset: pd.Timestamp, *, before_h: float = settings.ALARM_COVER_BEFORE_H,
+               after_h: float = settings.ALARM_COVER_AFTER_H) -> bool:
+        """Whether a step at ``onset`` lies far enough inside the window for detection to see it."""
+        return bool(self.start + pd.Timedelta(hours=before_h) <= onset <= self.end - pd.Timedelta(hours=after_h))
+
+    @property
+    def days(self) -> float:
+        """Length, days."""
+        return (self.end - self.start) / pd.Timedelta(days=1)
+
+
+def window_for_alarms(window: Window, alarms: pd.DataFrame, *, max_days: int = settings.ALARM_LOOKBACK_DAYS,
+                      before_h: float = settings.ALARM_COVER_BEFORE_H) -> Window:
+    """Start ``window`` early enough to see the step of every open alarm, within ``max_days`` days.
+
+    Parameters
+    ----------
+    window : Window
+        The run's window (local midnights).
+    alarms : DataFrame
+        Open alarms (``onset`` UTC).
+    max_days : int
+        Longest window, days.
+    before_h : float
+        Hours of readings needed before an onset.
+
+    Returns
+    -------
+    Window
+        Same end; start at a local midnight, never later than ``window.start``
+        and never more than ``max_days`` before the end.
+    """
+    if not len(alarms):
+        return window
+    need = (pd.to_datetime(alarms["onset"], utc=True).min() - pd.Timedelta(hours=before_h)).tz_convert(settings.TIMEZONE)
+    start = max(need.floor("D").tz_convert("UTC"), window.end - pd.Timedelta(days=max_days))
+    return Window(min(start, window.start), window.end)
 
 
 @dataclass
@@ -146,78 +188,124 @@ def _top_candidate(candidates: pd.DataFrame | None, leak_id: Any, *, single: boo
 
 
 def same_leak(
-    dma_a: str, onset_a: pd.Timestamp, flow_a: float, dma_b: str, onset_b: pd.Timestamp, flow_b: float, *,
+    dma_a: str, onset_a: pd.Timestamp, dma_b: str, onset_b: pd.Timestamp, *,
     onset_tolerance_h: float = settings.ALARM_ONSET_TOLERANCE_H,
-    flow_tolerance: float = settings.ALARM_FLOW_TOLERANCE,
-    flow_tolerance_lps: float = settings.ALARM_FLOW_TOLERANCE_LPS,
 ) -> bool:
-    """Whether two detections are the same leak: same DMA, close onsets and similar flows (L/s)."""
+    """Whether two detections are the same leak: the same DMA (or either network-wide) and close onsets."""
     if dma_a != dma_b and NETWORK not in (dma_a, dma_b):
         return False
-    if abs(onset_a - onset_b) > pd.Timedelta(hours=onset_tolerance_h):
-        return False
-    return abs(flow_a - flow_b) <= max(flow_tolerance * max(abs(flow_a), abs(flow_b)), flow_tolerance_lps)
+    return abs(onset_a - onset_b) <= pd.Timedelta(hours=onset_tolerance_h)
+
+
+def flow_verdict(
+    flow_lps: float, alarm_flow_lps: float, *,
+    flow_tolerance: float = settings.ALARM_FLOW_TOLERANCE,
+    flow_tolerance_lps: float = settings.ALARM_FLOW_TOLERANCE_LPS,
+) -> str:
+    """How tonight's step of a known leak compares with the alarm's flow (L/s).
+
+    Returns
+    -------
+    str
+        ``'continuing'`` (within the tolerance, or larger: a growing leak) or
+        ``'closed'`` (smaller beyond the tolerance: the step fitted from the
+        onset to the end of the window averages a leak that stopped part-way,
+        a repair).
+    """
+    allowed = max(flow_tolerance * max(abs(flow_lps), abs(alarm_flow_lps)), flow_tolerance_lps)
+    return "closed" if alarm_flow_lps - flow_lps > allowed else "continuing"
 
 
 def match_alarms(
     leaks: pd.DataFrame,
-    open_alarms: pd.DataFrame,
+    alarms: pd.DataFrame,
     window: Window,
     *,
     onset_tolerance_h: float = settings.ALARM_ONSET_TOLERANCE_H,
     flow_tolerance: float = settings.ALARM_FLOW_TOLERANCE,
     flow_tolerance_lps: float = settings.ALARM_FLOW_TOLERANCE_LPS,
-    cover_margin_h: float = settings.ALARM_COVER_MARGIN_H,
-) -> tuple[pd.Series, pd.Series]:
-    """Match a run's leaks to the open alarms (the rule of this module's docstring).
+    cover_before_h: float = settings.ALARM_COVER_BEFORE_H,
+    cover_after_h: float = settings.ALARM_COVER_AFTER_H,
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Match a run's leaks to the known alarms (the rule of this module's docstring).
 
     Parameters
     ----------
     leaks : DataFrame
         :func:`leaks_from_report`.
-    open_alarms : DataFrame
-        ``alarm_id``, ``dma``, ``onset`` (UTC), ``flow_lps`` of the open alarms.
+    alarms : DataFrame
+        ``alarm_id``, ``dma``, ``onset`` (UTC), ``flow_lps`` and ``status``
+        (``open``, or ``closed`` for alarms closed earlier whose step may
+        still be in the window; default open).
     window : Window
         The run's readings period.
-    onset_tolerance_h, flow_tolerance, flow_tolerance_lps, cover_margin_h : float
-        The rule's tolerances (hours, share, L/s, hours).
+    onset_tolerance_h, flow_tolerance, flow_tolerance_lps, cover_before_h, cover_after_h : float
+        The rule's tolerances (hours, share, L/s, hours, hours).
 
     Returns
     -------
-    alarm_of_leak : Series
-        On ``leaks``' index: the alarm a leak continues, or NA (a new leak).
+    matched : DataFrame
+        On ``leaks``' index: ``alarm_id`` (Int64; NA for a new leak) and
+        ``state``: ``'new'``; for an open alarm ``'continuing'`` or
+        ``'closed'`` (its flow fell: it stopped inside the window); for a
+        closed one ``'reopened'`` (the step is back at its flow) or
+        ``'stays closed'`` (the stopped leak's smaller step, still in the
+        window). Open alarms are matched before closed ones.
     unseen : Series
-        Index the open alarms' ``alarm_id`` that no leak continues; value
-        ``'closed'`` or ``'unchecked'``.
+        Index the ``alarm_id`` of open alarms no leak matched; value
+        ``'closed'`` (the window covers the onset, the step is gone) or
+        ``'unchecked'``.
     """
-    tol = {"onset_tolerance_h": onset_tolerance_h, "flow_tolerance": flow_tolerance,
-           "flow_tolerance_lps": flow_tolerance_lps}
+    status = alarms["status"] if "status" in alarms else pd.Series("open", index=alarms.index)
     pairs = []
     for i, leak in leaks.iterrows():
-        for alarm in open_alarms.itertuples(index=False):
-            if same_leak(leak["dma"], leak["onset"], leak["flow_lps"], alarm.dma, alarm.onset, alarm.flow_lps, **tol):
+        for alarm, st in zip(alarms.itertuples(index=False), status):
+            if same_leak(leak["dma"], leak["onset"], alarm.dma, alarm.onset, onset_tolerance_h=onset_tolerance_h):
                 hours = abs(leak["onset"] - alarm.onset) / pd.Timedelta(hours=1)
                 cost = hours / onset_tolerance_h + abs(leak["flow_lps"] - alarm.flow_lps) / max(alarm.flow_lps, 1e-9)
-                pairs.append((cost, i, int(alarm.alarm_id)))
-    alarm_of_leak = pd.Series(pd.NA, index=leaks.index, dtype="Int64")
+                pairs.append((st != "open", cost, i, int(alarm.alarm_id), float(alarm.flow_lps), st))
+    matched = pd.DataFrame({"alarm_id": pd.Series(pd.NA, index=leaks.index, dtype="Int64"),
+                            "state": pd.Series("new", index=leaks.index, dtype=object)})
     taken: set[int] = set()
-    for _, i, alarm_id in sorted(pairs):  # closest pairs first, each side used once
-        if pd.isna(alarm_of_leak[i]) and alarm_id not in taken:
-            alarm_of_leak[i] = alarm_id
+    for _, _, i, alarm_id, alarm_flow, st in sorted(pairs):  # open first, closest first, each side once
+        if pd.isna(matched.at[i, "alarm_id"]) and alarm_id not in taken:
+            verdict = flow_verdict(leaks.at[i, "flow_lps"], alarm_flow, flow_tolerance=flow_tolerance,
+                                   flow_tolerance_lps=flow_tolerance_lps)
+            if st != "open":
+                verdict = "reopened" if verdict == "continuing" else "stays closed"
+            matched.at[i, "alarm_id"] = alarm_id
+            matched.at[i, "state"] = verdict
             taken.add(alarm_id)
-    rest = open_alarms[~open_alarms["alarm_id"].astype(int).isin(taken)]
-    unseen = pd.Series({int(a.alarm_id): "closed" if window.covers(a.onset, cover_margin_h) else "unchecked"
+    rest = alarms[status.eq("open").to_numpy() & ~alarms["alarm_id"].astype(int).isin(taken).to_numpy()]
+    unseen = pd.Series({int(a.alarm_id): "closed" if window.covers(a.onset, before_h=cover_before_h,
+                                                                   after_h=cover_after_h) else "unchecked"
                         for a in rest.itertuples(index=False)}, dtype=object)
-    return alarm_of_leak, unseen
+    return matched, unseen
+
+
+def known_alarms(store: Store, window: Window | None = None,
+                 onset_tolerance_h: float = settings.ALARM_ONSET_TOLERANCE_H) -> pd.DataFrame:
+    """The open alarms, and (with ``window``) the closed ones whose onset lies in it, oldest first.
+
+    Returns
+    -------
+    DataFrame
+        Rows of the ``alarms`` table (``onset`` UTC).
+    """
+    if not store.has_table("alarms"):
+        return pd.DataFrame(columns=["alarm_id", "dma", "onset", "flow_lps", "status"])
+    sql, params = "SELECT * FROM alarms WHERE status = 'open'", []
+    if window is not None:
+        sql += " OR (status = 'closed' AND onset >= CAST(? AS TIMESTAMPTZ))"
+        params.append((window.start - pd.Timedelta(hours=onset_tolerance_h)).isoformat())
+    df = store.query(sql + " ORDER BY alarm_id", params)
+    df["onset"] = pd.to_datetime(df["onset"], utc=True)
+    return df
 
 
 def open_alarms(store: Store) -> pd.DataFrame:
     """The store's open alarms (``alarm_id``, ``dma``, ``onset`` UTC, ``flow_lps``...), oldest first."""
-    if not store.has_table("alarms"):
-        return pd.DataFrame(columns=["alarm_id", "dma", "onset", "flow_lps"])
-    df = store.query("SELECT * FROM alarms WHERE status = 'open' ORDER BY alarm_id")
-    df["onset"] = pd.to_datetime(df["onset"], utc=True)
-    return df
+    return known_alarms(store)
 
 
 def record_run(
@@ -263,17 +351,17 @@ def record_run(
     leaks = leaks_from_report(report, candidates)
     with store.transaction():
         run_id = _next_id(store, "runs", "run_id")
-        alarms = open_alarms(store)
-        alarm_of_leak, unseen = match_alarms(leaks, alarms, window, **tolerances)
+        alarms = known_alarms(store, window)
+        matched, unseen = match_alarms(leaks, alarms, window, **tolerances)
         now = pd.Timestamp.now(tz="UTC")
-        states = _write_alarms(store, run_id, now, leaks, alarm_of_leak, alarms, unseen)
+        states = _write_alarms(store, run_id, now, leaks, matched, alarms, unseen)
         _write_candidates(store, run_id, candidates, leaks, states)
-        counts = {s: int((states["state"] == s).sum()) for s in ("new", "continuing", "closed", "unchecked")}
+        counts = {s: int((states["state"] == s).sum()) for s in STATES}
         store.con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [run_id, started_at.isoformat(), now.isoformat(), window.start.isoformat(), window.end.isoformat(),
              int(days), str(network), network_sha256, "leak" if len(leaks) else "no leak", len(leaks),
-             counts["new"], counts["continuing"], counts["closed"], counts["unchecked"],
+             counts["new"], counts["continuing"], counts["closed"], counts["reopened"], counts["unchecked"],
              int((report.get("data") or {}).get("readings_rows", 0) or 0), out_dir,
              json.dumps(report, default=str)])
     log.info("run %d: %d leak(s); alarms %s", run_id, len(leaks), ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -284,46 +372,88 @@ def _next_id(store: Store, table: str, column: str) -> int:
     return int(store.con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchall()[0][0])
 
 
-def _write_alarms(store: Store, run_id: int, now: pd.Timestamp, leaks: pd.DataFrame, alarm_of_leak: pd.Series,
+def _write_alarms(store: Store, run_id: int, now: pd.Timestamp, leaks: pd.DataFrame, matched: pd.DataFrame,
                   alarms: pd.DataFrame, unseen: pd.Series) -> pd.DataFrame:
     """Insert new alarms, update continuing and closed ones, append the history; return the states."""
-    con, rows = store.con, []
+    rows = []
     next_alarm = _next_id(store, "alarms", "alarm_id")
-    first_seen = dict(zip(alarms["alarm_id"].astype(int), alarms.get("first_seen_run", pd.Series(dtype=int))))
+    first_seen = {int(a): int(r) for a, r in zip(alarms["alarm_id"], alarms.get("first_seen_run", []))}
     for i, leak in leaks.iterrows():
-        top = [leak["top_link_id"], _num(leak["top_p"])]
-        if pd.isna(alarm_of_leak[i]):
-            alarm_id, state = next_alarm, "new"
-            next_alarm += 1
-            con.execute("INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', NULL, NULL, NULL, ?, ?)",
-                        [alarm_id, leak["dma"], leak["onset"].isoformat(), float(leak["flow_lps"]), run_id, run_id,
-                         now.isoformat(), now.isoformat(), *top])
+        state = matched.at[i, "state"]
+        if state == "new":
+            alarm_id, next_alarm = next_alarm, next_alarm + 1
             first_seen[alarm_id] = run_id
+            _insert_alarm(store, alarm_id, leak, run_id, now)
+            note = None
         else:
-            alarm_id, state = int(alarm_of_leak[i]), "continuing"
-            con.execute("UPDATE alarms SET onset = ?, flow_lps = ?, last_seen_run = ?, last_seen_at = ?, "
-                        "top_link_id = ?, top_p = ?, dma = CASE WHEN dma = ? THEN ? ELSE dma END WHERE alarm_id = ?",
-                        [leak["onset"].isoformat(), float(leak["flow_lps"]), run_id, now.isoformat(), *top,
-                         NETWORK, leak["dma"], alarm_id])
-        con.execute("INSERT INTO alarm_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                    [alarm_id, run_id, state, leak["onset"].isoformat(), float(leak["flow_lps"]),
-                     _num(leak["t_stat"]), *top, _num(leak["top_p_within_300m"])])
+            alarm_id = int(matched.at[i, "alarm_id"])
+            old = float(alarms.loc[alarms["alarm_id"].astype(int) == alarm_id, "flow_lps"].iat[0])
+            note = _update_alarm(store, alarm_id, state, leak, old, run_id, now)
+        _history(store, alarm_id, run_id, state, leak, note)
         rows.append({"alarm_id": alarm_id, "state": state, "dma": leak["dma"], "onset": leak["onset"],
                      "flow_lps": float(leak["flow_lps"]), "first_seen_run": first_seen[alarm_id],
-                     "leak_id": leak["leak_id"]})
+                     "leak_id": leak["leak_id"], "note": note})
     by_id = alarms.set_index(alarms["alarm_id"].astype(int)) if len(alarms) else alarms
     for alarm_id, state in unseen.items():
         alarm = by_id.loc[alarm_id]
-        note = STEP_GONE if state == "closed" else "onset before the window: its step cannot be seen; kept open"
         if state == "closed":
-            con.execute("UPDATE alarms SET status = 'closed', closed_at = ?, closed_run = ?, closed_reason = ? "
-                        "WHERE alarm_id = ?", [now.isoformat(), run_id, STEP_GONE, int(alarm_id)])
-        con.execute("INSERT INTO alarm_history VALUES (?, ?, ?, NULL, NULL, NULL, NULL, NULL, NULL, ?)",
-                    [int(alarm_id), run_id, state, note])
+            note = STEP_GONE
+            _close(store, int(alarm_id), run_id, now, STEP_GONE)
+        else:
+            note = "onset before the window: its step cannot be seen; kept open"
+        _history(store, int(alarm_id), run_id, state, None, note)
         rows.append({"alarm_id": int(alarm_id), "state": state, "dma": alarm["dma"], "onset": alarm["onset"],
                      "flow_lps": float(alarm["flow_lps"]), "first_seen_run": first_seen.get(int(alarm_id)),
-                     "leak_id": pd.NA})
-    return pd.DataFrame(rows, columns=["alarm_id", "state", "dma", "onset", "flow_lps", "first_seen_run", "leak_id"])
+                     "leak_id": pd.NA, "note": note})
+    return pd.DataFrame(rows, columns=["alarm_id", "state", "dma", "onset", "flow_lps", "first_seen_run",
+                                       "leak_id", "note"])
+
+
+def _insert_alarm(store: Store, alarm_id: int, leak: pd.Series, run_id: int, now: pd.Timestamp) -> None:
+    store.con.execute("INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', NULL, NULL, NULL, ?, ?)",
+                      [alarm_id, leak["dma"], leak["onset"].isoformat(), float(leak["flow_lps"]), run_id, run_id,
+                       now.isoformat(), now.isoformat(), leak["top_link_id"], _num(leak["top_p"])])
+
+
+def _update_alarm(store: Store, alarm_id: int, state: str, leak: pd.Series, old_flow: float, run_id: int,
+                  now: pd.Timestamp) -> str | None:
+    """A known leak seen again: update a continuing alarm, close one whose flow fell, reopen one; return the note."""
+    flow = float(leak["flow_lps"])
+    if state == "stays closed":
+        return f"already closed: the stopped leak's smaller step ({flow:.2f} L/s) is still in the window"
+    if state == "reopened":
+        store.con.execute("UPDATE alarms SET status = 'open', closed_at = NULL, closed_run = NULL, "
+                          "closed_reason = NULL WHERE alarm_id = ?", [alarm_id])
+    if state == "closed":
+        note = (f"flow fell from {old_flow:.2f} to {float(leak['flow_lps']):.2f} L/s: the leak stopped inside "
+                "the window (repair?)")
+        store.con.execute("UPDATE alarms SET last_seen_run = ?, last_seen_at = ? WHERE alarm_id = ?",
+                          [run_id, now.isoformat(), alarm_id])
+        _close(store, alarm_id, run_id, now, note)
+        return note
+    store.con.execute(
+        "UPDATE alarms SET onset = ?, flow_lps = ?, last_seen_run = ?, last_seen_at = ?, top_link_id = ?, top_p = ?, "
+        "dma = CASE WHEN dma = ? THEN ? ELSE dma END WHERE alarm_id = ?",
+        [leak["onset"].isoformat(), float(leak["flow_lps"]), run_id, now.isoformat(), leak["top_link_id"],
+         _num(leak["top_p"]), NETWORK, leak["dma"], alarm_id])
+    if state == "reopened":
+        return f"reopened: the step is back at {flow:.2f} L/s (the repair did not hold?)"
+    grew = flow - old_flow > max(settings.ALARM_FLOW_TOLERANCE * old_flow, settings.ALARM_FLOW_TOLERANCE_LPS)
+    return f"flow grew from {old_flow:.2f} to {flow:.2f} L/s" if grew else None
+
+
+def _close(store: Store, alarm_id: int, run_id: int, now: pd.Timestamp, reason: str) -> None:
+    store.con.execute("UPDATE alarms SET status = 'closed', closed_at = ?, closed_run = ?, closed_reason = ? "
+                      "WHERE alarm_id = ?", [now.isoformat(), run_id, reason, alarm_id])
+
+
+def _history(store: Store, alarm_id: int, run_id: int, state: str, leak: pd.Series | None, note: str | None) -> None:
+    """One ``alarm_history`` row; ``leak`` None for an alarm the run did not see."""
+    seen = [None] * 6 if leak is None else [
+        leak["onset"].isoformat(), float(leak["flow_lps"]), _num(leak["t_stat"]), leak["top_link_id"],
+        _num(leak["top_p"]), _num(leak["top_p_within_300m"])]
+    store.con.execute("INSERT INTO alarm_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      [alarm_id, run_id, state, *seen, note])
 
 
 def _write_candidates(store: Store, run_id: int, candidates: pd.DataFrame | None, leaks: pd.DataFrame,
@@ -363,14 +493,14 @@ def alarm_table(store: Store, *, include_closed: bool = False) -> pd.DataFrame:
     -------
     DataFrame
         The ``alarms`` table (``onset``, ``first_seen_at``... UTC) plus
-        ``runs_seen`` (runs that detected it). Empty when no run was recorded.
+        ``runs_seen`` (runs that detected its step). Empty when no run was recorded.
     """
     if not store.has_table("alarms"):
         return pd.DataFrame()
     where = "" if include_closed else "WHERE a.status = 'open'"
     return store.query(
         "SELECT a.*, (SELECT count(*) FROM alarm_history h WHERE h.alarm_id = a.alarm_id "
-        "AND h.state IN ('new', 'continuing')) AS runs_seen "
+        "AND h.flow_lps IS NOT NULL) AS runs_seen "
         f"FROM alarms a {where} ORDER BY a.status DESC, a.onset DESC, a.alarm_id")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from twin import settings
-from twin.alarms import Window, record_run
+from twin.alarms import Window, open_alarms, record_run, window_for_alarms
 from twin.balance import water_balance
 from twin.bench import score_ranking
 from twin.errors import InputError, require_file
@@ -207,7 +207,9 @@ def localise_store(
     path of :func:`localise_files`, writes the same outputs plus work orders,
     and records the run, its leaks and candidates in the store
     (:func:`twin.alarms.record_run`): a leak seen on an earlier night is
-    reported as continuing, an alarm whose step is gone is closed.
+    reported as continuing, an alarm whose step is gone is closed. With
+    ``record``, the window starts earlier when an open alarm's onset needs
+    it (:func:`twin.alarms.window_for_alarms`).
 
     Parameters
     ----------
@@ -250,6 +252,8 @@ def localise_store(
     with Store(store_path) as store:
         t1 = time.perf_counter()
         window = run_window(store, until=until, days=days)
+        if record:  # see the step of every open alarm, so that a repair is noticed
+            window = window_for_alarms(window, open_alarms(store))
         staged = _read_store(store, network, window)
         timings["read_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
@@ -258,7 +262,8 @@ def localise_store(
         timings["localise_s"] = time.perf_counter() - t2
         report = _job_report(result, staged, network)
         report["inputs"] = {"network": str(network_path), "crs": str(crs), "store": str(store_path),
-                            "window_start": window.start, "window_end": window.end, "days": int(days)}
+                            "window_start": window.start, "window_end": window.end, "days": int(days),
+                            "window_days": round(window.days, 3)}
         orders = _work_orders(network, result, staged, out, top=top, timings=timings)
         paths = _write_outputs(network, result, staged, out, write_map=write_map, basemap=basemap,
                                timings=timings, plan=orders)

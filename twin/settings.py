@@ -79,10 +79,18 @@ ALARM_FLOW_TOLERANCE = 0.3
 ALARM_FLOW_TOLERANCE_LPS = 0.5
 
 #: An open alarm a run does not see is closed (its step is gone: a repair)
-#: only when the run's window holds its onset at least this many hours from
-#: either end; otherwise it stays open, unchecked. 12 h: the first and last
-#: twice-daily register windows are not used by detection.
-ALARM_COVER_MARGIN_H = 12.0
+#: only when the run's window could have seen its step: at least this many
+#: hours of readings before the onset (detection's two reference days)...
+ALARM_COVER_BEFORE_H = 48.0
+
+#: ...and this many after it (detection scans no onset in the last 24 h).
+#: Otherwise the alarm stays open, unchecked.
+ALARM_COVER_AFTER_H = 24.0
+
+#: A run from the store starts its window early enough to see the step of
+#: every open alarm (so that a repair is noticed), but covers at most this
+#: many days; older alarms stay open, unchecked.
+ALARM_LOOKBACK_DAYS = 14
 
 #: Candidates kept in the store per run and alarm (the best ranked).
 ALARM_CANDIDATES_KEPT = 50

@@ -82,7 +82,7 @@ _RUN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, window_start TIMESTAMPTZ,
     window_end TIMESTAMPTZ, days INTEGER, network VARCHAR, network_sha256 VARCHAR, status VARCHAR,
-    leaks INTEGER, new_alarms INTEGER, continuing INTEGER, closed INTEGER, unchecked INTEGER,
+    leaks INTEGER, new_alarms INTEGER, continuing INTEGER, closed INTEGER, reopened INTEGER, unchecked INTEGER,
     readings_rows BIGINT, out_dir VARCHAR, report VARCHAR);
 CREATE TABLE IF NOT EXISTS alarms (
     alarm_id INTEGER, dma VARCHAR, onset TIMESTAMPTZ, flow_lps DOUBLE, first_seen_run INTEGER,
