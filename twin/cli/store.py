@@ -205,7 +205,7 @@ def _alarms_table(table: pd.DataFrame) -> Table:
     t = Table(title="leak alarms")
     for c, j in (("alarm", "right"), ("DMA", "left"), ("status", "left"), ("onset", "left"), ("L/s", "right"),
                  ("runs", "left"), ("seen", "right"), ("top pipe", "left"), ("p", "right"), ("closed", "left")):
-        t.add_column(c, justify=j, no_wrap=c != "closed")  # type: ignore[arg-type]
+        t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
     for a in table.itertuples(index=False):
         has_top = isinstance(a.top_link_id, str)
         t.add_row(f"#{a.alarm_id}", str(a.dma), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
@@ -221,7 +221,7 @@ def _history_table(history: pd.DataFrame) -> Table:
     t = Table(title="history: one row per alarm and run (p300: p within 300 m)")
     for c, j in (("alarm", "right"), ("run", "right"), ("window", "left"), ("state", "left"), ("onset", "left"),
                  ("L/s", "right"), ("t", "right"), ("top pipe", "left"), ("p300", "right"), ("note", "left")):
-        t.add_column(c, justify=j, no_wrap=c != "note")  # type: ignore[arg-type]
+        t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
     for h in history.itertuples(index=False):
         t.add_row(f"#{h.alarm_id}", str(h.run_id), f"{_local(h.window_start, '%m-%d')}..{_local(h.window_end - pd.Timedelta(seconds=1), '%m-%d')}",
                   h.state, _local(h.onset, "%m-%d %H:%M"), "" if pd.isna(h.flow_lps) else f"{h.flow_lps:.2f}",
