@@ -358,7 +358,9 @@ def record_run(
         _write_candidates(store, run_id, candidates, leaks, states)
         counts = {s: int((states["state"] == s).sum()) for s in STATES}
         store.con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (run_id, started_at, finished_at, window_start, window_end, days, network, "
+            "network_sha256, status, leaks, new_alarms, continuing, closed, reopened, unchecked, readings_rows, "
+            "out_dir, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [run_id, started_at.isoformat(), now.isoformat(), window.start.isoformat(), window.end.isoformat(),
              int(days), str(network), network_sha256, "leak" if len(leaks) else "no leak", len(leaks),
              counts["new"], counts["continuing"], counts["closed"], counts["reopened"], counts["unchecked"],
@@ -410,7 +412,9 @@ def _write_alarms(store: Store, run_id: int, now: pd.Timestamp, leaks: pd.DataFr
 
 
 def _insert_alarm(store: Store, alarm_id: int, leak: pd.Series, run_id: int, now: pd.Timestamp) -> None:
-    store.con.execute("INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', NULL, NULL, NULL, ?, ?)",
+    store.con.execute("INSERT INTO alarms (alarm_id, dma, onset, flow_lps, first_seen_run, last_seen_run, "
+                      "first_seen_at, last_seen_at, status, top_link_id, top_p) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
                       [alarm_id, leak["dma"], leak["onset"].isoformat(), float(leak["flow_lps"]), run_id, run_id,
                        now.isoformat(), now.isoformat(), leak["top_link_id"], _num(leak["top_p"])])
 
@@ -452,7 +456,8 @@ def _history(store: Store, alarm_id: int, run_id: int, state: str, leak: pd.Seri
     seen = [None] * 6 if leak is None else [
         leak["onset"].isoformat(), float(leak["flow_lps"]), _num(leak["t_stat"]), leak["top_link_id"],
         _num(leak["top_p"]), _num(leak["top_p_within_300m"])]
-    store.con.execute("INSERT INTO alarm_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    store.con.execute("INSERT INTO alarm_history (alarm_id, run_id, state, onset, flow_lps, t_stat, top_link_id, "
+                      "top_p, top_p_within_300m, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       [alarm_id, run_id, state, *seen, note])
 
 
@@ -476,7 +481,7 @@ def _write_candidates(store: Store, run_id: int, candidates: pd.DataFrame | None
         "zone": cand["zone"].astype("string") if "zone" in cand else None})
     store.con.register("_run_candidates", table)
     try:
-        store.con.execute("INSERT INTO candidates SELECT * FROM _run_candidates")
+        store.con.execute("INSERT INTO candidates BY NAME SELECT * FROM _run_candidates")
     finally:
         store.con.unregister("_run_candidates")
 

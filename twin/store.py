@@ -21,6 +21,8 @@ Tables
     One row per ingest with its counts.
 ``balance``
     Written by ``twin balance``.
+``runs``, ``alarms``, ``alarm_history``, ``candidates``
+    The nightly job's runs and leak alarms (:mod:`twin.alarms`).
 
 Ingest runs in SQL with bounded memory (``memory_limit``, default 1 GB; the
 CSV/Parquet readers stream, and the sequence checks run per group of meters).
