@@ -249,7 +249,9 @@ def nights(tmp_path_factory):
 
 def test_first_night_opens_an_alarm_in_the_leak_district(nights):
     first = nights["first"]
-    assert first["window"] == Window(_t("2026-03-02T00:00+08:00"), _t("2026-03-06T00:00+08:00"))
+    window = first["window"]  # the four days asked for, to the last reading stored
+    assert window.start == _t("2026-03-02T00:00+08:00")
+    assert _t("2026-03-05T23:00+08:00") < window.end <= _t("2026-03-06T00:00+08:00")
     states = first["alarms"].states
     assert states[["alarm_id", "state", "dma"]].values.tolist() == [[1, "new", "DMA07"]]
     truth = json.loads((WEEK / "truth.json").read_text())["leak"]
@@ -294,7 +296,12 @@ def test_run_window_needs_readings(nights):
     from twin.pipeline import run_window
 
     with Store(nights["db"], read_only=True) as st:
-        assert run_window(st).end == _t("2026-03-09T00:00+08:00")
+        last = run_window(st)  # the local day of the latest reading, 7 days, within the stored readings
+        assert last.start == _t("2026-03-02T00:00+08:00")
+        assert _t("2026-03-08T23:00+08:00") < last.end <= _t("2026-03-09T00:00+08:00")
+        assert run_window(st, until="2026-03-08", days=10) == last
+        assert run_window(st, until="2026-03-04", days=1) == Window(_t("2026-03-04T00:00+08:00"),
+                                                                    _t("2026-03-05T00:00+08:00"))
         with pytest.raises(InputError, match="no readings from 2026-04-0"):
             run_window(st, until="2026-04-05", days=2)
         with pytest.raises(InputError, match="not a date"):

@@ -253,7 +253,7 @@ def localise_store(
         t1 = time.perf_counter()
         window = run_window(store, until=until, days=days)
         if record:  # see the step of every open alarm, so that a repair is noticed
-            window = window_for_alarms(window, open_alarms(store))
+            window = _within_readings(window_for_alarms(window, open_alarms(store)), store)
         staged = _read_store(store, network, window)
         timings["read_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
@@ -297,7 +297,8 @@ def run_window(store: Store, *, until: Any = None, days: int = settings.RUN_DAYS
     Returns
     -------
     Window
-        UTC bounds, local midnights (``settings.TIMEZONE``).
+        UTC bounds, local midnights (``settings.TIMEZONE``), narrowed to the
+        stored readings (a run cannot see beyond them).
 
     Raises
     ------
@@ -325,7 +326,13 @@ def run_window(store: Store, *, until: Any = None, days: int = settings.RUN_DAYS
         raise InputError(f"the store holds no readings from {window.start.tz_convert(tz).isoformat()} to "
                          f"{window.end.tz_convert(tz).isoformat()} (it holds {first} to {last})",
                          path=store.path, fix="give --until a day of that period, or ingest the days first")
-    return window
+    return _within_readings(window, store)
+
+
+def _within_readings(window: Window, store: Store) -> Window:
+    """The part of ``window`` the store holds readings for (what a run can see; alarms are judged on it)."""
+    first, last = store.time_range()  # type: ignore[misc]
+    return Window(max(window.start, first), min(window.end, last + pd.Timedelta(seconds=1)))
 
 
 def file_sha256(path: str | Path) -> str:
