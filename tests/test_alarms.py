@@ -170,6 +170,24 @@ def test_record_run_is_one_transaction(tmp_path, monkeypatch):
         assert known_alarms(st)["last_seen_run"].tolist() == [1]
 
 
+def test_failed_run_is_recorded_and_leaves_the_alarms(tmp_path, twin_cli, capsys, monkeypatch):
+    from twin.alarms import record_failed_run
+    from twin.errors import ReadingsError
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as st:
+        _record(st, _report("2026-03-04T01:30:00+08:00"))
+        run_id = record_failed_run(st, WEEK_WINDOW, ReadingsError("no customer meter has readings", fix="ingest"),
+                                   started_at=pd.Timestamp.now(tz="UTC"), days=7, network="net.inp")
+        runs = st.table("runs")
+        assert run_id == 2 and runs["status"].iat[1].startswith("failed: no customer meter has readings")
+        assert known_alarms(st)[["alarm_id", "last_seen_run"]].values.tolist() == [[1, 1]]
+        assert len(st.table("alarm_history")) == 1
+    monkeypatch.setenv("COLUMNS", "200")
+    assert twin_cli("alarms", "--store", db) == 0
+    assert "last run #2" in capsys.readouterr().out
+
+
 def test_store_written_before_the_run_tables_gains_them(tmp_path, twin_cli, capsys):
     db = tmp_path / "old.duckdb"
     con = duckdb.connect(str(db))

@@ -357,17 +357,43 @@ def record_run(
         states = _write_alarms(store, run_id, now, leaks, matched, alarms, unseen)
         _write_candidates(store, run_id, candidates, leaks, states)
         counts = {s: int((states["state"] == s).sum()) for s in STATES}
-        store.con.execute(
-            "INSERT INTO runs (run_id, started_at, finished_at, window_start, window_end, days, network, "
-            "network_sha256, status, leaks, new_alarms, continuing, closed, reopened, unchecked, readings_rows, "
-            "out_dir, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, started_at.isoformat(), now.isoformat(), window.start.isoformat(), window.end.isoformat(),
-             int(days), str(network), network_sha256, "leak" if len(leaks) else "no leak", len(leaks),
-             counts["new"], counts["continuing"], counts["closed"], counts["reopened"], counts["unchecked"],
-             int((report.get("data") or {}).get("readings_rows", 0) or 0), out_dir,
-             json.dumps(report, default=str)])
+        _insert_run(store, run_id, window, report, status="leak" if len(leaks) else "no leak", leaks=len(leaks),
+                    counts=counts, started_at=started_at, finished_at=now, days=days, network=network,
+                    network_sha256=network_sha256, out_dir=out_dir)
     log.info("run %d: %d leak(s); alarms %s", run_id, len(leaks), ", ".join(f"{k} {v}" for k, v in counts.items()))
     return RunRecord(run_id, states, counts)
+
+
+def record_failed_run(store: Store, window: Window, error: BaseException, *, started_at: pd.Timestamp, days: int,
+                      network: str, network_sha256: str | None = None, out_dir: str | None = None) -> int:
+    """Record a run that stopped on bad input (status ``failed: ...``); the alarms are left as they were.
+
+    Returns
+    -------
+    int
+        The run's ``run_id``.
+    """
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    with store.transaction():
+        run_id = _next_id(store, "runs", "run_id")
+        _insert_run(store, run_id, window, {"error": message}, status=f"failed: {message}"[:500], leaks=0,
+                    counts=dict.fromkeys(STATES, 0), started_at=started_at, finished_at=pd.Timestamp.now(tz="UTC"),
+                    days=days, network=network, network_sha256=network_sha256, out_dir=out_dir)
+    return run_id
+
+
+def _insert_run(store: Store, run_id: int, window: Window, report: dict[str, Any], *, status: str, leaks: int,
+                counts: dict[str, int], started_at: pd.Timestamp, finished_at: pd.Timestamp, days: int, network: str,
+                network_sha256: str | None, out_dir: str | None) -> None:
+    """One row of the ``runs`` table."""
+    store.con.execute(
+        "INSERT INTO runs (run_id, started_at, finished_at, window_start, window_end, days, network, "
+        "network_sha256, status, leaks, new_alarms, continuing, closed, reopened, unchecked, readings_rows, "
+        "out_dir, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run_id, started_at.isoformat(), finished_at.isoformat(), window.start.isoformat(), window.end.isoformat(),
+         int(days), str(network), network_sha256, status, leaks, counts["new"], counts["continuing"],
+         counts["closed"], counts["reopened"], counts["unchecked"],
+         int((report.get("data") or {}).get("readings_rows", 0) or 0), out_dir, json.dumps(report, default=str)])
 
 
 def _next_id(store: Store, table: str, column: str) -> int:

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from twin import settings
-from twin.alarms import Window, open_alarms, record_run, window_for_alarms
+from twin.alarms import Window, open_alarms, record_failed_run, record_run, window_for_alarms
 from twin.balance import water_balance
 from twin.bench import score_ranking
-from twin.errors import InputError, require_file
+from twin.errors import InputError, TwinError, require_file
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.maps import crew_map, save_map
@@ -257,8 +257,15 @@ def localise_store(
         staged = _read_store(store, network, window)
         timings["read_s"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
-                          progress=progress, **options)
+        run_info = {"started_at": started, "days": days, "network": str(network_path),
+                    "network_sha256": file_sha256(network_path), "out_dir": str(out)}
+        try:
+            result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
+                              progress=progress, **options)
+        except TwinError as exc:  # bad data tonight: the night is recorded as failed, the alarms stay as they were
+            if record:
+                record_failed_run(store, window, exc, **run_info)
+            raise
         timings["localise_s"] = time.perf_counter() - t2
         report = _job_report(result, staged, network)
         report["inputs"] = {"network": str(network_path), "crs": str(crs), "store": str(store_path),
@@ -271,8 +278,7 @@ def localise_store(
             paths["plan"] = out / "plan"
         run = None
         if record:
-            run = record_run(store, window, report, result.candidates, started_at=started, days=days,
-                             network=str(network_path), network_sha256=file_sha256(network_path), out_dir=str(out))
+            run = record_run(store, window, report, result.candidates, **run_info)
             report["run_id"] = run.run_id
             report["alarms"] = run.states.to_dict("records")
     _finish_report(report, paths["report"], timings, t0)

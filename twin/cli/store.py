@@ -183,11 +183,13 @@ def alarms(
                 raise InputError(f"the store has no alarm #{alarm}", path=store,
                                  fix="run `twin alarms --store DB --all` to see the alarm numbers")
         history = alarm_history(st, [int(a) for a in table["alarm_id"]])
-        runs = st.query("SELECT count(*) AS n, max(started_at) AS last FROM runs")
+        runs = st.query("SELECT run_id, started_at, status FROM runs ORDER BY run_id")
     con = _console()
-    last = runs["last"].iat[0]
-    when = f"; last run {pd.Timestamp(last).tz_convert(settings.TIMEZONE):%Y-%m-%d %H:%M}" if pd.notna(last) else ""
-    con.print(f"{int(runs['n'].iat[0])} run(s) recorded in {store}{when} (times local, {settings.TIMEZONE})")
+    when = ""
+    if len(runs):
+        last = runs.iloc[-1]
+        when = f"; last run #{last['run_id']} {_local(last['started_at'])}: {last['status']}"
+    con.print(f"{len(runs)} run(s) recorded in {store}{when} (times local, {settings.TIMEZONE})", markup=False)
     if table.empty:
         con.print("no open alarm" + ("" if all_ else " (--all lists the closed ones)"))
         return
