@@ -254,12 +254,12 @@ def localise_store(
         window = run_window(store, until=until, days=days)
         if record:  # see the step of every open alarm, so that a repair is noticed
             window = _within_readings(window_for_alarms(window, open_alarms(store)), store)
-        staged = _read_store(store, network, window)
-        timings["read_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
         run_info = {"started_at": started, "days": days, "network": str(network_path),
                     "network_sha256": file_sha256(network_path), "out_dir": str(out)}
         try:
+            staged = _read_store(store, network, window)
+            timings["read_s"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
             result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
                               progress=progress, **options)
         except TwinError as exc:  # bad data tonight: the night is recorded as failed, the alarms stay as they were
