@@ -291,6 +291,11 @@ def test_next_night_reports_the_leak_as_continuing_with_the_usual_outputs(nights
     assert twin_cli("alarms", "--store", nights["db"]) == 0
     out = capsys.readouterr().out
     assert "#1" in out and "DMA07" in out and "open" in out and "continuing" in out and "new" in out
+    assert twin_cli("alarms", "--store", nights["db"], "--alarm", 1) == 0
+    top = pd.read_csv(n2 / "candidates.csv")["link_id"].iat[0]
+    assert "candidates of run 2" in (out := capsys.readouterr().out) and top in out
+    assert twin_cli("alarms", "--store", nights["db"], "--alarm", 7) == 2
+    assert "no alarm #7" in capsys.readouterr().err
     with Store(nights["db"], read_only=True) as st:
         assert len(alarm_table(st, include_closed=True)) == 1  # reported once, not twice
 

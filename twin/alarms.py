@@ -544,6 +544,15 @@ def alarm_history(store: Store, alarm_ids: list[int] | None = None) -> pd.DataFr
     return df if alarm_ids is None else df[df["alarm_id"].isin(alarm_ids)].reset_index(drop=True)
 
 
+def alarm_candidates(store: Store, alarm_id: int, *, top: int = 10) -> pd.DataFrame:
+    """The best ``top`` candidates of the last run that saw an alarm (``run_id``, ``rank``, ``link_id``, ``score``...)."""
+    if not store.has_table("candidates"):
+        return pd.DataFrame()
+    return store.query(
+        'SELECT * FROM candidates WHERE alarm_id = ? AND run_id = (SELECT max(run_id) FROM candidates '
+        'WHERE alarm_id = ?) ORDER BY "rank" LIMIT ?', [int(alarm_id), int(alarm_id), int(top)])
+
+
 def require_runs(store: Store) -> None:
     """Raise when the store holds no alarm tables (a store no run was recorded in, opened read-only)."""
     if not store.has_table("alarms"):

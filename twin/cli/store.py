@@ -167,10 +167,11 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
 def alarms(
     store: Path = typer.Option(..., "--store", help="DuckDB file the nightly job (twin localise --store) ran on."),
     all_: bool = typer.Option(False, "--all", help="Also list the closed alarms."),
-    alarm: Optional[int] = typer.Option(None, "--alarm", help="Only this alarm (its whole history)."),
+    alarm: Optional[int] = typer.Option(None, "--alarm", help="Only this alarm: its whole history and the "
+                                        "candidates of the last run that saw it."),
 ) -> None:
     """List the leak alarms the nightly job keeps: open ones (--all: closed ones too), each with its history."""
-    from twin.alarms import alarm_history, alarm_table, require_runs  # deferred, see twin.cli
+    from twin.alarms import alarm_candidates, alarm_history, alarm_table, require_runs  # deferred, see twin.cli
     from twin.store import Store, check_store_path
     check_store_path(store)
     require_file(store, what="store")
@@ -184,6 +185,7 @@ def alarms(
                                  fix="run `twin alarms --store DB --all` to see the alarm numbers")
         history = alarm_history(st, [int(a) for a in table["alarm_id"]])
         runs = st.query("SELECT run_id, started_at, status FROM runs ORDER BY run_id")
+        cands = None if alarm is None else alarm_candidates(st, alarm, top=10)
     con = _console()
     when = ""
     if len(runs):
@@ -195,6 +197,19 @@ def alarms(
         return
     con.print(_alarms_table(table))
     con.print(_history_table(history))
+    if cands is not None and len(cands):
+        con.print(_candidates_table(cands, alarm))
+
+
+def _candidates_table(cands: pd.DataFrame, alarm: int) -> Table:
+    """The ranked pipes of an alarm's last sighting."""
+    t = Table(title=f"alarm #{alarm}: candidates of run {int(cands['run_id'].iat[0])}")
+    for c in ("rank", "pipe", "p", "p within 300 m", "leak L/s", "zone"):
+        t.add_column(c, justify="left" if c in ("pipe", "zone") else "right", overflow="fold")
+    for c in cands.itertuples(index=False):
+        t.add_row(str(c.rank), str(c.link_id), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
+                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else str(c.zone))
+    return t
 
 
 def _local(ts: object, fmt: str = "%Y-%m-%d %H:%M") -> str:
