@@ -118,7 +118,7 @@ def plan(
     """Work orders for the candidate pipes: valves to close, customers affected, loss, priority."""
     from twin.maps import crew_map, save_map  # deferred, see twin.cli
     from twin.pipeline import output_folder
-    from twin.repair import plan_repairs, write_plan
+    from twin.repair import plan_repairs, split_ids, write_plan
     output_folder(out)
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates)
@@ -140,7 +140,7 @@ def plan(
     for _, row in orders.iterrows():
         console.print(
             f"{row['order_id']} [{row['priority_class']}] pipe {row['link_id']} (rank {row['rank']}): "
-            f"close {row['n_valves']} valve(s) {row['valves_to_close'].replace(';', ', ')}; "
+            f"close {row['n_valves']} valve(s) {', '.join(split_ids(row['valves_to_close']))}; "
             f"{row['customers_affected']} customer(s) affected, "
             f"{row['water_lost_m3_per_day']:.1f} m³/day lost",
             highlight=False, soft_wrap=True,
