@@ -23,8 +23,10 @@ examples; the module runs in about 25 s.
 
 from __future__ import annotations
 
+import csv
 import functools
 import html
+import io
 import json
 import re
 import tempfile
@@ -199,3 +201,52 @@ def test_work_order_id_lists_give_every_id_back(suffix):
             assert ids == split_ids(written) and set(ids) <= set(known), (col, read)
     assert set(split_ids(back["valves_to_close"].iloc[0])) == {f"{v}{suffix}" for v in ("Va", "Vb", "Vc")}
     assert "script" not in sheet.tags and sheet.handlers == []
+
+
+# --------------------------------------------------------------------------- ingest
+
+NOW = "2026-03-10T00:00:00+08:00"
+#: Whitespace a spreadsheet or a hand edit leaves around an ID (the registry strips every kind).
+PAD = st.text(st.sampled_from(" \t\u00a0\u3000"), max_size=2)
+#: Meter IDs of an ingest: printable, no line breaks, nothing but whitespace at the ends.
+ingest_id = hostile_suffix(4).filter(lambda s: "\n" not in s and "\r" not in s and len(s) <= 60)
+
+
+def _rfc4180(rows: list[list[str]], delimiter: str) -> str:
+    """Rows as a CSV in RFC 4180 quoting (what spreadsheets and Python's csv module write)."""
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def _registry(ids: list[str]) -> str:
+    return _rfc4180([["meter_id", "kind", "lon", "lat", "node_id", "link_id"],
+                     *[[i, "customer", "117.03", "28.24", "", ""] for i in ids]], ",")
+
+
+@_settings(25)
+@given(ids=st.lists(ingest_id, min_size=1, max_size=4, unique=True), pads=st.lists(st.tuples(PAD, PAD), min_size=4,
+       max_size=4), fmt=st.sampled_from(["csv", "parquet"]), delimiter=st.sampled_from([",", ";", "\t", "|"]))
+@example(ids=['A,"1"', "B'2", "C;3"], pads=[("", "")] * 4, fmt="csv", delimiter=",")  # quotes and ' fooled the sniffer
+@example(ids=["L1"], pads=[("\u3000", "\t")] * 4, fmt="csv", delimiter=",")  # padding kept: unknown_meter
+def test_hostile_meter_ids_come_back_from_the_store_as_the_registry_has_them(ids, pads, fmt, delimiter):
+    from twin.store import Store
+
+    t0 = pd.Timestamp("2026-03-02T08:00:00+08:00")
+    rows = [[f"{pads[k][0]}{mid}{pads[k][1]}", (t0 + pd.Timedelta(hours=12 * j)).isoformat(), f"{100 + 0.3 * j:.3f}"]
+            for k, mid in enumerate(ids) for j in range(3)]
+    with tempfile.TemporaryDirectory() as tmp:
+        m = Path(tmp) / "meters.csv"
+        m.write_text(_registry(ids), encoding="utf-8")
+        r = Path(tmp) / f"readings.{fmt}"
+        if fmt == "csv":
+            r.write_text(_rfc4180([["meter_id", "timestamp", "value"], *rows], delimiter), encoding="utf-8")
+        else:
+            pd.DataFrame(rows, columns=["meter_id", "timestamp", "value"]).to_parquet(r, index=False)
+        with Store() as store:
+            s = store.ingest(m, r, now=NOW)
+            stored = store.readings()
+            quarantined = store.quarantine()
+    assert s.adds_up and s.rows_in == len(rows)
+    assert s.quarantined == {}, quarantined[["meter_id", "reason"]].head(3).to_dict("records")
+    assert sorted(set(stored["meter_id"])) == sorted(ids)
