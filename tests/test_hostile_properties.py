@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +54,7 @@ def _settings(n: int) -> settings:
     """
     return settings(max_examples=n, derandomize=True, deadline=None, database=None,
                     phases=[Phase.explicit, Phase.generate],
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture,
                                            HealthCheck.filter_too_much])
 
 
@@ -250,3 +251,257 @@ def test_hostile_meter_ids_come_back_from_the_store_as_the_registry_has_them(ids
     assert s.adds_up and s.rows_in == len(rows)
     assert s.quarantined == {}, quarantined[["meter_id", "reason"]].head(3).to_dict("records")
     assert sorted(set(stored["meter_id"])) == sorted(ids)
+
+
+# --------------------------------------------------------------------------- byte-level damage
+
+#: Bytes that mean something to a CSV reader or a decoder.
+NASTY_BYTES = [b'"', b",", b";", b"\n", b"\r", b"\r\n", b"\t", b"\x00", b"\xff", b"\xe9", b"\xef\xbb\xbf",
+               b"\xe6\xb0", b"'", b"\\", b"NaN", b"1e308", b"-", b"+25:00", b"\n\n"]
+
+damage = st.lists(st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 1 << 16), st.integers(0, 255)),
+    st.tuples(st.just("insert"), st.integers(0, 1 << 16), st.sampled_from(NASTY_BYTES)),
+    st.tuples(st.just("delete"), st.integers(0, 1 << 16), st.integers(1, 40)),
+    st.tuples(st.just("truncate"), st.integers(0, 1 << 16)),
+), min_size=1, max_size=4)
+
+
+def _damaged(data: bytes, ops: list[tuple]) -> bytes:
+    """``data`` with each operation applied (positions taken modulo the current length)."""
+    buf = bytearray(data)
+    for op, pos, *arg in ops:
+        at = pos % max(len(buf), 1)
+        if op == "flip" and buf:
+            buf[at] = arg[0]
+        elif op == "insert":
+            buf[at:at] = arg[0]
+        elif op == "delete":
+            del buf[at:at + arg[0]]
+        elif op == "truncate":
+            del buf[at:]
+    return bytes(buf)
+
+
+def _csv_records(data: bytes) -> int | None:
+    """Data rows of a CSV as Python's csv module reads it in the header's dialect (None: no clear answer)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in text or "\r" in text:
+        return None
+    header = text.split("\n", 1)[0]
+    delimiter = next((d for d in (",", ";", "\t", "|")
+                      if {"meter_id", "timestamp", "value"} <= {f.strip().lower() for f in header.split(d)}), ",")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    if any("\n" in f for r in rows for f in r):
+        return None  # a field over lines: refused, not counted
+    return sum(1 for r in rows[1:] if r)
+
+
+def _cli_ingest(twin_cli, capsys, meters: Path, readings: Path, db: Path) -> tuple[int, str]:
+    code = twin_cli("-q", "ingest", "--meters", meters, "--readings", readings, "--store", db, "--now", NOW)
+    err = capsys.readouterr().err
+    assert code in (0, 2), (code, err[-800:])
+    assert "Traceback" not in err, err[-800:]
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
+    return code, err
+
+
+def _stored_counts(db: Path) -> dict[str, int]:
+    """What the store holds of its one ingest: rows read, readings, quarantined and skipped rows."""
+    from twin.store import Store
+
+    with Store(db, read_only=True) as store:
+        ing = store.ingests()
+        return {"rows_in": int(ing["rows_in"].sum()), "readings": store.reading_count(),
+                "quarantined": len(store.quarantine()), "skipped": int(ing["duplicates_skipped"].sum()),
+                "ingests": len(ing)}
+
+
+def _planted() -> tuple[str, pd.DataFrame]:
+    from tests.test_store import METERS, PLANTED
+
+    return METERS, pd.DataFrame([r[:3] for r in PLANTED], columns=["meter_id", "timestamp", "value"])
+
+
+@_settings(20)
+@given(ops=damage, name=st.sampled_from(["r", "[bold]r", "r[1]", "week*", "r'; DROP", "r{{7*7}}", "\u6c34 r"]))
+def test_damaged_csv_bytes_exit_0_or_2_and_every_row_is_accounted_for(twin_cli, capsys, ops, name):
+    meters_text, rows = _planted()
+    data = _damaged(rows.to_csv(index=False).encode(), ops)
+    with tempfile.TemporaryDirectory() as tmp:
+        m, r, db = Path(tmp) / "meters.csv", Path(tmp) / f"{name}.csv", Path(tmp) / f"{name}.duckdb"
+        m.write_text(meters_text)
+        r.write_bytes(data)
+        code, err = _cli_ingest(twin_cli, capsys, m, r, db)
+        got = _stored_counts(db)
+    if code == 2:
+        assert got["readings"] == 0, "a refused file left readings in the store"
+        return
+    assert got["rows_in"] == got["readings"] + got["quarantined"] + got["skipped"], got
+    expected = _csv_records(data)
+    if expected is not None:
+        assert got["rows_in"] == expected, (got, expected)
+
+
+@_settings(10)
+@given(ops=damage)
+def test_damaged_parquet_bytes_exit_0_or_2_and_every_row_is_accounted_for(twin_cli, capsys, ops):
+    import pyarrow.parquet as pq
+
+    meters_text, rows = _planted()
+    with tempfile.TemporaryDirectory() as tmp:
+        m, r, db = Path(tmp) / "meters.csv", Path(tmp) / "r.parquet", Path(tmp) / "s.duckdb"
+        m.write_text(meters_text)
+        rows.to_parquet(r, index=False)
+        r.write_bytes(_damaged(r.read_bytes(), ops))
+        code, err = _cli_ingest(twin_cli, capsys, m, r, db)
+        got = _stored_counts(db)
+        try:
+            expected = pq.read_table(r).num_rows
+        except Exception:  # noqa: BLE001 - pyarrow cannot read it either
+            expected = None
+    if code == 2:
+        assert got["readings"] == 0
+        return
+    assert got["rows_in"] == got["readings"] + got["quarantined"] + got["skipped"], got
+    if expected is not None:
+        assert got["rows_in"] == expected, (got, expected)
+
+
+# --------------------------------------------------------------------------- units
+
+#: Known wrong units per kind, with their factor (twin.units.KNOWN_FACTORS), and factors that are no unit.
+KNOWN = {"pressure": (9.80665, "kPa"), "flow": (3.6, "m³/h"), "customer": (1000.0, "litres")}
+NOT_A_UNIT = (1.0, 1.04, 0.97)
+
+
+@pytest.fixture(scope="module")
+def week():
+    """The bundled week's sensors on the grid, 600 of its customers, and which of them the units check judges."""
+    from tests.conftest import DATA, NETWORKS
+    from twin.measure import _registry, screen_sensors
+    from twin.network import read_network
+    from twin.store import grid_series
+
+    net = read_network(NETWORKS / "yingtan-small.inp", crs="EPSG:4548")
+    reg = _registry(pd.read_csv(DATA / "yingtan-small-week" / "meters.csv", dtype={"node_id": str, "link_id": str}))
+    readings = pd.read_parquet(DATA / "yingtan-small-week" / "readings.parquet")
+    kind = readings["meter_id"].map(reg["kind"])
+    raw = grid_series(readings[kind.isin(["pressure", "flow"]).to_numpy()], max_gap=0)
+    elements, _ = screen_sensors(raw, reg, net)
+    customers = reg.index[reg["kind"].eq("customer")][:600]
+    customer = readings[readings["meter_id"].isin(customers)].copy()
+    customer["timestamp"] = pd.to_datetime(customer["timestamp"], utc=True, format="ISO8601")
+    data = {"net": net, "reg": reg, "raw": raw, "elements": elements, "customer": customer}
+    data["judged"] = {k: _judged(data, k) for k in KNOWN}
+    return data
+
+
+def _units_check(data: dict, kind: str, ids: list[str], factor: float):
+    """The units check of one kind with the series of ``ids`` multiplied by ``factor``."""
+    from twin.units import check_register_units, check_sensor_units
+
+    if kind == "customer":
+        c = data["customer"].copy()
+        c.loc[c["meter_id"].isin(ids).to_numpy(), "value"] *= factor
+        return check_register_units(c, data["reg"])
+    raw = data["raw"].copy()
+    raw[ids] = raw[ids] * factor
+    els = data["elements"][data["reg"]["kind"].reindex(data["elements"].index).eq(kind).to_numpy()]
+    return check_sensor_units(raw, els, data["reg"], data["net"])
+
+
+def _judged(data: dict, kind: str) -> list[str]:
+    """The meters of ``kind`` that get a verdict: all of them scaled, the refusal names them."""
+    from twin.errors import ReadingsError
+
+    every = (data["customer"]["meter_id"].unique().tolist() if kind == "customer"
+             else [m for m in data["elements"].index if data["reg"].at[m, "kind"] == kind])
+    with pytest.raises(ReadingsError) as exc:
+        _units_check(data, kind, every, KNOWN[kind][0])
+    return sorted(exc.value.data["meter_ids"])
+
+
+@_settings(8)
+@given(kind=st.sampled_from(sorted(KNOWN)), pick=st.data(), known=st.booleans())
+def test_a_series_off_by_a_known_factor_is_named_and_one_in_its_unit_never(week, kind, pick, known):
+    from twin.errors import ReadingsError
+    from twin.units import REFUSE_SHARE
+
+    judged = week["judged"][kind]
+    ids = pick.draw(st.lists(st.sampled_from(judged), min_size=1, max_size=len(judged), unique=True), label="ids")
+    factor = KNOWN[kind][0] if known else pick.draw(st.sampled_from(NOT_A_UNIT), label="factor")
+    if known and len(ids) >= REFUSE_SHARE * len(judged):
+        with pytest.raises(ReadingsError) as exc:
+            _units_check(week, kind, ids, factor)
+        assert f"{factor:g}" in str(exc.value) and KNOWN[kind][1] in str(exc.value)
+        assert sorted(exc.value.data["meter_ids"]) == sorted(ids)
+        return
+    check = _units_check(week, kind, ids, factor)
+    if not known:
+        assert check.warnings == [] and check.suspects.empty, check.warnings
+        return
+    assert sorted(check.suspects.index) == sorted(ids)
+    assert len(check.warnings) == 1 and f"{factor:g}" in check.warnings[0] and KNOWN[kind][1] in check.warnings[0]
+    assert all(i in check.warnings[0] for i in sorted(ids)[:8] if len(ids) <= 8)
+
+
+# --------------------------------------------------------------------------- the jobs on unusable input
+
+#: Registry of the toy network: a customer, a logger, a flow meter.
+TOY_METERS = ("meter_id,kind,lon,lat,node_id,link_id\nC1,customer,117.0,28.2,,\nP1,pressure,,,J3,\n"
+              "F1,flow,,,,p0\n")
+#: Ways a row is unusable, each with its quarantine reason.
+BAD_ROW = {
+    "timestamp_without_offset": lambda mid, i: (mid, f"2026-03-02T{i % 24:02d}:00:00", "1.5"),
+    "unknown_meter": lambda mid, i: (f"X{mid}{i}", f"2026-03-02T{i % 24:02d}:00:00+08:00", "1.5"),
+    "non_numeric_value": lambda mid, i: (mid, f"2026-03-02T{i % 24:02d}:00:00+08:00", "1,5"),
+    "future_timestamp": lambda mid, i: (mid, f"2036-03-02T{i % 24:02d}:00:00+08:00", "1.5"),
+}
+
+
+@_settings(6)
+@given(reasons=st.lists(st.sampled_from(sorted(BAD_ROW)), min_size=1, max_size=30),
+       command=st.sampled_from(["localise", "demo"]))
+def test_every_row_quarantined_is_exit_2_naming_the_file_in_localise_and_demo(twin_cli, capsys, reasons, command):
+    from tests.test_repair import _write_inp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        _write_inp(toy_network(), d / "toy.inp")
+        (d / "meters.csv").write_text(TOY_METERS)
+        rows = [BAD_ROW[r](mid, i) for i, (r, mid) in enumerate(zip(reasons, ["C1", "P1", "F1"] * 10))]
+        (d / "week.csv").write_text(_rfc4180([["meter_id", "timestamp", "value"], *map(list, rows)], ","))
+        args = ["--network", d / "toy.inp", "--crs", CRS, "--meters", d / "meters.csv", "--readings", d / "week.csv",
+                "--out", d / "out"]
+        code = twin_cli(command, *args, *(["--no-map"] if command == "localise" else ["--basemap", "none"]))
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err[-800:]
+        assert "week.csv" in err and f"every row ({len(rows)})" in err, err
+        assert not (d / "out" / "candidates.csv").exists()
+
+
+@_settings(4)
+@given(where=st.sampled_from(["file", "below_a_file"]), command=st.sampled_from(["demo", "localise", "plan", "map"]))
+@example(where="file", command="demo")  # found: FileExistsError traceback
+@example(where="below_a_file", command="demo")  # found: NotADirectoryError traceback
+def test_an_output_path_that_is_no_folder_is_exit_2_in_one_line(twin_cli, capsys, where, command):
+    from tests.test_output_folders import commands
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        blocker = d / "results"
+        blocker.write_text("a file\n")
+        out = blocker if where == "file" else blocker / "today"
+        cmds = commands(d, d)
+        localise = cmds["localise"][:cmds["localise"].index("--out")]
+        args = ["demo", *localise[1:], "--basemap", "none"] if command == "demo" else cmds[command][:-2]
+        code = twin_cli(*args, "--out", out / "map.html" if command == "map" else out)
+        err = capsys.readouterr().err
+        assert blocker.read_text() == "a file\n"
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(out) in err
