@@ -505,3 +505,20 @@ def test_an_output_path_that_is_no_folder_is_exit_2_in_one_line(twin_cli, capsys
         assert blocker.read_text() == "a file\n"
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert str(out) in err
+
+
+@_settings(4)
+@given(suffix=wntr_suffix.filter(lambda s: ";" not in s))  # ';' starts a comment in an .inp
+@example(suffix="[/]")  # found: rich read the pipe ID as markup (MarkupError traceback; [bold] vanished)
+def test_the_cli_prints_hostile_ids_as_they_are(twin_cli, capsys, suffix):
+    from tests.test_repair import _write_inp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        _write_inp(toy_network(lambda s: f"{s}{suffix}"), d / "toy.inp")
+        candidates([f"p1{suffix}"]).to_csv(d / "c.csv", index=False)
+        code = twin_cli("-q", "plan", "--network", d / "toy.inp", "--crs", CRS, "--candidates", d / "c.csv",
+                        "--no-simulate", "--no-map", "--out", d / "plan")
+        out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err, err[-800:]
+    assert f"pipe p1{suffix} (rank 1)" in out.replace("\n", ""), out
