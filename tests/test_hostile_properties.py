@@ -18,7 +18,8 @@ bundled week's sensors. What must hold whatever is drawn:
 
 Every test is derandomised (``derandomize=True``: the examples follow from the
 test's source, so CI sees the same ones on every run) with a bounded number of
-examples; the module runs in about 25 s.
+examples; the module takes about 19 s of CPU (37 s on the shared 2-core
+machine at load 5). ``TWIN_HYPOTHESIS_SCALE`` multiplies the examples.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _plain_tags() -> tuple[str, ...]:
     return tuple(plain.tags)
 
 
-@_settings(10)
+@_settings(8)
 @given(suffix=wntr_suffix, title=hostile_suffix(6))
 @example(suffix="{{7*7}}", title="{%raw%}<b>{#")  # found by Hypothesis: Jinja evaluated IDs (49) and the title
 def test_hostile_ids_are_data_in_the_crew_map_never_markup_or_template(suffix, title):
@@ -229,7 +230,7 @@ def _registry(ids: list[str]) -> str:
                      *[[i, "customer", "117.03", "28.24", "", ""] for i in ids]], ",")
 
 
-@_settings(25)
+@_settings(15)
 @given(ids=st.lists(ingest_id, min_size=1, max_size=4, unique=True), pads=st.lists(st.tuples(PAD, PAD), min_size=4,
        max_size=4), fmt=st.sampled_from(["csv", "parquet"]), delimiter=st.sampled_from([",", ";", "\t", "|"]))
 @example(ids=['A,"1"', "B'2", "C;3"], pads=[("", "")] * 4, fmt="csv", delimiter=",")  # quotes and ' fooled the sniffer
@@ -331,7 +332,7 @@ def _planted() -> tuple[str, pd.DataFrame]:
     return METERS, pd.DataFrame([r[:3] for r in PLANTED], columns=["meter_id", "timestamp", "value"])
 
 
-@_settings(20)
+@_settings(12)
 @given(ops=damage, name=st.sampled_from(["r", "[bold]r", "r[1]", "week*", "r'; DROP", "r{{7*7}}", "\u6c34 r"]))
 @example(ops=[("truncate", 40)], name="r")  # found: with -q, a warning and the error (3 lines) for one cut row
 def test_damaged_csv_bytes_exit_0_or_2_and_every_row_is_accounted_for(twin_cli, capsys, ops, name):
@@ -352,7 +353,7 @@ def test_damaged_csv_bytes_exit_0_or_2_and_every_row_is_accounted_for(twin_cli, 
         assert got["rows_in"] == expected, (got, expected)
 
 
-@_settings(10)
+@_settings(6)
 @given(ops=damage)
 def test_damaged_parquet_bytes_exit_0_or_2_and_every_row_is_accounted_for(twin_cli, capsys, ops):
     import pyarrow.parquet as pq
