@@ -207,7 +207,7 @@ def _csv_header(path: Path, *, max_bytes: int = 1 << 16) -> tuple[list[str], str
     try:
         with opener(path, "rb") as f:
             raw = f.readline(max_bytes)
-        line = raw.decode("utf-8-sig").rstrip("\r\n")
+        line = re.split(r"[\r\n]", raw.decode("utf-8-sig"), maxsplit=1)[0]
     except (OSError, EOFError) as exc:
         raise ReadingsError(f"cannot read the readings file ({exc})", path=path,
                             fix="copy the file again in full") from exc
@@ -215,7 +215,7 @@ def _csv_header(path: Path, *, max_bytes: int = 1 << 16) -> tuple[list[str], str
         raise ReadingsError("line 1: the header is not UTF-8 (a byte of another encoding, e.g. GBK or Latin-1)",
                             path=path,
                             fix="re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`") from exc
-    splits = {d: next(csv.reader([line], delimiter=d, quotechar='"'), []) for d in CSV_DELIMITERS}
+    splits = {d: next(csv.reader([line], delimiter=d, quotechar='"', strict=False), []) for d in CSV_DELIMITERS}
     delimiter = next((d for d, names in splits.items()
                       if set(REQUIRED_COLUMNS) <= {n.strip().lower() for n in names}), ",")
     names: list[str] = []
