@@ -39,7 +39,7 @@ from twin.meters import join_meters, join_warnings
 from twin.network import Network, read_network
 from twin.validate import require_supplied_demands
 from twin.repair import plan_repairs, write_plan
-from twin.store import Store
+from twin.store import Store, refuse_all_quarantined
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +435,7 @@ def _ingest_files(network: Network, meters_path: Path, readings_path: Path, *, m
         with Store(db) as store:
             summary = store.ingest(meters_path, readings_path, meters_crs=meters_crs, network=network,
                                    progress=progress)
+            refuse_all_quarantined(summary, readings_path)  # names the file and the likely cause
             meters = store.meters()
             staged = _Staged(summary, meters, store.join(), store.quarantine(),
                              measurements_from_store(store, network, meters=meters))
@@ -588,8 +589,9 @@ def run_demo(
 
 
 def _fresh_output(out: Path) -> Path:
-    """Create the demo's output folder; remove a store and plan left by an earlier run."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Create the demo's output folder (refused, one line, when it is a file or cannot be written);
+    remove a store and plan left by an earlier run."""
+    out = output_folder(out)
     for stale in (out / "store.duckdb", out / "store.duckdb.wal", out / "plan"):
         if stale.is_dir():
             shutil.rmtree(stale)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin import settings
@@ -61,7 +62,7 @@ def ingest(
         with StageProgress() as bar:
             s = st.ingest(meters, readings, meters_crs=meters_crs, network=net, now=now,
                           max_distance_m=max_distance, progress=bar.update)
-    t = Table(title=f"ingest #{s.ingest_id} into {store}", show_header=True)
+    t = Table(title=escape(f"ingest #{s.ingest_id} into {store}"), show_header=True)
     t.add_column("readings")
     t.add_column("rows", justify="right")
     t.add_row("rows in", f"{s.rows_in:,}")
@@ -116,7 +117,7 @@ def balance(
         st.write_table("balance", b)
     con = _console()
     con.print(_balance_table(b, max_rows=max_rows))
-    con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+    con.print(escape(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}"))
 
 
 def _check_date(option: str, value: Optional[str]) -> None:
@@ -140,7 +141,7 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             t.add_column(c, justify=j, no_wrap=c in ("DMA", "date"))  # type: ignore[arg-type]
         for r in b.itertuples(index=False):
             style = "bold red" if "jump" in r.flag else None
-            t.add_row(r.dma, str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
+            t.add_row(escape(str(r.dma)), str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
                       f"{r.nrw_pct:.1f}", f"{r.mnf_lps:.2f}", f"{r.night_consumption_lps:.2f}", r.flag, style=style)
         return t
     t = Table(title=f"water balance per DMA, {b['date'].nunique()} local days ({settings.TIMEZONE}); "
@@ -157,7 +158,7 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1][5:]}"
             text = f"{span} ({len(days)} d: {', '.join(kinds)})"
         siv = g["siv_m3"].sum()
-        t.add_row(str(dma), f"{g['siv_m3'].mean():,.0f}",
+        t.add_row(escape(str(dma)), f"{g['siv_m3'].mean():,.0f}",
                   f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 else "-",
                   f"{g['mnf_lps'].mean():.2f}", f"{g['night_leakage_lps'].mean():.2f}", text,
                   style="bold red" if text else None)
@@ -269,7 +270,7 @@ def join(
     j.to_csv(out / "join.csv", float_format="%.6f")
     rejected.to_csv(out / "rejected_meters.csv", index=False)
     con = _console()
-    t = Table(title=f"meters joined to {network.name}")
+    t = Table(title=escape(f"meters joined to {network.name}"))
     t.add_column("")
     t.add_column("meters", justify="right")
     t.add_row("registry rows", f"{len(raw):,}")
@@ -285,9 +286,9 @@ def join(
         r.add_column("reason")
         r.add_column("rows", justify="right")
         for reason, n in rejected["reason"].value_counts().head(15).items():
-            r.add_row(str(reason), f"{n:,}")
+            r.add_row(escape(str(reason)), f"{n:,}")
         con.print(r)
-    con.print(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}")
+    con.print(escape(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}"))
 
 
 def register(app: typer.Typer) -> None:
