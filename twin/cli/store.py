@@ -208,8 +208,8 @@ def _candidates_table(cands: pd.DataFrame, alarm: int) -> Table:
     for c in ("rank", "pipe", "p", "p within 300 m", "leak L/s", "zone"):
         t.add_column(c, justify="left" if c in ("pipe", "zone") else "right", overflow="fold")
     for c in cands.itertuples(index=False):
-        t.add_row(str(c.rank), str(c.link_id), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
-                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else str(c.zone))
+        t.add_row(str(c.rank), escape(str(c.link_id)), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
+                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else escape(str(c.zone)))
     return t
 
 
@@ -226,8 +226,8 @@ def _alarms_table(table: pd.DataFrame) -> Table:
         t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
     for a in table.itertuples(index=False):
         has_top = isinstance(a.top_link_id, str)
-        t.add_row(f"#{a.alarm_id}", str(a.dma), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
-                  f"{a.first_seen_run}..{a.last_seen_run}", str(a.runs_seen), a.top_link_id if has_top else "-",
+        t.add_row(f"#{a.alarm_id}", escape(str(a.dma)), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
+                  f"{a.first_seen_run}..{a.last_seen_run}", str(a.runs_seen), escape(a.top_link_id) if has_top else "-",
                   f"{a.top_p:.2f}" if has_top and pd.notna(a.top_p) else "",
                   _local(a.closed_at, "%m-%d %H:%M") if a.status == "closed" else "",
                   style="bold red" if a.status == "open" else "dim")
@@ -243,9 +243,9 @@ def _history_table(history: pd.DataFrame) -> Table:
     for h in history.itertuples(index=False):
         t.add_row(f"#{h.alarm_id}", str(h.run_id), f"{_local(h.window_start, '%m-%d')}..{_local(h.window_end - pd.Timedelta(seconds=1), '%m-%d')}",
                   h.state, _local(h.onset, "%m-%d %H:%M"), "" if pd.isna(h.flow_lps) else f"{h.flow_lps:.2f}",
-                  "" if pd.isna(h.t_stat) else f"{h.t_stat:.1f}", h.top_link_id if isinstance(h.top_link_id, str) else "",
+                  "" if pd.isna(h.t_stat) else f"{h.t_stat:.1f}", escape(h.top_link_id) if isinstance(h.top_link_id, str) else "",
                   "" if pd.isna(h.top_p_within_300m) else f"{h.top_p_within_300m:.2f}",
-                  h.note if isinstance(h.note, str) else "")
+                  escape(h.note) if isinstance(h.note, str) else "")
     return t
 
 
