@@ -21,6 +21,8 @@ Tables
     One row per ingest with its counts.
 ``balance``
     Written by ``twin balance``.
+``runs``, ``alarms``, ``alarm_history``, ``candidates``
+    The nightly job's runs and leak alarms (:mod:`twin.alarms`).
 
 Ingest runs in SQL with bounded memory (``memory_limit``, default 1 GB; the
 CSV/Parquet readers stream, and the sequence checks run per group of meters).
@@ -32,6 +34,8 @@ threads may share a :class:`Store`'s connection through cursors.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import json
 import logging
@@ -74,6 +78,26 @@ CREATE TABLE IF NOT EXISTS ingests (
 CREATE TABLE IF NOT EXISTS meter_quarantine (
     ingest_id INTEGER, source VARCHAR, source_row BIGINT, meter_id VARCHAR, kind VARCHAR,
     lon DOUBLE, lat DOUBLE, node_id VARCHAR, link_id VARCHAR, reason VARCHAR);
+"""
+
+#: The nightly job's memory (:mod:`twin.alarms`): created on open, so a store
+#: written before these tables existed gains them and keeps working.
+_RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, window_start TIMESTAMPTZ,
+    window_end TIMESTAMPTZ, days INTEGER, network VARCHAR, network_sha256 VARCHAR, status VARCHAR,
+    leaks INTEGER, new_alarms INTEGER, continuing INTEGER, closed INTEGER, reopened INTEGER, unchecked INTEGER,
+    readings_rows BIGINT, out_dir VARCHAR, report VARCHAR);
+CREATE TABLE IF NOT EXISTS alarms (
+    alarm_id INTEGER, dma VARCHAR, onset TIMESTAMPTZ, flow_lps DOUBLE, first_seen_run INTEGER,
+    last_seen_run INTEGER, first_seen_at TIMESTAMPTZ, last_seen_at TIMESTAMPTZ, status VARCHAR,
+    closed_at TIMESTAMPTZ, closed_run INTEGER, closed_reason VARCHAR, top_link_id VARCHAR, top_p DOUBLE);
+CREATE TABLE IF NOT EXISTS alarm_history (
+    alarm_id INTEGER, run_id INTEGER, state VARCHAR, onset TIMESTAMPTZ, flow_lps DOUBLE, t_stat DOUBLE,
+    top_link_id VARCHAR, top_p DOUBLE, top_p_within_300m DOUBLE, note VARCHAR);
+CREATE TABLE IF NOT EXISTS candidates (
+    run_id INTEGER, alarm_id INTEGER, "rank" INTEGER, link_id VARCHAR, score DOUBLE, p_within_300m DOUBLE,
+    leak_flow_lps DOUBLE, zone VARCHAR);
 """
 
 
@@ -187,6 +211,39 @@ def _csv_error(exc: duckdb.Error, path: Path) -> ReadingsError:
         path=path,
         fix="check the delimiter and quoting there; rows need meter_id,timestamp,value",
     )
+
+
+#: Delimiters a readings CSV may use, in the order they are tried on its header line.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _csv_header(path: Path, *, max_bytes: int = 1 << 16) -> tuple[list[str], str]:
+    """The column names of a readings CSV and its delimiter, from its header line.
+
+    The delimiter is the first of :data:`CSV_DELIMITERS` that splits the
+    header into fields holding ``meter_id``, ``timestamp`` and ``value``
+    (else ``,``, and the missing columns are reported). Empty or repeated
+    names become ``column<i>`` (columns DuckDB would name so).
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.readline(max_bytes)
+        line = re.split(r"[\r\n]", raw.decode("utf-8-sig"), maxsplit=1)[0]
+    except (OSError, EOFError) as exc:
+        raise ReadingsError(f"cannot read the readings file ({exc})", path=path,
+                            fix="copy the file again in full") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadingsError("line 1: the header is not UTF-8 (a byte of another encoding, e.g. GBK or Latin-1)",
+                            path=path,
+                            fix="re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`") from exc
+    splits = {d: next(csv.reader([line], delimiter=d, quotechar='"', strict=False), []) for d in CSV_DELIMITERS}
+    delimiter = next((d for d, names in splits.items()
+                      if set(REQUIRED_COLUMNS) <= {n.strip().lower() for n in names}), ",")
+    names: list[str] = []
+    for i, name in enumerate(splits[delimiter]):
+        names.append(name if name.strip() and name not in names else f"column{i}")
+    return names, delimiter
 
 
 def _ends_with_line_break(path: Path) -> bool:
@@ -374,6 +431,7 @@ class Store:
         self.read_only = read_only
         if not read_only:
             self.con.execute(_SCHEMA)
+            self.con.execute(_RUN_SCHEMA)
 
     def _check_file_backed(self) -> None:
         """Refuse a connection that DuckDB opened in memory (its writes would be lost on close)."""
@@ -406,6 +464,20 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for a caller's writes (e.g. a run and its alarms): all or nothing.
+
+        Raises
+        ------
+        InputError
+            The store is open read-only.
+        """
+        if self.read_only:
+            raise InputError("the store is open read-only", path=self.path, fix="open it without read_only to write")
+        with self._transaction():
+            yield
+
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
@@ -437,6 +509,10 @@ class Store:
             self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _write_df')
         finally:
             self.con.unregister("_write_df")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """The result of a read query as a DataFrame (TIMESTAMPTZ columns as UTC)."""
+        return self._df(sql, params)
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (TIMESTAMPTZ columns as UTC)."""
@@ -595,26 +671,31 @@ class Store:
             ) from exc
 
     def _stage_csv(self, path: Path) -> None:
-        """Stage a CSV with the dialect DuckDB sniffs, checking every row, not only the sniffed sample.
+        """Stage a CSV in the dialect of its header line, checking every row.
 
-        The sniffer reads the first rows only; beyond them DuckDB would drop
-        a surplus field without a word. The file is read with one spare
-        column, so a row with more fields than the header is marked
-        (``extra_fields``); a last row without a line break is marked
-        ``cut_row``; a field holding a line break (a stray quote) or a byte
-        that is not UTF-8 stops the ingest with the line named.
+        The delimiter is the one that splits the header into the required
+        columns (``,``, ``;``, tab or ``|``); quoting is RFC 4180 (``"``
+        around a field, ``""`` for a quote inside), as spreadsheets and
+        Python's ``csv`` write it, wherever in the file a quoted field first
+        appears. DuckDB's sniffer is not used: it samples the first rows only,
+        so quotes or IDs with ``'`` in them made it guess another dialect.
+        The file is read with one spare column, so a row with more fields
+        than the header is marked (``extra_fields``); a last row without a
+        line break is marked ``cut_row``; a field holding a line break (a
+        quote opened and not closed) or a byte that is not UTF-8 stops the
+        ingest with the row or line named.
         """
         if path.stat().st_size == 0:
             raise ReadingsError("the readings file is empty", path=path,
                                 fix="give a file with a header meter_id,timestamp,value and its rows")
-        names, dialect = self._sniff_csv(path)
+        names, delimiter = _csv_header(path)
         lower = {c.lower().strip(): c for c in names}
         self._check_reading_columns(lower, path)
         spare = "_twin_surplus_field"
         columns = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in [*names, spare])
         src = (
-            f"read_csv({_q_file(path)}, auto_detect = false, header = true, delim = {_q(dialect[0])}, "
-            f"quote = {_q(dialect[1])}, escape = {_q(dialect[2])}, null_padding = true, strict_mode = false, "
+            f"read_csv({_q_file(path)}, auto_detect = false, header = true, delim = {_q(delimiter)}, "
+            f"quote = '\"', escape = '\"', null_padding = true, strict_mode = false, "
             f"columns = {{{columns}}})"
         )
         extra = [c for k, c in lower.items() if k.startswith("column") and k[6:].isdigit()] + [spare]
@@ -632,19 +713,6 @@ class Store:
         self._refuse_line_breaks_in_fields(path)
         if path.suffix.lower() != ".gz" and not _ends_with_line_break(path):
             self.con.execute("UPDATE _stage SET cut_row = TRUE WHERE source_row = (SELECT max(source_row) FROM _stage)")
-
-    def _sniff_csv(self, path: Path) -> tuple[list[str], tuple[str, str, str]]:
-        """Column names and ``(delimiter, quote, escape)`` of a CSV, as DuckDB's sniffer finds them."""
-        opts = "header = true, null_padding = true, strict_mode = false"
-        try:
-            names = [r[0] for r in self.con.execute(
-                f"DESCRIBE SELECT * FROM read_csv({_q_file(path)}, all_varchar = true, {opts})").fetchall()]
-            found = self.con.execute(
-                f"SELECT Delimiter, Quote, Escape FROM sniff_csv({_q_file(path)}, {opts})").fetchall()[0]
-        except duckdb.Error as exc:
-            raise _csv_error(exc, path) from exc
-        dialect = tuple("" if v in (None, "(empty)") else str(v) for v in found)
-        return names, dialect  # type: ignore[return-value]
 
     def _refuse_line_breaks_in_fields(self, path: Path) -> None:
         """Raise naming the first row whose field holds a line break (a quote left open swallows lines)."""
@@ -750,8 +818,8 @@ class Store:
             progress("writing", 1, 1)
         _fill_reading_counts(summary, rows_in, counts, resets)
         _warn_if_clock_is_off(summary, now_ts)
-        if summary.all_quarantined:
-            log.warning("%s: every row was quarantined (%s)", rp, ", ".join(f"{r} {n:,}" for r, n in summary.quarantined.items()))
+        if summary.all_quarantined:  # INFO: the CLI and the jobs refuse it in one line (refuse_all_quarantined)
+            log.info("%s: every row was quarantined (%s)", rp, ", ".join(f"{r} {n:,}" for r, n in summary.quarantined.items()))
         if not summary.adds_up:  # a bug, not bad input
             raise TwinError(f"ingest counts do not add up: {summary.as_dict()}", data=summary.as_dict())
 
@@ -971,13 +1039,14 @@ class Store:
         return pd.Timestamp(df["a"].iloc[0]).tz_convert("UTC"), pd.Timestamp(df["b"].iloc[0]).tz_convert("UTC")
 
 
-    def reading_count(self, kind: str | None = None) -> int:
-        """Number of stored readings (of one kind, or all)."""
-        sql, params = "SELECT count(*) AS n FROM readings", []
+    def reading_count(self, kind: str | None = None, *, start: Any = None, end: Any = None) -> int:
+        """Number of stored readings (of one kind, or all; in ``[start, end)`` when given)."""
+        where, params = ["TRUE"], []
         if kind:
-            sql += " WHERE kind = ?"
+            where.append("kind = ?")
             params.append(kind)
-        return int(self._df(sql, params)["n"].iloc[0])
+        _time_window(where, params, start, end)
+        return int(self._df(f"SELECT count(*) AS n FROM readings WHERE {' AND '.join(where)}", params)["n"].iloc[0])
 
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     """Count reasons by their first words (before any quoted detail)."""

@@ -1,4 +1,4 @@
-"""CLI commands of the store stage: ``twin ingest``, ``twin balance``, ``twin meters join``."""
+"""CLI commands of the store stage: ``twin ingest``, ``twin balance``, ``twin alarms``, ``twin meters join``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin import settings
@@ -61,7 +62,7 @@ def ingest(
         with StageProgress() as bar:
             s = st.ingest(meters, readings, meters_crs=meters_crs, network=net, now=now,
                           max_distance_m=max_distance, progress=bar.update)
-    t = Table(title=f"ingest #{s.ingest_id} into {store}", show_header=True)
+    t = Table(title=escape(f"ingest #{s.ingest_id} into {store}"), show_header=True)
     t.add_column("readings")
     t.add_column("rows", justify="right")
     t.add_row("rows in", f"{s.rows_in:,}")
@@ -124,8 +125,8 @@ def balance(
     con.print(f"flags: a step in NRW or night leakage that stays, z > {b.attrs.get('flag_z', float('nan')):.2f} "
               f"(a leak-free run of these {n} zones flags nothing with probability {100 * (1 - FALSE_ALARM_RATE):g} %)")
     _print_transmission(con, zones)
-    con.print(f"wrote {out / 'balance.csv'}, {out / 'balance.parquet'}, {out / 'balance_zones.csv'} and "
-              f"{out / 'balance_zones.json'}; table 'balance' in {store}")
+    con.print(escape(f"wrote {out / 'balance.csv'}, {out / 'balance.parquet'}, {out / 'balance_zones.csv'} and "
+                     f"{out / 'balance_zones.json'}; table 'balance' in {store}"))
 
 
 def _print_transmission(con: Console, zones: pd.DataFrame) -> None:
@@ -138,11 +139,12 @@ def _print_transmission(con: Console, zones: pd.DataFrame) -> None:
         t.add_column(c, justify="left" if c == "zone" else "right", no_wrap=True)
     for r in tz.itertuples(index=False):
         pct = "" if pd.isna(r.nrw_pct) else f" ({r.nrw_pct:.0f}%)"
-        t.add_row(r.dma, f"{r.inflow_in_m3:,.0f}", f"{r.inflow_out_m3:,.0f}", f"{r.siv_m3:,.0f} ± {r.siv_sd_m3:,.0f}",
-                  f"{r.consumption_m3:,.0f}", f"{r.nrw_m3:,.0f}{pct}", f"{r.mains_km:.1f}", f"{r.nrw_m3_per_km:.1f}")
+        t.add_row(escape(str(r.dma)), f"{r.inflow_in_m3:,.0f}", f"{r.inflow_out_m3:,.0f}",
+                  f"{r.siv_m3:,.0f} ± {r.siv_sd_m3:,.0f}", f"{r.consumption_m3:,.0f}", f"{r.nrw_m3:,.0f}{pct}",
+                  f"{r.mains_km:.1f}", f"{r.nrw_m3_per_km:.1f}")
     con.print(t)
     for r in tz.itertuples(index=False):
-        con.print(r.explanation)
+        con.print(escape(r.explanation))
 
 
 def _check_date(option: str, value: Optional[str]) -> None:
@@ -166,7 +168,7 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             t.add_column(c, justify=j, no_wrap=c in ("DMA", "date"))  # type: ignore[arg-type]
         for r in b.itertuples(index=False):
             style = "bold red" if "jump" in r.flag else None
-            t.add_row(r.dma, str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
+            t.add_row(escape(str(r.dma)), str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
                       f"{r.nrw_pct:.1f}", f"{r.mnf_lps:.2f}", f"{r.night_consumption_lps:.2f}", r.flag, style=style)
         return t
     t = Table(title=f"water balance per DMA, {b['date'].nunique()} local days ({settings.TIMEZONE}); "
@@ -183,10 +185,94 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1][5:]}"
             text = f"{span} ({len(days)} d: {', '.join(kinds)})"
         siv = g["siv_m3"].sum()
-        t.add_row(str(dma), f"{g['siv_m3'].mean():,.0f}",
+        t.add_row(escape(str(dma)), f"{g['siv_m3'].mean():,.0f}",
                   f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 and g["meters"].max() > 0 else "-",
                   f"{g['mnf_lps'].mean():.2f}", f"{g['night_leakage_lps'].mean():.2f}", text,
                   style="bold red" if text else None)
+    return t
+
+
+def alarms(
+    store: Path = typer.Option(..., "--store", help="DuckDB file the nightly job (twin localise --store) ran on."),
+    all_: bool = typer.Option(False, "--all", help="Also list the closed alarms."),
+    alarm: Optional[int] = typer.Option(None, "--alarm", help="Only this alarm: its whole history and the "
+                                        "candidates of the last run that saw it."),
+) -> None:
+    """List the leak alarms the nightly job keeps: open ones (--all: closed ones too), each with its history."""
+    from twin.alarms import alarm_candidates, alarm_history, alarm_table, require_runs  # deferred, see twin.cli
+    from twin.store import Store, check_store_path
+    check_store_path(store)
+    require_file(store, what="store")
+    with Store(store, read_only=True) as st:
+        require_runs(st)
+        table = alarm_table(st, include_closed=all_ or alarm is not None)
+        if alarm is not None:
+            table = table[table["alarm_id"] == alarm]
+            if table.empty:
+                raise InputError(f"the store has no alarm #{alarm}", path=store,
+                                 fix="run `twin alarms --store DB --all` to see the alarm numbers")
+        history = alarm_history(st, [int(a) for a in table["alarm_id"]])
+        runs = st.query("SELECT run_id, started_at, status FROM runs ORDER BY run_id")
+        cands = None if alarm is None else alarm_candidates(st, alarm, top=10)
+    con = _console()
+    when = ""
+    if len(runs):
+        last = runs.iloc[-1]
+        when = f"; last run #{last['run_id']} {_local(last['started_at'])}: {last['status']}"
+    con.print(f"{len(runs)} run(s) recorded in {store}{when} (times local, {settings.TIMEZONE})", markup=False)
+    if table.empty:
+        con.print("no open alarm" + ("" if all_ else " (--all lists the closed ones)"))
+        return
+    con.print(_alarms_table(table))
+    con.print(_history_table(history))
+    if cands is not None and len(cands):
+        con.print(_candidates_table(cands, alarm))
+
+
+def _candidates_table(cands: pd.DataFrame, alarm: int) -> Table:
+    """The ranked pipes of an alarm's last sighting."""
+    t = Table(title=f"alarm #{alarm}: candidates of run {int(cands['run_id'].iat[0])}")
+    for c in ("rank", "pipe", "p", "p within 300 m", "leak L/s", "zone"):
+        t.add_column(c, justify="left" if c in ("pipe", "zone") else "right", overflow="fold")
+    for c in cands.itertuples(index=False):
+        t.add_row(str(c.rank), escape(str(c.link_id)), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
+                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else escape(str(c.zone)))
+    return t
+
+
+def _local(ts: object, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A UTC time as local text ('' when missing)."""
+    return "" if ts is None or pd.isna(ts) else pd.Timestamp(ts).tz_convert(settings.TIMEZONE).strftime(fmt)
+
+
+def _alarms_table(table: pd.DataFrame) -> Table:
+    """The alarms as a rich table, open ones in red (the reasons of closing are in the history)."""
+    t = Table(title="leak alarms")
+    for c, j in (("alarm", "right"), ("DMA", "left"), ("status", "left"), ("onset", "left"), ("L/s", "right"),
+                 ("runs", "left"), ("seen", "right"), ("top pipe", "left"), ("p", "right"), ("closed", "left")):
+        t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
+    for a in table.itertuples(index=False):
+        has_top = isinstance(a.top_link_id, str)
+        t.add_row(f"#{a.alarm_id}", escape(str(a.dma)), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
+                  f"{a.first_seen_run}..{a.last_seen_run}", str(a.runs_seen), escape(a.top_link_id) if has_top else "-",
+                  f"{a.top_p:.2f}" if has_top and pd.notna(a.top_p) else "",
+                  _local(a.closed_at, "%m-%d %H:%M") if a.status == "closed" else "",
+                  style="bold red" if a.status == "open" else "dim")
+    return t
+
+
+def _history_table(history: pd.DataFrame) -> Table:
+    """Every run's view of the alarms: state, flow, t statistic, top pipe, note."""
+    t = Table(title="history: one row per alarm and run (p300: p within 300 m)")
+    for c, j in (("alarm", "right"), ("run", "right"), ("window", "left"), ("state", "left"), ("onset", "left"),
+                 ("L/s", "right"), ("t", "right"), ("top pipe", "left"), ("p300", "right"), ("note", "left")):
+        t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
+    for h in history.itertuples(index=False):
+        t.add_row(f"#{h.alarm_id}", str(h.run_id), f"{_local(h.window_start, '%m-%d')}..{_local(h.window_end - pd.Timedelta(seconds=1), '%m-%d')}",
+                  h.state, _local(h.onset, "%m-%d %H:%M"), "" if pd.isna(h.flow_lps) else f"{h.flow_lps:.2f}",
+                  "" if pd.isna(h.t_stat) else f"{h.t_stat:.1f}", escape(h.top_link_id) if isinstance(h.top_link_id, str) else "",
+                  "" if pd.isna(h.top_p_within_300m) else f"{h.top_p_within_300m:.2f}",
+                  escape(h.note) if isinstance(h.note, str) else "")
     return t
 
 
@@ -211,7 +297,7 @@ def join(
     j.to_csv(out / "join.csv", float_format="%.6f")
     rejected.to_csv(out / "rejected_meters.csv", index=False)
     con = _console()
-    t = Table(title=f"meters joined to {network.name}")
+    t = Table(title=escape(f"meters joined to {network.name}"))
     t.add_column("")
     t.add_column("meters", justify="right")
     t.add_row("registry rows", f"{len(raw):,}")
@@ -227,13 +313,14 @@ def join(
         r.add_column("reason")
         r.add_column("rows", justify="right")
         for reason, n in rejected["reason"].value_counts().head(15).items():
-            r.add_row(str(reason), f"{n:,}")
+            r.add_row(escape(str(reason)), f"{n:,}")
         con.print(r)
-    con.print(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}")
+    con.print(escape(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}"))
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the twin app."""
     app.command("ingest")(ingest)
     app.command("balance")(balance)
+    app.command("alarms")(alarms)
     app.add_typer(meters_app, name="meters")
