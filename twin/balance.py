@@ -64,6 +64,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -771,3 +772,27 @@ def _transmission_note(zone: str, r: pd.Series, district_per_km: pd.Series, accu
                        "not because it leaks more.")
     return text + (f", more than 90 % of the districts (median {med:.1f}, 90th percentile {hi:.1f}): worth a "
                    f"check of its mains, or of the boundary meters (2 sigma = {2 * r['siv_sd_m3']:,.0f} m³/day).")
+
+
+def write_balance(balance: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Write the balance (``balance.csv``/``.parquet``) and its zones (``balance_zones.csv``/``.json``) to ``out``.
+
+    Parameters
+    ----------
+    balance : DataFrame
+        :func:`water_balance` (volumes in m³ per local day).
+    out : Path
+        Existing output folder.
+
+    Returns
+    -------
+    DataFrame
+        :func:`zone_summary` of ``balance``.
+    """
+    balance.to_csv(out / "balance.csv", index=False, float_format="%.4f")
+    balance.to_parquet(out / "balance.parquet", index=False)
+    zones = zone_summary(balance)
+    zones.to_csv(out / "balance_zones.csv", index=False, float_format="%.4f")
+    (out / "balance_zones.json").write_text(zones.to_json(orient="records", indent=1, force_ascii=False),
+                                            encoding="utf-8")
+    return zones

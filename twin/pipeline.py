@@ -28,7 +28,7 @@ import pandas as pd
 
 from twin import settings
 from twin.alarms import Window, open_alarms, record_failed_run, record_run, window_for_alarms
-from twin.balance import water_balance
+from twin.balance import water_balance, write_balance
 from twin.bench import score_ranking
 from twin.errors import InputError, TwinError, require_file
 from twin.graph import pipe_distances
@@ -605,8 +605,7 @@ def _demo_balance(network: Network, join: pd.DataFrame, store_path: Path, out: P
     with Store(store_path) as store:
         balance = water_balance(network, store, join=join)
         store.write_table("balance", balance)
-    balance.to_csv(out / "balance.csv", index=False, float_format="%.4f")
-    balance.to_parquet(out / "balance.parquet", index=False)
+    write_balance(balance, out)
     return balance
 
 

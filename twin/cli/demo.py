@@ -114,7 +114,7 @@ def demo(
     if len(flagged):
         console.print("water balance flags: " + escape(", ".join(
             f"{r.dma} {r.date} (NRW {r.nrw_pct:.0f} %)" for r in flagged.itertuples())))
-    console.print(escape(f"outputs in {out}: candidates.csv, report.json, balance.csv, "
+    console.print(escape(f"outputs in {out}: candidates.csv, report.json, balance.csv, balance_zones.csv, "
                          f"map.html{', plan/' if done.orders is not None else ''}"))
 
 

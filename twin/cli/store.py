@@ -102,7 +102,7 @@ def balance(
     max_rows: int = typer.Option(60, "--max-rows", help="Longer tables are shown per DMA plus the flagged days."),
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
-    from twin.balance import FALSE_ALARM_RATE, water_balance, zone_summary  # deferred, see twin.cli
+    from twin.balance import FALSE_ALARM_RATE, water_balance, write_balance  # deferred, see twin.cli
     from twin.store import Store, check_store_path
     for option, day in (("--start", start), ("--end", end)):
         _check_date(option, day)
@@ -112,13 +112,8 @@ def balance(
     with Store(store) as st:
         b = water_balance(net, st, start=start, end=end)
         out.mkdir(parents=True, exist_ok=True)
-        b.to_csv(out / "balance.csv", index=False, float_format="%.4f")
-        b.to_parquet(out / "balance.parquet", index=False)
         st.write_table("balance", b)
-    zones = zone_summary(b)
-    zones.to_csv(out / "balance_zones.csv", index=False, float_format="%.4f")
-    (out / "balance_zones.json").write_text(zones.to_json(orient="records", indent=1, force_ascii=False),
-                                            encoding="utf-8")
+    zones = write_balance(b, out)
     con = _console()
     con.print(_balance_table(b, max_rows=max_rows))
     n = b["dma"].nunique()
