@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import wntr
 
 from tests.conftest import wntr_network
 from twin.calibrate import (FitData, _Problem, calibrate_model, measurement_noise, pipe_groups,
@@ -34,7 +33,6 @@ def _week(net, truth_multiplier: float, *, seed: int = 1, dma: bool = False) -> 
     with SnapshotSolver(wn) as solver:
         junctions = solver.junctions
         base = solver.base_demands
-    truth = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
     p_sensors = ["10", "12", "21", "23", "32"]
     flow_links = ["9", "110"]
     n = DAYS * PER_DAY

@@ -69,7 +69,7 @@ MIN_DMA_NODES = 5
 #: Largest |log-multiplier| a fit may reach (x0.5 to x2).
 MAX_LOG_MULTIPLIER = float(np.log(2.0))
 #: Gauss-Newton iterations at most.
-MAX_ITERATIONS = 5
+MAX_ITERATIONS = 4
 #: The sensor responses are linearised again once a log-multiplier moved this far from where they were taken.
 RELINEARISE = 0.08
 #: Gate: one-sided p-value of the held-out improvement, and the smallest relative gain.
@@ -527,7 +527,7 @@ def _gauss_newton(problem: _Problem, rows: np.ndarray, w: np.ndarray, start: _Fi
         if np.abs(theta - problem.S_theta).max() > RELINEARISE:  # far from where S was taken: take it again
             problem.responses(rows, theta)
         state = _FitState(theta, res, flows, dem, problem.jacobian(theta, rows, flows, dem), it + 1)
-        done = cost - new_cost < 1e-4 * cost or np.abs(step).max() < 1e-3
+        done = cost - new_cost < 1e-3 * cost or np.abs(step).max() < 2e-3
         cost = new_cost
         if done:
             break
