@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,7 +325,8 @@ def measurement_noise(series: pd.DataFrame, floor: float) -> np.ndarray:
     if len(y) < 3:
         return np.full(y.shape[1], floor)
     d2 = (y[2:] - 2 * y[1:-1] + y[:-2]) / np.sqrt(6.0)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a sensor without readings: NaN, then the floor
+        warnings.simplefilter("ignore", RuntimeWarning)
         mad = 1.4826 * np.nanmedian(np.abs(d2), axis=0)
     return np.maximum(np.nan_to_num(mad, nan=floor), floor)
 
@@ -608,8 +610,9 @@ def _held_out(problem: _Problem, rows: np.ndarray, w_fit: np.ndarray, w: np.ndar
 
 def _offsets(res: np.ndarray, n_p: int) -> np.ndarray:
     """Each pressure logger's mean residual over the rows (0 for flows)."""
-    with np.errstate(all="ignore"):
-        o = np.nan_to_num(np.nanmean(np.where(np.isfinite(res), res, np.nan), axis=0), nan=0.0)
+    with warnings.catch_warnings():  # a sensor without readings: offset 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        o = np.nan_to_num(np.nanmean(res, axis=0), nan=0.0)
     o[n_p:] = 0.0
     return o
 
