@@ -74,7 +74,7 @@ MAX_LOG_MULTIPLIER = float(np.log(2.0))
 #: Gauss-Newton iterations at most.
 MAX_ITERATIONS = 3
 #: The sensor responses are linearised again once a log-multiplier moved this far from where they were taken.
-RELINEARISE = 0.08
+RELINEARISE = 0.15
 #: Gate: one-sided p-value of the held-out improvement, and the smallest relative gain.
 GATE_P = 0.01
 GATE_MIN_GAIN = 0.10
@@ -391,7 +391,7 @@ class _Problem:
         for k, row in enumerate(rows):
             try:
                 snap = self.solver.solve(dem[k], heads_of=data.p_sensors, flows_of=self.read_links,
-                                         **data.boundary[row])
+                                         with_status=False, **data.boundary[row])
             except SimulationError:
                 continue
             q = snap.flows.to_numpy()
@@ -413,12 +413,32 @@ class _Problem:
         for b in np.unique(data.block[rows]):
             members = rows[data.block[rows] == b]
             tot = data.demands[members].sum(axis=1)
-            row = int(members[np.argsort(tot)[len(tot) // 2]])
+            self.S[int(b)] = self._response_near(members[np.argsort(np.abs(tot - np.median(tot)))], mult)
+
+    def _response_near(self, candidates: np.ndarray, mult: np.ndarray) -> np.ndarray:
+        """Sensor responses (sensors x junctions) at the first candidate snapshot that linearises.
+
+        A snapshot whose linearisation is singular (a part cut off from every
+        fixed head by the statuses EPANET chose) gives way to the next one.
+
+        Raises
+        ------
+        SimulationError
+            None of the first three candidates linearises.
+        """
+        data = self.data
+        error: SimulationError | None = None
+        for row in candidates[:3]:
             dem = scale_demands(data.demands[row], mult, data.adjustable)
-            base = self.solver.solve(dem, **data.boundary[row])
-            lin = LinearModel(self.solver.wn, base.heads, base.flows, status=base.status)
-            self.S[int(b)] = np.vstack([lin.response(data.p_sensors, "pressure").to_numpy(),
-                                        lin.response(data.flow_links, "flow").to_numpy()])
+            try:
+                base = self.solver.solve(dem, **data.boundary[int(row)])
+                lin = LinearModel(self.solver.wn, base.heads, base.flows, status=base.status)
+            except SimulationError as exc:
+                error = exc
+                continue
+            return np.vstack([lin.response(data.p_sensors, "pressure").to_numpy(),
+                              lin.response(data.flow_links, "flow").to_numpy()])
+        raise error if error is not None else SimulationError("no snapshot to linearise the calibration at")
 
     def flow_change(self, theta: np.ndarray, flows: np.ndarray) -> np.ndarray:
         """d q_k / d θ of each pipe at fixed heads (rows x pipes), m³/s per unit log-roughness."""
