@@ -21,12 +21,15 @@ def net1():
     return read_network(wntr_network("Net1"), crs="EPSG:32650")
 
 
-def _week(net, truth_multiplier: float, *, seed: int = 1, dma: bool = False) -> tuple[FitData, list]:
+def _week(net, truth_multiplier: float, *, seed: int = 1, dma: bool = False,
+          truth_north: float = 1.0) -> tuple[FitData, list]:
     """Leak-free snapshots of Net1 whose pipes are ``truth_multiplier`` times as smooth as the file says.
 
     Demands follow a daily cycle (x0.5-1.6) that differs a little from day to
     day; every junction carries a logger (5 of them head, noise 1 cm), the
-    pump and the tank's pipe a flow meter.
+    pump and the tank's pipe a flow meter. With ``dma``, junctions 1x form
+    DMA "north" and the others "south"; the truth's north uses
+    ``truth_north`` times its share of the same total.
     """
     rng = np.random.default_rng(seed)
     wn = net.wn
@@ -40,14 +43,15 @@ def _week(net, truth_multiplier: float, *, seed: int = 1, dma: bool = False) -> 
     cycle = 1.05 + 0.55 * np.sin(2 * np.pi * (hour - 6) / 24) + rng.normal(0, 0.05, n)
     demands = base[None, :] * cycle[:, None]
     boundary = [{"tank_levels": {"2": 30.0 + 5.0 * np.sin(k)}, "link_status": {}} for k in range(n)]
+    node_dma = np.array([0 if j.startswith("1") else 1 for j in junctions]) if dma else np.full(len(junctions), -1)
+    true_demands = scale_demands(demands, np.where(node_dma == 0, truth_north, 1.0), np.ones(len(junctions), bool))
     with SnapshotSolver(wn) as true_solver:
         true_solver.set_roughness({p: truth_multiplier * wn.get_link(p).roughness for p in wn.pipe_name_list})
         obs = []
         for k in range(n):
-            snap = true_solver.solve(demands[k], heads_of=p_sensors, flows_of=flow_links, **boundary[k])
+            snap = true_solver.solve(true_demands[k], heads_of=p_sensors, flows_of=flow_links, **boundary[k])
             obs.append(np.concatenate([snap.heads.to_numpy() + rng.normal(0, NOISE_M, len(p_sensors)),
                                        snap.flows.to_numpy() * (1 + rng.normal(0, 0.002, len(flow_links)))]))
-    node_dma = np.array([0 if j.startswith("1") else 1 for j in junctions]) if dma else np.full(len(junctions), -1)
     data = FitData(demands, boundary, np.array(obs), np.repeat(np.arange(DAYS), PER_DAY),
                    (hour // 8).astype(int), p_sensors, flow_links,
                    np.r_[np.full(len(p_sensors), NOISE_M), np.full(len(flow_links), 1e-4)],
@@ -72,6 +76,19 @@ def test_recovers_a_known_roughness_multiplier(net1):
     assert chi2["in_sample"]["after"] < 3.0 < chi2["in_sample"]["before"]
     assert chi2["held_out"]["after"] < chi2["held_out"]["before"]
     assert cal.roughness[groups.pipes[0]] == pytest.approx(0.8 * before[groups.pipes[0]], rel=0.03)
+
+
+def test_recovers_a_dma_demand_share(net1):
+    # the north uses 25 % more than its meters' share of the supply: demand moves from the south
+    data, _ = _week(net1, 1.0, dma=True, truth_north=1.25)
+    with SnapshotSolver(net1.wn) as solver:
+        cal = calibrate_model(solver, data, None)
+    assert cal.applied, cal.reason
+    north, south = (d["multiplier"] for d in cal.report["dma_demand"])
+    assert north / south == pytest.approx(1.25, abs=0.05)
+    # the total of the adjustable junctions stays the supply's
+    scaled = scale_demands(data.demands, cal.node_multiplier, cal.adjustable)
+    np.testing.assert_allclose(scaled.sum(axis=1), data.demands.sum(axis=1))
 
 
 def test_refuses_when_there_is_nothing_to_gain(net1):
