@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -226,6 +227,8 @@ def measurements_from_store(
     meters: pd.DataFrame | None = None,
     min_coverage: float = MIN_COVERAGE,
     max_gap: int = settings.GAP_FILL_SAMPLES,
+    start: Any = None,
+    end: Any = None,
 ) -> Measurements:
     """Measurements from the store's series and customer readings.
 
@@ -237,17 +240,21 @@ def measurements_from_store(
         Registry (default the store's).
     min_coverage, max_gap :
         As :func:`measurements_from_readings`.
+    start, end : tz-aware time, optional
+        Read only the readings of ``[start, end)`` (default: all stored), e.g.
+        the week of a nightly run from a store filled day by day.
     """
     reg = _registry(meters if meters is not None else store.meter_table())
-    parts = [store.series(kind, max_gap=0) for kind in ("pressure", "flow")]
+    parts = [store.series(kind, max_gap=0, start=start, end=end) for kind in ("pressure", "flow")]
     parts = [p for p in parts if len(p.columns)]
     raw = pd.DataFrame()
     if parts:
         raw = pd.concat(parts, axis=1)
         step = pd.Timedelta(seconds=settings.LOGGER_INTERVAL_S)
         raw = raw.reindex(pd.date_range(raw.index.min(), raw.index.max(), freq=step, name="timestamp"))
-    customer = store.readings(kind="customer")
-    return _assemble(raw, customer, reg, network, store.reading_count(), min_coverage, max_gap)
+    customer = store.readings(kind="customer", start=start, end=end)
+    rows = store.reading_count() if start is None and end is None else store.reading_count(start=start, end=end)
+    return _assemble(raw, customer, reg, network, rows, min_coverage, max_gap)
 
 
 def _assemble(raw: pd.DataFrame, customer: pd.DataFrame, reg: pd.DataFrame, network: Network, rows: int,

@@ -1,13 +1,16 @@
 """Chains the stages for the command line: files in, files out, no logic of its own.
 
 :func:`localise_files` is the leak-localisation job on files of the data
-contract (``twin localise``); :func:`run_demo` is the morning's work end to end
+contract (``twin localise``); :func:`localise_store` is the same job on a window of
+the store's readings, the nightly run that remembers its alarms
+(``twin localise --store``); :func:`run_demo` is the morning's work end to end
 (``twin demo``): that job, the water balance, work orders for the top
 candidates, the crew map and, when the truth is known, the score.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -15,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,14 +27,15 @@ import numpy as np
 import pandas as pd
 
 from twin import settings
+from twin.alarms import Window, open_alarms, record_failed_run, record_run, window_for_alarms
 from twin.balance import water_balance
 from twin.bench import score_ranking
-from twin.errors import InputError, require_file
+from twin.errors import InputError, TwinError, require_file
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
 from twin.maps import crew_map, save_map
 from twin.measure import Measurements, measurements_from_store
-from twin.meters import join_warnings
+from twin.meters import join_meters, join_warnings
 from twin.network import Network, read_network
 from twin.validate import require_supplied_demands
 from twin.repair import plan_repairs, write_plan
@@ -138,34 +143,247 @@ def localise_files(
     result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
                       progress=progress, **options)
     timings["localise_s"] = time.perf_counter() - t2
-    report = dict(result.report)
-    join_notes = join_warnings(staged.join, network, meters=staged.meters)
-    report["warnings"] = [*report.get("warnings", []), *join_notes]
-    report["degraded"] = bool(report.get("degraded")) or bool(join_notes) or any(
-        str(w).startswith("degraded") for w in report["warnings"])
+    report = _job_report(result, staged, network)
     report["ingest"] = _ingest_report(staged)
     report["inputs"] = {"network": str(network_path), "crs": str(crs), "meters": str(meters_path),
                         "readings": str(readings_path), "meters_crs": str(meters_crs)}
-    paths = {"candidates": _write_candidates(result.candidates, out / "candidates.csv"),
-             "report": out / "report.json"}
-    if write_map:
-        t3 = time.perf_counter()
-        paths["map"] = _write_job_map(network, result, staged, out / "map.html", basemap=basemap)
-        timings["map_s"] = time.perf_counter() - t3
-    timings["total_s"] = time.perf_counter() - t0
-    report["timings_s"] = {**report.get("timings_s", {}), **{k: round(v, 3) for k, v in timings.items()}}
-    paths["report"].write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+    paths = _write_outputs(network, result, staged, out, write_map=write_map, basemap=basemap, timings=timings)
+    _finish_report(report, paths["report"], timings, t0)
     log.info("localise_files: %s in %.1f s; wrote %s", "leak detected" if report.get("detected") else "no leak",
              timings["total_s"], ", ".join(p.name for p in paths.values()))
     return {**paths, "report_dict": report, "result": result, "network": network, "meters": staged.meters,
             "join": staged.join}
 
 
+def _job_report(result: Localisation, staged: "_Staged", network: Network) -> dict[str, Any]:
+    """The localisation's report with the join's warnings added and ``degraded`` set from all warnings."""
+    report = dict(result.report)
+    join_notes = join_warnings(staged.join, network, meters=staged.meters)
+    report["warnings"] = [*report.get("warnings", []), *join_notes]
+    report["degraded"] = bool(report.get("degraded")) or bool(join_notes) or any(
+        str(w).startswith("degraded") for w in report["warnings"])
+    return report
+
+
+def _write_outputs(network: Network, result: Localisation, staged: "_Staged", out: Path, *, write_map: bool,
+                   basemap: str, timings: dict[str, float], plan: gpd.GeoDataFrame | None = None) -> dict[str, Path]:
+    """Write ``candidates.csv`` and (``write_map``) ``map.html``; return the paths, ``report`` included."""
+    paths = {"candidates": _write_candidates(result.candidates, out / "candidates.csv"),
+             "report": out / "report.json"}
+    if write_map:
+        t3 = time.perf_counter()
+        paths["map"] = _write_job_map(network, result, staged, out / "map.html", basemap=basemap, plan=plan)
+        timings["map_s"] = time.perf_counter() - t3
+    return paths
+
+
+def _finish_report(report: dict[str, Any], path: Path, timings: dict[str, float], t0: float) -> None:
+    """Add the stage timings (seconds) to the report and write it as JSON."""
+    timings["total_s"] = time.perf_counter() - t0
+    report["timings_s"] = {**report.get("timings_s", {}), **{k: round(v, 3) for k, v in timings.items()}}
+    path.write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+
+
+def localise_store(
+    network_path: str | Path,
+    *,
+    crs: Any,
+    store_path: str | Path,
+    out_dir: str | Path,
+    until: Any = None,
+    days: int = settings.RUN_DAYS,
+    top: int = 5,
+    record: bool = True,
+    write_map: bool = True,
+    basemap: str = "osm",
+    progress: Callable[[str, int, int], None] | None = None,
+    gis_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The nightly job: localise on a window of the store's readings and remember its alarms.
+
+    Reads the ``days`` local days up to ``until`` from a store filled by
+    ``twin ingest`` (no files, no temporary store) through the measurement
+    path of :func:`localise_files`, writes the same outputs plus work orders,
+    and records the run, its leaks and candidates in the store
+    (:func:`twin.alarms.record_run`): a leak seen on an earlier night is
+    reported as continuing, an alarm whose step is gone is closed. With
+    ``record``, the window starts earlier when an open alarm's onset needs
+    it (:func:`twin.alarms.window_for_alarms`).
+
+    Parameters
+    ----------
+    network_path : str or Path
+        Network file (``.inp`` or GIS).
+    crs : any pyproj input
+        CRS of the network file's coordinates.
+    store_path : str or Path
+        DuckDB store holding the registry and the readings.
+    out_dir : str or Path
+        Output folder (created): ``candidates.csv``, ``report.json``,
+        ``map.html``, ``plan/``.
+    until : date or str, optional
+        Last local day of the window (``YYYY-MM-DD``); default the local day
+        of the latest stored reading.
+    days : int
+        Local days in the window.
+    top : int
+        Work orders for the ``top`` best candidates when a leak is detected
+        (0: none).
+    record : bool
+        Record the run and its alarms in the store.
+    write_map, basemap, progress, gis_options, **options
+        As :func:`localise_files`.
+
+    Returns
+    -------
+    dict
+        As :func:`localise_files`, plus ``window`` (:class:`twin.alarms.Window`),
+        ``alarms`` (the :class:`twin.alarms.RunRecord`, None without
+        ``record``) and ``plan`` (a folder) when work orders were written.
+    """
+    t0, started = time.perf_counter(), pd.Timestamp.now(tz="UTC")
+    network_path = require_file(network_path, what="network")
+    store_path = require_file(store_path, what="store")
+    out = output_folder(out_dir)
+    network = read_network(network_path, crs=crs, **dict(gis_options or {}))
+    require_supplied_demands(network)
+    timings: dict[str, float] = {"network_s": time.perf_counter() - t0}
+    with Store(store_path) as store:
+        t1 = time.perf_counter()
+        window = run_window(store, until=until, days=days)
+        if record:  # see the step of every open alarm, so that a repair is noticed
+            window = _within_readings(window_for_alarms(window, open_alarms(store)), store)
+        run_info = {"started_at": started, "days": days, "network": str(network_path),
+                    "network_sha256": file_sha256(network_path), "out_dir": str(out)}
+        try:
+            staged = _read_store(store, network, window)
+            timings["read_s"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
+                              progress=progress, **options)
+        except TwinError as exc:  # bad data tonight: the night is recorded as failed, the alarms stay as they were
+            if record:
+                record_failed_run(store, window, exc, **run_info)
+            raise
+        timings["localise_s"] = time.perf_counter() - t2
+        report = _job_report(result, staged, network)
+        report["inputs"] = {"network": str(network_path), "crs": str(crs), "store": str(store_path),
+                            "window_start": window.start, "window_end": window.end, "days": int(days),
+                            "window_days": round(window.days, 3)}
+        orders = _work_orders(network, result, staged, out, top=top, timings=timings)
+        paths = _write_outputs(network, result, staged, out, write_map=write_map, basemap=basemap,
+                               timings=timings, plan=orders)
+        if orders is not None:
+            paths["plan"] = out / "plan"
+        run = None
+        if record:
+            run = record_run(store, window, report, result.candidates, **run_info)
+            report["run_id"] = run.run_id
+            report["alarms"] = run.states.to_dict("records")
+    _finish_report(report, paths["report"], timings, t0)
+    log.info("localise_store: %s, window %s to %s, in %.1f s", "leak detected" if report.get("detected") else
+             "no leak", window.start.isoformat(), window.end.isoformat(), timings["total_s"])
+    return {**paths, "report_dict": report, "result": result, "network": network, "meters": staged.meters,
+            "join": staged.join, "window": window, "alarms": run}
+
+
+def run_window(store: Store, *, until: Any = None, days: int = settings.RUN_DAYS) -> Window:
+    """The readings window of a run from the store: ``days`` whole local days ending with ``until``.
+
+    Parameters
+    ----------
+    store : Store
+    until : date or str, optional
+        Last local day (``YYYY-MM-DD``); default the local day of the latest
+        stored reading.
+    days : int
+        Number of local days (at least 1).
+
+    Returns
+    -------
+    Window
+        UTC bounds, local midnights (``settings.TIMEZONE``), narrowed to the
+        stored readings (a run cannot see beyond them).
+
+    Raises
+    ------
+    InputError
+        The store holds no readings, or none in the window (the message gives
+        the stored period).
+    """
+    if days < 1:
+        raise InputError(f"a run needs at least one day, not {days}", element="--days", fix="give --days 7")
+    stored = store.time_range()
+    if stored is None:
+        raise InputError("the store holds no readings", path=store.path,
+                         fix="run `twin ingest --readings FILE --store DB` first")
+    tz = settings.TIMEZONE
+    try:
+        last_day = ((stored[1] - pd.Timedelta(microseconds=1)).tz_convert(tz).date() if until is None
+                    else until if isinstance(until, date) else date.fromisoformat(str(until)))
+    except ValueError:
+        raise InputError(f"{until!r} is not a date", element="--until",
+                         fix="give the last local day as YYYY-MM-DD, e.g. --until 2026-03-08") from None
+    end = pd.Timestamp(last_day).tz_localize(tz) + pd.Timedelta(days=1)
+    window = Window((end - pd.Timedelta(days=days)).tz_convert("UTC"), end.tz_convert("UTC"))
+    if store.reading_count(start=window.start, end=window.end) == 0:
+        first, last = (t.tz_convert(tz).isoformat() for t in stored)
+        raise InputError(f"the store holds no readings from {window.start.tz_convert(tz).isoformat()} to "
+                         f"{window.end.tz_convert(tz).isoformat()} (it holds {first} to {last})",
+                         path=store.path, fix="give --until a day of that period, or ingest the days first")
+    return _within_readings(window, store)
+
+
+def _within_readings(window: Window, store: Store) -> Window:
+    """The part of ``window`` the store holds readings for (what a run can see; alarms are judged on it)."""
+    first, last = store.time_range()  # type: ignore[misc]
+    return Window(max(window.start, first), min(window.end, last + pd.Timedelta(seconds=1)))
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex), to tell later which network a run used."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_store(store: Store, network: Network, window: Window) -> "_Staged":
+    """The job's inputs from the store: registry, join (computed when the store has none) and the window's measurements."""
+    meters = store.meters()
+    join = store.join()
+    if join is None or join.empty:
+        log.info("the store holds no meter join: joining the registry to the network")
+        join = join_meters(meters, network)
+    if not join["matched"].any():
+        raise InputError("no customer meter of the store could be joined to the network", path=store.path,
+                         fix="check --crs of the network (the registry was ingested with its own --meters-crs)")
+    measurements = measurements_from_store(store, network, meters=meters, start=window.start, end=window.end)
+    return _Staged(None, meters, join, pd.DataFrame(), measurements)
+
+
+def _work_orders(network: Network, result: Localisation, staged: "_Staged", out: Path, *, top: int,
+                 timings: dict[str, float]) -> gpd.GeoDataFrame | None:
+    """Work orders for the ``top`` candidates of a detected leak, written to ``out/plan``; None otherwise."""
+    if top <= 0 or not result.report.get("detected") or not len(result.candidates):
+        return None
+    t = time.perf_counter()
+    plan_dir = out / "plan"
+    if plan_dir.is_dir():
+        shutil.rmtree(plan_dir)
+    orders = plan_repairs(network, candidates=result.candidates, join=staged.join, meters=staged.meters, top_n=top)
+    write_plan(orders, plan_dir, network, join=staged.join, meters=staged.meters)
+    timings["plan_s"] = time.perf_counter() - t
+    return orders
+
+
 @dataclass
 class _Staged:
     """What the job reads from the store after ingesting the files."""
 
-    summary: Any  # twin.store.IngestSummary
+    summary: Any  # twin.store.IngestSummary; None when read from the store without ingest
     meters: gpd.GeoDataFrame
     join: pd.DataFrame
     quarantine: pd.DataFrame
@@ -252,10 +470,12 @@ def _write_candidates(candidates: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def _write_job_map(network: Network, result: Localisation, staged: _Staged, path: Path, *, basemap: str) -> Path:
-    """The crew map of one localisation: candidates, meters and the loggers' residual changes."""
+def _write_job_map(network: Network, result: Localisation, staged: _Staged, path: Path, *, basemap: str,
+                   plan: gpd.GeoDataFrame | None = None) -> Path:
+    """The crew map of one localisation: candidates, meters, the loggers' residual changes and any work orders."""
     m = crew_map(network, candidates=result.candidates if len(result.candidates) else None,
                  join=staged.join, meters=staged.meters, residuals=logger_residuals(result), basemap=basemap,
+                 plan=plan,
                  title="Leak candidates" if result.report.get("detected") else "No leak detected")
     return save_map(m, path)
 

@@ -68,6 +68,36 @@ STORE_SUFFIXES = (".duckdb", ".db", ".ddb")
 #: flow beyond this is quarantined as implausible (wrong units or corrupt).
 MAX_FLOW_LPS = 10_000.0
 
+#: Matching a night's leak to an alarm still open from earlier nights
+#: (:mod:`twin.alarms`): the same leak when the DMA is the same (or either
+#: is network-wide), the onsets differ by at most this many hours...
+ALARM_ONSET_TOLERANCE_H = 6.0
+
+#: ...and the flows by at most this share of the larger one or
+#: ``ALARM_FLOW_TOLERANCE_LPS`` L/s, whichever is more.
+ALARM_FLOW_TOLERANCE = 0.3
+ALARM_FLOW_TOLERANCE_LPS = 0.5
+
+#: An open alarm a run does not see is closed (its step is gone: a repair)
+#: only when the run's window could have seen its step: at least this many
+#: hours of readings before the onset (detection's two reference days)...
+ALARM_COVER_BEFORE_H = 48.0
+
+#: ...and this many after it (detection scans no onset in the last 24 h).
+#: Otherwise the alarm stays open, unchecked.
+ALARM_COVER_AFTER_H = 24.0
+
+#: A run from the store starts its window early enough to see the step of
+#: every open alarm (so that a repair is noticed), but covers at most this
+#: many days; older alarms stay open, unchecked.
+ALARM_LOOKBACK_DAYS = 14
+
+#: Candidates kept in the store per run and alarm (the best ranked).
+ALARM_CANDIDATES_KEPT = 50
+
+#: Length of the window of a run from the store, days (``twin localise --store``).
+RUN_DAYS = 7
+
 #: Calibrate the network model on the leak-free days before ranking (roughness
 #: per pipe group, demand per DMA whose balance is not fully metered;
 #: :mod:`twin.calibrate`). The fit is applied only when it predicts held-out

@@ -21,6 +21,8 @@ Tables
     One row per ingest with its counts.
 ``balance``
     Written by ``twin balance``.
+``runs``, ``alarms``, ``alarm_history``, ``candidates``
+    The nightly job's runs and leak alarms (:mod:`twin.alarms`).
 
 Ingest runs in SQL with bounded memory (``memory_limit``, default 1 GB; the
 CSV/Parquet readers stream, and the sequence checks run per group of meters).
@@ -74,6 +76,26 @@ CREATE TABLE IF NOT EXISTS ingests (
 CREATE TABLE IF NOT EXISTS meter_quarantine (
     ingest_id INTEGER, source VARCHAR, source_row BIGINT, meter_id VARCHAR, kind VARCHAR,
     lon DOUBLE, lat DOUBLE, node_id VARCHAR, link_id VARCHAR, reason VARCHAR);
+"""
+
+#: The nightly job's memory (:mod:`twin.alarms`): created on open, so a store
+#: written before these tables existed gains them and keeps working.
+_RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, window_start TIMESTAMPTZ,
+    window_end TIMESTAMPTZ, days INTEGER, network VARCHAR, network_sha256 VARCHAR, status VARCHAR,
+    leaks INTEGER, new_alarms INTEGER, continuing INTEGER, closed INTEGER, reopened INTEGER, unchecked INTEGER,
+    readings_rows BIGINT, out_dir VARCHAR, report VARCHAR);
+CREATE TABLE IF NOT EXISTS alarms (
+    alarm_id INTEGER, dma VARCHAR, onset TIMESTAMPTZ, flow_lps DOUBLE, first_seen_run INTEGER,
+    last_seen_run INTEGER, first_seen_at TIMESTAMPTZ, last_seen_at TIMESTAMPTZ, status VARCHAR,
+    closed_at TIMESTAMPTZ, closed_run INTEGER, closed_reason VARCHAR, top_link_id VARCHAR, top_p DOUBLE);
+CREATE TABLE IF NOT EXISTS alarm_history (
+    alarm_id INTEGER, run_id INTEGER, state VARCHAR, onset TIMESTAMPTZ, flow_lps DOUBLE, t_stat DOUBLE,
+    top_link_id VARCHAR, top_p DOUBLE, top_p_within_300m DOUBLE, note VARCHAR);
+CREATE TABLE IF NOT EXISTS candidates (
+    run_id INTEGER, alarm_id INTEGER, "rank" INTEGER, link_id VARCHAR, score DOUBLE, p_within_300m DOUBLE,
+    leak_flow_lps DOUBLE, zone VARCHAR);
 """
 
 
@@ -374,6 +396,7 @@ class Store:
         self.read_only = read_only
         if not read_only:
             self.con.execute(_SCHEMA)
+            self.con.execute(_RUN_SCHEMA)
 
     def _check_file_backed(self) -> None:
         """Refuse a connection that DuckDB opened in memory (its writes would be lost on close)."""
@@ -406,6 +429,20 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for a caller's writes (e.g. a run and its alarms): all or nothing.
+
+        Raises
+        ------
+        InputError
+            The store is open read-only.
+        """
+        if self.read_only:
+            raise InputError("the store is open read-only", path=self.path, fix="open it without read_only to write")
+        with self._transaction():
+            yield
+
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
@@ -437,6 +474,10 @@ class Store:
             self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _write_df')
         finally:
             self.con.unregister("_write_df")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """The result of a read query as a DataFrame (TIMESTAMPTZ columns as UTC)."""
+        return self._df(sql, params)
 
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (TIMESTAMPTZ columns as UTC)."""
@@ -971,13 +1012,14 @@ class Store:
         return pd.Timestamp(df["a"].iloc[0]).tz_convert("UTC"), pd.Timestamp(df["b"].iloc[0]).tz_convert("UTC")
 
 
-    def reading_count(self, kind: str | None = None) -> int:
-        """Number of stored readings (of one kind, or all)."""
-        sql, params = "SELECT count(*) AS n FROM readings", []
+    def reading_count(self, kind: str | None = None, *, start: Any = None, end: Any = None) -> int:
+        """Number of stored readings (of one kind, or all; in ``[start, end)`` when given)."""
+        where, params = ["TRUE"], []
         if kind:
-            sql += " WHERE kind = ?"
+            where.append("kind = ?")
             params.append(kind)
-        return int(self._df(sql, params)["n"].iloc[0])
+        _time_window(where, params, start, end)
+        return int(self._df(f"SELECT count(*) AS n FROM readings WHERE {' AND '.join(where)}", params)["n"].iloc[0])
 
 def _reason_counts(reasons: pd.Series) -> dict[str, int]:
     """Count reasons by their first words (before any quoted detail)."""

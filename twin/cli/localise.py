@@ -28,29 +28,71 @@ def localise_cmd(
     network: Path = typer.Option(..., "--network", help="The utility's network: EPANET .inp (or GIS file)."),
     crs: str = typer.Option(..., "--crs", help="CRS of the network's coordinates, e.g. EPSG:32650."),
     gis: GisReading = GisReading(),
-    meters: Path = typer.Option(..., "--meters", help="meters.csv / .parquet (data contract)."),
-    readings: Path = typer.Option(..., "--readings", help="readings.csv / .parquet (data contract)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, map.html."),
+    meters: Optional[Path] = typer.Option(None, "--meters", help="meters.csv / .parquet (data contract)."),
+    readings: Optional[Path] = typer.Option(None, "--readings", help="readings.csv / .parquet (data contract)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, report.json, map.html "
+                             "(and plan/ from the store)."),
     meters_crs: str = typer.Option(settings.MAP_CRS, "--meters-crs", help=METERS_CRS_HELP),
-    store: Optional[Path] = typer.Option(None, "--store", help="DuckDB store to ingest into (default: temporary)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="With --meters/--readings: DuckDB store to ingest "
+                                         "into (default: temporary). Alone: run from this store's readings "
+                                         "(filled by twin ingest) and keep the run and its alarms there."),
+    until: Optional[str] = typer.Option(None, "--until", help="From the store: last local day of the window "
+                                        "(YYYY-MM-DD; default the day of the latest reading)."),
+    days: Optional[int] = typer.Option(None, "--days", min=1, help="From the store: local days in the window "
+                                       f"(default {settings.RUN_DAYS}; longer when an open alarm needs it)."),
+    top: int = typer.Option(5, "--top", min=0, help="From the store: work orders for the top candidates (0: none)."),
     basemap: str = typer.Option("osm", "--basemap", help="Crew map tiles: osm, amap or none."),
     no_map: bool = typer.Option(False, "--no-map", help="Do not write map.html."),
     calibrate: bool = typer.Option(settings.CALIBRATE_MODEL, "--calibrate/--no-calibrate",
                                    help="Calibrate roughness per pipe group and demand per DMA on the leak-free days "
                                         "(applied only when it predicts held-out days better)."),
 ) -> None:
-    """Detect a leak in a week of readings and rank the pipes where it most likely is."""
-    from twin.pipeline import localise_files  # deferred, see twin.cli
+    """Detect a leak in a week of readings and rank the pipes where it most likely is.
+
+    Two ways: on files of the data contract (--meters and --readings), or from
+    a store filled day by day by `twin ingest` (--store alone), the nightly
+    job: it reads the window up to --until, and remembers its alarms (`twin
+    alarms`), so that a leak seen before is reported as continuing.
+    """
+    from twin.pipeline import localise_files, localise_store  # deferred, see twin.cli
     from twin.store import check_store_path
     if store is not None:
         check_store_path(store)
     if basemap not in ("osm", "amap", "none"):
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
+    from_store = meters is None and readings is None
+    _check_mode(from_store, store=store, meters=meters, readings=readings, until=until, days=days)
     with StageProgress() as bar:
-        result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
-                                meters_crs=meters_crs, store_path=store, write_map=not no_map,
-                                basemap=basemap, progress=bar.update, gis_options=gis.options_for(network),
-                                calibrate=calibrate)
+        if from_store:
+            result = localise_store(network, crs=crs, store_path=store, out_dir=out, until=until,
+                                    days=days if days is not None else settings.RUN_DAYS, top=top,
+                                    write_map=not no_map, basemap=basemap, progress=bar.update,
+                                    gis_options=gis.options_for(network), calibrate=calibrate)
+        else:
+            result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
+                                    meters_crs=meters_crs, store_path=store, write_map=not no_map,
+                                    basemap=basemap, progress=bar.update, gis_options=gis.options_for(network),
+                                    calibrate=calibrate)
+    _echo_result(result)
+
+
+def _check_mode(from_store: bool, *, store: Optional[Path], meters: Optional[Path], readings: Optional[Path],
+                until: Optional[str], days: Optional[int]) -> None:
+    """Refuse a mix of the files mode and the store mode's options, naming what to give."""
+    if from_store and store is None:
+        raise InputError("nothing to localise on", element="--store",
+                         fix="give --meters and --readings (files), or --store DB (a run from the store)")
+    if not from_store and (meters is None or readings is None):
+        missing = "--readings" if readings is None else "--meters"
+        raise InputError(f"{missing} is missing", element=missing,
+                         fix="give both --meters and --readings, or neither with --store DB to run from the store")
+    if not from_store and (until is not None or days is not None):
+        raise InputError("--until and --days choose a window of the store", element="--until/--days",
+                         fix="leave out --meters and --readings to run from --store, or drop --until/--days")
+
+
+def _echo_result(result: dict) -> None:
+    """Print the job's finding, its alarms (from the store), warnings and output paths."""
     report = result["report_dict"]
     if report.get("detected"):
         top = result["result"].candidates.head(3)
@@ -60,11 +102,20 @@ def localise_cmd(
                        f"p(within 300 m)={row['p_within_300m']:.2f}  ({row['lat']:.6f}, {row['lon']:.6f})")
     else:
         typer.echo("no leak detected")
+    run = result.get("alarms")
+    if run is not None:
+        window = result["window"]
+        typer.echo(f"run #{run.run_id}, window {window.start.tz_convert(settings.TIMEZONE):%Y-%m-%d %H:%M} to "
+                   f"{window.end.tz_convert(settings.TIMEZONE):%Y-%m-%d %H:%M} (local)")
+        for a in run.states.itertuples(index=False):
+            onset = a.onset.tz_convert(settings.TIMEZONE).strftime("%Y-%m-%d %H:%M")
+            typer.echo(f"  alarm #{a.alarm_id} {a.dma}: {a.state.upper()}, {a.flow_lps:.2f} L/s since {onset}"
+                       + (f" ({a.note})" if isinstance(a.note, str) and a.note else ""))
     if report.get("degraded"):
         typer.echo("result DEGRADED: read the warnings before acting on it", err=True)
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
-    for key in ("candidates", "report", "map"):
+    for key in ("candidates", "report", "map", "plan"):
         if key in result:
             typer.echo(f"{key}: {result[key]}")
 

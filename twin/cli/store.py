@@ -1,4 +1,4 @@
-"""CLI commands of the store stage: ``twin ingest``, ``twin balance``, ``twin meters join``."""
+"""CLI commands of the store stage: ``twin ingest``, ``twin balance``, ``twin alarms``, ``twin meters join``."""
 
 from __future__ import annotations
 
@@ -164,6 +164,90 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
     return t
 
 
+def alarms(
+    store: Path = typer.Option(..., "--store", help="DuckDB file the nightly job (twin localise --store) ran on."),
+    all_: bool = typer.Option(False, "--all", help="Also list the closed alarms."),
+    alarm: Optional[int] = typer.Option(None, "--alarm", help="Only this alarm: its whole history and the "
+                                        "candidates of the last run that saw it."),
+) -> None:
+    """List the leak alarms the nightly job keeps: open ones (--all: closed ones too), each with its history."""
+    from twin.alarms import alarm_candidates, alarm_history, alarm_table, require_runs  # deferred, see twin.cli
+    from twin.store import Store, check_store_path
+    check_store_path(store)
+    require_file(store, what="store")
+    with Store(store, read_only=True) as st:
+        require_runs(st)
+        table = alarm_table(st, include_closed=all_ or alarm is not None)
+        if alarm is not None:
+            table = table[table["alarm_id"] == alarm]
+            if table.empty:
+                raise InputError(f"the store has no alarm #{alarm}", path=store,
+                                 fix="run `twin alarms --store DB --all` to see the alarm numbers")
+        history = alarm_history(st, [int(a) for a in table["alarm_id"]])
+        runs = st.query("SELECT run_id, started_at, status FROM runs ORDER BY run_id")
+        cands = None if alarm is None else alarm_candidates(st, alarm, top=10)
+    con = _console()
+    when = ""
+    if len(runs):
+        last = runs.iloc[-1]
+        when = f"; last run #{last['run_id']} {_local(last['started_at'])}: {last['status']}"
+    con.print(f"{len(runs)} run(s) recorded in {store}{when} (times local, {settings.TIMEZONE})", markup=False)
+    if table.empty:
+        con.print("no open alarm" + ("" if all_ else " (--all lists the closed ones)"))
+        return
+    con.print(_alarms_table(table))
+    con.print(_history_table(history))
+    if cands is not None and len(cands):
+        con.print(_candidates_table(cands, alarm))
+
+
+def _candidates_table(cands: pd.DataFrame, alarm: int) -> Table:
+    """The ranked pipes of an alarm's last sighting."""
+    t = Table(title=f"alarm #{alarm}: candidates of run {int(cands['run_id'].iat[0])}")
+    for c in ("rank", "pipe", "p", "p within 300 m", "leak L/s", "zone"):
+        t.add_column(c, justify="left" if c in ("pipe", "zone") else "right", overflow="fold")
+    for c in cands.itertuples(index=False):
+        t.add_row(str(c.rank), str(c.link_id), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
+                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else str(c.zone))
+    return t
+
+
+def _local(ts: object, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A UTC time as local text ('' when missing)."""
+    return "" if ts is None or pd.isna(ts) else pd.Timestamp(ts).tz_convert(settings.TIMEZONE).strftime(fmt)
+
+
+def _alarms_table(table: pd.DataFrame) -> Table:
+    """The alarms as a rich table, open ones in red (the reasons of closing are in the history)."""
+    t = Table(title="leak alarms")
+    for c, j in (("alarm", "right"), ("DMA", "left"), ("status", "left"), ("onset", "left"), ("L/s", "right"),
+                 ("runs", "left"), ("seen", "right"), ("top pipe", "left"), ("p", "right"), ("closed", "left")):
+        t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
+    for a in table.itertuples(index=False):
+        has_top = isinstance(a.top_link_id, str)
+        t.add_row(f"#{a.alarm_id}", str(a.dma), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
+                  f"{a.first_seen_run}..{a.last_seen_run}", str(a.runs_seen), a.top_link_id if has_top else "-",
+                  f"{a.top_p:.2f}" if has_top and pd.notna(a.top_p) else "",
+                  _local(a.closed_at, "%m-%d %H:%M") if a.status == "closed" else "",
+                  style="bold red" if a.status == "open" else "dim")
+    return t
+
+
+def _history_table(history: pd.DataFrame) -> Table:
+    """Every run's view of the alarms: state, flow, t statistic, top pipe, note."""
+    t = Table(title="history: one row per alarm and run (p300: p within 300 m)")
+    for c, j in (("alarm", "right"), ("run", "right"), ("window", "left"), ("state", "left"), ("onset", "left"),
+                 ("L/s", "right"), ("t", "right"), ("top pipe", "left"), ("p300", "right"), ("note", "left")):
+        t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
+    for h in history.itertuples(index=False):
+        t.add_row(f"#{h.alarm_id}", str(h.run_id), f"{_local(h.window_start, '%m-%d')}..{_local(h.window_end - pd.Timedelta(seconds=1), '%m-%d')}",
+                  h.state, _local(h.onset, "%m-%d %H:%M"), "" if pd.isna(h.flow_lps) else f"{h.flow_lps:.2f}",
+                  "" if pd.isna(h.t_stat) else f"{h.t_stat:.1f}", h.top_link_id if isinstance(h.top_link_id, str) else "",
+                  "" if pd.isna(h.top_p_within_300m) else f"{h.top_p_within_300m:.2f}",
+                  h.note if isinstance(h.note, str) else "")
+    return t
+
+
 @meters_app.command("join")
 @gis_reading_options
 def join(
@@ -210,4 +294,5 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to the twin app."""
     app.command("ingest")(ingest)
     app.command("balance")(balance)
+    app.command("alarms")(alarms)
     app.add_typer(meters_app, name="meters")
