@@ -72,9 +72,9 @@ MIN_DMA_NODES = 5
 #: Largest |log-multiplier| a fit may reach (x0.5 to x2).
 MAX_LOG_MULTIPLIER = float(np.log(2.0))
 #: Gauss-Newton iterations at most.
-MAX_ITERATIONS = 3
+MAX_ITERATIONS = 2
 #: The sensor responses are linearised again once a log-multiplier moved this far from where they were taken.
-RELINEARISE = 0.15
+RELINEARISE = 0.25
 #: Gate: one-sided p-value of the held-out improvement, and the smallest relative gain.
 GATE_P = 0.01
 GATE_MIN_GAIN = 0.10
@@ -538,7 +538,7 @@ def _gauss_newton(problem: _Problem, rows: np.ndarray, w: np.ndarray, start: _Fi
     for it in range(max_iterations):
         A, b, _ = _normal_equations(state.res, state.J, w, n_p, use)
         step = np.linalg.solve(A + np.diag(prec), b - prec * state.theta)
-        for _ in range(4):
+        for _ in range(3):
             theta = np.clip(state.theta + step, -MAX_LOG_MULTIPLIER, MAX_LOG_MULTIPLIER)
             res, flows, dem = problem.solve(theta, rows)
             failed = ~np.isfinite(res).any(axis=1)

@@ -867,9 +867,10 @@ def _fit_data(solver: SnapshotSolver, network: Network, inputs: _Inputs, demands
     p_obs = inputs.pressure[p_sensors].reindex(times[rows]).to_numpy(float) + elev if p_sensors else (
         np.zeros((len(rows), 0)))
     q_obs = inputs.flow.reindex(times[rows]).to_numpy(float)
-    boundary = [{"tank_levels": {tn: float(lv.iloc[k]) for tn, lv in snaps.tanks.items()},
-                 "link_status": {ln: bool(snaps.status[ln].iloc[k]) for ln in snaps.status.columns}}
-                for k in rows]
+    levels = {tn: lv.to_numpy(float) for tn, lv in snaps.tanks.items()}
+    links, states = list(snaps.status.columns), snaps.status.to_numpy(bool)
+    boundary = [{"tank_levels": {tn: float(lv[k]) for tn, lv in levels.items()},
+                 "link_status": dict(zip(links, states[k].tolist()))} for k in rows]
     pre = inputs.grid.times < times[rows].max() if len(rows) else np.zeros(len(inputs.grid.times), bool)
     noise = np.concatenate([measurement_noise(inputs.pressure.loc[pre, p_sensors], NOISE_FLOOR_P),
                             measurement_noise(inputs.flow.loc[pre], NOISE_FLOOR_Q)])
