@@ -27,10 +27,12 @@ def main() -> None:
     ap.add_argument("root", type=Path)
     ap.add_argument("--crs", default=WEEKS_CRS)
     ap.add_argument("--json", type=Path, default=None, help="write the per-week rows here")
+    ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                    help="model calibration on the leak-free days (twin.calibrate; default on)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("wntr").setLevel(logging.ERROR)  # EPANET's per-snapshot warnings
-    res = run_weeks(args.root, crs=args.crs)
+    res = run_weeks(args.root, crs=args.crs, localise_options={"calibrate": args.calibrate})
     print(format_report(res))
     if args.json is not None:
         args.json.write_text(json.dumps(res.scenarios.to_dict("records"), indent=1, default=str))

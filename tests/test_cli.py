@@ -133,3 +133,9 @@ def test_localise_reads_a_gis_network_with_column_mapping(utility_gpkg, tmp_path
     nodes = gpd.read_file(utility_gpkg, layer="nodes").set_index("node_id")
     # the crew goes to the leak's district, named from the mapped column
     assert cand["zone"].iat[0] == nodes.at[truth["node_start"], "DMA_NAME"]
+    # the model calibration says what it did and what the misfit was before and after
+    model_cal = json.loads((out / "report.json").read_text())["calibration"]["model_calibration"]
+    assert model_cal["decision"] in ("applied", "refused") and model_cal["reason"]
+    for part in ("in_sample", "held_out"):
+        assert model_cal["misfit_reduced_chi2"][part]["before"] > 0
+        assert model_cal["misfit_reduced_chi2"][part]["after"] > 0

@@ -216,6 +216,28 @@ def test_logger_missing_readings_keeps_every_snapshot(ltown, leak_result):
     assert again.candidates["link_id"].iat[0] in set(loc.candidates["link_id"].head(10))
 
 
+def test_model_calibration_reports_its_misfit_and_groups(ltown, leak_result):
+    loc, meters, readings, join = leak_result
+    mc = loc.report["calibration"]["model_calibration"]
+    assert mc["decision"] in ("applied", "refused") and mc["applied"] == (mc["decision"] == "applied")
+    chi2 = mc["misfit_reduced_chi2"]
+    for part in ("in_sample", "held_out"):
+        assert chi2[part]["before"] > 0 and chi2[part]["after"] > 0
+    if mc["applied"]:  # the gate: applied only when held-out days are predicted better
+        assert chi2["held_out"]["after"] < chi2["held_out"]["before"]
+    # every pipe is in one roughness group, with its multiplier and sd
+    n_pipes = int((ltown.links["link_type"] == "pipe").sum())
+    assert sum(g["pipes"] for g in mc["groups"]) == n_pipes
+    assert all(0.5 <= g["multiplier"] <= 2.0 and g["sd"] > 0 for g in mc["groups"])
+    json.dumps(mc)
+    off = localise(ltown, meters=meters, join=join, readings=readings, calibrate=False)
+    assert off.report["calibration"]["model_calibration"]["decision"] == "off"
+    if not mc["applied"]:  # refused: the model stayed as it was, so did the scores (to the solver's tolerance)
+        a, b = off.candidates.set_index("link_id"), loc.candidates.set_index("link_id")
+        np.testing.assert_allclose(a["score"], b["score"].reindex(a.index), rtol=1e-3, atol=1e-9)
+        assert a.index[:10].tolist() == b.index[:10].tolist()
+
+
 def test_snapshot_report_counts_the_link_statuses(leak_result):
     status = leak_result[0].report["snapshots"]["link_status"]
     assert 0.0 < status["noise_threshold_lps"] < 1.0

@@ -244,12 +244,15 @@ def _run_epyt_scenario(network_path: Path, out: Path, *, crs: str, days: int, se
 
 
 def _report_figures(report: dict, candidates: pd.DataFrame) -> dict[str, Any]:
-    """What the job claims, from its report and ranking: detection, onset, flow, top score, zone size."""
+    """What the job claims, from its report and ranking: detection, onset, flow, top score, zone size, model calibration."""
     top = float(candidates["score"].iat[0]) if len(candidates) and "score" in candidates else np.nan
     near = float(candidates["p_within_300m"].iat[0]) if len(candidates) and "p_within_300m" in candidates else np.nan
+    model_cal = (report.get("calibration") or {}).get("model_calibration") or {}
+    held = (model_cal.get("misfit_reduced_chi2") or {}).get("held_out") or {}
     return {"detected": bool(report.get("detected")), "leak_flow_est_lps": report.get("leak_flow_lps"),
             "onset_est": report.get("onset"), "twin_top_score": top, "twin_top_p300": near,
-            "twin_zone_pipes": (report.get("candidate_zone") or {}).get("pipes")}
+            "twin_zone_pipes": (report.get("candidate_zone") or {}).get("pipes"),
+            "model_calibration": model_cal.get("decision"), "calibration_held_out_gain": held.get("gain")}
 
 
 def _score_leak(network: Network, loc: Localisation, lk: dict, *, total_len: float, classic: bool,

@@ -85,6 +85,7 @@ P_DISCONNECTED_M = -1000.0
 # EPANET toolkit codes
 _EN_BASEDEMAND, _EN_TANKLEVEL, _EN_DEMAND, _EN_HEAD, _EN_PRESSURE = 1, 8, 9, 10, 11
 _EN_FLOW, _EN_INITSTATUS, _EN_INITSETTING, _EN_STATUS = 8, 4, 5, 11
+_EN_ROUGHNESS = 2
 _EN_NODECOUNT, _EN_LINKCOUNT = 0, 2
 _EN_DEMANDMULT = 4
 
@@ -460,6 +461,20 @@ class EpanetSession:
                 self._status_initial[idx] = self._en.ENgetlinkvalue(idx, _EN_INITSTATUS)
             self._en.ENsetlinkvalue(idx, _EN_INITSTATUS, 1.0 if value else 0.0)
 
+    def set_roughness(self, roughness: Mapping[str, float]) -> None:
+        """Roughness coefficient of pipes (Hazen-Williams C, or the file's own unit), until set again.
+
+        EPANET recomputes each pipe's resistance from it; nothing else changes.
+        """
+        self._require("snapshot", "closure")
+        for link, value in roughness.items():
+            if not np.isfinite(value) or value <= 0:
+                raise SimulationError(f"pipe {link!r}: roughness {value} is not a positive number", element=link)
+            err = self._lib.EN_setlinkvalue(self._ph, ctypes.c_int(self.link_index[str(link)]),
+                                            ctypes.c_int(_EN_ROUGHNESS), ctypes.c_double(float(value)))
+            if err >= 100:
+                raise SimulationError(f"EPANET refused the roughness of pipe {link!r} (error {err})", element=link)
+
     def reset_link_status(self, links: Iterable[str]) -> None:
         """Give ``links`` back the status of the input file."""
         for link in links:
@@ -683,6 +698,7 @@ class SnapshotSolver:
         link_status: Mapping[str, bool] | None = None,
         heads_of: Sequence[str] | None = None,
         flows_of: Sequence[str] | None = None,
+        with_status: bool = True,
     ) -> SnapshotResult:
         """Solve one steady state.
 
@@ -705,6 +721,9 @@ class SnapshotSolver:
             setting).
         heads_of, flows_of : sequence of str, optional
             Read only these nodes' heads and links' flows (default: all).
+        with_status : bool
+            Also read EPANET's status of the links read (False: ``status``
+            is None, a third fewer toolkit calls).
 
         Returns
         -------
@@ -730,10 +749,26 @@ class SnapshotSolver:
         links = self.link_names if flows_of is None else list(flows_of)
         heads = session.node_values("head", nodes)
         flows = session.link_flows(links)
-        status = session.link_status(links)
+        status = pd.Series(session.link_status(links), index=links) if with_status else None
         self.n_solved += 1
-        return SnapshotResult(pd.Series(heads, index=nodes), pd.Series(flows, index=links),
-                              pd.Series(status, index=links))
+        return SnapshotResult(pd.Series(heads, index=nodes), pd.Series(flows, index=links), status)
+
+    def set_roughness(self, roughness: Mapping[str, float]) -> None:
+        """Give pipes a new roughness coefficient, for every later snapshot.
+
+        Both EPANET's project and the snapshot copy :attr:`wn` change, so a
+        :class:`LinearModel` built on :attr:`wn` linearises the same network
+        the snapshots solve (model calibration, :mod:`twin.calibrate`).
+
+        Parameters
+        ----------
+        roughness : mapping
+            Pipe name -> roughness (Hazen-Williams C, dimensionless; the
+            file's own unit under another head-loss formula).
+        """
+        self.session.set_roughness(roughness)
+        for link, value in roughness.items():
+            self.wn.get_link(str(link)).roughness = float(value)
 
     @property
     def n_negative_pressure(self) -> int:
@@ -845,6 +880,9 @@ def link_conductances(
     names = list(wn.link_name_list)
     rows_start, rows_end, roles, cs = [], [], [], []
     hw = wn.options.hydraulic.headloss.upper().startswith("H")
+    # plain dicts: a pandas lookup per link costs more than the conductance itself
+    heads, flows = dict(heads.items()), dict(flows.items())
+    status = None if status is None else dict(status.items())
     for name in names:
         link = wn.get_link(name)
         i, j = link.start_node_name, link.end_node_name

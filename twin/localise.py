@@ -20,8 +20,11 @@ returns its part of the result:
    step (:class:`twin.hydraulics.SnapshotSolver`): tanks at their measured
    level (fixed heads); pumps and links into tanks open or closed from their
    flow meters. Residual = measured − modelled.
-5. **Calibration** (:func:`_calibration`) on the leak-free part: per sensor
-   and hour-of-day offsets (the mean residual), the residual change after the
+5. **Calibration** on the leak-free part: the model itself
+   (:func:`_model_calibration`, :mod:`twin.calibrate`: roughness per pipe
+   group, demand per unmetered DMA, applied only when it predicts held-out
+   days better; the snapshots are then solved again), then
+   (:func:`_calibration`) per sensor and hour-of-day offsets (the mean residual), the residual change after the
    onset ``Δr`` and its noise per sensor and block of hours.
 6. **Scoring** (:func:`_scores`). ``Δr`` (pressure heads and metered flows)
    is compared with each pipe's leak signature (half the leak at each end
@@ -51,9 +54,11 @@ import pandas as pd
 from scipy.stats import norm
 
 from twin import settings
+from twin.calibrate import (MIN_DMA_NODES, NOISE_FLOOR_P, NOISE_FLOOR_Q, FitData, ModelCalibration, calibrate_model,
+                            measurement_noise, pipe_groups, scale_demands)
 from twin.demand import window_coverage, window_demand
 from twin.detect import MIN_WINDOW_COVERAGE, Detection, detect_leak, dma_steps, require_metered_supply
-from twin.dma import dma_net_inflow, system_input
+from twin.dma import assign_dmas, dma_net_inflow, system_input
 from twin.errors import InputError, ReadingsError, SimulationError
 from twin.graph import middle_distances
 from twin.hydraulics import LinearModel, SnapshotSolver
@@ -796,6 +801,105 @@ def _dma_fallback(solver: SnapshotSolver, demands: _Demands, bc: _BoundaryCondit
 
 # --------------------------------------------------------------------------- 5. calibration
 
+#: Model calibration fits every ``MODEL_FIT_STEP``-th leak-free snapshot (12 x 15 min: every 3 hours).
+MODEL_FIT_STEP = 12
+
+
+def _model_calibration(
+    solver: SnapshotSolver,
+    network: Network,
+    inputs: _Inputs,
+    demands: _Demands,
+    snaps: _Snapshots,
+    *,
+    hours: tuple[int, int],
+    progress: Callable[[str, int, int], None] | None,
+) -> tuple[dict, _Snapshots]:
+    """Calibrate the model on the leak-free snapshots (:mod:`twin.calibrate`); re-solve when applied.
+
+    When the gate accepts the fit, the solver gets the calibrated roughness,
+    the metered rates of the adjustable DMAs their multipliers (in place:
+    ``demands.rate``), and every snapshot is solved again with them.
+
+    Returns
+    -------
+    dict
+        The ``model_calibration`` entry of the report.
+    _Snapshots
+        The snapshots to continue with (the new ones when applied).
+    """
+    data = _fit_data(solver, network, inputs, demands, snaps)
+    hw = network.wn.options.hydraulic.headloss.upper().startswith("H")
+    groups = pipe_groups(network) if hw else None
+    mcal: ModelCalibration = calibrate_model(solver, data, groups)
+    report = {**mcal.report, "dma_names": data.dma_names} if not hw else dict(mcal.report)
+    if not hw:
+        report["note"] = "roughness not calibrated: only Hazen-Williams roughness is fitted"
+    if not mcal.applied:
+        return report, snaps
+    rate = demands.rate
+    solver.set_roughness(mcal.roughness)
+    demands.rate = scale_demands(rate, mcal.node_multiplier, mcal.adjustable)
+    try:
+        return report, _snapshots(solver, network, inputs, demands, hours=hours, progress=progress)
+    except SimulationError as exc:  # the calibrated model fails where the file's did not: keep the file's
+        solver.set_roughness(dict(zip(groups.pipes, groups.roughness)) if groups is not None else {})
+        demands.rate = rate
+        report.update({"applied": False, "decision": "refused",
+                       "reason": f"the calibrated model's snapshots failed ({exc}); the model stays as it was"})
+        return report, snaps
+
+
+def _fit_data(solver: SnapshotSolver, network: Network, inputs: _Inputs, demands: _Demands,
+              snaps: _Snapshots, *, step: int = MODEL_FIT_STEP) -> FitData:
+    """The leak-free snapshots (every ``step``-th 15-minute slot of the day) for :func:`calibrate_model`.
+
+    Junctions on the system shape (no fully metered DMA) are adjustable; each
+    DMA with at least :data:`twin.calibrate.MIN_DMA_NODES` of them gets a
+    demand multiplier when there are at least two such DMAs.
+    """
+    wn = network.wn
+    slot = inputs.grid.slot[demands.sel]
+    rows = snaps.keep[~demands.leak_on[snaps.keep] & (slot[snaps.keep] % step == 0)]
+    times = inputs.grid.times[demands.sel]
+    p_sensors, flow_links = inputs.p_sensors, list(inputs.flow.columns)
+    elev = np.array([wn.get_node(n).elevation for n in p_sensors])
+    p_obs = inputs.pressure[p_sensors].reindex(times[rows]).to_numpy(float) + elev if p_sensors else (
+        np.zeros((len(rows), 0)))
+    q_obs = inputs.flow.reindex(times[rows]).to_numpy(float)
+    levels = {tn: lv.to_numpy(float) for tn, lv in snaps.tanks.items()}
+    links, states = list(snaps.status.columns), snaps.status.to_numpy(bool)
+    boundary = [{"tank_levels": {tn: float(lv[k]) for tn, lv in levels.items()},
+                 "link_status": dict(zip(links, states[k].tolist()))} for k in rows]
+    pre = inputs.grid.times < times[rows].max() if len(rows) else np.zeros(len(inputs.grid.times), bool)
+    noise = np.concatenate([measurement_noise(inputs.pressure.loc[pre, p_sensors], NOISE_FLOOR_P),
+                            measurement_noise(inputs.flow.loc[pre], NOISE_FLOOR_Q)])
+    adjustable = demands.factor_col == demands.factor.shape[1] - 1
+    dma, names = _adjustable_dmas(network, flow_links, adjustable)
+    hour = np.asarray(inputs.grid.local[demands.sel].hour)[rows]
+    return FitData(demands.at(rows), boundary, np.hstack([p_obs, q_obs]), inputs.grid.day[demands.sel][rows],
+                   hour // 6, p_sensors, flow_links, noise, dma, adjustable, names)
+
+
+def _adjustable_dmas(network: Network, flow_links: list[str], adjustable: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per junction, the index of its DMA's demand multiplier (−1: none), and the DMAs' names."""
+    junctions = network.wn.junction_name_list
+    none = np.full(len(junctions), -1)
+    try:
+        zone = assign_dmas(network, inlet_links=[x for x in flow_links if x in network.links.index])
+    except InputError:
+        return none, []
+    zone = zone.reindex(pd.Index(junctions)).astype("string")
+    counts = zone[adjustable].value_counts()
+    names = sorted(str(z) for z, n in counts.items() if n >= MIN_DMA_NODES)
+    rest = int(adjustable.sum()) - int(counts[counts >= MIN_DMA_NODES].sum())
+    if len(names) < 2 and not (names and rest >= MIN_DMA_NODES):
+        return none, []  # one DMA holding every adjustable junction: its multiplier is the supply, already pinned
+    pos = {n: k for k, n in enumerate(names)}
+    dma = np.array([pos.get(str(z), -1) if a and pd.notna(z) else -1 for z, a in zip(zone, adjustable)])
+    return dma, names
+
+
 
 def _calibration(
     inputs: _Inputs,
@@ -1186,6 +1290,7 @@ def localise(
     dma_prior: float = 20.0,
     t_threshold: float = 5.0,
     min_leak_share: float = 0.005,
+    calibrate: bool = settings.CALIBRATE_MODEL,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Localisation:
     """Detect a leak in a week of readings and rank the pipes where it may be.
@@ -1238,6 +1343,11 @@ def localise(
         still wins.
     t_threshold, min_leak_share : float
         Detection thresholds (see :func:`twin.detect.detect_leak`).
+    calibrate : bool
+        Calibrate the model on the leak-free snapshots first (roughness per
+        pipe group, demand per DMA whose balance is not fully metered;
+        :mod:`twin.calibrate`), applied only when it predicts held-out days
+        better. ``report["calibration"]["model_calibration"]`` says what it did.
     progress : callable, optional
         ``progress(stage, done, total)`` for long loops (the CLI's bar).
 
@@ -1275,7 +1385,7 @@ def localise(
         return Localisation(pd.DataFrame(columns=CANDIDATE_COLUMNS), report)
     options = {"hours": hours or (0, 24), "refine_top": refine_top, "block_hours": block_hours, "alpha": alpha,
                "alpha_flow": alpha_flow, "nu": nu, "common_mode": common_mode, "pool_sigma": pool_sigma,
-               "dma_shape": dma_shape, "dma_prior": dma_prior}
+               "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
     result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
     if not inputs.p_sensors:  # flows alone cannot tell pipes of a DMA apart (issue 12)
         result = spread_within_dmas(result)
@@ -1349,6 +1459,7 @@ def _rank(
     pool_sigma: bool,
     dma_shape: bool,
     dma_prior: float,
+    calibrate: bool,
     progress: Callable[[str, int, int], None] | None,
 ) -> Localisation:
     """Steps 3 to 8 once a leak is detected (options as :func:`localise`); ``report`` is the detection's."""
@@ -1356,6 +1467,11 @@ def _rank(
     with SnapshotSolver(network.wn) as solver:
         snaps = _snapshots(solver, network, inputs, demands, hours=hours, progress=progress)
         clock.lap("snapshots_s")
+        model_cal = {"applied": False, "decision": "off", "reason": "not asked for (calibrate=False)"}
+        if calibrate:
+            model_cal, snaps = _model_calibration(solver, network, inputs, demands, snaps, hours=hours,
+                                                  progress=progress)
+            clock.lap("model_calibration_s")
         cal = _calibration(inputs, demands, snaps, block_hours=block_hours, pool_sigma=pool_sigma,
                            common_mode=common_mode, alpha=alpha, alpha_flow=alpha_flow)
         clock.lap("calibration_s")
@@ -1373,7 +1489,8 @@ def _rank(
         **report, "warnings": report["warnings"] + snaps.warnings, **leak_dma,
         "dma": {**demands.report, **{k: v for k, v in scores.report.items() if k == "prior_pipes"}},
         "snapshots": snaps.report,
-        "calibration": {**cal.report, **{k: scores.report[k] for k in ("misfit_reduced_chi2", "placebo_temper", "temper")}},
+        "calibration": {**cal.report, **{k: scores.report[k] for k in ("misfit_reduced_chi2", "placebo_temper", "temper")},
+                        "model_calibration": model_cal},
         "timings_s": clock.rounded(), "candidate_zone": zone_info,
         "top": cand.head(5)[["rank", "link_id", "score", "p_within_300m", "leak_flow_lps"]].round(4).to_dict("records"),
     }

@@ -43,6 +43,9 @@ def localise_cmd(
     top: int = typer.Option(5, "--top", min=0, help="From the store: work orders for the top candidates (0: none)."),
     basemap: str = typer.Option("osm", "--basemap", help="Crew map tiles: osm, amap or none."),
     no_map: bool = typer.Option(False, "--no-map", help="Do not write map.html."),
+    calibrate: bool = typer.Option(settings.CALIBRATE_MODEL, "--calibrate/--no-calibrate",
+                                   help="Calibrate roughness per pipe group and demand per DMA on the leak-free days "
+                                        "(applied only when it predicts held-out days better)."),
 ) -> None:
     """Detect a leak in a week of readings and rank the pipes where it most likely is.
 
@@ -64,11 +67,12 @@ def localise_cmd(
             result = localise_store(network, crs=crs, store_path=store, out_dir=out, until=until,
                                     days=days if days is not None else settings.RUN_DAYS, top=top,
                                     write_map=not no_map, basemap=basemap, progress=bar.update,
-                                    gis_options=gis.options_for(network))
+                                    gis_options=gis.options_for(network), calibrate=calibrate)
         else:
             result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
                                     meters_crs=meters_crs, store_path=store, write_map=not no_map,
-                                    basemap=basemap, progress=bar.update, gis_options=gis.options_for(network))
+                                    basemap=basemap, progress=bar.update, gis_options=gis.options_for(network),
+                                    calibrate=calibrate)
     _echo_result(result)
 
 
@@ -131,6 +135,9 @@ def bench_localise(
     days: int = typer.Option(7, "--days", min=3, help="Days per scenario."),
     classic: bool = typer.Option(True, "--classic/--no-classic", help="Also run the classic method (twin generator)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write per-week results (CSV) and summaries (JSON) here."),
+    calibrate: bool = typer.Option(settings.CALIBRATE_MODEL, "--calibrate/--no-calibrate",
+                                   help="Calibrate roughness per pipe group and demand per DMA on the leak-free days "
+                                        "(applied only when it predicts held-out days better)."),
 ) -> None:
     """Run the job on weeks with a known truth and print the figures per generator and network.
 
@@ -147,7 +154,8 @@ def bench_localise(
         output_folder(out)
     with StageProgress() as bar:
         if weeks is not None:
-            res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update)
+            res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update,
+                            localise_options={"calibrate": calibrate})
         else:
             if network is None or crs is None:
                 raise InputError("give --network and --crs to generate weeks, or --weeks DIR",
@@ -155,7 +163,8 @@ def bench_localise(
             if not network.exists():
                 require_file(network, what="network")
             res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
-                            classic=classic and generator == "twin", generator=generator, progress=bar.update)
+                            classic=classic and generator == "twin", generator=generator, progress=bar.update,
+                            localise_options={"calibrate": calibrate})
     typer.echo(format_report(res))
     if out is not None:
         res.scenarios.to_csv(out / "scenarios.csv", index=False)
