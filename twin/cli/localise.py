@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from twin import settings
-from twin.cli.options import METERS_CRS_HELP, GisReading, gis_reading_options
+from twin.cli.options import (METERS_CRS_HELP, SCHEDULER_HELP, WORKERS_HELP, GisReading,
+                               gis_reading_options)
 from twin.cli.progress import StageProgress
 from twin.errors import InputError, require_file
 
@@ -131,6 +132,8 @@ def bench_localise(
     days: int = typer.Option(7, "--days", min=3, help="Days per scenario."),
     classic: bool = typer.Option(True, "--classic/--no-classic", help="Also run the classic method (twin generator)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write per-week results (CSV) and summaries (JSON) here."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
 ) -> None:
     """Run the job on weeks with a known truth and print the figures per generator and network.
 
@@ -147,7 +150,7 @@ def bench_localise(
         output_folder(out)
     with StageProgress() as bar:
         if weeks is not None:
-            res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update)
+            res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update, workers=workers, scheduler=scheduler)
         else:
             if network is None or crs is None:
                 raise InputError("give --network and --crs to generate weeks, or --weeks DIR",
@@ -155,7 +158,8 @@ def bench_localise(
             if not network.exists():
                 require_file(network, what="network")
             res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
-                            classic=classic and generator == "twin", generator=generator, progress=bar.update)
+                            classic=classic and generator == "twin", generator=generator, progress=bar.update,
+                            workers=workers, scheduler=scheduler)
     typer.echo(format_report(res))
     if out is not None:
         res.scenarios.to_csv(out / "scenarios.csv", index=False)
