@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def run_backfill(db: Path, out: Path, *, start, until, days: int, workers: int) 
 
 
 def main() -> None:
+    """Parse the options, run both parts."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", type=int, default=6, help="harness weeks")
     parser.add_argument("--days", type=int, default=7, help="days per week and per night's window")
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Dask workers to compare with one")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each figure as soon as it is measured
     if args.scenarios:
         bench_harness(args.scenarios, args.days, args.workers, args.seed)
     if args.nights:

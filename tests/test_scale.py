@@ -34,10 +34,15 @@ def _without_timings(df: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c in df.columns if not c.endswith("_s")]]
 
 
-def test_local_cluster_has_two_single_threaded_workers_and_writes_nothing_here(client, tmp_path, monkeypatch):
+def test_local_cluster_has_two_single_threaded_workers_spilling_in_a_temporary_folder(client):
+    import tempfile
+    from pathlib import Path
+
     workers = client.scheduler_info()["workers"].values()
     assert len(workers) == 2 and all(w["nthreads"] == 1 for w in workers)
-    assert not list(tmp_path.iterdir())  # the cluster's files live in its own temporary folder
+    for w in workers:  # never the working directory: a twin-dask-* folder removed when the cluster closes
+        where = Path(w["local_directory"])
+        assert where.relative_to(tempfile.gettempdir()).parts[0].startswith("twin-dask-")
 
 
 def test_a_failed_task_is_its_own_result(client, tmp_path):

@@ -385,7 +385,8 @@ def localise_backfill(
         ``detected``, ``leak_flow_lps``, ``alarms`` (DataFrame of the alarms
         the run touched), ``out`` (its folder), ``error`` (a failed night's
         message, else None) and ``rounds`` (how many times step 2 ran, the
-        same on every row: 1 when no alarm moved a window).
+        same on every row: one per batch of nights, plus one for each
+        window an alarm moved).
     """
     t0 = time.perf_counter()
     network_path = require_file(network_path, what="network")
