@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -58,6 +59,15 @@ def bench_harness(scenarios: int, days: int, workers: int, seed: int) -> None:
           f"(start {t_start:.1f} s)")
     print(f"  speed-up: {t_serial / t_total:.2f}x overall, {t_serial / t_tasks:.2f}x on the tasks; "
           f"same rows as serial: {same}")
+    print(f"  median time of a week's generation + job: {_week_s(serial.scenarios):.1f} s in this process, "
+          f"{_week_s(spread.scenarios):.1f} s on a worker (longer on a worker: the workers compete for the cores)")
+    print(f"  load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+def _week_s(rows: pd.DataFrame) -> float:
+    """Median seconds a week took (generation and job), from the rows' timings."""
+    cols = [c for c in ("synth_s", "twin_s") if c in rows]
+    return float(rows[cols].sum(axis=1).median())
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:

@@ -95,7 +95,8 @@ def dask_client(scheduler: str | None = None, *, workers: int | None = None) -> 
     InputError
         The scheduler cannot be reached, or ``workers`` is below 1.
     """
-    from distributed import Client, LocalCluster  # deferred: only the commands that scale out pay for it
+    import dask  # deferred: only the commands that scale out pay for it
+    from distributed import Client, LocalCluster
 
     if scheduler is not None:
         try:
@@ -116,8 +117,11 @@ def dask_client(scheduler: str | None = None, *, workers: int | None = None) -> 
     if n < 1:
         raise InputError(f"a cluster needs at least one worker, not {n}", element="--workers", fix="give --workers 2")
     with tempfile.TemporaryDirectory(prefix="twin-dask-") as spill:
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               local_directory=spill, silence_logs=logging.CRITICAL)
+        # no statistical profiler in the workers: it samples the task's stack every 10 ms, holding the GIL
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                                   local_directory=spill, silence_logs=logging.CRITICAL)
         try:
             client = Client(cluster)
             log.info("Dask local cluster: %d worker processes", n)
