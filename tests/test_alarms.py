@@ -331,3 +331,23 @@ def test_run_window_needs_readings(nights):
         with pytest.raises(InputError, match="not a date"):
             run_window(st, until="5 April")
     assert settings.RUN_DAYS == 7
+
+
+def test_alarm_tables_print_ids_as_text():
+    """A DMA, pipe or note holding rich markup is printed as it is, not interpreted (or crashing)."""
+    from rich.console import Console
+
+    from twin.cli.store import _alarms_table, _history_table
+
+    t0 = pd.Timestamp("2026-03-05T03:00Z")
+    alarms = pd.DataFrame([{"alarm_id": 1, "dma": "[bold]D1[/]", "status": "open", "onset": t0, "flow_lps": 1.5,
+                            "first_seen_run": 1, "last_seen_run": 2, "runs_seen": 2, "top_link_id": "P[/]1",
+                            "top_p": 0.4, "closed_at": pd.NaT}])
+    history = pd.DataFrame([{"alarm_id": 1, "run_id": 2, "window_start": t0, "window_end": t0 + pd.Timedelta("7D"),
+                             "state": "continuing", "onset": t0, "flow_lps": 1.5, "t_stat": 9.0,
+                             "top_link_id": "P[/]1", "top_p_within_300m": 0.4, "note": "[red]x[/red]"}])
+    con = Console(width=250, record=True)
+    con.print(_alarms_table(alarms))
+    con.print(_history_table(history))
+    out = con.export_text()
+    assert "[bold]D1[/]" in out and "P[/]1" in out and "[red]x[/red]" in out

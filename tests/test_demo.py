@@ -17,9 +17,12 @@ def test_demo_writes_every_output_and_finds_the_leak_district(tmp_path, twin_cli
     assert twin_cli("demo", "--out", out, "--basemap", "none", "--top", "3") == 0
     printed = capsys.readouterr().out
     assert "leak detected" in printed
-    for name in ("candidates.csv", "report.json", "balance.csv", "balance.parquet", "map.html",
-                 "plan/work_orders.csv"):
+    for name in ("candidates.csv", "report.json", "balance.csv", "balance.parquet", "balance_zones.csv",
+                 "balance_zones.json", "map.html", "plan/work_orders.csv"):
         assert (out / name).exists(), name
+    # the zones' summary explains the transmission main's figure
+    zones = pd.read_csv(out / "balance_zones.csv", keep_default_na=False)
+    assert set(zones["dma"]) == set(pd.read_csv(out / "balance.csv", keep_default_na=False)["dma"])
     truth = json.loads((DATA / "yingtan-small-week" / "truth.json").read_text())["leak"]
     report = json.loads((out / "report.json").read_text())
     assert report["detected"] is True

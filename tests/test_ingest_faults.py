@@ -208,15 +208,32 @@ def test_a_line_break_inside_a_quoted_field_past_the_sniffer_is_one_line_and_exi
     assert code == 2 and "r.csv" in err and ("line break" in err or "line 25" in err)
 
 
-def test_a_stray_quote_past_the_sniffer_does_not_swallow_the_rest_of_the_file(tmp_path):
+def test_a_stray_quote_past_the_first_rows_is_named_and_swallows_nothing(tmp_path):
+    """Quotes are RFC 4180 wherever they first appear: a quote never closed is refused, naming its row."""
     m, _ = _write(tmp_path)
     r = tmp_path / "r.csv"
     lines = _big_csv(r, 25_500)
     lines[25_000] = '"F1,2026-03-05T00:00:00+08:00,1.5'
     r.write_text("\n".join(lines) + "\n")
     with Store() as store:
-        s = store.ingest(m, r, now=NOW)  # quotes never seen by the sniffer: data, quarantined
-        assert s.rows_in == 25_500 and s.accepted == 25_499 and s.quarantined == {"unknown_meter": 1}
+        with pytest.raises(twin.errors.ReadingsError, match="row 25000: .*quote") as exc:
+            store.ingest(m, r, now=NOW)
+        assert "r.csv" in str(exc.value) and "\n" not in str(exc.value)
+        assert store.reading_count() == 0 and store.ingests().empty  # nothing half stored
+
+
+def test_quoted_ids_past_the_first_rows_keep_their_commas_and_quotes(tmp_path):
+    """A quoted field first seen after DuckDB's sniffer sample is still one field (RFC 4180)."""
+    m = tmp_path / "m.csv"
+    m.write_text(METERS + '"F,2 ""north""",flow,117.03,28.24,,L1\n')
+    r = tmp_path / "r.csv"
+    lines = _big_csv(r, 25_000)
+    lines.append('"F,2 ""north""",2026-03-05T00:00:00+08:00,1.5')
+    r.write_text("\n".join(lines) + "\n")
+    with Store() as store:
+        s = store.ingest(m, r, now=NOW)
+        assert s.quarantined == {} and s.accepted == 25_001
+        assert 'F,2 "north"' in set(store.readings()["meter_id"])
 
 
 def test_synth_readings_into_an_existing_file_is_exit_2(tmp_path, twin_cli, capsys):

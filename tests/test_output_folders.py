@@ -1,4 +1,4 @@
-"""Unwritable output folders: `twin plan`, `twin map` and `twin localise` say so on one line, exit 2.
+"""Unwritable output folders: `twin plan`, `twin map`, `twin localise` and `twin demo` say so on one line, exit 2.
 
 Two real cases: a folder whose permissions forbid writing (root ignores
 permission bits, so as root the commands run in a child process without the
@@ -36,6 +36,8 @@ def commands(tmp_path: Path, out: Path) -> dict[str, list[str]]:
         "map": ["map", *net, "--basemap", "none", "--out", str(out / "maps" / "map.html")],
         "localise": ["localise", *net, "--meters", str(tmp_path / "meters.csv"),
                      "--readings", str(tmp_path / "readings.csv"), "--out", str(out / "job")],
+        "demo": ["demo", *net, "--meters", str(tmp_path / "meters.csv"), "--readings", str(tmp_path / "readings.csv"),
+                 "--basemap", "none", "--out", str(out / "demo")],
     }
 
 
@@ -85,19 +87,20 @@ def test_read_only_output_folder(tmp_path):
         results = run_unprivileged(cmds)
     finally:
         ro.chmod(0o755)
-    for name, folder in (("plan", ro / "plan"), ("map", ro / "maps"), ("localise", ro / "job"), ("map_here", ro)):
+    for name, folder in (("plan", ro / "plan"), ("map", ro / "maps"), ("localise", ro / "job"), ("demo", ro / "demo"),
+                         ("map_here", ro)):
         rc, err = results[name]
         assert_one_line(rc, err, folder)
         assert "Permission denied" in err
     assert list(ro.iterdir()) == []  # nothing half-written
 
 
-@pytest.mark.parametrize("name", ["plan", "map", "localise"])
+@pytest.mark.parametrize("name", ["plan", "map", "localise", "demo"])
 def test_output_below_a_file(tmp_path, twin_cli, capsys, name):
     blocker = tmp_path / "results"
     blocker.write_text("a file where the output folder should be\n")
     cmds = commands(tmp_path, blocker / "today")
     rc = twin_cli(*cmds[name])
     err = capsys.readouterr().err
-    folder = blocker / "today" / {"plan": "plan", "map": "maps", "localise": "job"}[name]
+    folder = blocker / "today" / {"plan": "plan", "map": "maps", "localise": "job", "demo": "demo"}[name]
     assert_one_line(rc, err, folder)

@@ -286,7 +286,7 @@ def detect_leak(
                     and scan.significant)
     details = (_details(fit, night_test, (L_slot, se_slot, t_slot, n_ref_days)) | vol.details(fit.leak, window_alpha)
                | scan.details(times[ok])) | {
-        "leak_flow_from": flow_from,
+        "leak_flow_from": flow_from, "onset_from": "15-minute fit",
         "share_of_supply": round(share, 5), "t_threshold": t_threshold, "min_leak_share": min_leak_share,
         "hours_used": round(n_ok * _step_h(times), 2),
         "hours_after_onset": round(float(np.sum(times[ok] >= onset)) * _step_h(times), 2),
@@ -515,7 +515,8 @@ def _window_only(scan: _WindowScan, times: pd.DatetimeIndex, mean_supply: float,
     detected = bool(scan.leak > 0 and scan.significant_alone and share >= min_leak_share)
     onset = times[scan.position]
     details = scan.details(times) | {
-        "leak_flow_from": "window totals", "share_of_supply": round(share, 5), "min_leak_share": min_leak_share,
+        "leak_flow_from": "window totals", "onset_from": "window totals",
+        "share_of_supply": round(share, 5), "min_leak_share": min_leak_share,
         "hours_used": round(hours_used, 2), "mean_supply_lps": round(mean_supply * 1000, 3),
         "best_onset": onset.isoformat(),
         "note": "no 15-minute step near the window totals' onset (no leak-free day of the same type before "

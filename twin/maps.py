@@ -49,7 +49,7 @@ from twin import settings
 from twin.crs import wgs84_to_gcj02
 from twin.errors import InputError, UnknownElementError
 from twin.network import Network
-from twin.repair import candidate_points
+from twin.repair import candidate_points, split_ids
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,28 @@ class _Projector:
 _SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
+#: A brace that would open a Jinja tag (``{{``, ``{%``, ``{#``). folium and
+#: branca render every element's script, header and HTML a second time as a
+#: Jinja template, so such text in an ID would be evaluated (``{{7*7}}``
+#: shown as 49) or break the page (``{% raw %}``).
+_JINJA_OPEN = re.compile(r"\{(?=[{%#])")
+
+
 def _js(value: Any) -> str:
-    """JSON for inclusion in a <script> element: no ``<``, ``>`` or ``&`` left for the HTML parser."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE)
+    """JSON for inclusion in a <script> element: no ``<``, ``>`` or ``&`` left for the HTML parser,
+    no ``{{``, ``{%`` or ``{#`` left for Jinja.
+
+    In JSON an object's ``{`` is followed by ``"`` or ``}``, so a brace before
+    ``{``, ``%`` or ``#`` is inside a string, where ``\\u007b`` is the same
+    character to JavaScript.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).translate(_SCRIPT_SAFE)
+    return _JINJA_OPEN.sub(r"\\u007b", text)
+
+
+def _html_text(value: str) -> str:
+    """``value`` as HTML text that neither the browser nor Jinja reads as markup (``{{`` stays text)."""
+    return _JINJA_OPEN.sub("&#123;", html.escape(value))
 
 
 def _clean(values: Sequence[Any] | pd.Series) -> list[Any]:
@@ -274,7 +293,7 @@ class _MaxZoom(MacroElement):
 
 def _group(m: folium.Map, name: str, *, show: bool = True) -> folium.FeatureGroup:
     """A feature group listed in the layer control as ``name`` (text: Leaflet shows it as HTML)."""
-    return folium.FeatureGroup(name=html.escape(name), show=show).add_to(m)
+    return folium.FeatureGroup(name=_html_text(name), show=show).add_to(m)
 
 
 # --------------------------------------------------------------------------- #
@@ -572,7 +591,7 @@ def _map_frame(box: tuple[float, float, float, float], proj: _Projector, crs: An
         m.get_root().html.add_child(
             Element(
                 '<div class="twin-title" style="position:absolute;top:10px;left:60px;'
-                f'z-index:1000">{html.escape(title)}</div>'
+                f'z-index:1000">{_html_text(title)}</div>'
             ),
             name="twin_title",
         )
@@ -755,7 +774,7 @@ def _valve_focus(cands: pd.DataFrame | None, plan: pd.DataFrame | None, links: g
     """Pipes a large valve layer is drawn around: the top candidates and the orders' segments."""
     focus = list(cands["link_id"].head(top_n)) if cands is not None else []
     if plan is not None and "isolated_links" in plan:
-        focus += [i for v in plan["isolated_links"] for i in _split_ids(v)]
+        focus += [i for v in plan["isolated_links"] for i in split_ids(v)]
     return [f for f in dict.fromkeys(focus) if f in links.index]
 
 
@@ -1017,14 +1036,6 @@ def _placed(points: np.ndarray) -> np.ndarray:
     return ~(shapely.is_missing(points) | shapely.is_empty(points))
 
 
-def _split_ids(value: Any) -> list[str]:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return []
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [str(v) for v in value]
-    return [s for s in str(value).split(";") if s]
-
-
 def _plan_layers(
     m: folium.Map,
     plan: pd.DataFrame,
@@ -1042,7 +1053,7 @@ def _plan_layers(
     oid = str(order.get("order_id", idx + 1))
     grp = _group(m, f"Work order {oid}: isolated segment and valves to close")
     counts = _order_pipes(grp, order, oid, links, proj, crs, pipe_rows)
-    close = _split_ids(order.get("valves_to_close"))
+    close = split_ids(order.get("valves_to_close"))
     if close and valve_layer is not None and len(valve_layer):
         known = [v for v in close if v in valve_layer.index]
         if len(known) < len(close):
@@ -1080,7 +1091,7 @@ def _order_pipes(grp: folium.FeatureGroup, order: pd.Series, oid: str, links: gp
                  proj: _Projector, crs: Any, pipe_rows: dict[str, list[Any]]) -> dict[str, int]:
     """The isolated segment of a work order and the pipes its closure cuts off (dashed)."""
     counts: dict[str, int] = {}
-    seg = [i for i in _split_ids(order.get("isolated_links")) if i in links.index]
+    seg = [i for i in split_ids(order.get("isolated_links")) if i in links.index]
     if seg:
         _TwinLayer("lines", "segment", {
             "title": f"Work order {oid}: isolated pipe", "labels": PIPE_LABELS,
@@ -1090,7 +1101,7 @@ def _order_pipes(grp: folium.FeatureGroup, order: pd.Series, oid: str, links: gp
             "opacity": 0.75,
         }).add_to(grp)
         counts["segment"] = len(seg)
-    dry = [i for i in _split_ids(order.get("cut_off_links")) if i in links.index]
+    dry = [i for i in split_ids(order.get("cut_off_links")) if i in links.index]
     if dry:
         _TwinLayer("lines", "cut_off", {
             "title": f"Work order {oid}: cut off by the closure", "labels": PIPE_LABELS,
@@ -1110,12 +1121,12 @@ def _other_orders(m: folium.Map, others: pd.DataFrame, valve_layer: gpd.GeoDataF
     seg_rows, seg_ids, valve_rows, valve_ids = [], [], [], []
     for _, o in others.iterrows():
         other_id = str(o.get("order_id", ""))
-        for lk in _split_ids(o.get("isolated_links")):
+        for lk in split_ids(o.get("isolated_links")):
             if lk in links.index:
                 seg_ids.append(lk)
                 seg_rows.append([*pipe_rows[lk], other_id])
         if valve_layer is not None:
-            for v in _split_ids(o.get("valves_to_close")):
+            for v in split_ids(o.get("valves_to_close")):
                 if v in valve_layer.index:
                     valve_ids.append(v)
                     valve_rows.append([v, str(valve_layer.at[v, "link_id"]) if "link_id" in valve_layer else None,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from twin import settings
 from twin.alarms import Window, open_alarms, record_failed_run, record_run, window_for_alarms
-from twin.balance import water_balance
+from twin.balance import water_balance, write_balance
 from twin.bench import score_ranking
 from twin.errors import InputError, TwinError, require_file
 from twin.graph import pipe_distances
@@ -41,7 +41,7 @@ from twin.network import Network, read_network
 from twin.validate import require_supplied_demands
 from twin.repair import plan_repairs, write_plan
 from twin.scale import dask_client, map_tasks, share, use_cluster
-from twin.store import Store
+from twin.store import Store, refuse_all_quarantined
 
 log = logging.getLogger(__name__)
 
@@ -699,6 +699,7 @@ def _ingest_files(network: Network, meters_path: Path, readings_path: Path, *, m
         with Store(db) as store:
             summary = store.ingest(meters_path, readings_path, meters_crs=meters_crs, network=network,
                                    progress=progress)
+            refuse_all_quarantined(summary, readings_path)  # names the file and the likely cause
             meters = store.meters()
             staged = _Staged(summary, meters, store.join(), store.quarantine(),
                              measurements_from_store(store, network, meters=meters))
@@ -852,8 +853,9 @@ def run_demo(
 
 
 def _fresh_output(out: Path) -> Path:
-    """Create the demo's output folder; remove a store and plan left by an earlier run."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Create the demo's output folder (refused, one line, when it is a file or cannot be written);
+    remove a store and plan left by an earlier run."""
+    out = output_folder(out)
     for stale in (out / "store.duckdb", out / "store.duckdb.wal", out / "plan"):
         if stale.is_dir():
             shutil.rmtree(stale)
@@ -867,8 +869,7 @@ def _demo_balance(network: Network, join: pd.DataFrame, store_path: Path, out: P
     with Store(store_path) as store:
         balance = water_balance(network, store, join=join)
         store.write_table("balance", balance)
-    balance.to_csv(out / "balance.csv", index=False, float_format="%.4f")
-    balance.to_parquet(out / "balance.parquet", index=False)
+    write_balance(balance, out)
     return balance
 
 

@@ -89,6 +89,12 @@ REASONS: tuple[str, ...] = (
     "implausible_jump",
 )
 
+#: Whitespace trimmed from the ends of every field: the characters Python's
+#: ``str.strip()`` removes, as the meter registry is stripped (tabs, no-break
+#: and ideographic spaces too), so ``"\u3000L1\t"`` is the registry's ``L1``.
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
+
 #: Columns a readings file must have.
 REQUIRED_COLUMNS: tuple[str, ...] = ("meter_id", "timestamp", "value")
 
@@ -254,6 +260,7 @@ def _parse_rows(
     """Create ``_parsed``: every staged row parsed, with the first row-level reason that applies."""
     now_utc = pd.Timestamp(now).tz_convert("UTC") + pd.Timedelta(seconds=FUTURE_TOLERANCE_S)
     now_sql = f"TIMESTAMPTZ {_sql_str(now_utc.strftime('%Y-%m-%d %H:%M:%S+00'))}"
+    ws = _sql_str(WHITESPACE)
     rej_join = (
         f"LEFT JOIN (SELECT DISTINCT meter_id FROM {rejected_meters}) rj ON rj.meter_id = p.mid"
         if rejected_meters
@@ -264,11 +271,9 @@ def _parse_rows(
         CREATE OR REPLACE TEMP TABLE _parsed AS
         WITH s AS (
             SELECT source_row, meter_id, "timestamp", value, extra_fields, cut_row,
-                   nullif(CASE WHEN meter_id LIKE ' %' OR meter_id LIKE '% ' THEN trim(meter_id)
-                               ELSE meter_id END, '') AS mid,
-                   CASE WHEN "timestamp" LIKE ' %' OR "timestamp" LIKE '% ' THEN trim("timestamp")
-                        ELSE "timestamp" END AS t0,
-                   nullif(CASE WHEN value LIKE ' %' OR value LIKE '% ' THEN trim(value) ELSE value END, '') AS vs
+                   nullif(trim(meter_id, {ws}), '') AS mid,
+                   trim("timestamp", {ws}) AS t0,
+                   nullif(trim(value, {ws}), '') AS vs
             FROM {stage}
         ),
         n AS (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -80,6 +81,54 @@ ORDER_COLUMNS = [
     "max_pressure_drop_m", "max_drop_node", "nodes_below_service", "shortfall_elsewhere_lps",
     "lon", "lat",
 ]
+
+
+#: Separator of the ID lists of a work order (``valves_to_close``, ``customer_ids``...).
+ID_SEPARATOR = ";"
+
+
+def join_ids(ids: Iterable[Any]) -> str:
+    """One ``;``-separated text of IDs, as the ID-list columns of the work orders hold them.
+
+    A ``\\`` in an ID is written ``\\\\`` and a ``;`` is written ``\\;``, so
+    :func:`split_ids` gives every ID back whatever it holds (``"V;1"`` stays
+    one valve). IDs without either character are written as they are.
+
+    Parameters
+    ----------
+    ids : iterable
+        IDs (converted with ``str``).
+
+    Returns
+    -------
+    str
+        ``""`` for no IDs.
+    """
+    return ID_SEPARATOR.join(str(i).replace("\\", "\\\\").replace(";", "\\;") for i in ids)
+
+
+_ID_ITEM = re.compile(r"(?:[^;\\]|\\.|\\$)+", re.DOTALL)
+_ID_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def split_ids(value: Any) -> list[str]:
+    """The IDs of a text written by :func:`join_ids` (a list, NaN or None are taken as they are).
+
+    Parameters
+    ----------
+    value : str, sequence, None or NaN
+        ``"V1;V\\;2"`` gives ``["V1", "V;2"]``; an empty text, None or NaN
+        give ``[]``; a list or array gives its items as strings.
+
+    Returns
+    -------
+    list of str
+    """
+    if isinstance(value, (list, tuple, np.ndarray, pd.Index, pd.Series)):
+        return [str(v) for v in value]
+    if value is None or pd.isna(value):
+        return []
+    return [_ID_ESCAPE.sub(r"\1", part) for part in _ID_ITEM.findall(str(value))]
 
 
 # --------------------------------------------------------------------------- #
@@ -582,23 +631,23 @@ def _order_facts(layout: _Layout, seg: int, sub: pd.DataFrame,
     row: dict[str, Any] = {
         "rank": int(best["rank"]),
         "link_id": best["link_id"],
-        "candidate_links": ";".join(sub["link_id"]),
+        "candidate_links": join_ids(sub["link_id"]),
         "score_share": round(share, 6),
         "p_within_300m": float(best["p_within_300m"]) if pd.notna(best.get("p_within_300m", np.nan)) else np.nan,
         "leak_flow_lps": leak,
         "water_lost_m3_per_day": lost,
         "expected_loss_m3_per_day": lost * share if np.isfinite(lost) else np.nan,
-        "valves_to_close": ";".join(close),
+        "valves_to_close": join_ids(close),
         "n_valves": len(close),
-        "inoperable_nearby": ";".join(nearby),
-        "isolated_links": ";".join(seg_links),
+        "inoperable_nearby": join_ids(nearby),
+        "isolated_links": join_ids(seg_links),
         "isolated_length_m": float(layout.length.reindex(seg_links).sum()),
         "n_isolated_nodes": len(seg_nodes),
-        "cut_off_links": ";".join(dry_links),
+        "cut_off_links": join_ids(dry_links),
         "customers_affected": len(affected),
-        "customer_ids": ";".join(affected),
+        "customer_ids": join_ids(affected),
         "critical_customers": len(crit),
-        "critical_customer_ids": ";".join(crit),
+        "critical_customer_ids": join_ids(crit),
         "advance_notice": bool(crit),
     }
     return row, seg_nodes.append(dry_nodes), seg_links
@@ -705,11 +754,10 @@ def write_plan(
         vpath = out / "valves.geojson"
         closing = {}
         for oid, vs in zip(orders["order_id"], orders["valves_to_close"]):
-            for v in str(vs).split(";"):
-                if v:
-                    closing.setdefault(v, []).append(str(oid))
+            for v in split_ids(vs):
+                closing.setdefault(v, []).append(str(oid))
         v4326 = vl.to_crs(settings.MAP_CRS).reset_index()
-        v4326["closed_by"] = [";".join(closing.get(v, [])) for v in v4326["valve_id"]]
+        v4326["closed_by"] = [join_ids(closing.get(v, [])) for v in v4326["valve_id"]]
         vpath.write_text(v4326.to_json(na="null", drop_id=True), encoding="utf-8")
         files["valves"] = vpath
     positions = _customer_points(network, join, meters)
@@ -768,12 +816,12 @@ def _svg_map(row: pd.Series, network: Network, valves: gpd.GeoDataFrame | None,
              customers: gpd.GeoSeries | None, *, width: int = 640, height: int = 420,
              margin_m: float = 120.0) -> str:
     """Inline SVG of the isolated segment, valves to close and customers nearby."""
-    seg_ids = [s for s in str(row["isolated_links"]).split(";") if s]
+    seg_ids = split_ids(row["isolated_links"])
     links = network.links
     seg = links.loc[[s for s in seg_ids if s in links.index]]
     if seg.empty:
         return ""
-    dry_ids = [s for s in str(row.get("cut_off_links") or "").split(";") if s in links.index]
+    dry_ids = [s for s in split_ids(row.get("cut_off_links")) if s in links.index]
     x0, y0, x1, y1 = pd.concat([seg.geometry, links.loc[dry_ids].geometry]).total_bounds
     x0, y0, x1, y1 = x0 - margin_m, y0 - margin_m, x1 + margin_m, y1 + margin_m
     scale = min(width / max(x1 - x0, 1.0), height / max(y1 - y0, 1.0))
@@ -813,14 +861,14 @@ def _svg_map(row: pd.Series, network: Network, valves: gpd.GeoDataFrame | None,
     if cand is not None:
         out.append(f'<path d="{path(cand)}" stroke="#a50026" stroke-width="3" fill="none"/>')
     if customers is not None:
-        ids = [c for c in str(row["customer_ids"]).split(";") if c]
+        ids = split_ids(row["customer_ids"])
         for p in customers.reindex(ids).dropna().values:
             if box.contains(p):
                 cx, cy = pt(p)
                 out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.5" fill="#43a047"/>')
     if valves is not None:
         v = valves.to_crs(network.crs) if valves.crs != network.crs else valves
-        for vid in [s for s in str(row["valves_to_close"]).split(";") if s]:
+        for vid in split_ids(row["valves_to_close"]):
             if vid in v.index:
                 cx, cy = pt(v.geometry[vid])
                 out.append(f'<rect x="{cx - 5:.1f}" y="{cy - 5:.1f}" width="10" height="10" '
@@ -873,19 +921,19 @@ def _sheet_chance(p: Any) -> str:
 def _sheet_facts(row: pd.Series) -> tuple[list[tuple[str, str]], set[str]]:
     """The sheet's (label, value) facts, and the labels whose value is HTML already."""
     e, num = html.escape, _sheet_number
-    crit = str(row.get("critical_customer_ids") or "")
+    crit = ", ".join(split_ids(row.get("critical_customer_ids")))
     facts = [
         ("Priority", f"{row['priority']} ({row['priority_class']})"),
         ("Suspected pipe", f"{row['link_id']} (candidate rank {row['rank']})"),
         ("Chance the leak is within 300 m", _sheet_chance(row.get("p_within_300m"))),
-        ("Other candidates in segment", str(row["candidate_links"]).replace(";", ", ")),
+        ("Other candidates in segment", ", ".join(split_ids(row["candidate_links"]))),
         ("Estimated leak flow", f"{num(row['leak_flow_lps'], 2)} L/s"),
         ("Water lost per day until repair", f"{num(row['water_lost_m3_per_day'], 1)} m³/day"),
         ("Expected loss (× score share)", f"{num(row['expected_loss_m3_per_day'], 1)} m³/day"),
-        ("Isolated pipes", f"{len([s for s in str(row['isolated_links']).split(';') if s])} "
+        ("Isolated pipes", f"{len(split_ids(row['isolated_links']))} "
                            f"({num(row['isolated_length_m'], 0)} m)"),
         ("Customers without water", f"{row['customers_affected']}"),
-        ("Critical customers", f"{row['critical_customers']} {e(crit.replace(';', ', '))}"),
+        ("Critical customers", f"{row['critical_customers']} {e(crit)}"),
         ("Demand not served", f"{num(row['demand_not_served_lps'], 2)} L/s"),
         ("Largest pressure drop elsewhere", f"{num(row['max_pressure_drop_m'], 2)} m "
                                             f"(node {e(str(row.get('max_drop_node') or '–'))})"),
@@ -924,12 +972,12 @@ def order_sheet(row: pd.Series, network: Network, *, valves: gpd.GeoDataFrame | 
     if customers is not None and customers.crs is not None and customers.crs != network.crs:
         customers = customers.to_crs(network.crs)
     e = html.escape
-    close = [s for s in str(row["valves_to_close"]).split(";") if s]
+    close = split_ids(row["valves_to_close"])
     valve_rows = _sheet_valve_rows(close, valves)
     facts, raw = _sheet_facts(row)
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{v if k in raw else e(v)}</td></tr>"
                         for k, v in facts)
-    customers_list = e(str(row["customer_ids"]).replace(";", ", ")) or "none"
+    customers_list = e(", ".join(split_ids(row["customer_ids"]))) or "none"
     svg = _svg_map(row, network, valves, customers)
     notice = ("<p class='warn'>Critical customers are affected: give advance notice and arrange "
               "alternative supply before closing.</p>" if bool(row.get("advance_notice")) else "")

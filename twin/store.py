@@ -34,6 +34,8 @@ threads may share a :class:`Store`'s connection through cursors.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import json
 import logging
@@ -209,6 +211,39 @@ def _csv_error(exc: duckdb.Error, path: Path) -> ReadingsError:
         path=path,
         fix="check the delimiter and quoting there; rows need meter_id,timestamp,value",
     )
+
+
+#: Delimiters a readings CSV may use, in the order they are tried on its header line.
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _csv_header(path: Path, *, max_bytes: int = 1 << 16) -> tuple[list[str], str]:
+    """The column names of a readings CSV and its delimiter, from its header line.
+
+    The delimiter is the first of :data:`CSV_DELIMITERS` that splits the
+    header into fields holding ``meter_id``, ``timestamp`` and ``value``
+    (else ``,``, and the missing columns are reported). Empty or repeated
+    names become ``column<i>`` (columns DuckDB would name so).
+    """
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.readline(max_bytes)
+        line = re.split(r"[\r\n]", raw.decode("utf-8-sig"), maxsplit=1)[0]
+    except (OSError, EOFError) as exc:
+        raise ReadingsError(f"cannot read the readings file ({exc})", path=path,
+                            fix="copy the file again in full") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadingsError("line 1: the header is not UTF-8 (a byte of another encoding, e.g. GBK or Latin-1)",
+                            path=path,
+                            fix="re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8 in.csv > out.csv`") from exc
+    splits = {d: next(csv.reader([line], delimiter=d, quotechar='"', strict=False), []) for d in CSV_DELIMITERS}
+    delimiter = next((d for d, names in splits.items()
+                      if set(REQUIRED_COLUMNS) <= {n.strip().lower() for n in names}), ",")
+    names: list[str] = []
+    for i, name in enumerate(splits[delimiter]):
+        names.append(name if name.strip() and name not in names else f"column{i}")
+    return names, delimiter
 
 
 def _ends_with_line_break(path: Path) -> bool:
@@ -636,26 +671,31 @@ class Store:
             ) from exc
 
     def _stage_csv(self, path: Path) -> None:
-        """Stage a CSV with the dialect DuckDB sniffs, checking every row, not only the sniffed sample.
+        """Stage a CSV in the dialect of its header line, checking every row.
 
-        The sniffer reads the first rows only; beyond them DuckDB would drop
-        a surplus field without a word. The file is read with one spare
-        column, so a row with more fields than the header is marked
-        (``extra_fields``); a last row without a line break is marked
-        ``cut_row``; a field holding a line break (a stray quote) or a byte
-        that is not UTF-8 stops the ingest with the line named.
+        The delimiter is the one that splits the header into the required
+        columns (``,``, ``;``, tab or ``|``); quoting is RFC 4180 (``"``
+        around a field, ``""`` for a quote inside), as spreadsheets and
+        Python's ``csv`` write it, wherever in the file a quoted field first
+        appears. DuckDB's sniffer is not used: it samples the first rows only,
+        so quotes or IDs with ``'`` in them made it guess another dialect.
+        The file is read with one spare column, so a row with more fields
+        than the header is marked (``extra_fields``); a last row without a
+        line break is marked ``cut_row``; a field holding a line break (a
+        quote opened and not closed) or a byte that is not UTF-8 stops the
+        ingest with the row or line named.
         """
         if path.stat().st_size == 0:
             raise ReadingsError("the readings file is empty", path=path,
                                 fix="give a file with a header meter_id,timestamp,value and its rows")
-        names, dialect = self._sniff_csv(path)
+        names, delimiter = _csv_header(path)
         lower = {c.lower().strip(): c for c in names}
         self._check_reading_columns(lower, path)
         spare = "_twin_surplus_field"
         columns = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in [*names, spare])
         src = (
-            f"read_csv({_q_file(path)}, auto_detect = false, header = true, delim = {_q(dialect[0])}, "
-            f"quote = {_q(dialect[1])}, escape = {_q(dialect[2])}, null_padding = true, strict_mode = false, "
+            f"read_csv({_q_file(path)}, auto_detect = false, header = true, delim = {_q(delimiter)}, "
+            f"quote = '\"', escape = '\"', null_padding = true, strict_mode = false, "
             f"columns = {{{columns}}})"
         )
         extra = [c for k, c in lower.items() if k.startswith("column") and k[6:].isdigit()] + [spare]
@@ -673,19 +713,6 @@ class Store:
         self._refuse_line_breaks_in_fields(path)
         if path.suffix.lower() != ".gz" and not _ends_with_line_break(path):
             self.con.execute("UPDATE _stage SET cut_row = TRUE WHERE source_row = (SELECT max(source_row) FROM _stage)")
-
-    def _sniff_csv(self, path: Path) -> tuple[list[str], tuple[str, str, str]]:
-        """Column names and ``(delimiter, quote, escape)`` of a CSV, as DuckDB's sniffer finds them."""
-        opts = "header = true, null_padding = true, strict_mode = false"
-        try:
-            names = [r[0] for r in self.con.execute(
-                f"DESCRIBE SELECT * FROM read_csv({_q_file(path)}, all_varchar = true, {opts})").fetchall()]
-            found = self.con.execute(
-                f"SELECT Delimiter, Quote, Escape FROM sniff_csv({_q_file(path)}, {opts})").fetchall()[0]
-        except duckdb.Error as exc:
-            raise _csv_error(exc, path) from exc
-        dialect = tuple("" if v in (None, "(empty)") else str(v) for v in found)
-        return names, dialect  # type: ignore[return-value]
 
     def _refuse_line_breaks_in_fields(self, path: Path) -> None:
         """Raise naming the first row whose field holds a line break (a quote left open swallows lines)."""
@@ -791,8 +818,8 @@ class Store:
             progress("writing", 1, 1)
         _fill_reading_counts(summary, rows_in, counts, resets)
         _warn_if_clock_is_off(summary, now_ts)
-        if summary.all_quarantined:
-            log.warning("%s: every row was quarantined (%s)", rp, ", ".join(f"{r} {n:,}" for r, n in summary.quarantined.items()))
+        if summary.all_quarantined:  # INFO: the CLI and the jobs refuse it in one line (refuse_all_quarantined)
+            log.info("%s: every row was quarantined (%s)", rp, ", ".join(f"{r} {n:,}" for r, n in summary.quarantined.items()))
         if not summary.adds_up:  # a bug, not bad input
             raise TwinError(f"ingest counts do not add up: {summary.as_dict()}", data=summary.as_dict())
 

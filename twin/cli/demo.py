@@ -18,6 +18,7 @@ from typing import Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin.cli.options import GisReading, gis_reading_options
@@ -66,14 +67,14 @@ def _summary_table(report: dict, candidates: pd.DataFrame, truth: dict | None, h
     for row in top.itertuples():
         flow = getattr(row, "leak_flow_lps", float("nan"))
         near = getattr(row, "p_within_300m", float("nan"))
-        table.add_row(f"candidate {row.rank}", f"pipe {row.link_id}  score {row.score:.3f}  "
-                                               f"within 300 m {near:.2f}  "
-                                               f"flow {flow:.2f} L/s  zone {getattr(row, 'zone', '')}")
+        table.add_row(f"candidate {row.rank}", escape(f"pipe {row.link_id}  score {row.score:.3f}  "
+                                                      f"within 300 m {near:.2f}  "
+                                                      f"flow {flow:.2f} L/s  zone {getattr(row, 'zone', '')}"))
     if truth is not None:
         leak = truth.get("leak")
         if leak:
-            table.add_row("truth", f"pipe {leak['link_id']} at {leak['position']:.2f}, "
-                                   f"onset {leak['onset']}, {leak['flow_lps']:.2f} L/s")
+            table.add_row("truth", escape(f"pipe {leak['link_id']} at {leak['position']:.2f}, "
+                                          f"onset {leak['onset']}, {leak['flow_lps']:.2f} L/s"))
         else:
             table.add_row("truth", "no leak")
     if hit is not None:
@@ -111,10 +112,10 @@ def demo(
     console.print(_summary_table(done.report, done.candidates, done.truth, done.hit))
     flagged = done.balance[done.balance["flag"].fillna("").str.contains("jump")]
     if len(flagged):
-        console.print("water balance flags: " + ", ".join(
-            f"{r.dma} {r.date} (NRW {r.nrw_pct:.0f} %)" for r in flagged.itertuples()))
-    console.print(f"outputs in {out}: candidates.csv, report.json, balance.csv, "
-                  f"map.html{', plan/' if done.orders is not None else ''}")
+        console.print("water balance flags: " + escape(", ".join(
+            f"{r.dma} {r.date} (NRW {r.nrw_pct:.0f} %)" for r in flagged.itertuples())))
+    console.print(escape(f"outputs in {out}: candidates.csv, report.json, balance.csv, balance_zones.csv, "
+                         f"map.html{', plan/' if done.orders is not None else ''}"))
 
 
 def register(app: typer.Typer) -> None:

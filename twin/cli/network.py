@@ -10,6 +10,7 @@ from typing import Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin.cli.options import GisReading, gis_reading_options
@@ -58,7 +59,7 @@ def info(
         typer.echo(json.dumps(payload, indent=2, default=str))
         return
     console = Console(width=max(Console().width, 100))
-    table = Table(title=f"{file.name}  ({summary['crs'] or 'no CRS'})", show_header=True)
+    table = Table(title=escape(f"{file.name}  ({summary['crs'] or 'no CRS'})"), show_header=True)
     table.add_column("element")
     table.add_column("count", justify="right")
     for key in ("junctions", "reservoirs", "tanks", "pipes", "pumps", "valves", "isolation_valves"):
@@ -71,7 +72,7 @@ def info(
         table.add_row("bbox lon", f"{west:.6f} .. {east:.6f}")
         table.add_row("bbox lat", f"{south:.6f} .. {north:.6f}")
     zones = summary["zones"]
-    table.add_row("zones", f"{len(zones)}: " + ", ".join(zones[:12]) + (" ..." if len(zones) > 12 else "")
+    table.add_row("zones", f"{len(zones)}: " + escape(", ".join(map(str, zones[:12]))) + (" ..." if len(zones) > 12 else "")
                   if zones else "none")
     console.print(table)
     _print_findings(console, findings, max_findings)
@@ -92,7 +93,7 @@ def _print_findings(console: Console, findings: pd.DataFrame, max_findings: int)
         ft.add_column(col, overflow="fold")
     for row in shown.itertuples(index=False):
         style = "red" if row.level == "error" else "yellow"
-        ft.add_row(f"[{style}]{row.level}[/{style}]", row.code, row.element, row.message)
+        ft.add_row(f"[{style}]{row.level}[/{style}]", row.code, escape(str(row.element)), escape(str(row.message)))
     console.print(ft)
     if len(shown) < len(findings):
         rest = ", ".join(f"{code}: {n}" for (_, code), n in counts.items())

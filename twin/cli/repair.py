@@ -118,7 +118,7 @@ def plan(
     """Work orders for the candidate pipes: valves to close, customers affected, loss, priority."""
     from twin.maps import crew_map, save_map  # deferred, see twin.cli
     from twin.pipeline import output_folder
-    from twin.repair import plan_repairs, write_plan
+    from twin.repair import plan_repairs, split_ids, write_plan
     output_folder(out)
     net = gis.read(network, crs=crs)
     cands = _candidates(candidates)
@@ -138,15 +138,15 @@ def plan(
         files["map"] = save_map(m, Path(out) / "map.html")
     console = Console()
     for _, row in orders.iterrows():
-        console.print(
+        console.print(  # IDs are the utility's: text, not rich markup
             f"{row['order_id']} [{row['priority_class']}] pipe {row['link_id']} (rank {row['rank']}): "
-            f"close {row['n_valves']} valve(s) {row['valves_to_close'].replace(';', ', ')}; "
+            f"close {row['n_valves']} valve(s) {', '.join(split_ids(row['valves_to_close']))}; "
             f"{row['customers_affected']} customer(s) affected, "
             f"{row['water_lost_m3_per_day']:.1f} m³/day lost",
-            highlight=False, soft_wrap=True,
+            markup=False, highlight=False, soft_wrap=True,
         )
     console.print(f"wrote {files['work_orders']} and {len(orders)} sheet(s) in {Path(out) / 'sheets'}",
-                  highlight=False, soft_wrap=True)
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @gis_reading_options
@@ -192,7 +192,7 @@ def map_(
                  plan=orders, valves=valves, dmas=_gpkg_dmas(network), basemap=basemap,  # type: ignore[arg-type]
                  selected=order, title=title)
     path = save_map(m, out)
-    Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False, soft_wrap=True)
+    Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

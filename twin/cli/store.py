@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from twin import settings
@@ -61,7 +62,7 @@ def ingest(
         with StageProgress() as bar:
             s = st.ingest(meters, readings, meters_crs=meters_crs, network=net, now=now,
                           max_distance_m=max_distance, progress=bar.update)
-    t = Table(title=f"ingest #{s.ingest_id} into {store}", show_header=True)
+    t = Table(title=escape(f"ingest #{s.ingest_id} into {store}"), show_header=True)
     t.add_column("readings")
     t.add_column("rows", justify="right")
     t.add_row("rows in", f"{s.rows_in:,}")
@@ -95,13 +96,13 @@ def balance(
     crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP),
     gis: GisReading = GisReading(),
     store: Path = typer.Option(..., "--store", help="DuckDB file filled by `twin ingest`."),
-    out: Path = typer.Option(..., "--out", help="Output folder for balance.csv and balance.parquet."),
+    out: Path = typer.Option(..., "--out", help="Output folder: balance.csv/.parquet, balance_zones.csv/.json."),
     start: Optional[str] = typer.Option(None, "--start", help="First local date (YYYY-MM-DD)."),
     end: Optional[str] = typer.Option(None, "--end", help="Last local date (YYYY-MM-DD)."),
     max_rows: int = typer.Option(60, "--max-rows", help="Longer tables are shown per DMA plus the flagged days."),
 ) -> None:
     """Water balance per DMA and local day: SIV, consumption, NRW, minimum night flow, flags."""
-    from twin.balance import water_balance  # deferred, see twin.cli
+    from twin.balance import FALSE_ALARM_RATE, water_balance, write_balance  # deferred, see twin.cli
     from twin.store import Store, check_store_path
     for option, day in (("--start", start), ("--end", end)):
         _check_date(option, day)
@@ -111,12 +112,34 @@ def balance(
     with Store(store) as st:
         b = water_balance(net, st, start=start, end=end)
         out.mkdir(parents=True, exist_ok=True)
-        b.to_csv(out / "balance.csv", index=False, float_format="%.4f")
-        b.to_parquet(out / "balance.parquet", index=False)
         st.write_table("balance", b)
+    zones = write_balance(b, out)
     con = _console()
     con.print(_balance_table(b, max_rows=max_rows))
-    con.print(f"wrote {out / 'balance.csv'} and {out / 'balance.parquet'}; table 'balance' in {store}")
+    n = b["dma"].nunique()
+    con.print(f"flags: a step in NRW or night leakage that stays, z > {b.attrs.get('flag_z', float('nan')):.2f} "
+              f"(a leak-free run of these {n} zones flags nothing with probability {100 * (1 - FALSE_ALARM_RATE):g} %)")
+    _print_transmission(con, zones)
+    con.print(escape(f"wrote {out / 'balance.csv'}, {out / 'balance.parquet'}, {out / 'balance_zones.csv'} and "
+                     f"{out / 'balance_zones.json'}; table 'balance' in {store}"))
+
+
+def _print_transmission(con: Console, zones: pd.DataFrame) -> None:
+    """The transmission zones' components (m³/day) and what their NRW figure means."""
+    tz = zones.loc[zones["role"].eq("transmission")]
+    if tz.empty:
+        return
+    t = Table(title="transmission zones (mean complete day): input = in - out, NRW = input - metered")
+    for c in ("zone", "in m³", "out m³", "input m³ ± 1σ", "metered m³", "NRW m³ (%)", "km", "NRW m³/km"):
+        t.add_column(c, justify="left" if c == "zone" else "right", no_wrap=True)
+    for r in tz.itertuples(index=False):
+        pct = "" if pd.isna(r.nrw_pct) else f" ({r.nrw_pct:.0f}%)"
+        t.add_row(escape(str(r.dma)), f"{r.inflow_in_m3:,.0f}", f"{r.inflow_out_m3:,.0f}",
+                  f"{r.siv_m3:,.0f} ± {r.siv_sd_m3:,.0f}", f"{r.consumption_m3:,.0f}", f"{r.nrw_m3:,.0f}{pct}",
+                  f"{r.mains_km:.1f}", f"{r.nrw_m3_per_km:.1f}")
+    con.print(t)
+    for r in tz.itertuples(index=False):
+        con.print(escape(r.explanation))
 
 
 def _check_date(option: str, value: Optional[str]) -> None:
@@ -140,7 +163,7 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             t.add_column(c, justify=j, no_wrap=c in ("DMA", "date"))  # type: ignore[arg-type]
         for r in b.itertuples(index=False):
             style = "bold red" if "jump" in r.flag else None
-            t.add_row(r.dma, str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
+            t.add_row(escape(str(r.dma)), str(r.date), f"{r.siv_m3:,.1f}", f"{r.consumption_m3:,.1f}", f"{r.nrw_m3:,.1f}",
                       f"{r.nrw_pct:.1f}", f"{r.mnf_lps:.2f}", f"{r.night_consumption_lps:.2f}", r.flag, style=style)
         return t
     t = Table(title=f"water balance per DMA, {b['date'].nunique()} local days ({settings.TIMEZONE}); "
@@ -157,8 +180,8 @@ def _balance_table(b: pd.DataFrame, *, max_rows: int) -> Table:
             span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1][5:]}"
             text = f"{span} ({len(days)} d: {', '.join(kinds)})"
         siv = g["siv_m3"].sum()
-        t.add_row(str(dma), f"{g['siv_m3'].mean():,.0f}",
-                  f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 else "-",
+        t.add_row(escape(str(dma)), f"{g['siv_m3'].mean():,.0f}",
+                  f"{100 * g['nrw_m3'].sum() / siv:.1f}" if siv > 0 and g["meters"].max() > 0 else "-",
                   f"{g['mnf_lps'].mean():.2f}", f"{g['night_leakage_lps'].mean():.2f}", text,
                   style="bold red" if text else None)
     return t
@@ -207,8 +230,8 @@ def _candidates_table(cands: pd.DataFrame, alarm: int) -> Table:
     for c in ("rank", "pipe", "p", "p within 300 m", "leak L/s", "zone"):
         t.add_column(c, justify="left" if c in ("pipe", "zone") else "right", overflow="fold")
     for c in cands.itertuples(index=False):
-        t.add_row(str(c.rank), str(c.link_id), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
-                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else str(c.zone))
+        t.add_row(str(c.rank), escape(str(c.link_id)), f"{c.score:.3f}", "" if pd.isna(c.p_within_300m) else f"{c.p_within_300m:.2f}",
+                  "" if pd.isna(c.leak_flow_lps) else f"{c.leak_flow_lps:.2f}", "" if pd.isna(c.zone) else escape(str(c.zone)))
     return t
 
 
@@ -225,8 +248,8 @@ def _alarms_table(table: pd.DataFrame) -> Table:
         t.add_column(c, justify=j, overflow="fold")  # type: ignore[arg-type]
     for a in table.itertuples(index=False):
         has_top = isinstance(a.top_link_id, str)
-        t.add_row(f"#{a.alarm_id}", str(a.dma), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
-                  f"{a.first_seen_run}..{a.last_seen_run}", str(a.runs_seen), a.top_link_id if has_top else "-",
+        t.add_row(f"#{a.alarm_id}", escape(str(a.dma)), a.status, _local(a.onset, "%m-%d %H:%M"), f"{a.flow_lps:.2f}",
+                  f"{a.first_seen_run}..{a.last_seen_run}", str(a.runs_seen), escape(a.top_link_id) if has_top else "-",
                   f"{a.top_p:.2f}" if has_top and pd.notna(a.top_p) else "",
                   _local(a.closed_at, "%m-%d %H:%M") if a.status == "closed" else "",
                   style="bold red" if a.status == "open" else "dim")
@@ -242,9 +265,9 @@ def _history_table(history: pd.DataFrame) -> Table:
     for h in history.itertuples(index=False):
         t.add_row(f"#{h.alarm_id}", str(h.run_id), f"{_local(h.window_start, '%m-%d')}..{_local(h.window_end - pd.Timedelta(seconds=1), '%m-%d')}",
                   h.state, _local(h.onset, "%m-%d %H:%M"), "" if pd.isna(h.flow_lps) else f"{h.flow_lps:.2f}",
-                  "" if pd.isna(h.t_stat) else f"{h.t_stat:.1f}", h.top_link_id if isinstance(h.top_link_id, str) else "",
+                  "" if pd.isna(h.t_stat) else f"{h.t_stat:.1f}", escape(h.top_link_id) if isinstance(h.top_link_id, str) else "",
                   "" if pd.isna(h.top_p_within_300m) else f"{h.top_p_within_300m:.2f}",
-                  h.note if isinstance(h.note, str) else "")
+                  escape(h.note) if isinstance(h.note, str) else "")
     return t
 
 
@@ -269,7 +292,7 @@ def join(
     j.to_csv(out / "join.csv", float_format="%.6f")
     rejected.to_csv(out / "rejected_meters.csv", index=False)
     con = _console()
-    t = Table(title=f"meters joined to {network.name}")
+    t = Table(title=escape(f"meters joined to {network.name}"))
     t.add_column("")
     t.add_column("meters", justify="right")
     t.add_row("registry rows", f"{len(raw):,}")
@@ -285,9 +308,9 @@ def join(
         r.add_column("reason")
         r.add_column("rows", justify="right")
         for reason, n in rejected["reason"].value_counts().head(15).items():
-            r.add_row(str(reason), f"{n:,}")
+            r.add_row(escape(str(reason)), f"{n:,}")
         con.print(r)
-    con.print(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}")
+    con.print(escape(f"wrote {out / 'join.csv'} and {out / 'rejected_meters.csv'}"))
 
 
 def register(app: typer.Typer) -> None:
