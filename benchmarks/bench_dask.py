@@ -60,7 +60,7 @@ def bench_harness(scenarios: int, days: int, workers: int, seed: int) -> None:
     print(f"  speed-up: {t_serial / t_total:.2f}x overall, {t_serial / t_tasks:.2f}x on the tasks; "
           f"same rows as serial: {same}")
     print(f"  median time of a week's generation + job: {_week_s(serial.scenarios):.1f} s in this process, "
-          f"{_week_s(spread.scenarios):.1f} s on a worker (longer on a worker: the workers compete for the cores)")
+          f"{_week_s(spread.scenarios):.1f} s on a worker (longer when the workers wait for a busy core)")
     print(f"  load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
