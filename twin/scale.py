@@ -117,8 +117,9 @@ def dask_client(scheduler: str | None = None, *, workers: int | None = None) -> 
     if n < 1:
         raise InputError(f"a cluster needs at least one worker, not {n}", element="--workers", fix="give --workers 2")
     with tempfile.TemporaryDirectory(prefix="twin-dask-") as spill:
-        # no statistical profiler in the workers: it samples the task's stack every 10 ms, holding the GIL
-        with dask.config.set({"distributed.worker.profile.enabled": False}):
+        # no statistical profiler in the workers: it samples the task's stack every 10 ms, holding the GIL;
+        # the scheduler's scratch space in the same temporary folder (else it stays in the system's)
+        with dask.config.set({"distributed.worker.profile.enabled": False, "temporary-directory": spill}):
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                                    local_directory=spill, silence_logs=logging.CRITICAL)
