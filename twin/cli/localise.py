@@ -54,7 +54,9 @@ def localise_cmd(
     Two ways: on files of the data contract (--meters and --readings), or from
     a store filled day by day by `twin ingest` (--store alone), the nightly
     job: it reads the window up to --until, and remembers its alarms (`twin
-    alarms`), so that a leak seen before is reported as continuing.
+    alarms`), so that a leak seen before is reported as continuing. With
+    --from, every night from --from to --until (a backfill), the nights'
+    work as Dask tasks on this machine's cores or a --scheduler's cluster.
     """
     from twin.pipeline import localise_files, localise_store  # deferred, see twin.cli
     from twin.store import check_store_path
@@ -87,7 +89,8 @@ def _backfill(network: Path, *, crs: str, store: Optional[Path], out: Path, star
     """``twin localise --store DB --from D1 [--until D2]``: every night of the period, one line each."""
     from twin.pipeline import localise_backfill  # deferred, see twin.cli
     if not from_store or start is None:
-        raise InputError("--workers and --scheduler run the nights of a backfill", element="--from",
+        raise InputError("--from, --workers and --scheduler run the nights of a backfill from the store",
+                         element="--from",
                          fix="give --store DB --from YYYY-MM-DD (without --meters/--readings), or drop them")
     with StageProgress() as bar:
         rows = localise_backfill(network, crs=crs, store_path=store, out_dir=out, start=start, until=until,
