@@ -40,6 +40,8 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +58,7 @@ from twin.localise import Localisation, localise
 from twin.meters import join_meters, read_meters
 from twin.model import Network
 from twin.network import read_network
+from twin.scale import dask_client, map_tasks, share, use_cluster
 from twin.synth import synth_readings
 
 log = logging.getLogger(__name__)
@@ -139,6 +142,9 @@ def run_bench(
     work_dir: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     localise_options: dict | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    client: Any = None,
 ) -> BenchResult:
     """Generate scenarios, run the job (and the classic method), compute the figures.
 
@@ -164,15 +170,26 @@ def run_bench(
         the ``bench`` extra), the job run on the contract files as
         ``twin localise`` runs it.
     work_dir : path, optional
-        Where scenario files go (default: a temporary directory, removed).
+        Where scenario files go (default: a temporary directory per
+        scenario, removed).
     progress : callable, optional
         ``progress(stage, done, total)``.
     localise_options : dict, optional
         Keyword options for :func:`twin.localise.localise`.
+    workers : int, optional
+        Run the scenarios as Dask tasks on a local cluster of this many
+        worker processes (None: the machine's cores); 1 (the default) runs
+        them one after another in this process (:func:`twin.scale.use_cluster`).
+    scheduler : str, optional
+        Address of a Dask scheduler to run the scenarios on instead.
+    client : distributed.Client, optional
+        A client already open (its cluster is used as it is).
 
     Returns
     -------
     BenchResult
+        The same rows in the same order however the scenarios ran (only the
+        timings differ).
     """
     if generator not in GENERATORS:
         raise InputError(f"unknown generator {generator!r}", element="--generator",
@@ -180,30 +197,77 @@ def run_bench(
     network_path = Path(network_path)
     network = read_network(network_path, crs=crs)
     total_len = _pipe_length_m(network)
-    rows: list[dict] = []
-    tmp = tempfile.TemporaryDirectory(prefix="twin-bench-") if work_dir is None else None
-    root = Path(work_dir) if work_dir is not None else Path(tmp.name)
     jobs = [(seed + i, "random") for i in range(scenarios)] + [(seed + 10_000 + i, "none") for i in range(leak_free)]
-    try:
-        for done, (sd, leak) in enumerate(jobs):
-            out = root / f"{'leak' if leak == 'random' else 'free'}-{sd}"
-            if generator == "twin":
-                row = _run_scenario(network, network_path, out, crs=crs, days=days, seed=sd, leak=leak,
-                                    classic=classic, total_len=total_len, localise_options=localise_options or {})
-            else:
-                row = _run_epyt_scenario(network_path, out, crs=crs, days=days, seed=sd, leak=leak,
-                                         localise_options=localise_options or {})
-            row.update({"generator": generator, "network": network_path.stem})
-            rows.append(row)
-            log.info("bench scenario %d/%d (seed %d): %s", done + 1, len(jobs), sd,
-                     {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "error")})
-            if progress is not None:
-                progress("scenarios", done + 1, len(jobs))
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    options = {"network_path": network_path, "crs": crs, "days": days, "classic": classic, "generator": generator,
+               "total_len": total_len, "work_dir": None if work_dir is None else Path(work_dir),
+               "localise_options": localise_options or {}}
+    rows = _run_tasks(_bench_task, jobs, shared={"network": network}, options=options, stage="scenarios",
+                      on_error=lambda job, exc: {"seed": job[0], "leak": job[1] != "none", "generator": generator,
+                                                 "network": network_path.stem,
+                                                 "error": f"{type(exc).__name__}: {exc}"},
+                      progress=progress, workers=workers, scheduler=scheduler, client=client)
     df = pd.DataFrame(rows)
     return BenchResult(df, summarise(df, total_len, network_path.name), summarise_groups(df))
+
+
+def _run_tasks(fn: Callable[..., dict], items: list, *, shared: dict[str, Any], options: dict[str, Any], stage: str,
+               on_error: Callable[[Any, BaseException], dict], progress: Callable[[str, int, int], None] | None,
+               workers: int | None, scheduler: str | None, client: Any) -> list[dict]:
+    """``fn(item, **shared, **options)`` for every item: in this process, or as Dask tasks (:mod:`twin.scale`).
+
+    ``shared`` holds the large objects every task needs: on a cluster they
+    are sent to each worker once. Results come back in the order of ``items``;
+    a task that raises gives ``on_error(item, exc)``.
+    """
+    def run_on(cl: Any) -> list[dict]:
+        futures = {k: share(cl, v) for k, v in shared.items()}
+        return map_tasks(cl, fn, items, shared={**futures, **options}, on_error=on_error, progress=progress,
+                         stage=stage)
+
+    if client is not None:
+        return run_on(client)
+    if use_cluster(len(items), workers=workers, scheduler=scheduler):
+        with dask_client(scheduler, workers=workers) as cl:
+            return run_on(cl)
+    rows = []
+    for done, item in enumerate(items, start=1):
+        try:
+            rows.append(fn(item, **shared, **options))
+        except Exception as exc:  # as on a cluster: a failed scenario is a row, not the end of the others
+            log.warning("%s %d of %d failed: %s: %s", stage, done, len(items), type(exc).__name__, exc)
+            rows.append(on_error(item, exc))
+        if progress is not None:
+            progress(stage, done, len(items))
+    return rows
+
+
+def _bench_task(job: tuple[int, str], *, network: Network, network_path: Path, crs: str, days: int, classic: bool,
+                generator: str, total_len: float, work_dir: Path | None, localise_options: dict) -> dict[str, Any]:
+    """One scenario of :func:`run_bench` (seed, ``"random"`` or ``"none"``): its row, in a process or a Dask task."""
+    sd, leak = job
+    name = f"{'leak' if leak == 'random' else 'free'}-{sd}"
+    with _scratch(work_dir, prefix="twin-bench-") as root:
+        out = root / name
+        if generator == "twin":
+            row = _run_scenario(network, network_path, out, crs=crs, days=days, seed=sd, leak=leak,
+                                classic=classic, total_len=total_len, localise_options=localise_options)
+        else:
+            row = _run_epyt_scenario(network_path, out, crs=crs, days=days, seed=sd, leak=leak,
+                                     localise_options=localise_options)
+    row.update({"generator": generator, "network": network_path.stem})
+    log.info("bench scenario (seed %d): %s", sd,
+             {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "error")})
+    return row
+
+
+@contextmanager
+def _scratch(work_dir: Path | None, *, prefix: str) -> Iterator[Path]:
+    """``work_dir``, or a temporary folder removed afterwards (made where the task runs)."""
+    if work_dir is not None:
+        yield work_dir
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def _run_scenario(network: Network, network_path: Path, out: Path, *, crs: str, days: int, seed: int, leak: str,
@@ -406,7 +470,8 @@ def run_week(week: str | Path, *, crs: str = WEEKS_CRS, out_dir: str | Path,
 
 def run_weeks(root: str | Path, *, crs: str = WEEKS_CRS, generator: str | None = None,
               work_dir: str | Path | None = None, progress: Callable[[str, int, int], None] | None = None,
-              localise_options: dict | None = None) -> BenchResult:
+              localise_options: dict | None = None, workers: int | None = 1, scheduler: str | None = None,
+              client: Any = None) -> BenchResult:
     """Run the job on every contract week below ``root`` and score each against its truth.
 
     Parameters
@@ -419,17 +484,23 @@ def run_weeks(root: str | Path, *, crs: str = WEEKS_CRS, generator: str | None =
     generator : str, optional
         Name of the source in the tables (default: ``weeks:<folder name>``).
     work_dir : path, optional
-        Where the job's outputs go (default: a temporary directory, removed).
+        Where the job's outputs go (default: a temporary directory per week,
+        removed).
     progress : callable, optional
         ``progress(stage, done, total)``.
     localise_options : dict, optional
         Keyword options for :func:`twin.localise.localise`.
+    workers, scheduler, client
+        Run the weeks as Dask tasks, as in :func:`run_bench` (default: one
+        after another in this process). The week folders must be readable at
+        the same paths by the workers.
 
     Returns
     -------
     BenchResult
-        One row per week; ``groups`` per network (the sub-folder prefixes
-        networks, so ``ideal/ky4`` is apart from ``ky4``).
+        One row per week, in the order of :func:`contract_weeks`; ``groups``
+        per network (the sub-folder prefixes networks, so ``ideal/ky4`` is
+        apart from ``ky4``).
     """
     root = Path(root)
     weeks = contract_weeks(root)
@@ -437,26 +508,39 @@ def run_weeks(root: str | Path, *, crs: str = WEEKS_CRS, generator: str | None =
         raise InputError("no contract week below this folder", path=root,
                          fix="each week needs network.inp, meters.csv, readings.csv/.parquet and truth.json")
     name = generator or f"weeks:{root.resolve().name}"
-    rows = []
-    tmp = tempfile.TemporaryDirectory(prefix="twin-weeks-") if work_dir is None else None
-    out_root = Path(work_dir) if work_dir is not None else Path(tmp.name)
-    try:
-        for i, week in enumerate(weeks):
-            row = run_week(week, crs=crs, out_dir=out_root / f"w{i:03d}", localise_options=localise_options)
-            row.update({"generator": name, "network": _network_name(week, root),
-                        "week": week.relative_to(root).as_posix()})
-            rows.append(row)
-            log.info("week %d/%d %s: %s", i + 1, len(weeks), row["week"],
-                     {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m", "error")})
-            if progress is not None:
-                progress("weeks", i + 1, len(weeks))
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    options = {"root": root, "crs": crs, "generator": name, "work_dir": None if work_dir is None else Path(work_dir),
+               "localise_options": localise_options}
+    items = list(enumerate(weeks))
+    rows = _run_tasks(_week_task, items, shared={}, options=options, stage="weeks",
+                      on_error=lambda item, exc: {"week": item[1].relative_to(root).as_posix(), "leak": _has_leak(item[1]),
+                                                  "generator": name, "network": _network_name(item[1], root),
+                                                  "error": f"{type(exc).__name__}: {exc}", "detected": False},
+                      progress=progress, workers=workers, scheduler=scheduler, client=client)
     df = pd.DataFrame(rows)
     lengths = df["pipe_length_m"].dropna() if "pipe_length_m" in df else pd.Series(dtype=float)
     total = float(lengths.iloc[0]) if len(lengths) else np.nan
     return BenchResult(df, summarise(df, total, name), summarise_groups(df))
+
+
+def _has_leak(week: Path) -> bool:
+    """Whether a week's truth holds a leak (False when the truth cannot be read)."""
+    try:
+        return week_truth(week) is not None
+    except InputError:
+        return False
+
+
+def _week_task(item: tuple[int, Path], *, root: Path, crs: str, generator: str, work_dir: Path | None,
+               localise_options: dict | None) -> dict[str, Any]:
+    """One week of :func:`run_weeks` (its number and folder): its row, in a process or a Dask task."""
+    i, week = item
+    with _scratch(work_dir, prefix="twin-weeks-") as out_root:
+        row = run_week(week, crs=crs, out_dir=out_root / f"w{i:03d}", localise_options=localise_options)
+    row.update({"generator": generator, "network": _network_name(week, root),
+                "week": week.relative_to(root).as_posix()})
+    log.info("week %s: %s", row["week"], {k: row.get(k) for k in ("detected", "twin_rank", "twin_top_distance_m",
+                                                                   "error")})
+    return row
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -39,9 +40,13 @@ from twin.meters import join_meters, join_warnings
 from twin.network import Network, read_network
 from twin.validate import require_supplied_demands
 from twin.repair import plan_repairs, write_plan
+from twin.scale import dask_client, map_tasks, share, use_cluster
 from twin.store import Store, refuse_all_quarantined
 
 log = logging.getLogger(__name__)
+
+#: Nights a backfill computes ahead per Dask worker before recording them (:func:`localise_backfill`).
+BACKFILL_AHEAD = 4
 
 
 def _json_default(obj: Any) -> Any:
@@ -254,8 +259,7 @@ def localise_store(
         window = run_window(store, until=until, days=days)
         if record:  # see the step of every open alarm, so that a repair is noticed
             window = _within_readings(window_for_alarms(window, open_alarms(store)), store)
-        run_info = {"started_at": started, "days": days, "network": str(network_path),
-                    "network_sha256": file_sha256(network_path), "out_dir": str(out)}
+        run_info = _run_info(network_path, out, started=started, days=days)
         try:
             staged = _read_store(store, network, window)
             timings["read_s"] = time.perf_counter() - t1
@@ -267,25 +271,279 @@ def localise_store(
                 record_failed_run(store, window, exc, **run_info)
             raise
         timings["localise_s"] = time.perf_counter() - t2
-        report = _job_report(result, staged, network)
-        report["inputs"] = {"network": str(network_path), "crs": str(crs), "store": str(store_path),
-                            "window_start": window.start, "window_end": window.end, "days": int(days),
-                            "window_days": round(window.days, 3)}
-        orders = _work_orders(network, result, staged, out, top=top, timings=timings)
-        paths = _write_outputs(network, result, staged, out, write_map=write_map, basemap=basemap,
-                               timings=timings, plan=orders)
-        if orders is not None:
-            paths["plan"] = out / "plan"
-        run = None
-        if record:
-            run = record_run(store, window, report, result.candidates, **run_info)
-            report["run_id"] = run.run_id
-            report["alarms"] = run.states.to_dict("records")
-    _finish_report(report, paths["report"], timings, t0)
-    log.info("localise_store: %s, window %s to %s, in %.1f s", "leak detected" if report.get("detected") else
-             "no leak", window.start.isoformat(), window.end.isoformat(), timings["total_s"])
-    return {**paths, "report_dict": report, "result": result, "network": network, "meters": staged.meters,
-            "join": staged.join, "window": window, "alarms": run}
+        night = _finish_night(store, network, result, staged, window, out, record=record, run_info=run_info,
+                              inputs={"crs": str(crs), "store": str(store_path)}, top=top, write_map=write_map,
+                              basemap=basemap, timings=timings)
+    _finish_report(night["report_dict"], night["report"], timings, t0)
+    log.info("localise_store: %s, window %s to %s, in %.1f s", "leak detected" if night["report_dict"].get("detected")
+             else "no leak", window.start.isoformat(), window.end.isoformat(), timings["total_s"])
+    return {**night, "result": result, "network": network, "meters": staged.meters, "join": staged.join,
+            "window": window}
+
+
+def _run_info(network_path: Path, out: Path, *, started: pd.Timestamp, days: int) -> dict[str, Any]:
+    """What :func:`twin.alarms.record_run` keeps of a run besides its results."""
+    return {"started_at": started, "days": days, "network": str(network_path),
+            "network_sha256": file_sha256(network_path), "out_dir": str(out)}
+
+
+def _finish_night(store: Store, network: Network, result: Localisation, staged: "_Staged", window: Window, out: Path,
+                  *, record: bool, run_info: dict[str, Any], inputs: dict[str, Any], top: int, write_map: bool,
+                  basemap: str, timings: dict[str, float]) -> dict[str, Any]:
+    """The report, work orders and outputs of one night's localisation, and (``record``) its run and alarms.
+
+    Returns
+    -------
+    dict
+        The output paths (``candidates``, ``report``, ``map``, ``plan``),
+        ``report_dict`` (to be finished by :func:`_finish_report`) and
+        ``alarms`` (the :class:`twin.alarms.RunRecord`, None without ``record``).
+    """
+    report = _job_report(result, staged, network)
+    report["inputs"] = {"network": run_info["network"], **inputs, "window_start": window.start,
+                        "window_end": window.end, "days": int(run_info["days"]), "window_days": round(window.days, 3)}
+    orders = _work_orders(network, result, staged, out, top=top, timings=timings)
+    paths: dict[str, Any] = _write_outputs(network, result, staged, out, write_map=write_map, basemap=basemap,
+                                           timings=timings, plan=orders)
+    if orders is not None:
+        paths["plan"] = out / "plan"
+    run = None
+    if record:
+        run = record_run(store, window, report, result.candidates, **run_info)
+        report["run_id"] = run.run_id
+        report["alarms"] = run.states.to_dict("records")
+    return {**paths, "report_dict": report, "alarms": run}
+
+
+def localise_backfill(
+    network_path: str | Path,
+    *,
+    crs: Any,
+    store_path: str | Path,
+    out_dir: str | Path,
+    start: Any,
+    until: Any = None,
+    days: int = settings.RUN_DAYS,
+    top: int = 5,
+    write_map: bool = True,
+    basemap: str = "osm",
+    progress: Callable[[str, int, int], None] | None = None,
+    gis_options: Mapping[str, Any] | None = None,
+    workers: int | None = 1,
+    scheduler: str | None = None,
+    client: Any = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """The nightly job for every night of a period, as a utility starting with a history runs it once.
+
+    Night ``d`` is the run :func:`localise_store` makes with ``until=d``; the
+    runs, alarms and candidates recorded are those of running the nights one
+    by one, in order. The nights are not independent (a night's window
+    reaches back to the onsets of the alarms still open after the previous
+    night, :func:`twin.alarms.window_for_alarms`), so the work is split:
+
+    1. every night's window is planned with the alarms open now;
+    2. each window not computed yet is read and localised as one Dask task
+       (:mod:`twin.scale`; the parsed network goes to each worker once), the
+       next ``BACKFILL_AHEAD`` nights per worker at once, the store opened
+       read-only by the workers;
+    3. in this process, night after night: the window the night needs given
+       the alarms recorded so far; when it was computed, its outputs are
+       written and its run and alarms recorded; when not (an alarm opened,
+       moved or closed), or all are recorded, back to 1 for the nights left.
+       A window that changes costs at most one batch of nights computed
+       twice.
+
+    A night whose data the job refuses is recorded as a failed run (the
+    alarms stay as they were) and the backfill goes on.
+
+    Parameters
+    ----------
+    network_path, crs, store_path : as :func:`localise_store`
+    out_dir : str or Path
+        Output folder: one sub-folder per night, ``YYYY-MM-DD``, with the
+        outputs of :func:`localise_store`.
+    start, until : date or str
+        First and last night (local days, ``YYYY-MM-DD``); ``until`` defaults
+        to the day of the latest stored reading.
+    days : int
+        Local days in each night's window.
+    top, write_map, basemap, gis_options, **options
+        As :func:`localise_store`.
+    progress : callable, optional
+        ``progress("nights", done, total)``.
+    workers, scheduler, client
+        As :func:`twin.bench.run_bench`: Dask tasks on a local cluster of
+        ``workers`` processes (None: the machine's cores), on a scheduler, or
+        on an open client; ``workers=1`` computes the nights one by one in
+        this process.
+
+    Returns
+    -------
+    list of dict
+        One per night, in order: ``day``, ``window``, ``run_id``,
+        ``detected``, ``leak_flow_lps``, ``alarms`` (DataFrame of the alarms
+        the run touched), ``out`` (its folder), ``error`` (a failed night's
+        message, else None) and ``rounds`` (how many times step 2 ran, the
+        same on every row: one per batch of nights, plus one for each
+        window an alarm moved).
+    """
+    t0 = time.perf_counter()
+    network_path = require_file(network_path, what="network")
+    store_path = require_file(store_path, what="store")
+    out = output_folder(out_dir)
+    nights = backfill_nights(store_path, start=start, until=until, days=days)
+    network = read_network(network_path, crs=crs, **dict(gis_options or {}))
+    require_supplied_demands(network)
+    log.info("backfill: %d nights from %s to %s", len(nights), nights[0][0], nights[-1][0])
+    settings_ = {"crs": crs, "days": days, "top": top, "write_map": write_map, "basemap": basemap}
+    with _backfill_client(len(nights), workers=workers, scheduler=scheduler, client=client) as cl:
+        shared = {"network": share(cl, network) if cl is not None else network}
+        rows = _backfill_rounds(nights, network, network_path, store_path, out, cl=cl, shared=shared,
+                                settings_=settings_, options=options, progress=progress)
+    log.info("backfill: %d nights in %.1f s", len(rows), time.perf_counter() - t0)
+    return rows
+
+
+def backfill_nights(store_path: str | Path, *, start: Any, until: Any = None,
+                    days: int = settings.RUN_DAYS) -> list[tuple[date, Window]]:
+    """The nights of a backfill and each one's window (:func:`run_window`), checked before any work.
+
+    Raises
+    ------
+    InputError
+        A day is not a date, ``start`` is after ``until``, or a night's
+        window holds no readings (the message names the night).
+    """
+    first = _as_day(start, "--from")
+    with Store(store_path, read_only=True) as store:
+        stored = store.time_range()
+        if stored is None:
+            run_window(store)  # raises: the store holds no readings
+        last_day = ((stored[1] - pd.Timedelta(microseconds=1)).tz_convert(settings.TIMEZONE).date()  # type: ignore[index]
+                    if until is None else _as_day(until, "--until"))
+        if first > last_day:
+            raise InputError(f"--from {first} is after --until {last_day}", element="--from",
+                             fix="give the first night of the period, then --until its last night")
+        return [(d.date(), run_window(store, until=d.date(), days=days))
+                for d in pd.date_range(first, last_day, freq="D")]
+
+
+def _as_day(value: Any, option: str) -> date:
+    try:
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+    except ValueError:
+        raise InputError(f"{value!r} is not a date", element=option,
+                         fix=f"give a local day as YYYY-MM-DD, e.g. {option} 2026-03-08") from None
+
+
+@contextmanager
+def _backfill_client(nights: int, *, workers: int | None, scheduler: str | None, client: Any) -> Iterator[Any]:
+    """The Dask client of a backfill (None: the nights are computed in this process)."""
+    if client is not None:
+        yield client
+    elif use_cluster(nights, workers=workers, scheduler=scheduler):
+        with dask_client(scheduler, workers=workers) as cl:
+            yield cl
+    else:
+        yield None
+
+
+def _backfill_rounds(nights: list[tuple[date, Window]], network: Network, network_path: Path, store_path: Path,
+                     out: Path, *, cl: Any, shared: dict[str, Any], settings_: dict[str, Any], options: dict,
+                     progress: Callable[[str, int, int], None] | None) -> list[dict[str, Any]]:
+    """Steps 1-3 of :func:`localise_backfill` until every night is recorded."""
+    computed: dict[Window, Any] = {}
+    rows: list[dict[str, Any]] = []
+    rounds = 0
+    chunk = BACKFILL_AHEAD * max(1, len(cl.scheduler_info().get("workers", {}))) if cl is not None else 1
+    while len(rows) < len(nights):
+        ahead = nights[len(rows):len(rows) + chunk]
+        todo = [w for w in dict.fromkeys(_planned_windows(store_path, ahead)) if w not in computed]
+        rounds += 1
+        computed.update(_compute_windows(todo, cl=cl, shared=shared, store_path=store_path, options=options))
+        with Store(store_path) as store:
+            meters, join = _registry(store, network)
+            staged = _Staged(None, meters, join, pd.DataFrame(), None)  # type: ignore[arg-type]
+            for day, base in nights[len(rows):]:
+                window = _within_readings(window_for_alarms(base, open_alarms(store)), store)
+                if window not in computed:
+                    break  # the alarms moved this night's window: plan the nights left again
+                rows.append(_record_night(store, network, network_path, staged, computed.pop(window), window,
+                                          out / day.isoformat(), store_path=store_path, settings_=settings_))
+                rows[-1]["day"] = day
+                if progress is not None:
+                    progress("nights", len(rows), len(nights))
+    for row in rows:
+        row["rounds"] = rounds
+    return rows
+
+
+def _planned_windows(store_path: Path, nights: list[tuple[date, Window]]) -> list[Window]:
+    """The windows of ``nights`` with the alarms open now (step 1 of :func:`localise_backfill`)."""
+    with Store(store_path, read_only=True) as store:
+        alarms = open_alarms(store) if store.has_table("alarms") else pd.DataFrame()
+        return [_within_readings(window_for_alarms(base, alarms), store) for _, base in nights]
+
+
+def _compute_windows(windows: list[Window], *, cl: Any, shared: dict[str, Any], store_path: Path,
+                     options: dict) -> dict[Window, Any]:
+    """Read and localise each window: as Dask tasks with a client, else here (step 2 of :func:`localise_backfill`)."""
+    if not windows:
+        return {}
+    if cl is None:
+        return {w: _localise_window(w, store_path=store_path, options=options, **shared) for w in windows}
+    results = map_tasks(cl, _localise_window, windows, shared={**shared, "store_path": store_path,
+                                                                 "options": options},
+                        on_error=lambda w, exc: exc, stage="windows")
+    return dict(zip(windows, results))
+
+
+def _localise_window(window: Window, *, network: Network, store_path: Path, options: dict) -> Any:
+    """One night's expensive part, a Dask task: read its window from the store (read-only) and localise.
+
+    Returns the :class:`twin.localise.Localisation` (without its internals,
+    which only the classic method reads), with ``read_s`` and
+    ``localise_s`` in its report's timings; or the :class:`TwinError` the
+    night's data raised.
+    """
+    t0 = time.perf_counter()
+    try:
+        with Store(store_path, read_only=True) as store:
+            staged = _read_store(store, network, window)
+        t1 = time.perf_counter()
+        result = localise(network, meters=staged.meters, join=staged.join, measurements=staged.measurements,
+                          **options)
+    except TwinError as exc:
+        return exc
+    report = dict(result.report)
+    report["timings_s"] = {**report.get("timings_s", {}), "read_s": round(t1 - t0, 3),
+                           "localise_s": round(time.perf_counter() - t1, 3)}
+    return Localisation(result.candidates, report, result.residuals)
+
+
+def _record_night(store: Store, network: Network, network_path: Path, staged: "_Staged", outcome: Any,
+                  window: Window, out: Path, *, store_path: Path, settings_: dict[str, Any]) -> dict[str, Any]:
+    """Step 3 of :func:`localise_backfill` for one night: outputs, run and alarms (a failed run on bad data)."""
+    t0, started = time.perf_counter(), pd.Timestamp.now(tz="UTC")
+    out = output_folder(out)
+    run_info = _run_info(network_path, out, started=started, days=settings_["days"])
+    row: dict[str, Any] = {"window": window, "out": out, "error": None, "detected": False, "leak_flow_lps": None,
+                           "alarms": pd.DataFrame()}
+    if isinstance(outcome, TwinError):
+        row.update({"run_id": record_failed_run(store, window, outcome, **run_info), "error": str(outcome)})
+        return row
+    if isinstance(outcome, BaseException):  # a bug or a lost worker, not the night's data
+        raise outcome
+    timings: dict[str, float] = {}
+    night = _finish_night(store, network, outcome, staged, window, out, record=True, run_info=run_info,
+                          inputs={"crs": str(settings_["crs"]), "store": str(store_path)}, top=settings_["top"],
+                          write_map=settings_["write_map"], basemap=settings_["basemap"], timings=timings)
+    _finish_report(night["report_dict"], night["report"], timings, t0)
+    report = night["report_dict"]
+    row.update({"run_id": report["run_id"], "detected": bool(report.get("detected")),
+                "leak_flow_lps": report.get("leak_flow_lps"), "alarms": night["alarms"].states})
+    return row
 
 
 def run_window(store: Store, *, until: Any = None, days: int = settings.RUN_DAYS) -> Window:
@@ -352,6 +610,13 @@ def file_sha256(path: str | Path) -> str:
 
 def _read_store(store: Store, network: Network, window: Window) -> "_Staged":
     """The job's inputs from the store: registry, join (computed when the store has none) and the window's measurements."""
+    meters, join = _registry(store, network)
+    measurements = measurements_from_store(store, network, meters=meters, start=window.start, end=window.end)
+    return _Staged(None, meters, join, pd.DataFrame(), measurements)
+
+
+def _registry(store: Store, network: Network) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """The store's meter registry and its join to the network (computed when the store has none)."""
     meters = store.meters()
     join = store.join()
     if join is None or join.empty:
@@ -360,8 +625,7 @@ def _read_store(store: Store, network: Network, window: Window) -> "_Staged":
     if not join["matched"].any():
         raise InputError("no customer meter of the store could be joined to the network", path=store.path,
                          fix="check --crs of the network (the registry was ingested with its own --meters-crs)")
-    measurements = measurements_from_store(store, network, meters=meters, start=window.start, end=window.end)
-    return _Staged(None, meters, join, pd.DataFrame(), measurements)
+    return meters, join
 
 
 def _work_orders(network: Network, result: Localisation, staged: "_Staged", out: Path, *, top: int,

@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from twin import settings
-from twin.cli.options import METERS_CRS_HELP, GisReading, gis_reading_options
+from twin.cli.options import (METERS_CRS_HELP, SCHEDULER_HELP, WORKERS_HELP, GisReading,
+                               gis_reading_options)
 from twin.cli.progress import StageProgress
 from twin.errors import InputError, require_file
 
@@ -38,6 +39,10 @@ def localise_cmd(
                                          "(filled by twin ingest) and keep the run and its alarms there."),
     until: Optional[str] = typer.Option(None, "--until", help="From the store: last local day of the window "
                                         "(YYYY-MM-DD; default the day of the latest reading)."),
+    start: Optional[str] = typer.Option(None, "--from", help="From the store: run every night from this local day "
+                                        "to --until (a backfill), each into OUT/YYYY-MM-DD."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP + " With --from."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP + " With --from."),
     days: Optional[int] = typer.Option(None, "--days", min=1, help="From the store: local days in the window "
                                        f"(default {settings.RUN_DAYS}; longer when an open alarm needs it)."),
     top: int = typer.Option(5, "--top", min=0, help="From the store: work orders for the top candidates (0: none)."),
@@ -52,7 +57,9 @@ def localise_cmd(
     Two ways: on files of the data contract (--meters and --readings), or from
     a store filled day by day by `twin ingest` (--store alone), the nightly
     job: it reads the window up to --until, and remembers its alarms (`twin
-    alarms`), so that a leak seen before is reported as continuing.
+    alarms`), so that a leak seen before is reported as continuing. With
+    --from, every night from --from to --until (a backfill), the nights'
+    work as Dask tasks on this machine's cores or a --scheduler's cluster.
     """
     from twin.pipeline import localise_files, localise_store  # deferred, see twin.cli
     from twin.store import check_store_path
@@ -62,6 +69,11 @@ def localise_cmd(
         raise InputError(f"unknown basemap {basemap!r}", element="--basemap", fix="use osm, amap or none")
     from_store = meters is None and readings is None
     _check_mode(from_store, store=store, meters=meters, readings=readings, until=until, days=days)
+    if start is not None or workers is not None or scheduler is not None:
+        _backfill(network, crs=crs, store=store, out=out, start=start, until=until, days=days, top=top,
+                  no_map=no_map, basemap=basemap, workers=workers, scheduler=scheduler, gis=gis, from_store=from_store,
+                  calibrate=calibrate)
+        return
     with StageProgress() as bar:
         if from_store:
             result = localise_store(network, crs=crs, store_path=store, out_dir=out, until=until,
@@ -74,6 +86,32 @@ def localise_cmd(
                                     basemap=basemap, progress=bar.update, gis_options=gis.options_for(network),
                                     calibrate=calibrate)
     _echo_result(result)
+
+
+def _backfill(network: Path, *, crs: str, store: Optional[Path], out: Path, start: Optional[str],
+              until: Optional[str], days: Optional[int], top: int, no_map: bool, basemap: str,
+              workers: Optional[int], scheduler: Optional[str], gis: GisReading, from_store: bool,
+              calibrate: bool = settings.CALIBRATE_MODEL) -> None:
+    """``twin localise --store DB --from D1 [--until D2]``: every night of the period, one line each."""
+    from twin.pipeline import localise_backfill  # deferred, see twin.cli
+    if not from_store or start is None:
+        raise InputError("--from, --workers and --scheduler run the nights of a backfill from the store",
+                         element="--from",
+                         fix="give --store DB --from YYYY-MM-DD (without --meters/--readings), or drop them")
+    with StageProgress() as bar:
+        rows = localise_backfill(network, crs=crs, store_path=store, out_dir=out, start=start, until=until,
+                                 days=days if days is not None else settings.RUN_DAYS, top=top, write_map=not no_map,
+                                 basemap=basemap, progress=bar.update, gis_options=gis.options_for(network),
+                                 workers=workers, scheduler=scheduler, calibrate=calibrate)
+    for row in rows:
+        head = f"{row['day']}: run #{row['run_id']}, "
+        if row["error"]:
+            typer.echo(head + f"FAILED ({row['error']})", err=True)
+            continue
+        found = f"leak {row['leak_flow_lps']:.2f} L/s" if row["detected"] else "no leak"
+        alarms = "; ".join(f"#{a.alarm_id} {a.dma} {a.state}" for a in row["alarms"].itertuples(index=False))
+        typer.echo(head + found + (f"; alarms {alarms}" if alarms else ""))
+    typer.echo(f"{len(rows)} nights in {out} (twin alarms --store {store} lists the alarms)")
 
 
 def _check_mode(from_store: bool, *, store: Optional[Path], meters: Optional[Path], readings: Optional[Path],
@@ -138,6 +176,8 @@ def bench_localise(
     calibrate: bool = typer.Option(settings.CALIBRATE_MODEL, "--calibrate/--no-calibrate",
                                    help="Calibrate roughness per pipe group and demand per DMA on the leak-free days "
                                         "(applied only when it predicts held-out days better)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
 ) -> None:
     """Run the job on weeks with a known truth and print the figures per generator and network.
 
@@ -155,7 +195,7 @@ def bench_localise(
     with StageProgress() as bar:
         if weeks is not None:
             res = run_weeks(weeks, crs=crs or WEEKS_CRS, progress=bar.update,
-                            localise_options={"calibrate": calibrate})
+                            localise_options={"calibrate": calibrate}, workers=workers, scheduler=scheduler)
         else:
             if network is None or crs is None:
                 raise InputError("give --network and --crs to generate weeks, or --weeks DIR",
@@ -164,7 +204,7 @@ def bench_localise(
                 require_file(network, what="network")
             res = run_bench(network, crs=crs, scenarios=scenarios, leak_free=leak_free, seed=seed, days=days,
                             classic=classic and generator == "twin", generator=generator, progress=bar.update,
-                            localise_options={"calibrate": calibrate})
+                            localise_options={"calibrate": calibrate}, workers=workers, scheduler=scheduler)
     typer.echo(format_report(res))
     if out is not None:
         res.scenarios.to_csv(out / "scenarios.csv", index=False)

@@ -31,6 +31,12 @@ NETWORK_CRS_HELP = "CRS of the network file's coordinates, e.g. EPSG:32650 (requ
 #: Help of ``--meters-crs``.
 METERS_CRS_HELP = "CRS of the meters' lon/lat: EPSG:4326 (default), GCJ02 (Amap, Tencent) or BD09 (Baidu)."
 
+#: Help of ``--workers`` (work run as Dask tasks, :mod:`twin.scale`).
+WORKERS_HELP = ("Dask worker processes on this machine (default: its cores; 1 runs everything in this process, "
+                "as does a single piece of work).")
+#: Help of ``--scheduler``.
+SCHEDULER_HELP = "Address of a Dask scheduler (e.g. tcp://host:8786) to run on a cluster instead of this machine."
+
 COLUMN_HELP = ("GIS column mapping KEY=NAME (keys: link_id, diameter, roughness, material, install_year, "
                "zone, elevation, node_type...). Repeatable.")
 
