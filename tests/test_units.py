@@ -106,3 +106,20 @@ def test_the_water_balance_refuses_flows_in_m3h(week, tmp_path):
         store.ingest(mpath, rpath, network=net)
         with pytest.raises(ReadingsError, match="m³/h"):
             water_balance(net, store, join=pd.DataFrame(columns=["link_id", "matched"]))
+
+
+def test_a_burst_behind_a_flow_meter_is_not_taken_for_m3h(week):
+    """A unit scales the whole series; a burst adds to it from its onset and must stay in the data."""
+    net, meters, readings, _ = week
+    r = readings.copy()
+    on = r["meter_id"].eq("FLW-P00981")
+    t = pd.to_datetime(r.loc[on, "timestamp"], utc=True)
+    mean = r.loc[on, "value"].abs().mean()
+    # from mid-week, as much again as would make the week's mean look like m³/h (x 3.6)
+    late = (t >= t.min() + (t.max() - t.min()) / 2).to_numpy()
+    r.loc[r.index[on.to_numpy()][late], "value"] += 2 * 2.6 * mean * r.loc[on, "value"].pipe(
+        lambda v: v.abs() / v.where(v != 0, 1)).to_numpy()[late]
+    assert r.loc[on, "value"].abs().mean() / mean == pytest.approx(3.6, rel=0.1)
+    m = measurements_from_readings(r, meters, net)
+    assert not m.rejected["reason"].str.startswith("units").any(), m.warnings
+    assert "P00981" in m.flow.columns
