@@ -13,7 +13,7 @@ from twin import settings
 from twin.cli.options import (METERS_CRS_HELP, SCHEDULER_HELP, WORKERS_HELP, GisReading,
                                gis_reading_options)
 from twin.cli.progress import StageProgress
-from twin.errors import InputError, require_file
+from twin.errors import InputError, TwinError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def localise_cmd(
                                     days=days if days is not None else settings.RUN_DAYS, top=top,
                                     write_map=not no_map, basemap=basemap, progress=bar.update,
                                     gis_options=gis.options_for(network), calibrate=calibrate)
+            result["morning_report"] = _morning_report(store, out, run=result["alarms"], network=result["network"])
         else:
             result = localise_files(network, crs=crs, meters_path=meters, readings_path=readings, out_dir=out,
                                     meters_crs=meters_crs, store_path=store, write_map=not no_map,
@@ -103,7 +104,9 @@ def _backfill(network: Path, *, crs: str, store: Optional[Path], out: Path, star
                                  days=days if days is not None else settings.RUN_DAYS, top=top, write_map=not no_map,
                                  basemap=basemap, progress=bar.update, gis_options=gis.options_for(network),
                                  workers=workers, scheduler=scheduler, calibrate=calibrate)
+    net = gis.read(network, crs=crs) if rows else None  # once for every night's report
     for row in rows:
+        _morning_report(store, row["out"], run=row, network=net)
         head = f"{row['day']}: run #{row['run_id']}, "
         if row["error"]:
             typer.echo(head + f"FAILED ({row['error']})", err=True)
@@ -112,6 +115,17 @@ def _backfill(network: Path, *, crs: str, store: Optional[Path], out: Path, star
         alarms = "; ".join(f"#{a.alarm_id} {a.dma} {a.state}" for a in row["alarms"].itertuples(index=False))
         typer.echo(head + found + (f"; alarms {alarms}" if alarms else ""))
     typer.echo(f"{len(rows)} nights in {out} (twin alarms --store {store} lists the alarms)")
+
+
+def _morning_report(store: Path, out: Path, *, run: object, network: object = None) -> Optional[Path]:
+    """Write the night's report.html (twin.report) beside its outputs; a failure only warns: the run is kept."""
+    from twin.report import write_report  # deferred, see twin.cli
+    run_id = run.get("run_id") if isinstance(run, dict) else getattr(run, "run_id", None)
+    try:
+        return write_report(store, out, run_id=run_id, network=network)
+    except TwinError as exc:
+        log.warning("no morning report: %s", exc)
+        return None
 
 
 def _check_mode(from_store: bool, *, store: Optional[Path], meters: Optional[Path], readings: Optional[Path],
@@ -153,8 +167,8 @@ def _echo_result(result: dict) -> None:
         typer.echo("result DEGRADED: read the warnings before acting on it", err=True)
     for w in report.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
-    for key in ("candidates", "report", "map", "plan"):
-        if key in result:
+    for key in ("candidates", "report", "map", "plan", "morning_report"):
+        if result.get(key) is not None:
             typer.echo(f"{key}: {result[key]}")
 
 

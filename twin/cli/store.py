@@ -224,6 +224,26 @@ def alarms(
         con.print(_candidates_table(cands, alarm))
 
 
+def report(
+    store: Path = typer.Option(..., "--store", help="DuckDB file the nightly job (twin localise --store) ran on."),
+    out: Path = typer.Option(..., "--out", help="Output folder: report.html (links to the runs' files are relative)."),
+    night: Optional[str] = typer.Option(None, "--night", help="Local day of the run (YYYY-MM-DD; default the "
+                                        "latest run's)."),
+    network: Optional[Path] = typer.Option(None, "--network", help=_NET_HELP + " Default: the run's own."),
+    crs: Optional[str] = typer.Option(None, "--crs", help=_CRS_HELP + " With --network."),
+) -> None:
+    """Write the morning report of a night: open alarms, inflow against consumption per district, NRW trend."""
+    from twin.report import write_report  # deferred, see twin.cli
+    if network is not None and crs is None:
+        raise InputError("--network needs --crs", element="--crs", fix="e.g. --crs EPSG:4548")
+    net = None
+    if network is not None:
+        from twin.network import read_network  # deferred, see twin.cli
+        net = read_network(require_file(network, what="network"), crs=crs)
+    path = write_report(store, out, night=night, network=net)
+    typer.echo(f"report: {path}")
+
+
 def _candidates_table(cands: pd.DataFrame, alarm: int) -> Table:
     """The ranked pipes of an alarm's last sighting."""
     t = Table(title=f"alarm #{alarm}: candidates of run {int(cands['run_id'].iat[0])}")
@@ -318,4 +338,5 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.command("balance")(balance)
     app.command("alarms")(alarms)
+    app.command("report")(report)
     app.add_typer(meters_app, name="meters")
