@@ -29,9 +29,34 @@ def small(tmp_path_factory):
     return {"paths": paths, "wn": wn, **layers}
 
 
+def _same_inp_line(made: str, committed: str) -> bool:
+    """Two .inp lines alike: the same words, numbers equal to 1e-12 (summation order moves the last digit)."""
+    a, b = made.split(), committed.split()
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x == y:
+            continue
+        try:
+            if not np.isclose(float(x), float(y), rtol=1e-12, atol=0.0):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
 def test_committed_small_network_is_reproducible(small):
-    """networks/yingtan-small.inp is what `twin synth city --size small --seed 2026` makes."""
-    assert small["paths"]["inp"].read_bytes() == (ROOT / "networks" / "yingtan-small.inp").read_bytes()
+    """networks/yingtan-small.inp is what `twin synth city --size small --seed 2026` makes.
+
+    Line by line, numbers to 1e-12: numpy and pandas releases may sum a
+    junction's customer demands in another order (the 17th digit of 33 base
+    demands moved with numpy 2.4 / pandas 3.1), which is not a different city.
+    """
+    made = small["paths"]["inp"].read_text().splitlines()
+    committed = (ROOT / "networks" / "yingtan-small.inp").read_text().splitlines()
+    assert len(made) == len(committed)
+    differ = [i for i, (x, y) in enumerate(zip(made, committed)) if x != y and not _same_inp_line(x, y)]
+    assert not differ, f"line {differ[0] + 1}: {made[differ[0]]!r} != {committed[differ[0]]!r}"
 
 
 def test_located_in_yingtan_in_epsg_4548(small):
