@@ -20,6 +20,15 @@ def wntr_network(name: str) -> Path:
     return Path(wntr.__file__).parent / "library" / "networks" / f"{name}.inp"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own network cache folder: tests never touch the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("twin-cache")
+    monkeypatch.setenv("TWIN_CACHE_DIR", str(folder))
+    monkeypatch.delenv("TWIN_NO_CACHE", raising=False)
+    return folder
+
+
 @pytest.fixture
 def ltown_inp() -> Path:
     """L-Town (BattLeDIM 2020, CC BY 4.0), from ../shared/networks."""
