@@ -41,9 +41,9 @@ def _assert_same(a, b) -> None:
     assert list(a.wn.pattern_name_list) == list(b.wn.pattern_name_list)
 
 
-def test_a_cached_network_is_the_network_read_from_the_file(_private_cache):
+def test_a_cached_network_is_the_network_read_from_the_file(cache_folder):
     first = read_network(SMALL, crs=CRS)
-    assert len(_entries(_private_cache)) == 1
+    assert len(_entries(cache_folder)) == 1
     again = read_network(SMALL, crs=CRS)
     assert again is not first
     _assert_same(first, again)
@@ -55,10 +55,10 @@ def test_a_cached_network_is_the_network_read_from_the_file(_private_cache):
     _assert_same(uncached, again)
 
 
-def test_a_transformed_network_is_cached_per_target_crs(_private_cache):
+def test_a_transformed_network_is_cached_per_target_crs(cache_folder):
     held_4547 = read_network(SMALL, crs=CRS, to_crs="EPSG:4547")
     held_4548 = read_network(SMALL, crs=CRS)
-    assert len(_entries(_private_cache)) == 2
+    assert len(_entries(cache_folder)) == 2
     again = read_network(SMALL, crs=CRS, to_crs="EPSG:4547")
     _assert_same(held_4547, again)
     assert again.crs.to_epsg() == 4547 and held_4548.crs.to_epsg() == 4548
@@ -66,7 +66,7 @@ def test_a_transformed_network_is_cached_per_target_crs(_private_cache):
     assert not np.allclose(again.nodes.geometry.x.to_numpy(), held_4548.nodes.geometry.x.to_numpy())
 
 
-def test_networks_from_the_cache_are_independent(_private_cache):
+def test_networks_from_the_cache_are_independent(cache_folder):
     read_network(SMALL, crs=CRS)
     a = read_network(SMALL, crs=CRS)
     b = read_network(SMALL, crs=CRS)
@@ -75,9 +75,9 @@ def test_networks_from_the_cache_are_independent(_private_cache):
     assert b.wn.get_node(junction).elevation == read_network(SMALL, crs=CRS).wn.get_node(junction).elevation
 
 
-def test_a_corrupt_entry_is_rebuilt_silently(_private_cache, caplog):
+def test_a_corrupt_entry_is_rebuilt_silently(cache_folder, caplog):
     expected = read_network(SMALL, crs=CRS)
-    (entry,) = _entries(_private_cache)
+    (entry,) = _entries(cache_folder)
     entry.write_bytes(b"not a pickle at all")
     with caplog.at_level(logging.DEBUG, logger="twin.cache"):
         net = read_network(SMALL, crs=CRS)
@@ -89,7 +89,7 @@ def test_a_corrupt_entry_is_rebuilt_silently(_private_cache, caplog):
     _assert_same(expected, read_network(SMALL, crs=CRS))  # the replaced entry loads
 
 
-def test_a_changed_file_is_read_again(tmp_path, _private_cache):
+def test_a_changed_file_is_read_again(tmp_path, cache_folder):
     inp = tmp_path / "net.inp"
     inp.write_bytes(SMALL.read_bytes())
     before = read_network(inp, crs=CRS)
@@ -101,13 +101,13 @@ def test_a_changed_file_is_read_again(tmp_path, _private_cache):
     inp.write_text(text.replace(old, " ".join(fields)))
     after = read_network(inp, crs=CRS)
     assert after.wn.get_node(junction).elevation == pytest.approx(before.wn.get_node(junction).elevation + 7.0)
-    assert len(_entries(_private_cache)) == 2
+    assert len(_entries(cache_folder)) == 2
     # the same bytes under another name hit the entry, and the network names the path read
     copy = tmp_path / "copy.inp"
     copy.write_bytes(inp.read_bytes())
     assert network_key(copy, crs=CRS, to_crs=None) == network_key(inp, crs=CRS, to_crs=None)
     assert read_network(copy, crs=CRS).source == str(copy)
-    assert len(_entries(_private_cache)) == 2
+    assert len(_entries(cache_folder)) == 2
 
 
 def test_an_unwritable_cache_folder_is_ignored(tmp_path, monkeypatch, caplog):
@@ -121,10 +121,10 @@ def test_an_unwritable_cache_folder_is_ignored(tmp_path, monkeypatch, caplog):
     assert "without the cache" in caplog.text
 
 
-def test_no_cache_writes_nothing(_private_cache, monkeypatch):
+def test_no_cache_writes_nothing(cache_folder, monkeypatch):
     monkeypatch.setenv("TWIN_NO_CACHE", "1")
     read_network(SMALL, crs=CRS)
-    assert _entries(_private_cache) == []
+    assert _entries(cache_folder) == []
 
 
 def test_the_cache_lives_in_the_user_cache_folder_never_beside_the_files(tmp_path, monkeypatch):
@@ -144,9 +144,9 @@ def test_the_cache_lives_in_the_user_cache_folder_never_beside_the_files(tmp_pat
     assert len(_entries(tmp_path / "home" / ".cache" / "twin")) == 1
 
 
-def test_errors_are_not_cached(tmp_path, _private_cache):
+def test_errors_are_not_cached(tmp_path, cache_folder):
     from twin.errors import CRSError
 
     with pytest.raises(CRSError):
         read_network(SMALL)
-    assert _entries(_private_cache) == []
+    assert _entries(cache_folder) == []

@@ -280,3 +280,66 @@ def test_negative_pressures_are_counted_not_failed():
         snap = solver.solve()
         assert solver.n_negative_pressure == 1
     assert snap.pressure(solver.wn)["32"] < 0
+
+
+def _model_state(wn) -> dict:
+    """What a job could change in a model: roughness, statuses, demands, patterns, controls, options."""
+    return {
+        "roughness": [wn.get_link(p).roughness for p in wn.pipe_name_list],
+        "status": [str(wn.get_link(n).initial_status) for n in wn.link_name_list],
+        "demands": [[(d.base_value, d.pattern_name) for d in wn.get_node(j).demand_timeseries_list]
+                    for j in wn.junction_name_list],
+        "patterns": {n: list(wn.get_pattern(n).multipliers) for n in wn.pattern_name_list},
+        "controls": list(wn.control_name_list),
+        "times": (wn.options.time.duration, wn.options.time.hydraulic_timestep, wn.options.time.report_timestep,
+                  wn.options.time.pattern_start),
+        "hydraulic": (wn.options.hydraulic.pattern, wn.options.hydraulic.accuracy, wn.options.hydraulic.trials,
+                      wn.options.hydraulic.demand_multiplier),
+        "heads": [wn.get_node(r).base_head for r in wn.reservoir_name_list],
+    }
+
+
+def test_a_snapshot_solver_neither_copies_nor_changes_the_model():
+    # ky4 has demand patterns, pump controls and EPANET's default pattern "1"
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("ky4")))
+    before = _model_state(wn)
+    pipes = wn.pipe_name_list[:3]
+    with SnapshotSolver(wn) as solver:
+        assert solver.wn is wn
+        first = solver.solve()
+        solver.set_roughness({p: 77.0 for p in pipes})
+        changed = solver.solve()
+        # the solver sees the new roughness, the caller's model keeps its own
+        assert [solver.wn.get_link(p).roughness for p in pipes] == [77.0] * 3
+        assert solver.wn.get_link(wn.pipe_name_list[5]) is wn.get_link(wn.pipe_name_list[5])
+        assert solver.wn.junction_name_list == wn.junction_name_list
+    assert not np.allclose(first.heads.to_numpy(), changed.heads.to_numpy())
+    assert _model_state(wn) == before
+
+
+def test_a_linear_model_of_the_changed_roughness_is_the_one_of_a_changed_copy():
+    import copy
+
+    from twin.hydraulics import LinearModel
+
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    new = {p: 95.0 for p in wn.pipe_name_list[::7]}
+    changed = copy.deepcopy(wn)
+    for p, c in new.items():
+        changed.get_link(p).roughness = c
+    with SnapshotSolver(wn) as solver, SnapshotSolver(changed) as reference:
+        solver.set_roughness(new)
+        a, b = solver.solve(), reference.solve()
+        np.testing.assert_allclose(a.heads.to_numpy(), b.heads.to_numpy(), atol=1e-6)
+        lin_a = LinearModel(solver.wn, a.heads, a.flows, status=a.status)
+        lin_b = LinearModel(changed, b.heads, b.flows, status=b.status)
+        np.testing.assert_allclose(lin_a.links["c"].to_numpy(), lin_b.links["c"].to_numpy(), rtol=1e-6)
+
+
+def test_simulate_with_other_times_leaves_the_model_alone():
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
+    before = _model_state(wn)
+    results = simulate(wn, duration_s=3 * 3600, hydraulic_step_s=1800, report_step_s=1800)
+    assert results.node["head"].index.max() == 3 * 3600
+    assert len(results.node["head"]) == 7
+    assert _model_state(wn) == before

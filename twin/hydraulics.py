@@ -88,6 +88,10 @@ _EN_FLOW, _EN_INITSTATUS, _EN_INITSETTING, _EN_STATUS = 8, 4, 5, 11
 _EN_ROUGHNESS = 2
 _EN_NODECOUNT, _EN_LINKCOUNT = 0, 2
 _EN_DEMANDMULT = 4
+_EN_TRIALS, _EN_ACCURACY = 0, 1
+_EN_PATTERN, _EN_LINKPATTERN = 2, 15
+_EN_CONTROLCOUNT, _EN_RULECOUNT = 5, 6
+_EN_DURATION, _EN_PATTERNSTART = 0, 4
 
 
 def simulate(
@@ -118,15 +122,19 @@ def simulate(
     SimulationError
         EPANET stopped with an error, or the hydraulics did not converge.
     """
-    if duration_s is not None or hydraulic_step_s is not None or report_step_s is not None:
-        wn = copy.deepcopy(wn)
-        if duration_s is not None:
-            wn.options.time.duration = float(duration_s)
-        if hydraulic_step_s is not None:
-            wn.options.time.hydraulic_timestep = float(hydraulic_step_s)
-        if report_step_s is not None:
-            wn.options.time.report_timestep = float(report_step_s)
-    results = EpanetSession.period(wn).run_period(convergence_error=True)
+    overrides = {"duration": duration_s, "hydraulic_timestep": hydraulic_step_s, "report_timestep": report_step_s}
+    overrides = {k: float(v) for k, v in overrides.items() if v is not None}
+    times = wn.options.time
+    saved = {k: getattr(times, k) for k in overrides}
+    # the overrides only reach the session's input file: set them for its writing, then restore (no model copy)
+    try:
+        for k, v in overrides.items():
+            setattr(times, k, v)
+        session = EpanetSession.period(wn)
+    finally:
+        for k, v in saved.items():
+            setattr(times, k, v)
+    results = session.run_period(convergence_error=True)
     if getattr(results, "error_code", None):
         raise SimulationError(
             f"EPANET did not converge (code {results.error_code})",
@@ -191,8 +199,9 @@ class EpanetSession:
     project) and the setters. Three configurations:
 
     ``"snapshot"`` (:meth:`snapshots`)
-        Demand-driven single-period steady states of a copy of the model
-        without controls, patterns or speed patterns; tanks are fixed heads at
+        Demand-driven single-period steady states of the model without
+        controls, patterns or speed patterns (removed in EPANET's project, the
+        model itself is not copied); tanks are fixed heads at
         the level given per solve. The caller sets junction demands (in bulk),
         the demand multiplier, tank levels and link states, then
         :meth:`solve`. Used by :class:`SnapshotSolver`.
@@ -210,8 +219,8 @@ class EpanetSession:
     Parameters
     ----------
     wn : wntr.network.WaterNetworkModel
-        The model (SI). A snapshot session works on a copy; the others write
-        the model to the input file and never change it.
+        The model (SI). Every session writes it to its input file and never
+        changes it.
     mode : {"snapshot", "closure", "period"}
     time_s : int
         Closure: time of the snapshot, seconds after the patterns' start.
@@ -259,7 +268,7 @@ class EpanetSession:
         if mode not in _FAILURE:
             raise ValueError(f"mode must be one of {', '.join(_FAILURE)}, got {mode!r}")
         self.mode = mode
-        self.wn = _snapshot_model(wn) if mode == "snapshot" else wn
+        self.wn = wn  # never copied nor changed: a snapshot session configures EPANET's project instead
         self.junctions: list[str] = list(self.wn.junction_name_list)
         self._tank_limits = {t: (float(self.wn.get_node(t).min_level), float(self.wn.get_node(t).max_level))
                              for t in self.wn.tank_name_list}
@@ -269,7 +278,9 @@ class EpanetSession:
         units = self.wn.options.hydraulic.inpfile_units if mode == "period" else "LPS"
         with warnings.catch_warnings():  # WNTR warns about options EPANET 2.2 ignores
             warnings.simplefilter("ignore")
-            _InpWriter(pattern_len).write(self._files[0], self.wn, units=units, version=2.2)
+            # a snapshot replaces every pattern by EPANET's unit pattern 0: their first values suffice
+            _InpWriter(1 if mode == "snapshot" else pattern_len).write(self._files[0], self.wn, units=units,
+                                                                      version=2.2)
         if mode != "period":
             self._open_steady(time_s, required_pressure_m, minimum_pressure_m)
 
@@ -303,6 +314,8 @@ class EpanetSession:
                 self._index_elements()
                 if self.mode == "closure":
                     self._freeze_demands(int(time_s), required_m, minimum_m)
+                else:
+                    self._configure_snapshot()
                 en.ENopenH()
         except SimulationError:
             self.close()
@@ -353,6 +366,47 @@ class EpanetSession:
                 self._call("setbasedemand", c_idx, ctypes.c_int(cat),
                            ctypes.c_double(total if cat == 1 else 0.0))
                 self._call("setdemandpattern", c_idx, ctypes.c_int(cat), ctypes.c_int(0))
+
+    def _configure_snapshot(self) -> None:
+        """Snapshot set-up in EPANET's project: no controls, patterns or speed patterns, fixed demands.
+
+        What a copy of the model once did (7.5 s of ``deepcopy`` on a
+        22,000-pipe network), done in the toolkit after the model's own file
+        is opened: controls and rules deleted, one period starting at the
+        patterns' start, every junction's demand categories summed into the
+        first at their patterns' first value, with EPANET's unit pattern 0
+        (never the default pattern, issue 10), reservoir head and pump speed
+        patterns removed, water quality off, convergence tightened for
+        centimetre signals. :attr:`snapshot_demands` holds those demands (m³/s).
+        """
+        count = ctypes.c_int()
+        for code, delete in ((_EN_RULECOUNT, "deleterule"), (_EN_CONTROLCOUNT, "deletecontrol")):
+            self._call("getcount", ctypes.c_int(code), ctypes.byref(count))
+            for index in range(count.value, 0, -1):
+                self._call(delete, ctypes.c_int(index))
+        self._en.ENsettimeparam(_EN_DURATION, 0)
+        self._en.ENsettimeparam(_EN_PATTERNSTART, 0)
+        hydraulic = self.wn.options.hydraulic
+        # centimetre signals need a tighter convergence than EPANET's default 0.001-0.01
+        for option, value in ((_EN_DEMANDMULT, 1.0), (_EN_ACCURACY, min(hydraulic.accuracy, 1e-5)),
+                              (_EN_TRIALS, max(hydraulic.trials, 200))):
+            self._call("setoption", ctypes.c_int(option), ctypes.c_double(float(value)))
+        self._call("setqualtype", ctypes.c_int(0), b"", b"", b"")
+        self.snapshot_demands = np.array(
+            [sum(d.base_value * _first_multiplier(d.pattern) for d in self.wn.get_node(n).demand_timeseries_list)
+             for n in self.junctions], dtype=float)
+        ndem = ctypes.c_int()
+        for idx, total in zip(self._junction_idx_list, (self.snapshot_demands * _LPS).tolist()):
+            c_idx = ctypes.c_int(idx)
+            self._call("getnumdemands", c_idx, ctypes.byref(ndem))
+            for cat in range(1, max(ndem.value, 1) + 1):
+                self._call("setbasedemand", c_idx, ctypes.c_int(cat), ctypes.c_double(total if cat == 1 else 0.0))
+                self._call("setdemandpattern", c_idx, ctypes.c_int(cat), ctypes.c_int(0))
+        for name in self.wn.reservoir_name_list:
+            self._set_node(self.node_index[name], _EN_PATTERN, 0.0)
+        for name in self.wn.pump_name_list:
+            self._call("setlinkvalue", ctypes.c_int(self.link_index[name]), ctypes.c_int(_EN_LINKPATTERN),
+                       ctypes.c_double(0.0))
 
     def __enter__(self) -> EpanetSession:
         return self
@@ -637,16 +691,19 @@ class SnapshotSolver:
     Parameters
     ----------
     wn : wntr.network.WaterNetworkModel
-        The model (SI). It is copied, never modified.
+        The model (SI). It is neither copied nor modified: EPANET's project is
+        configured for snapshots instead (:class:`EpanetSession`).
 
     Attributes
     ----------
     wn : wntr.network.WaterNetworkModel
-        The snapshot copy the session solves (for :class:`LinearModel`).
+        The model the session solves (for :class:`LinearModel`): the caller's,
+        or after :meth:`set_roughness` a view of it with the new roughness.
     junctions : list of str
         Junction names, the order of a demand array.
     base_demands : numpy.ndarray
-        The copy's junction demands (m³/s), the default of :meth:`solve`.
+        Junction demands (m³/s) at the patterns' start, every category
+        summed: the default of :meth:`solve`.
     n_solved : int
         Snapshots solved so far.
 
@@ -658,15 +715,12 @@ class SnapshotSolver:
 
     def __init__(self, wn: wntr.network.WaterNetworkModel) -> None:
         self.session = EpanetSession.snapshots(wn)
-        model = self.session.wn
-        self.wn = model
+        self.wn: Any = wn
         self.junctions: list[str] = self.session.junctions
-        self.tanks: list[str] = list(model.tank_name_list)
-        self.node_names: list[str] = list(model.node_name_list)
-        self.link_names: list[str] = list(model.link_name_list)
-        self.base_demands = np.array(
-            [model.get_node(j).demand_timeseries_list[0].base_value
-             if model.get_node(j).demand_timeseries_list else 0.0 for j in self.junctions])
+        self.tanks: list[str] = list(wn.tank_name_list)
+        self.node_names: list[str] = list(wn.node_name_list)
+        self.link_names: list[str] = list(wn.link_name_list)
+        self.base_demands = self.session.snapshot_demands.copy()
         self.n_solved = 0
 
     def __enter__(self) -> SnapshotSolver:
@@ -756,9 +810,11 @@ class SnapshotSolver:
     def set_roughness(self, roughness: Mapping[str, float]) -> None:
         """Give pipes a new roughness coefficient, for every later snapshot.
 
-        Both EPANET's project and the snapshot copy :attr:`wn` change, so a
-        :class:`LinearModel` built on :attr:`wn` linearises the same network
-        the snapshots solve (model calibration, :mod:`twin.calibrate`).
+        Both EPANET's project and :attr:`wn` change, so a :class:`LinearModel`
+        built on :attr:`wn` linearises the same network the snapshots solve
+        (model calibration, :mod:`twin.calibrate`). The caller's model is not
+        changed: :attr:`wn` becomes a view of it whose ``get_link`` gives the
+        changed pipes with their new roughness.
 
         Parameters
         ----------
@@ -767,8 +823,10 @@ class SnapshotSolver:
             file's own unit under another head-loss formula).
         """
         self.session.set_roughness(roughness)
+        if not isinstance(self.wn, _RoughnessView):
+            self.wn = _RoughnessView(self.wn)
         for link, value in roughness.items():
-            self.wn.get_link(str(link)).roughness = float(value)
+            self.wn.set_roughness(str(link), float(value))
 
     @property
     def n_negative_pressure(self) -> int:
@@ -776,43 +834,39 @@ class SnapshotSolver:
         return self.session.n_negative_pressure
 
 
-#: Name of the unit pattern of a snapshot model (every demand, and the default pattern).
-UNIT_PATTERN = "TWIN_UNIT"
+def _first_multiplier(pattern: Any) -> float:
+    """A pattern's multiplier at the patterns' start (1 without a pattern or multipliers)."""
+    if pattern is None or len(pattern.multipliers) == 0:
+        return 1.0
+    return float(pattern.multipliers[0])
 
 
-def _snapshot_model(wn: wntr.network.WaterNetworkModel) -> wntr.network.WaterNetworkModel:
-    """A copy of ``wn`` for single-period snapshots: no controls, speed patterns or demand shapes.
+class _RoughnessView:
+    """A model seen with new roughness on some pipes, without copying or changing the model.
 
-    Every junction demand carries an explicit unit pattern, which is also the
-    default pattern: a demand written without a pattern would otherwise get
-    EPANET's default pattern (ID ``1`` when the network has one, as every
-    network shipped with EPANET or WNTR does), which scaled every snapshot
-    demand by that pattern's first value (x0.33 on ky4, x1.34 on Net3; issue 10).
+    Every attribute is the model's, except :meth:`get_link` of a changed pipe,
+    which returns a shallow copy of that pipe carrying the new roughness. Made
+    by :meth:`SnapshotSolver.set_roughness` for :class:`LinearModel` and
+    calibration, which read links by name (``get_link``).
     """
-    model = copy.deepcopy(wn)
-    for name in list(model.control_name_list):
-        model.remove_control(name)
-    model.options.time.duration = 0.0
-    model.options.time.pattern_start = 0.0
-    if UNIT_PATTERN not in model.pattern_name_list:
-        model.add_pattern(UNIT_PATTERN, [1.0])
-    model.options.hydraulic.pattern = UNIT_PATTERN
-    model.options.hydraulic.demand_multiplier = 1.0
-    model.options.quality.parameter = "NONE"
-    # centimetre signals need a tighter convergence than EPANET's default 0.001-0.01
-    model.options.hydraulic.accuracy = min(model.options.hydraulic.accuracy, 1e-5)
-    model.options.hydraulic.trials = max(model.options.hydraulic.trials, 200)
-    for _, junction in model.junctions():
-        total = sum(d.base_value * (d.pattern.at(0) if d.pattern is not None else 1.0)
-                    for d in junction.demand_timeseries_list)
-        while len(junction.demand_timeseries_list) > 0:
-            del junction.demand_timeseries_list[0]
-        junction.demand_timeseries_list.append((total, model.get_pattern(UNIT_PATTERN), None))
-    for _, reservoir in model.reservoirs():
-        reservoir.head_timeseries.pattern_name = None
-    for _, pump in model.pumps():
-        pump.speed_pattern_name = None
-    return model
+
+    def __init__(self, wn: wntr.network.WaterNetworkModel) -> None:
+        self._wn = wn
+        self._links: dict[str, Any] = {}
+
+    def set_roughness(self, name: str, value: float) -> None:
+        link = self._links.get(name)
+        if link is None:
+            link = copy.copy(self._wn.get_link(name))
+            self._links[name] = link
+        link.roughness = value
+
+    def get_link(self, name: str) -> Any:
+        link = self._links.get(name)
+        return link if link is not None else self._wn.get_link(name)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._wn, attr)
 
 
 # --------------------------------------------------------------------------- #
