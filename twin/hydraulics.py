@@ -238,21 +238,26 @@ class _GroupedDemands:
 
     def _rescale_groups(self, want: np.ndarray, loose: np.ndarray) -> int:
         """One new value per pattern whose junctions all changed by a common factor; clears them in ``loose``."""
-        calls = 0
-        for g in np.unique(self.group[loose]).tolist():
-            if g == 0:
-                continue
-            members = np.flatnonzero(self.group == g)
-            b, w = self.base[members], want[members]
-            nz = np.flatnonzero(b != 0)
-            if nz.size == 0:
-                continue
-            factor = w[nz[0]] / b[nz[0]]
-            if not np.isfinite(factor) or not np.all(np.abs(w - b * factor) <= GROUP_RTOL * np.abs(w)):
-                continue
-            self._set_pattern_value(g, factor)
-            calls += 1
-            loose[members] = False
+        n_pat = len(self.value)
+        touched = np.zeros(n_pat, dtype=bool)
+        touched[self.group[loose]] = True
+        touched[0] = False  # EPANET's unit pattern never changes
+        idx = np.flatnonzero(touched[self.group])
+        if idx.size == 0:
+            return 0
+        g, b, w = self.group[idx], self.base[idx], want[idx]
+        nz = np.flatnonzero(b != 0)
+        groups, first = np.unique(g[nz], return_index=True)
+        factor = np.full(n_pat, np.nan)
+        factor[groups] = w[nz[first]] / b[nz[first]]
+        f = factor[g]
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(f) & (np.abs(w - b * f) <= GROUP_RTOL * np.abs(w))
+        broken = np.zeros(n_pat, dtype=bool)
+        broken[g[~ok]] = True
+        whole = groups[~broken[groups]]
+        calls = sum(self._set_pattern_value(k, factor[k]) for k in whole.tolist())
+        loose[idx[~broken[g]]] = False
         return calls
 
     def _regroup(self, want: np.ndarray, now: np.ndarray, loose: np.ndarray) -> int:
@@ -265,8 +270,8 @@ class _GroupedDemands:
         calls = 0
         for k in np.flatnonzero(counts >= GROUP_MIN).tolist():
             members = idx[inverse == k]
-            g = self._new_pattern()
-            calls += 1 + self._set_bases(members, want[members], pattern=g)
+            g, made = self._new_pattern()
+            calls += made + self._set_bases(members, want[members], pattern=g)
             loose[members] = False
         return calls
 
@@ -302,11 +307,13 @@ class _GroupedDemands:
         self.free.extend(int(g) for g in old.tolist() if g != 0 and used[g] == 0 and g not in self.free)
         return calls
 
-    def _new_pattern(self) -> int:
-        """A pattern of value 1 (a free one, else a new one in EPANET's project)."""
+    def _new_pattern(self) -> tuple[int, int]:
+        """A pattern of value 1 (a free one, else a new one in EPANET's project) and the toolkit calls made."""
+        calls = 0
         if self.free:
             g = self.free.pop()
         else:
+            calls += 2
             s = self.s
             name = f"TWIN_G{len(self.value)}".encode()
             s._call("addpattern", name)
@@ -315,14 +322,15 @@ class _GroupedDemands:
             g = index.value
             while len(self.value) <= g:
                 self.value.append(1.0)
-        self._set_pattern_value(g, 1.0)
-        return g
+        return g, calls + self._set_pattern_value(g, 1.0)
 
-    def _set_pattern_value(self, g: int, value: float) -> None:
+    def _set_pattern_value(self, g: int, value: float) -> int:
+        """Give pattern ``g`` the value ``value``; return the toolkit calls made (0 if it had it)."""
         if self.value[g] == value:
-            return
+            return 0
         self.s._call("setpatternvalue", ctypes.c_int(g), ctypes.c_int(1), ctypes.c_double(float(value)))
         self.value[g] = float(value)
+        return 1
 
 
 class EpanetSession:
