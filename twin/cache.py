@@ -34,6 +34,7 @@ command; it is read directly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -200,8 +201,6 @@ def cached_network(path: Path, *, crs: Any, to_crs: Any, build: Callable[[], Net
 
 def _with_source(net: Network, source: str) -> Network:
     """``net`` with ``source`` (and the model's name) set to the path read now."""
-    import dataclasses
-
     net.wn.name = source
     if net.source == source:
         return net
