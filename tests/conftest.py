@@ -20,6 +20,26 @@ def wntr_network(name: str) -> Path:
     return Path(wntr.__file__).parent / "library" / "networks" / f"{name}.inp"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The network cache of the whole run in a temporary folder: tests never touch the user's ~/.cache.
+
+    Session-scoped so that module-scoped fixtures reading networks use it too.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TWIN_CACHE_DIR", str(tmp_path_factory.mktemp("twin-cache")))
+        mp.delenv("TWIN_NO_CACHE", raising=False)
+        yield
+
+
+@pytest.fixture
+def cache_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty network cache folder for this test (``TWIN_CACHE_DIR``)."""
+    folder = tmp_path_factory.mktemp("twin-cache")
+    monkeypatch.setenv("TWIN_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def ltown_inp() -> Path:
     """L-Town (BattLeDIM 2020, CC BY 4.0), from ../shared/networks."""

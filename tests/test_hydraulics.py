@@ -108,7 +108,8 @@ def test_bulk_demands_equal_per_node_setting_and_only_changes_are_sent():
     rng = np.random.default_rng(3)
     with EpanetSession.snapshots(wn) as bulk, EpanetSession.snapshots(wn) as one_by_one:
         d = np.array([wn.get_node(j).base_demand for j in bulk.junctions]) * rng.uniform(0.5, 1.5, len(bulk.junctions))
-        assert bulk.set_demands(d) == len(d)  # first call: every junction
+        # first call: every junction whose demand differs from the model's (at the patterns' start)
+        assert bulk.set_demands(d) == int(np.sum(d != bulk.snapshot_demands)) > 0
         for name, value in zip(one_by_one.junctions, d):
             one_by_one.set_demands([value], [name])
         bulk.solve()
@@ -280,3 +281,99 @@ def test_negative_pressures_are_counted_not_failed():
         snap = solver.solve()
         assert solver.n_negative_pressure == 1
     assert snap.pressure(solver.wn)["32"] < 0
+
+
+def _model_state(wn) -> dict:
+    """What a job could change in a model: roughness, statuses, demands, patterns, controls, options."""
+    return {
+        "roughness": [wn.get_link(p).roughness for p in wn.pipe_name_list],
+        "status": [str(wn.get_link(n).initial_status) for n in wn.link_name_list],
+        "demands": [[(d.base_value, d.pattern_name) for d in wn.get_node(j).demand_timeseries_list]
+                    for j in wn.junction_name_list],
+        "patterns": {n: list(wn.get_pattern(n).multipliers) for n in wn.pattern_name_list},
+        "controls": list(wn.control_name_list),
+        "times": (wn.options.time.duration, wn.options.time.hydraulic_timestep, wn.options.time.report_timestep,
+                  wn.options.time.pattern_start),
+        "hydraulic": (wn.options.hydraulic.pattern, wn.options.hydraulic.accuracy, wn.options.hydraulic.trials,
+                      wn.options.hydraulic.demand_multiplier),
+        "heads": [wn.get_node(r).base_head for r in wn.reservoir_name_list],
+    }
+
+
+def test_a_snapshot_solver_neither_copies_nor_changes_the_model():
+    # ky4 has demand patterns, pump controls and EPANET's default pattern "1"
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("ky4")))
+    before = _model_state(wn)
+    pipes = wn.pipe_name_list[:3]
+    with SnapshotSolver(wn) as solver:
+        assert solver.wn is wn
+        first = solver.solve()
+        solver.set_roughness({p: 77.0 for p in pipes})
+        changed = solver.solve()
+        # the solver sees the new roughness, the caller's model keeps its own
+        assert [solver.wn.get_link(p).roughness for p in pipes] == [77.0] * 3
+        assert solver.wn.get_link(wn.pipe_name_list[5]) is wn.get_link(wn.pipe_name_list[5])
+        assert solver.wn.junction_name_list == wn.junction_name_list
+    assert not np.allclose(first.heads.to_numpy(), changed.heads.to_numpy())
+    assert _model_state(wn) == before
+
+
+def test_a_linear_model_of_the_changed_roughness_is_the_one_of_a_changed_copy():
+    import copy
+
+    from twin.hydraulics import LinearModel
+
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    new = {p: 95.0 for p in wn.pipe_name_list[::7]}
+    changed = copy.deepcopy(wn)
+    for p, c in new.items():
+        changed.get_link(p).roughness = c
+    with SnapshotSolver(wn) as solver, SnapshotSolver(changed) as reference:
+        solver.set_roughness(new)
+        a, b = solver.solve(), reference.solve()
+        np.testing.assert_allclose(a.heads.to_numpy(), b.heads.to_numpy(), atol=1e-6)
+        lin_a = LinearModel(solver.wn, a.heads, a.flows, status=a.status)
+        lin_b = LinearModel(changed, b.heads, b.flows, status=b.status)
+        np.testing.assert_allclose(lin_a.links["c"].to_numpy(), lin_b.links["c"].to_numpy(), rtol=1e-6)
+
+
+def test_simulate_with_other_times_leaves_the_model_alone():
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net1")))
+    before = _model_state(wn)
+    results = simulate(wn, duration_s=3 * 3600, hydraulic_step_s=1800, report_step_s=1800)
+    assert results.node["head"].index.max() == 3 * 3600
+    assert len(results.node["head"]) == 7
+    assert _model_state(wn) == before
+
+
+def test_demands_scaled_per_district_cost_one_call_per_district_and_solve_the_same(monkeypatch):
+    import twin.hydraulics as hydraulics
+
+    wn = wntr.network.WaterNetworkModel(str(wntr_network("Net3")))
+    rng = np.random.default_rng(5)
+    n = len(wn.junction_name_list)
+    district = rng.integers(0, 4, n)  # four districts
+    rates = rng.uniform(0.0, 2e-3, (2, n))  # two windows of metered rates, m³/s
+    rates[:, ::9] = 0.0  # some junctions without customers
+    steps = [(w, rng.uniform(0.6, 1.4, 4)) for w in (0, 0, 0, 0, 1, 1, 1)]
+
+    def run() -> tuple[list[np.ndarray], list[int]]:
+        heads, calls = [], []
+        with EpanetSession.snapshots(wn) as session:
+            for w, factor in steps:
+                calls.append(session.set_demands(rates[w] * factor[district]))
+                session.solve()
+                heads.append(session.node_values("head"))
+                applied = session.node_values("demand", session.junctions)
+                np.testing.assert_allclose(applied, rates[w] * factor[district], rtol=1e-9, atol=1e-12)
+        return heads, calls
+
+    grouped, grouped_calls = run()
+    monkeypatch.setattr(hydraulics, "GROUP_MIN", 10**9)  # never grouped: one call per changed junction
+    single, single_calls = run()
+    # the demands agree to 1e-12 (relative); EPANET's iterations (accuracy 1e-5) then agree to micrometres
+    np.testing.assert_allclose(np.array(grouped), np.array(single), rtol=0, atol=1e-6)
+    # after the first two snapshots a step costs one call per district, a new window no more than before
+    assert grouped_calls[2:4] == [4, 4]
+    assert grouped_calls[5:] == [4, 4]
+    assert sum(grouped_calls[2:]) < sum(single_calls[2:]) / 4
