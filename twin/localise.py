@@ -1172,8 +1172,6 @@ def _refine(
     chi2 = float((((cal.delta - pred_best) / cal.sigma) ** 2).sum())
     dof = max(cal.n_valid - 1, 1)
     placebo = _placebo_temper(cal, sig, scores.prior)
-    sig_err = _signature_error_temper(cal, sig, scores.prior, pred_best, settings.SIGNATURE_ERROR_SHARE)
-    placebo += sig_err
     misfit = max(1.0, chi2 / dof) if nu is None else 1.0
     # the misfit widens the noise model (the likelihood); errors shared between sensors make the
     # whole posterior overconfident without changing which pipe fits best: it is flattened as a
@@ -1181,8 +1179,7 @@ def _refine(
     spread = max(1.0, placebo / misfit) if nu is None else 1.0
     return _Scores(ll, L_fit, scores.prior, (ll / misfit + scores.prior) / spread,
                    {**scores.report, "misfit_reduced_chi2": round(chi2 / dof, 3),
-                    "placebo_temper": round(placebo, 3), "signature_error_temper": round(sig_err, 3),
-                    "temper": round(misfit * spread, 3)})
+                    "placebo_temper": round(placebo, 3), "temper": round(misfit * spread, 3)})
 
 
 def _placebo_temper(cal: _Calibration, sig: np.ndarray, prior: np.ndarray) -> float:
@@ -1208,37 +1205,6 @@ def _placebo_temper(cal: _Calibration, sig: np.ndarray, prior: np.ndarray) -> fl
     pi = np.exp(prior[ok] - prior[ok].max())
     pi /= pi.sum()
     return float(np.mean(z2 @ pi))
-
-
-def _signature_error_temper(cal: _Calibration, sig: np.ndarray, prior: np.ndarray, pred: np.ndarray,
-                            share: float) -> float:
-    """Evidence a matched filter collects by chance from errors of the leak's own signature (mean ``z²``).
-
-    The placebo changes (:func:`_placebo_temper`) hold no leak, so they
-    cannot show errors that grow with it: roughness the model does not know
-    changes the pressure drop a leak causes at each logger by some per cent,
-    the same in every block of hours. Modelled as ``e_s = share · ξ_s ·
-    pred_s`` with one standard normal ``ξ_s`` per sensor (``pred`` the best
-    candidate's predicted change), the matched-filter statistic of pipe
-    ``p``, ``z = g_pᵀWe / sqrt(g_pᵀWg_p)``, has ``E[z²] = Σ_s (Σ_{b} g_{p,bs}
-    w_{bs} share·pred_{bs})² / g_pᵀWg_p``; its prior-weighted mean over the
-    pipes adds to the placebo temper. Near a large leak, where a few
-    loggers drop by metres, this is what keeps the score of the pipe that
-    fits best from claiming certainty the model's roughness cannot give
-    (the bundled Yingtan week: p = 0.97 on a pipe 441 m from the leak before).
-    """
-    if share <= 0 or sig.size == 0:
-        return 0.0
-    n_blocks = int(cal.row_block.max()) + 1
-    n_sens = len(cal.delta) // n_blocks
-    w = np.where(cal.sigma < SIGMA_MISSING, 1.0 / cal.sigma ** 2, 0.0)
-    v = (w * share * np.nan_to_num(pred)).reshape(n_blocks, n_sens)
-    num = np.einsum("bsm,bs->sm", sig.reshape(n_blocks, n_sens, -1), v)
-    den = (sig ** 2 * w[:, None]).sum(axis=0)
-    ok = den > 0
-    z2 = (num[:, ok] ** 2).sum(axis=0) / den[ok]
-    pi = np.exp(prior[ok] - prior[ok].max())
-    return float(z2 @ (pi / pi.sum()))
 
 
 def _leak_response(solver: SnapshotSolver, inputs: _Inputs, cal: _Calibration, bases: list,

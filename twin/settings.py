@@ -57,11 +57,6 @@ LOCALISATION_RADIUS_M = 300.0
 #: model knows to about ±10 %. Chosen from that, not fitted to weeks.
 FLOW_SPLIT_SHARE = 0.1
 
-#: Relative error of a leak's pressure signature from roughness the model does
-#: not know (about ±10 %), the same at a logger in every hour; it tempers the
-#: scores (twin.localise._signature_error_temper), not the ranking.
-SIGNATURE_ERROR_SHARE = 0.1
-
 #: Share of the candidate score held by the candidate zone.
 CANDIDATE_ZONE_SHARE = 0.9
 
