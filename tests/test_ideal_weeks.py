@@ -6,10 +6,10 @@ model's own demand curve). Before the fixes of issue 10 the job ranked the
 leaking pipe 929th (ky4), 13th (ky10), 13th (Net3) and 39th (L-Town), the top
 candidate within 300 m in none of them. With the snapshot fixes and the
 likelihood whose variance no longer grows with each candidate's prediction
-(root cause 8) it ranks them 1, 1, 1 and 6, the issue's bar: every leaking
+(root cause 8) it ranks them 1, 1, 1 and 8, the issue's bar: every leaking
 pipe in the first 10 and the top candidate within 300 m on L-Town, Net3 and
 ky10 (3 of 4). On ky4 the leaking pipe is one of four pipes in series with
-one signature; the top candidate (256 m away) is not asserted. The bounds
+one signature, and the top candidate (648 m away) is not asserted. The bounds
 leave a small margin. docs/localise.md, "Root causes (issue 10)". A week
 takes about 5-15 s.
 """
