@@ -304,7 +304,7 @@ def test_placebo_temper_counts_errors_shared_between_loggers():
     assert _placebo_temper(cal_with(np.zeros((0, k))), sig, prior) == 1.0
 
 
-def test_likelihood_does_not_reward_a_candidate_for_predicting_too_much():
+def test_fixed_likelihood_does_not_reward_a_candidate_for_predicting_too_much():
     """Root cause 8 of issue 10: the pipe whose signature falls short of the change must not lose to one overshooting it.
 
     Near a large leak the linearised signature of the leaking pipe falls
@@ -320,6 +320,9 @@ def test_likelihood_does_not_reward_a_candidate_for_predicting_too_much():
     ll, L = _loglik(delta, sigma, g, L_prior=1.0, L_sd=1e-4)  # the leak size pinned by the balance
     assert L == pytest.approx(1.0, abs=1e-3)
     assert ll[0] == pytest.approx(0.0, abs=1e-6) and ll[0] > ll[1] > ll[2]
+    # the allowance that grows with the prediction (the default likelihood) prefers overshooting: the bias
+    ll_a, _ = _loglik(delta, sigma, g, L_prior=1.0, L_sd=1e-4, alpha=np.full(3, 0.1))
+    assert ll_a[2] > ll_a[1]
     # a free leak size fits any scaled copy of the right signature equally well
     ll_free, L_free = _loglik(delta, sigma, g, L_prior=1.0, L_sd=1e3)
     assert ll_free == pytest.approx(np.zeros(3), abs=1e-3)

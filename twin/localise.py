@@ -241,6 +241,7 @@ class _Calibration:
     weights: np.ndarray
     report: dict
     placebo: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # placebo changes x rows
+    alpha: np.ndarray | None = None  # model-error allowance per row (likelihood "allowance"), None: fixed variance
 
     @property
     def n_valid(self) -> int:
@@ -1047,6 +1048,7 @@ def _scores(
     nu: float | None,
     dma_prior: float,
     flow_split: float,
+    likelihood: str,
 ) -> tuple[_Scores, np.ndarray, list, _Calibration]:
     """Signatures at each block's mean leak operating point, likelihood and prior per pipe.
 
@@ -1058,7 +1060,9 @@ def _scores(
     list
         The base snapshot of each block (for the refinement).
     _Calibration
-        ``cal`` with the flow rows' noise widened by :func:`_flow_split_allowance`.
+        ``cal`` as the likelihood uses it: with the flow rows' noise widened
+        by :func:`_flow_split_allowance` (``"fixed"``) or with the allowance
+        per row (``"allowance"``).
     """
     pipes = _pipes(network)
     flow_links = list(inputs.flow.columns)
@@ -1074,9 +1078,12 @@ def _scores(
     if common_mode:
         sig = _centre_pressure(sig, cal.row_block, cal.row_is_p, cal.weights)
     L_prior, L_sd = _leak_prior(det)
-    cal = _flow_split_allowance(cal, sig, L_prior, flow_split)
+    if likelihood == "fixed":
+        cal = _flow_split_allowance(cal, sig, L_prior, flow_split)
+    else:
+        cal = replace(cal, alpha=np.where(cal.row_is_p, settings.ALLOWANCE_PRESSURE, settings.ALLOWANCE_FLOW))
     # measured - model: the model lacks the leak, so delta ≈ S L (S < 0 for pressures)
-    ll, L_fit = _loglik(cal.delta, cal.sigma, sig, L_prior, L_sd, nu)
+    ll, L_fit = _loglik(cal.delta, cal.sigma, sig, L_prior, L_sd, cal.alpha, nu)
     length = pipes["length_m"].to_numpy(float)
     prior = np.log(np.maximum(np.nan_to_num(length, nan=1.0), 1.0))
     report: dict[str, Any] = {}
@@ -1164,12 +1171,13 @@ def _refine(
             continue
         if common_mode:
             g = _centre_pressure(g, cal.row_block, cal.row_is_p, cal.weights)
-        llk, Lr = _loglik(cal.delta, cal.sigma, g, L_prior, L_sd, nu)
+        llk, Lr = _loglik(cal.delta, cal.sigma, g, L_prior, L_sd, cal.alpha, nu)
         ll[k], L_fit[k] = llk[0], Lr[0]
         refined[k] = g[:, 0] * Lr[0]
     best = int(np.argmax(ll + scores.prior))
     pred_best = refined.get(best, sig[:, best] * L_fit[best])
-    chi2 = float((((cal.delta - pred_best) / cal.sigma) ** 2).sum())
+    var_best = cal.sigma ** 2 + (0.0 if cal.alpha is None else (cal.alpha * pred_best) ** 2)
+    chi2 = float((((cal.delta - pred_best) ** 2) / var_best).sum())
     dof = max(cal.n_valid - 1, 1)
     placebo = _placebo_temper(cal, sig, scores.prior)
     misfit = max(1.0, chi2 / dof) if nu is None else 1.0
@@ -1311,6 +1319,7 @@ def localise(
     refine_top: int = 10,
     block_hours: int = 4,
     nu: float | None = None,
+    likelihood: str = settings.LIKELIHOOD,
     flow_split: float = settings.FLOW_SPLIT_SHARE,
     common_mode: bool = False,
     pool_sigma: bool = False,
@@ -1346,11 +1355,20 @@ def localise(
         Candidates refined by a non-linear leak simulation.
     block_hours : int
         Hours of the day pooled into one operating point (signatures, noise).
+    likelihood : {"allowance", "fixed"}
+        ``"allowance"`` (default): each row's variance grows with the
+        candidate's own predicted change, ``σ² + (α L g)²`` (``α`` 0.1 for
+        pressures, 2 for flows). ``"fixed"``: one variance per row for every
+        candidate, the flow meters widened by ``flow_split``; it removes the
+        allowance's bias towards pipes predicting too much (issue 10 root
+        cause 8: better on the validation, ideal and Yingtan weeks, worse on
+        EPyT-Flow L-Town, see docs/localise.md) and is not the default yet.
     flow_split : float
-        Uncertainty of each flow meter's share of the leak, as a fraction of
-        the leak (roughness the model does not know moves the split between
-        inlets and sources); widens the flow meters' noise alike for every
-        candidate. 0 lets the flow meters' own noise decide.
+        With ``likelihood="fixed"``: uncertainty of each flow meter's share
+        of the leak, as a fraction of the leak (roughness the model does not
+        know moves the split between inlets and sources); widens the flow
+        meters' noise alike for every candidate. 0 lets the flow meters' own
+        noise decide.
     common_mode : bool
         Remove the change common to all pressure loggers (per block) from the
         residuals and the signatures: robust to model errors that shift every
@@ -1394,6 +1412,8 @@ def localise(
         The network does not converge with the measured boundary conditions.
     """
     clock = _Clock()
+    if likelihood not in ("allowance", "fixed"):
+        raise InputError(f"unknown likelihood {likelihood!r}", fix='use "allowance" (the default) or "fixed"')
     if measurements is None:
         if readings is None:
             raise InputError("localise needs readings or measurements", fix="pass readings=... or measurements=...")
@@ -1413,7 +1433,7 @@ def localise(
                  det.details.get("step_lps", 0.0), det.t_night)
         return Localisation(pd.DataFrame(columns=CANDIDATE_COLUMNS), report)
     options = {"hours": hours or (0, 24), "refine_top": refine_top, "block_hours": block_hours, "nu": nu,
-               "flow_split": flow_split, "common_mode": common_mode, "pool_sigma": pool_sigma, "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
+               "likelihood": likelihood, "flow_split": flow_split, "common_mode": common_mode, "pool_sigma": pool_sigma, "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
     result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
     if not inputs.p_sensors:  # flows alone cannot tell pipes of a DMA apart (issue 12)
         result = spread_within_dmas(result)
@@ -1481,6 +1501,7 @@ def _rank(
     refine_top: int,
     block_hours: int,
     nu: float | None,
+    likelihood: str,
     flow_split: float,
     common_mode: bool,
     pool_sigma: bool,
@@ -1503,7 +1524,8 @@ def _rank(
                            common_mode=common_mode)
         clock.lap("calibration_s")
         first, sig, bases, cal = _scores(solver, network, inputs, det, demands, cal, common_mode=common_mode, nu=nu,
-                                         dma_prior=dma_prior, flow_split=flow_split)
+                                         dma_prior=dma_prior, flow_split=flow_split,
+                                         likelihood=likelihood)
         clock.lap("signatures_s")
         scores = _refine(solver, network, inputs, det, cal, first, sig, bases, refine_top=refine_top,
                          common_mode=common_mode, nu=nu)
@@ -1560,32 +1582,36 @@ def _pipe_signatures(S: np.ndarray, junctions: list[str], pipes: pd.DataFrame) -
 
 
 def _loglik(delta: np.ndarray, sigma: np.ndarray, sig: np.ndarray, L_prior: float, L_sd: float,
-            nu: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+            alpha: np.ndarray | None = None, nu: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood per pipe with a non-negative fitted leak size.
 
     ``delta`` (k,) residual changes, ``sigma`` (k,) their noise (from the
-    leak-free days), ``sig`` (k, m) signatures per m³/s; ``nu``: Student-t
-    degrees of freedom (None: Gaussian); returns (loglik (m,), L (m³/s, m)).
+    leak-free days), ``sig`` (k, m) signatures per m³/s; ``alpha`` (k,) a
+    model-error allowance that grows with each candidate's predicted change
+    (``v = σ² + (α L g)²``), None for the same variance ``σ²`` for every
+    candidate; ``nu``: Student-t degrees of freedom (None: Gaussian);
+    returns (loglik (m,), L (m³/s, m)).
 
-    The variance of a row is the same for every candidate. A variance that
-    grows with the candidate's own prediction (an allowance ``α·L·g`` for
-    signature errors, used until December 2026) rewards candidates that
-    predict more than was measured: over-predicting by a factor 2 cost a
-    quarter of under-predicting by the same factor, so pipes with large
-    signatures beat the leaking pipe whose linearised signature fell short
-    of the measured change (docs/localise.md, "The model-error allowance").
-    Model errors shared by all candidates widen the noise through the
-    misfit and the placebo temper (:func:`_refine`) instead.
+    The allowance favours candidates that predict more than was measured:
+    over-predicting by a factor 2 costs ``(1 − ½)²/α²``, under-predicting by
+    the same factor ``(2 − 1)²/α²``, four times more, so near a large leak,
+    where the leaking pipe's linearised signature falls short of the drop,
+    pipes with larger signatures win (docs/localise.md, root cause 8).
     """
     w = 1.0 / sigma ** 2
     num = (sig * (w * delta)[:, None]).sum(0) + L_prior / L_sd ** 2
     den = (sig ** 2 * w[:, None]).sum(0) + 1.0 / L_sd ** 2
     L = np.maximum(num / den, 0.0)
-    z2 = (delta[:, None] - sig * L[None, :]) ** 2 * w[:, None]
+    pred = sig * L[None, :]
+    if alpha is None:
+        var_ratio = np.ones_like(pred)
+    else:
+        var_ratio = 1.0 + (np.asarray(alpha, float)[:, None] * pred) ** 2 * w[:, None]
+    z2 = (delta[:, None] - pred) ** 2 * w[:, None] / var_ratio
     if nu is None:
-        ll = -0.5 * z2.sum(0)
+        ll = -0.5 * (z2 + np.log(var_ratio)).sum(0)
     else:  # heavy tails: a sensor the model cannot explain does not decide alone
-        ll = -0.5 * (nu + 1) * np.log1p(z2 / nu).sum(0)
+        ll = -(0.5 * (nu + 1) * np.log1p(z2 / nu) + 0.5 * np.log(var_ratio)).sum(0)
     ll -= 0.5 * ((L - L_prior) / L_sd) ** 2
     return ll, L
 
