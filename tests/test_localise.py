@@ -235,7 +235,10 @@ def test_model_calibration_reports_its_misfit_and_groups(ltown, leak_result):
     if not mc["applied"]:  # refused: the model stayed as it was, so did the scores (to the solver's tolerance)
         a, b = off.candidates.set_index("link_id"), loc.candidates.set_index("link_id")
         np.testing.assert_allclose(a["score"], b["score"].reindex(a.index), rtol=1e-3, atol=1e-9)
-        assert a.index[:10].tolist() == b.index[:10].tolist()
+        # the same top 10; pipes in series with one signature tie and may swap places
+        top_a, top_b = a["score"].head(10), b["score"].reindex(a.index[:10])
+        np.testing.assert_allclose(top_b, top_a, rtol=1e-3)
+        assert (b["score"].iloc[9] <= top_a.iloc[-1] * (1 + 1e-3))
 
 
 def test_snapshot_report_counts_the_link_statuses(leak_result):
