@@ -29,10 +29,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the per-week rows here")
     ap.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                     help="model calibration on the leak-free days (twin.calibrate; default on)")
+    ap.add_argument("--likelihood", choices=("allowance", "fixed"), default="allowance",
+                    help="the localisation's likelihood (twin.localise.localise; docs/localise.md, root cause 8)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("wntr").setLevel(logging.ERROR)  # EPANET's per-snapshot warnings
-    res = run_weeks(args.root, crs=args.crs, localise_options={"calibrate": args.calibrate})
+    res = run_weeks(args.root, crs=args.crs, localise_options={"calibrate": args.calibrate,
+                                                                        "likelihood": args.likelihood})
     print(format_report(res))
     if args.json is not None:
         args.json.write_text(json.dumps(res.scenarios.to_dict("records"), indent=1, default=str))

@@ -45,7 +45,7 @@ import heapq
 import logging
 import time
 import warnings as pywarnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import geopandas as gpd
@@ -239,9 +239,9 @@ class _Calibration:
     row_block: np.ndarray
     row_is_p: np.ndarray
     weights: np.ndarray
-    alpha: np.ndarray
     report: dict
     placebo: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # placebo changes x rows
+    alpha: np.ndarray | None = None  # model-error allowance per row (likelihood "allowance"), None: fixed variance
 
     @property
     def n_valid(self) -> int:
@@ -909,8 +909,6 @@ def _calibration(
     block_hours: int,
     pool_sigma: bool,
     common_mode: bool,
-    alpha: float,
-    alpha_flow: float,
 ) -> _Calibration:
     """Offsets per sensor and hour on the leak-free part; change and noise per block of hours.
 
@@ -969,16 +967,13 @@ def _calibration(
         "leak_days": int(len(np.unique(days[t_on & have]))),
         "rows_missing": int((~valid).sum()),
     }
-    # how a leak's flow splits between sources and DMAs depends on roughness
-    # the model does not know: flow signatures get their own allowance
-    alpha_rows = np.where(row_is_p, alpha, alpha_flow)
     n_pl = min((len(pb) for pb in placebos), default=0)
     placebo = np.hstack([pb[:n_pl] for pb in placebos]) if n_pl else np.zeros((0, len(delta_all)))
     placebo = np.where(valid[None, :] & np.isfinite(placebo), placebo, 0.0)
     if common_mode and n_pl:
         placebo = _centre_pressure(placebo.T, row_block, row_is_p, w_rows).T
     report["placebo_changes"] = int(n_pl)
-    return _Calibration(delta_all, sigma_all, deltas, ops, row_block, row_is_p, w_rows, alpha_rows, report, placebo)
+    return _Calibration(delta_all, sigma_all, deltas, ops, row_block, row_is_p, w_rows, report, placebo)
 
 
 def _placebo_changes(centred: np.ndarray, days: np.ndarray, mref: np.ndarray, mleak: np.ndarray) -> np.ndarray:
@@ -1052,7 +1047,9 @@ def _scores(
     common_mode: bool,
     nu: float | None,
     dma_prior: float,
-) -> tuple[_Scores, np.ndarray, list]:
+    flow_split: float,
+    likelihood: str,
+) -> tuple[_Scores, np.ndarray, list, _Calibration]:
     """Signatures at each block's mean leak operating point, likelihood and prior per pipe.
 
     Returns
@@ -1062,6 +1059,10 @@ def _scores(
         Signatures (rows as ``cal.delta``, one column per pipe, per m³/s).
     list
         The base snapshot of each block (for the refinement).
+    _Calibration
+        ``cal`` as the likelihood uses it: with the flow rows' noise widened
+        by :func:`_flow_split_allowance` (``"fixed"``) or with the allowance
+        per row (``"allowance"``).
     """
     pipes = _pipes(network)
     flow_links = list(inputs.flow.columns)
@@ -1077,6 +1078,10 @@ def _scores(
     if common_mode:
         sig = _centre_pressure(sig, cal.row_block, cal.row_is_p, cal.weights)
     L_prior, L_sd = _leak_prior(det)
+    if likelihood == "fixed":
+        cal = _flow_split_allowance(cal, sig, L_prior, flow_split)
+    else:
+        cal = replace(cal, alpha=np.where(cal.row_is_p, settings.ALLOWANCE_PRESSURE, settings.ALLOWANCE_FLOW))
     # measured - model: the model lacks the leak, so delta ≈ S L (S < 0 for pressures)
     ll, L_fit = _loglik(cal.delta, cal.sigma, sig, L_prior, L_sd, cal.alpha, nu)
     length = pipes["length_m"].to_numpy(float)
@@ -1089,7 +1094,39 @@ def _scores(
         in_dma = ends[0] | ends[1]
         prior = prior + np.log(dma_prior) * in_dma
         report["prior_pipes"] = int(in_dma.sum())
-    return _Scores(ll, L_fit, prior, ll + prior, report), sig, bases
+    return _Scores(ll, L_fit, prior, ll + prior, report), sig, bases, cal
+
+
+def _flow_split_allowance(cal: _Calibration, sig: np.ndarray, leak_m3s: float, share: float) -> _Calibration:
+    """Widen each flow meter's noise by how uncertain its share of the leak is.
+
+    Which part of a leak's flow comes through each DMA inlet, pump or tank
+    pipe depends on the roughness of the paths, which the model knows to
+    about ±10 %. The leak-free days cannot show that error (it grows with
+    the leak), and a flow meter's noise is a few hundredths of a litre per
+    second, so without it the split alone decides (the bundled Yingtan week:
+    the leaking pipe's flow rows χ² 4,465 against 123 for a pipe 524 m away,
+    its pressure rows 242 against 198). The allowance is the same for every
+    candidate (a variance that depended on the candidate favoured large
+    signatures, :func:`_loglik`): ``share`` times the leak estimate times
+    the largest share any pipe's leak can send through that meter.
+
+    Parameters
+    ----------
+    cal : _Calibration
+    sig : ndarray
+        Signatures (rows as ``cal.delta``, one column per pipe, per m³/s).
+    leak_m3s : float
+        The balance's leak estimate (m³/s).
+    share : float
+        Uncertainty of a meter's share of the leak (fraction of the leak).
+    """
+    if share <= 0 or sig.size == 0:
+        return cal
+    add = share * leak_m3s * np.abs(sig).max(axis=1)
+    widen = ~cal.row_is_p & (cal.sigma < SIGMA_MISSING)
+    sigma = np.where(widen, np.sqrt(cal.sigma ** 2 + add ** 2), cal.sigma)
+    return replace(cal, sigma=sigma)
 
 
 def _leak_prior(det: Detection) -> tuple[float, float]:
@@ -1139,7 +1176,7 @@ def _refine(
         refined[k] = g[:, 0] * Lr[0]
     best = int(np.argmax(ll + scores.prior))
     pred_best = refined.get(best, sig[:, best] * L_fit[best])
-    var_best = cal.sigma ** 2 + (cal.alpha * pred_best) ** 2
+    var_best = cal.sigma ** 2 + (0.0 if cal.alpha is None else (cal.alpha * pred_best) ** 2)
     chi2 = float((((cal.delta - pred_best) ** 2) / var_best).sum())
     dof = max(cal.n_valid - 1, 1)
     placebo = _placebo_temper(cal, sig, scores.prior)
@@ -1281,9 +1318,9 @@ def localise(
     hours: tuple[int, int] | None = None,
     refine_top: int = 10,
     block_hours: int = 4,
-    alpha: float = 0.1,
-    alpha_flow: float = 2.0,
     nu: float | None = None,
+    likelihood: str = settings.LIKELIHOOD,
+    flow_split: float = settings.FLOW_SPLIT_SHARE,
     common_mode: bool = False,
     pool_sigma: bool = False,
     dma_shape: bool = True,
@@ -1318,10 +1355,20 @@ def localise(
         Candidates refined by a non-linear leak simulation.
     block_hours : int
         Hours of the day pooled into one operating point (signatures, noise).
-    alpha : float
-        Model-error allowance: relative error of a pressure leak signature.
-    alpha_flow : float
-        The same for flow meters (how a leak's flow splits between sources).
+    likelihood : {"allowance", "fixed"}
+        ``"allowance"`` (default): each row's variance grows with the
+        candidate's own predicted change, ``σ² + (α L g)²`` (``α`` 0.1 for
+        pressures, 2 for flows). ``"fixed"``: one variance per row for every
+        candidate, the flow meters widened by ``flow_split``; it removes the
+        allowance's bias towards pipes predicting too much (issue 10 root
+        cause 8: better on the validation, ideal and Yingtan weeks, worse on
+        EPyT-Flow L-Town, see docs/localise.md) and is not the default yet.
+    flow_split : float
+        With ``likelihood="fixed"``: uncertainty of each flow meter's share
+        of the leak, as a fraction of the leak (roughness the model does not
+        know moves the split between inlets and sources); widens the flow
+        meters' noise alike for every candidate. 0 lets the flow meters' own
+        noise decide.
     common_mode : bool
         Remove the change common to all pressure loggers (per block) from the
         residuals and the signatures: robust to model errors that shift every
@@ -1365,6 +1412,8 @@ def localise(
         The network does not converge with the measured boundary conditions.
     """
     clock = _Clock()
+    if likelihood not in ("allowance", "fixed"):
+        raise InputError(f"unknown likelihood {likelihood!r}", fix='use "allowance" (the default) or "fixed"')
     if measurements is None:
         if readings is None:
             raise InputError("localise needs readings or measurements", fix="pass readings=... or measurements=...")
@@ -1383,9 +1432,8 @@ def localise(
         log.info("localise: no leak detected (balance step %.2f L/s, t=%.1f)",
                  det.details.get("step_lps", 0.0), det.t_night)
         return Localisation(pd.DataFrame(columns=CANDIDATE_COLUMNS), report)
-    options = {"hours": hours or (0, 24), "refine_top": refine_top, "block_hours": block_hours, "alpha": alpha,
-               "alpha_flow": alpha_flow, "nu": nu, "common_mode": common_mode, "pool_sigma": pool_sigma,
-               "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
+    options = {"hours": hours or (0, 24), "refine_top": refine_top, "block_hours": block_hours, "nu": nu,
+               "likelihood": likelihood, "flow_split": flow_split, "common_mode": common_mode, "pool_sigma": pool_sigma, "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
     result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
     if not inputs.p_sensors:  # flows alone cannot tell pipes of a DMA apart (issue 12)
         result = spread_within_dmas(result)
@@ -1452,9 +1500,9 @@ def _rank(
     hours: tuple[int, int],
     refine_top: int,
     block_hours: int,
-    alpha: float,
-    alpha_flow: float,
     nu: float | None,
+    likelihood: str,
+    flow_split: float,
     common_mode: bool,
     pool_sigma: bool,
     dma_shape: bool,
@@ -1473,10 +1521,11 @@ def _rank(
                                                   progress=progress)
             clock.lap("model_calibration_s")
         cal = _calibration(inputs, demands, snaps, block_hours=block_hours, pool_sigma=pool_sigma,
-                           common_mode=common_mode, alpha=alpha, alpha_flow=alpha_flow)
+                           common_mode=common_mode)
         clock.lap("calibration_s")
-        first, sig, bases = _scores(solver, network, inputs, det, demands, cal, common_mode=common_mode, nu=nu,
-                                    dma_prior=dma_prior)
+        first, sig, bases, cal = _scores(solver, network, inputs, det, demands, cal, common_mode=common_mode, nu=nu,
+                                         dma_prior=dma_prior, flow_split=flow_split,
+                                         likelihood=likelihood)
         clock.lap("signatures_s")
         scores = _refine(solver, network, inputs, det, cal, first, sig, bases, refine_top=refine_top,
                          common_mode=common_mode, nu=nu)
@@ -1532,26 +1581,37 @@ def _pipe_signatures(S: np.ndarray, junctions: list[str], pipes: pd.DataFrame) -
     return 0.5 * (Sx[:, si] + Sx[:, ei])
 
 
-def _loglik(delta, sigma, sig, L_prior, L_sd, alpha, nu=None):
+def _loglik(delta: np.ndarray, sigma: np.ndarray, sig: np.ndarray, L_prior: float, L_sd: float,
+            alpha: np.ndarray | None = None, nu: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Log-likelihood per pipe with a non-negative fitted leak size.
 
-    ``delta`` (k,), ``sigma`` (k,), ``sig`` (k, m) signatures per m³/s;
-    ``nu``: Student-t degrees of freedom (None: Gaussian); returns
-    (loglik (m,), L (m,)).
+    ``delta`` (k,) residual changes, ``sigma`` (k,) their noise (from the
+    leak-free days), ``sig`` (k, m) signatures per m³/s; ``alpha`` (k,) a
+    model-error allowance that grows with each candidate's predicted change
+    (``v = σ² + (α L g)²``), None for the same variance ``σ²`` for every
+    candidate; ``nu``: Student-t degrees of freedom (None: Gaussian);
+    returns (loglik (m,), L (m³/s, m)).
+
+    The allowance favours candidates that predict more than was measured:
+    over-predicting by a factor 2 costs ``(1 − ½)²/α²``, under-predicting by
+    the same factor ``(2 − 1)²/α²``, four times more, so near a large leak,
+    where the leaking pipe's linearised signature falls short of the drop,
+    pipes with larger signatures win (docs/localise.md, root cause 8).
     """
     w = 1.0 / sigma ** 2
     num = (sig * (w * delta)[:, None]).sum(0) + L_prior / L_sd ** 2
     den = (sig ** 2 * w[:, None]).sum(0) + 1.0 / L_sd ** 2
     L = np.maximum(num / den, 0.0)
     pred = sig * L[None, :]
-    alpha = np.asarray(alpha, float)
-    a_col = alpha[:, None] if alpha.ndim == 1 else alpha
-    var = sigma[:, None] ** 2 + (a_col * pred) ** 2
-    z2 = ((delta[:, None] - pred) ** 2) / var
+    if alpha is None:
+        var_ratio = np.ones_like(pred)
+    else:
+        var_ratio = 1.0 + (np.asarray(alpha, float)[:, None] * pred) ** 2 * w[:, None]
+    z2 = (delta[:, None] - pred) ** 2 * w[:, None] / var_ratio
     if nu is None:
-        ll = -0.5 * (z2 + np.log(var / sigma[:, None] ** 2)).sum(0)
+        ll = -0.5 * (z2 + np.log(var_ratio)).sum(0)
     else:  # heavy tails: a sensor the model cannot explain does not decide alone
-        ll = -(0.5 * (nu + 1) * np.log1p(z2 / nu) + 0.5 * np.log(var / sigma[:, None] ** 2)).sum(0)
+        ll = -(0.5 * (nu + 1) * np.log1p(z2 / nu) + 0.5 * np.log(var_ratio)).sum(0)
     ll -= 0.5 * ((L - L_prior) / L_sd) ** 2
     return ll, L
 

@@ -52,6 +52,19 @@ HYDRAULIC_STEP_S = 900
 #: of the leak, metres.
 LOCALISATION_RADIUS_M = 300.0
 
+#: The localisation's likelihood: "allowance" (each row's variance grows with
+#: the candidate's predicted change, ALLOWANCE_PRESSURE / ALLOWANCE_FLOW times
+#: it) or "fixed" (one variance per row for every candidate, flow meters
+#: widened by FLOW_SPLIT_SHARE). docs/localise.md, root cause 8.
+LIKELIHOOD = "allowance"
+ALLOWANCE_PRESSURE = 0.1
+ALLOWANCE_FLOW = 2.0
+
+#: With LIKELIHOOD "fixed": uncertainty of each flow meter's share of a leak's flow, as a fraction of
+#: the leak: the split between inlets and sources follows roughness that the
+#: model knows to about ±10 %. Chosen from that, not fitted to weeks.
+FLOW_SPLIT_SHARE = 0.1
+
 #: Share of the candidate score held by the candidate zone.
 CANDIDATE_ZONE_SHARE = 0.9
 
