@@ -1857,44 +1857,82 @@ def _restricted(scores: _Scores, region: np.ndarray) -> _Scores:
 
 def _rank_several(network: Network, meters: pd.DataFrame, inputs: _Inputs, leaks: list[_Leak],
                   node_window: pd.DataFrame, report: dict, clock: "_Clock", *,
-                  progress: Callable[[str, int, int], None] | None, **options: Any) -> Localisation:
+                  progress: Callable[[str, int, int], None] | None, passes: int = 1, **options: Any) -> Localisation:
     """Steps 3 to 8 for each of several leaks: candidates with ``leak_id``, the report's ``leaks`` list.
 
     Leak ``k`` (numbered from 1, largest flow first) is ranked on its own
-    onset, with the other leaks' flows left in their DMAs' demands (their
-    DMA's metered inflow is modelled as consumption) and taken off the
-    system input, so they do not enter its residual change except through
-    the spatial spread of their DMA's demand; its candidates are the pipes
-    of its DMA and of the DMAs next to it (a network-level leak: every pipe).
-    The report's top-level entries (``top``, ``candidate_zone``,
+    onset; its candidates are the pipes of its DMA and of the DMAs next to
+    it (a network-level leak: every pipe). The other leaks are known
+    demands: in a first pass their flows stay in their DMAs' metered inflow,
+    spread over the DMA's nodes like consumption, and are taken off the
+    system input; with ``passes=2`` a second pass puts each other DMA leak at
+    its first-pass best pipe, half its flow at each end from its onset
+    (:func:`_with_point_leaks`), so its pressure pattern is in the model and
+    not in leak ``k``'s residual change. Measured on two Yingtan weeks (5
+    leaks) the second pass lowered the misfit (reduced chi-square 2.53 to
+    1.32 for one leak) and changed no rank, for twice the time: off by
+    default. The report's top-level entries (``top``, ``candidate_zone``,
     ``calibration``...) are leak 1's.
     """
     grid = inputs.grid
     pipes = _pipes(network)
     assignment = assign_dmas(network, inlet_links=[c for c in inputs.flow.columns if c in network.links.index])
     neighbours = _district_neighbours(network, assignment)
-    tables, items, first = [], [], None
-    for k, leak in enumerate(leaks, start=1):
-        known = _Known(leak.dma, _leak_flows([o for o in leaks if o is not leak], grid.times))
-        region = _district_pipes(pipes, assignment, leak.dma, neighbours)
-        res = _rank(network, meters, inputs, leak.det, node_window, report, clock, known=known, region=region,
-                    progress=progress, **options)
-        if not inputs.p_sensors:
-            res = spread_within_dmas(res)
-        cand = res.candidates
-        if region is not None:
-            cand = cand[cand["link_id"].isin(pipes.index[region].astype(str))].reset_index(drop=True)
-            cand["rank"] = np.arange(1, len(cand) + 1)
-        tables.append(cand.assign(leak_id=k)[["leak_id", *cand.columns]])
-        items.append({"leak_id": k, "dma": leak.dma, **_detection_part(leak.det, grid),
-                      "t_stat": round(leak.det.t_night, 2), "candidate_pipes": int(len(cand)),
-                      "top": cand.head(5)[["rank", "link_id", "score", "p_within_300m", "leak_flow_lps"]]
-                      .round(4).to_dict("records"),
-                      "candidate_zone": res.report.get("candidate_zone"),
-                      "misfit_reduced_chi2": res.report.get("calibration", {}).get("misfit_reduced_chi2")})
-        if first is None:
-            first = res
+    tops: dict[int, str] = {}
+    for _ in range(max(passes, 1)):
+        ranked = []
+        for k, leak in enumerate(leaks, start=1):
+            others = [(o, tops.get(j)) for j, o in enumerate(leaks, start=1) if j != k]
+            nw = _with_point_leaks(node_window, grid, network, [(o, t) for o, t in others if t and o.dma])
+            known = _Known(leak.dma, _leak_flows([o for o, _ in others], grid.times))
+            region = _district_pipes(pipes, assignment, leak.dma, neighbours)
+            res = _rank(network, meters, inputs, leak.det, nw, report, clock, known=known, region=region,
+                        progress=progress, **options)
+            ranked.append(_one_of_several(res, k, leak, pipes, region, grid, with_points=bool(tops)))
+        tops = {k: table["link_id"].iat[0] for k, (_, table, _) in enumerate(ranked, start=1) if len(table)}
+    first = ranked[0][0]
+    items = [item for _, _, item in ranked]
     out = {**first.report, "leaks": items, "leak_flow_total_lps": round(sum(i["leak_flow_lps"] for i in items), 3)}
     if not report.get("detected"):  # the system balance alone saw no single step: leak 1 stands for the week
         out.update(_detection_part(leaks[0].det, grid))
-    return Localisation(pd.concat(tables, ignore_index=True), out, first.residuals, first.internals)
+    return Localisation(pd.concat([t for _, t, _ in ranked], ignore_index=True), out, first.residuals,
+                        first.internals)
+
+
+def _one_of_several(res: Localisation, k: int, leak: _Leak, pipes: pd.DataFrame, region: np.ndarray | None,
+                    grid: TimeGrid, *, with_points: bool) -> tuple[Localisation, pd.DataFrame, dict]:
+    """One leak's ranking: its candidates (its region, ranked from 1, ``leak_id`` first) and its ``leaks`` item."""
+    if not res.internals.get("p_sensors", True):  # flows alone cannot tell pipes of a DMA apart (issue 12)
+        res = spread_within_dmas(res)
+    cand = res.candidates
+    if region is not None:
+        cand = cand[cand["link_id"].isin(pipes.index[region].astype(str))].reset_index(drop=True)
+        cand["rank"] = np.arange(1, len(cand) + 1)
+    table = cand.assign(leak_id=k)[["leak_id", *cand.columns]]
+    item = {"leak_id": k, "dma": leak.dma, **_detection_part(leak.det, grid), "t_stat": round(leak.det.t_night, 2),
+            "candidate_pipes": int(len(cand)), "other_leaks_at": "their best pipe" if with_points else "their DMA",
+            "top": cand.head(5)[["rank", "link_id", "score", "p_within_300m", "leak_flow_lps"]]
+            .round(4).to_dict("records"),
+            "candidate_zone": res.report.get("candidate_zone"),
+            "misfit_reduced_chi2": res.report.get("calibration", {}).get("misfit_reduced_chi2")}
+    return res, table, item
+
+
+def _with_point_leaks(node_window: pd.DataFrame, grid: TimeGrid, network: Network,
+                      leaks_at: list[tuple[_Leak, str]]) -> pd.DataFrame:
+    """Metered rates per window (m³/s) with each leak put at a pipe: half its flow at each end, from its onset.
+
+    The DMA's shaping (:func:`_demand_factors`) then gives that pipe's ends
+    their share of the DMA's metered inflow: the leak as a point demand.
+    """
+    if not leaks_at:
+        return node_window
+    out = node_window.copy()
+    windows = pd.Series(grid.window)
+    for leak, link in leaks_at:
+        share = pd.Series(np.asarray(grid.times >= leak.det.onset, float)).groupby(windows).mean()
+        add = 0.5 * leak.det.leak_m3s * share.reindex(out.index, fill_value=0.0).to_numpy(float)
+        for node in network.links.loc[link, ["start_node", "end_node"]].astype(str):
+            if node in out.columns:
+                out[node] = out[node] + add
+    return out
