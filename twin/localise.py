@@ -92,6 +92,8 @@ class Localisation:
         ``score`` (posterior probability, sums to 1), ``leak_flow_lps``,
         ``lon``, ``lat`` (pipe midpoint, EPSG:4326), ``zone`` (DMA),
         ``in_candidate_zone``, ``length_m``. Empty when no leak is detected.
+        With several leaks (:func:`_rank_several`) a first column ``leak_id``,
+        ranks and scores per leak.
     report : dict
         JSON-serialisable: detection, data used and rejected, calibration,
         timings, warnings.
@@ -1302,6 +1304,11 @@ def localise(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Localisation:
     """Detect a leak in a week of readings and rank the pipes where it may be.
+
+    Every fully metered DMA's balance is also tested for its own step
+    (:func:`_several_leaks`): two or more leaks are ranked one by one, each
+    among the pipes of its DMA and the DMAs next to it (``report["leaks"]``,
+    ``candidates["leak_id"]``; ``docs/localise.md``, "Several leaks at once").
 
     Parameters
     ----------
