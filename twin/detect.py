@@ -182,6 +182,7 @@ def detect_leak(
     use: np.ndarray | None = None,
     window_alpha: float | None = 0.01,
     scan_alpha: float | None = 0.01,
+    scan_draws: int = 2000,
 ) -> Detection:
     """Fit the supply as consumption plus a step; decide whether a leak started.
 
@@ -238,6 +239,9 @@ def detect_leak(
         onsets for the best one inflates its statistic; this threshold
         accounts for the search, so no constant is tuned to one generator's
         noise. None switches the requirement off (figures still reported).
+    scan_draws : int
+        Monte Carlo draws of that maximum (drawn 2000 at a time): a small
+        ``scan_alpha`` needs many more than ``1 / scan_alpha``.
 
     Returns
     -------
@@ -257,7 +261,8 @@ def detect_leak(
     dtype_ = np.zeros(len(s_all), int) if day_type is None else np.asarray(day_type, int)
     span = _scan_span(night_id[ok], min_gap_steps, int(np.ceil(min_after_h / max(_step_h(times), 1e-9))))
     # where: the onset scan on the window totals, which a change of the consumption's shape cannot move
-    scan = _window_scan(s_all[ok], window_m3s, window_of[ok], dtype_[ok], span, min_gap_steps, scan_alpha)
+    scan = _window_scan(s_all[ok], window_m3s, window_of[ok], dtype_[ok], span, min_gap_steps, scan_alpha,
+                        n_null=scan_draws)
     if scan is None:
         return Detection(False, None, 0.0, float("nan"), 0.0,
                          {"reason": "no positive step of the window totals with two leak-free days before it "
@@ -444,6 +449,7 @@ def _window_scan(
     alpha: float | None,
     n_null: int = 2000,
     alpha_ci: float = 0.01,
+    chunk: int = 2000,
 ) -> _WindowScan | None:
     """Scan every onset in ``span`` for a step of the window totals; threshold by Monte Carlo.
 
@@ -477,7 +483,9 @@ def _window_scan(
     L, t = (a[:, 0] for a in _scan_t(G, gg, r[:, None], dof))
     best = int(np.argmax(np.where(L > 0, t, -np.inf)))
     inside = _onset_interval(G, gg, r, best, dof, alpha_ci)
-    null = _scan_t(G, gg, M @ np.random.default_rng(20260301).standard_normal((len(g), n_null)), dof)[1].max(axis=0)
+    rng = np.random.default_rng(20260301)
+    null = np.concatenate([_scan_t(G, gg, M @ rng.standard_normal((len(g), min(chunk, n_null - k))), dof)[1].max(axis=0)
+                           for k in range(0, n_null, chunk)])  # in chunks: memory bounded for many draws
     thr = np.quantile(null, [1.0 - alpha, 1.0 - alpha / 10]) if alpha is not None else [np.nan, np.nan]
     return _WindowScan(
         position=int(positions[best]), leak=float(L[best]), se=float(L[best] / t[best]) if t[best] else float("inf"),

@@ -92,6 +92,8 @@ class Localisation:
         ``score`` (posterior probability, sums to 1), ``leak_flow_lps``,
         ``lon``, ``lat`` (pipe midpoint, EPSG:4326), ``zone`` (DMA),
         ``in_candidate_zone``, ``length_m``. Empty when no leak is detected.
+        With several leaks (:func:`_rank_several`) a first column ``leak_id``,
+        ranks and scores per leak.
     report : dict
         JSON-serialisable: detection, data used and rejected, calibration,
         timings, warnings.
@@ -419,13 +421,17 @@ def _demand_factors(
     *,
     hours: tuple[int, int],
     dma_shape: bool,
+    known: "_Known | None" = None,
 ) -> _Demands:
     """How each junction's metered rate is scaled at every analysed instant.
 
     The demand of node i at time t is its metered rate in the window, scaled
     so that its DMA's total follows the DMA's metered net inflow (minus the
     leak in the DMA whose balance stepped up at the onset); nodes of no fully
-    metered DMA follow the system input minus the leak.
+    metered DMA follow the system input minus the leak. With ``known`` (one of
+    several leaks) the leak is in ``known.dma`` and the other leaks' flows
+    are taken off the system input too; in their own DMAs they stay in the
+    metered inflow, i.e. are modelled as consumption.
     """
     grid = inputs.grid
     sel = (grid.local.hour >= hours[0]) & (grid.local.hour < hours[1])
@@ -435,7 +441,8 @@ def _demand_factors(
     junctions = list(network.wn.junction_name_list)
     rate = node_window.reindex(columns=junctions, fill_value=0.0)  # m³/s per window
     sup = inputs.supply.reindex(times).to_numpy(float)
-    q_sys = np.maximum(sup - np.where(leak_on, det.leak_m3s, 0.0), 0.0)
+    others = known.others_m3s.reindex(times).to_numpy(float) if known is not None else 0.0
+    q_sys = np.maximum(sup - np.where(leak_on, det.leak_m3s, 0.0) - others, 0.0)
     tw = node_window.sum(axis=1).reindex(w_of).to_numpy(float)
     fac_sys = np.where(tw > 0, q_sys / np.where(tw > 0, tw, 1.0), 0.0)
     member, dma_in, dinfo = _dma_balances(network, inputs) if dma_shape else (
@@ -454,6 +461,9 @@ def _demand_factors(
         leak_dma = str(steps.index[0]) if len(steps) else None
         dma_sure = bool(leak_dma is not None and steps["z"].iat[0] >= 3.0
                         and steps["step_m3s"].iat[0] >= 0.5 * det.leak_m3s)
+        if known is not None:  # its own DMA's balance found it
+            leak_dma = known.dma if known.dma in names else None
+            dma_sure = leak_dma is not None
         target = dma_in.reindex(times).to_numpy(float).copy()
         if leak_dma is not None:
             target[:, names.index(leak_dma)] -= np.where(leak_on, det.leak_m3s, 0.0)
@@ -1332,6 +1342,11 @@ def localise(
 ) -> Localisation:
     """Detect a leak in a week of readings and rank the pipes where it may be.
 
+    Every fully metered DMA's balance is also tested for its own step
+    (:func:`_several_leaks`): two or more leaks are ranked one by one, each
+    among the pipes of its DMA and the DMAs next to it (``report["leaks"]``,
+    ``candidates["leak_id"]``; ``docs/localise.md``, "Several leaks at once").
+
     Parameters
     ----------
     network : Network
@@ -1427,16 +1442,29 @@ def localise(
                               "warnings": inputs.warnings + det_warnings, **inputs.report}
     report["data"].update({**found.pop("customer_counts"), "readings_rows": int(measurements.rows)})
     report.update(found)
+    # district by district (issue 11): every fully metered DMA's own step, each leak once
+    leaks, districts = _several_leaks(network, inputs, join, node_window, t_threshold=t_threshold,
+                                      min_leak_share=min_leak_share) if dma_shape else ([], {})
+    clock.lap("districts_s")
+    if not det.detected and leaks:  # a DMA's balance stepped up where the system's single step did not show
+        det = leaks[0].det
+        report.update({**_detection_part(det, inputs.grid), "districts": districts})
     if not det.detected:
         report["timings_s"] = clock.rounded()
         log.info("localise: no leak detected (balance step %.2f L/s, t=%.1f)",
                  det.details.get("step_lps", 0.0), det.t_night)
         return Localisation(pd.DataFrame(columns=CANDIDATE_COLUMNS), report)
     options = {"hours": hours or (0, 24), "refine_top": refine_top, "block_hours": block_hours, "nu": nu,
-               "likelihood": likelihood, "flow_split": flow_split, "common_mode": common_mode, "pool_sigma": pool_sigma, "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
-    result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
-    if not inputs.p_sensors:  # flows alone cannot tell pipes of a DMA apart (issue 12)
-        result = spread_within_dmas(result)
+               "likelihood": likelihood, "flow_split": flow_split, "common_mode": common_mode,
+               "pool_sigma": pool_sigma, "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
+    if len(leaks) >= 2:
+        report["districts"] = districts
+        result = _rank_several(network, meters, inputs, leaks, node_window, report, clock, progress=progress,
+                               **options)
+    else:
+        result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
+        if not inputs.p_sensors:  # flows alone cannot tell pipes of a DMA apart (issue 12)
+            result = spread_within_dmas(result)
     log.info("localise: leak of %.2f L/s from %s; top pipe %s (p=%.2f); zone of %d pipes",
              det.leak_m3s * 1000, report["onset"], result.candidates["link_id"].iat[0],
              result.candidates["score"].iat[0], result.report["candidate_zone"]["pipes"])
@@ -1509,9 +1537,15 @@ def _rank(
     dma_prior: float,
     calibrate: bool,
     progress: Callable[[str, int, int], None] | None,
+    known: "_Known | None" = None,
+    region: np.ndarray | None = None,
 ) -> Localisation:
-    """Steps 3 to 8 once a leak is detected (options as :func:`localise`); ``report`` is the detection's."""
-    demands = _demand_factors(network, inputs, det, node_window, hours=hours, dma_shape=dma_shape)
+    """Steps 3 to 8 once a leak is detected (options as :func:`localise`); ``report`` is the detection's.
+
+    ``known`` and ``region``: for one of several leaks (:func:`_rank_several`),
+    the others' flows and the pipes it may be on.
+    """
+    demands = _demand_factors(network, inputs, det, node_window, hours=hours, dma_shape=dma_shape, known=known)
     with SnapshotSolver(network.wn) as solver:
         snaps = _snapshots(solver, network, inputs, demands, hours=hours, progress=progress)
         clock.lap("snapshots_s")
@@ -1526,6 +1560,8 @@ def _rank(
         first, sig, bases, cal = _scores(solver, network, inputs, det, demands, cal, common_mode=common_mode, nu=nu,
                                          dma_prior=dma_prior, flow_split=flow_split,
                                          likelihood=likelihood)
+        if region is not None:
+            first = _restricted(first, region)
         clock.lap("signatures_s")
         scores = _refine(solver, network, inputs, det, cal, first, sig, bases, refine_top=refine_top,
                          common_mode=common_mode, nu=nu)
@@ -1686,3 +1722,343 @@ def _placebo_sd(ref_c: np.ndarray, days: np.ndarray) -> np.ndarray:
             a, b = np.nanmean(means[:cut], axis=0), np.nanmean(means[cut:], axis=0)
             diffs.append((b - a) / np.sqrt(1.0 / cut + 1.0 / (len(ud) - cut)))
         return np.sqrt(np.nanmean(np.square(diffs), axis=0))
+
+
+# --------------------------------------------------------------------------- several leaks (issue 11)
+
+
+@dataclass(frozen=True)
+class _Leak:
+    """One of several leaks: the DMA whose own balance stepped up (None: network-level) and its detection."""
+
+    dma: str | None
+    det: Detection
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the ranking of one of several leaks knows of the others.
+
+    ``dma`` is the ranked leak's DMA (None: no metered district holds it);
+    ``others_m3s`` the other leaks' flow on the grid (m³/s, UTC index), each
+    from its own onset.
+    """
+
+    dma: str | None
+    others_m3s: pd.Series
+
+
+def _leak_flows(leaks: list[_Leak], times: pd.DatetimeIndex) -> pd.Series:
+    """Summed flow (m³/s) of ``leaks`` at ``times``, each from its onset."""
+    total = np.zeros(len(times))
+    for leak in leaks:
+        total += leak.det.leak_m3s * np.asarray(times >= leak.det.onset)
+    return pd.Series(total, index=times)
+
+
+def _zone_consumption(network: Network, node_window: pd.DataFrame, member: pd.Series, names: list[str]) -> pd.DataFrame:
+    """Metered consumption (m³/s) per window (rows) and DMA (columns ``names``)."""
+    junctions = list(network.wn.junction_name_list)
+    rate = node_window.reindex(columns=junctions, fill_value=0.0)
+    node_dma = pd.Index(names).get_indexer(pd.Series(junctions).map(member).to_numpy())
+    onehot = np.zeros((len(junctions), len(names)))
+    onehot[node_dma >= 0, node_dma[node_dma >= 0]] = 1.0
+    return pd.DataFrame(rate.to_numpy(float) @ onehot, index=rate.index, columns=names)
+
+
+def _zone_leaks(
+    network: Network,
+    inputs: _Inputs,
+    use: np.ndarray,
+    node_window: pd.DataFrame,
+    *,
+    t_threshold: float,
+    min_leak_share: float,
+    scan_alpha: float = 0.01,
+) -> tuple[list[_Leak], dict]:
+    """Every fully metered DMA's own step: net inflow minus its metered consumption (:func:`detect_leak`).
+
+    Each DMA is tested as the system is (its own onset scan, slot-matched
+    and volume tests, thresholds from the week's own leak-free behaviour),
+    with the scan's family-wise level ``scan_alpha`` shared among the DMAs
+    tested (Bonferroni): with 20 DMAs each must pass at 0.05 %, so a
+    leak-free week is no more likely to raise a district alarm than the
+    system balance alone. DMAs are disjoint and their net inflow subtracts
+    the metered outflow to the DMAs they feed, so a leak steps up only its
+    own DMA's balance (:mod:`twin.dma`). A DMA that stepped up is tested
+    once more with that step taken off its inflow: a second significant
+    step, at an onset outside the first one's confidence interval, is a
+    second leak in the same DMA (two leaks there at the same onset are one
+    step to the balance: they are left to the ranking as one).
+
+    Returns
+    -------
+    list of _Leak
+        The DMAs that stepped up, largest flow first.
+    dict
+        Report entry: DMAs tested, the family level and the flagged DMAs' figures.
+    """
+    member, dma_in, _ = _dma_balances(network, inputs)
+    names = list(dma_in.columns)
+    if not names or inputs.supply is None:
+        return [], {"dmas_tested": 0}
+    grid = inputs.grid
+    cons = _zone_consumption(network, node_window, member, names)
+    family = scan_alpha / len(names)
+
+    def test(dma: str, alpha: float, draws: int, inflow: pd.Series | None = None) -> Detection:
+        return detect_leak(dma_in[dma] if inflow is None else inflow, cons[dma], grid.window, grid.slot, grid.night,
+                           grid.day, t_threshold=t_threshold, min_leak_share=min_leak_share,
+                           day_type=grid.day_type, use=use, scan_alpha=alpha, scan_draws=draws)
+
+    draws = max(2000, int(np.ceil(10.0 / family)))
+    found, flagged = [], {}
+    for dma in names:
+        if not test(dma, scan_alpha, 2000).detected:  # cheap screen at the system's level first
+            continue
+        det = test(dma, family, draws)
+        flagged[dma] = _flag_entry(det)
+        if not det.detected:
+            continue
+        pair = _two_steps(lambda inflow: test(dma, family, draws, inflow), dma_in[dma], det, grid.times)
+        flagged[dma]["second_step"] = _flag_entry(pair[1]) if pair else None
+        if pair and pair[1].detected and not _same_step(_Leak(dma, pair[0]), _Leak(dma, pair[1]), flows=False):
+            found.extend([_Leak(dma, pair[0]), _Leak(dma, pair[1])])
+        else:
+            found.append(_Leak(dma, det))
+    found.sort(key=lambda lk: -lk.det.leak_m3s)
+    return found, {"dmas_tested": len(names), "scan_alpha_each": family, "flagged": flagged}
+
+
+def _district_neighbours(network: Network, assignment: pd.Series) -> dict[str, set[str]]:
+    """DMAs joined by a link to each DMA (the trunk, NA, left out)."""
+    links = network.links
+    a = assignment.reindex(links["start_node"].astype(str)).to_numpy(object)
+    b = assignment.reindex(links["end_node"].astype(str)).to_numpy(object)
+    out: dict[str, set[str]] = {}
+    for x, y in zip(a, b):
+        if pd.isna(x) or pd.isna(y) or x == y:
+            continue
+        out.setdefault(str(x), set()).add(str(y))
+        out.setdefault(str(y), set()).add(str(x))
+    return out
+
+
+def _double_counts(leaks: list[_Leak], neighbours: dict[str, set[str]]) -> tuple[list[_Leak], list[dict]]:
+    """Drop a DMA leak that repeats a neighbour's: overlapping onset intervals and flows within 2 standard errors.
+
+    Disjoint balances cannot show one leak twice, but a DMA whose balance
+    contains another's (a zone drawn around a metered sub-district, a
+    boundary meter counted on both sides) can: the leak with the larger
+    scan statistic is kept.
+    """
+    kept: list[_Leak] = []
+    dropped: list[dict] = []
+    for leak in sorted(leaks, key=lambda lk: -float(lk.det.details.get("t_scan") or 0.0)):
+        twin_of = next((k for k in kept if _same_step(leak, k) and leak.dma in neighbours.get(str(k.dma), set())), None)
+        if twin_of is None:
+            kept.append(leak)
+        else:
+            dropped.append({"dma": leak.dma, "same_as": twin_of.dma})
+    kept.sort(key=lambda lk: -lk.det.leak_m3s)
+    return kept, dropped
+
+
+def _step_of(det: Detection) -> tuple[pd.Timestamp, float] | None:
+    """Onset (UTC) and flow (m³/s) of a step test's best step, significant or not; None without one."""
+    if det.detected:
+        return det.onset, det.leak_m3s
+    onset, step = det.details.get("best_onset"), det.details.get("step_lps")
+    if onset is None or step is None or not step > 0:
+        return None
+    return pd.Timestamp(onset), float(step) / 1000.0
+
+
+def _two_steps(test: Callable[[pd.Series], Detection], inflow: pd.Series, first: Detection,
+               times: pd.DatetimeIndex, rounds: int = 8) -> tuple[Detection, Detection] | None:
+    """Two steps of one balance fitted jointly by backfitting; None when no second step shows.
+
+    A single step fitted to two leaks takes their sum at one onset; the
+    other step, tested on the balance minus that, is then too small to pass.
+    So each step is re-estimated on the balance minus the other (its best
+    step whether significant or not) until the onsets settle, then both are
+    tested on the balance minus the other: the second leak is kept only if
+    its step passes the same test as a leak of its own.
+    """
+    def minus(step: tuple[pd.Timestamp, float]) -> pd.Series:
+        return inflow - step[1] * np.asarray(times >= step[0])
+
+    a, b = _step_of(first), None
+    for _ in range(rounds):
+        b = _step_of(test(minus(a)))
+        if b is None:
+            return None
+        a_new = _step_of(test(minus(b)))
+        if a_new is None:
+            return None
+        settled = a_new[0] == a[0] and abs(a_new[1] - a[1]) <= 0.01 * a[1]  # the solver's tolerance, not a tuning
+        a = a_new
+        if settled:
+            break
+    first_det, second_det = test(minus(b)), test(minus(a))
+    if not first_det.detected:
+        return None
+    return (first_det, second_det) if first_det.leak_m3s >= second_det.leak_m3s else (second_det, first_det)
+
+
+def _flag_entry(det: Detection) -> dict[str, Any]:
+    """Report figures of a DMA's step test."""
+    return {"detected": bool(det.detected), "onset": det.details.get("best_onset"),
+            "step_lps": round(float(det.details.get("step_lps", det.leak_m3s * 1000)), 3),
+            "t_scan": det.details.get("t_scan"), "t_scan_threshold": det.details.get("t_scan_threshold")}
+
+
+def _same_step(a: _Leak, b: _Leak, *, flows: bool = True) -> bool:
+    """Whether two DMA detections' onset intervals overlap (and, with ``flows``, their flows agree within 2 SE)."""
+    ia, ib = a.det.details.get("scan_interval"), b.det.details.get("scan_interval")
+    if not ia or not ib:
+        return False
+    overlap = pd.Timestamp(ia[0]) <= pd.Timestamp(ib[1]) and pd.Timestamp(ib[0]) <= pd.Timestamp(ia[1])
+    se = np.hypot(*(x if np.isfinite(x) else 0.0 for x in (a.det.leak_se_m3s, b.det.leak_se_m3s)))
+    return bool(overlap and (not flows or abs(a.det.leak_m3s - b.det.leak_m3s) <= 2.0 * se))
+
+
+def _network_remainder(inputs: _Inputs, use: np.ndarray, node_window: pd.DataFrame, leaks: list[_Leak], *,
+                       t_threshold: float, min_leak_share: float) -> _Leak | None:
+    """A leak no metered DMA holds: the system balance's step once the DMA leaks are taken off the supply."""
+    grid = inputs.grid
+    rest = inputs.supply - _leak_flows(leaks, grid.times)
+    det = detect_leak(rest, node_window.sum(axis=1), grid.window, grid.slot, grid.night, grid.day,
+                      t_threshold=t_threshold, min_leak_share=min_leak_share, day_type=grid.day_type, use=use)
+    return _Leak(None, det) if det.detected else None
+
+
+def _several_leaks(network: Network, inputs: _Inputs, join: pd.DataFrame, node_window: pd.DataFrame, *,
+                   t_threshold: float, min_leak_share: float) -> tuple[list[_Leak], dict]:
+    """The week's leaks district by district, each once, and the report entry saying how they were found.
+
+    Every fully metered DMA is tested for its own step (:func:`_zone_leaks`);
+    a DMA leak repeating a neighbour's is dropped (:func:`_double_counts`);
+    when a DMA leak is found, the system balance minus the DMA leaks is
+    tested again, and a step left there is a network-level leak (in no
+    metered district).
+    """
+    use, _ = _bracketed_windows(inputs.measurements.customer, join, inputs.grid)
+    zone, info = _zone_leaks(network, inputs, use, node_window, t_threshold=t_threshold,
+                             min_leak_share=min_leak_share)
+    if not zone:
+        return [], info
+    assignment = assign_dmas(network, inlet_links=[c for c in inputs.flow.columns if c in network.links.index])
+    zone, dropped = _double_counts(zone, _district_neighbours(network, assignment))
+    rest = _network_remainder(inputs, use, node_window, zone, t_threshold=t_threshold, min_leak_share=min_leak_share)
+    info.update({"double_counts_dropped": dropped, "network_remainder": rest is not None})
+    return zone + ([rest] if rest is not None else []), info
+
+
+def _detection_part(det: Detection, grid: TimeGrid) -> dict[str, Any]:
+    """A detection's report entries (as :func:`_detection` writes the system's)."""
+    return {"detected": bool(det.detected),
+            "onset": det.onset.tz_convert(grid.local.tz).isoformat() if det.onset is not None else None,
+            "leak_flow_lps": round(det.leak_m3s * 1000, 3) if det.detected else 0.0,
+            "leak_flow_se_lps": round(det.leak_se_m3s * 1000, 3) if np.isfinite(det.leak_se_m3s) else None,
+            "detection": {"t_night": round(det.t_night, 2), **det.details}}
+
+
+def _district_pipes(pipes: pd.DataFrame, assignment: pd.Series, dma: str | None,
+                    neighbours: dict[str, set[str]]) -> np.ndarray | None:
+    """Pipes with an end in ``dma`` or a DMA next to it (bool per pipe); None for a network-level leak."""
+    if dma is None:
+        return None
+    zone = {dma} | neighbours.get(dma, set())
+    ends = [pipes[c].astype(str).map(assignment).isin(zone).to_numpy(bool) for c in ("start_node", "end_node")]
+    return ends[0] | ends[1]
+
+
+def _restricted(scores: _Scores, region: np.ndarray) -> _Scores:
+    """Scores with every pipe outside ``region`` ruled out (prior −inf)."""
+    prior = np.where(region, scores.prior, -np.inf)
+    return _Scores(scores.loglik, scores.leak, prior, scores.loglik + prior,
+                   {**scores.report, "region_pipes": int(region.sum())})
+
+
+def _rank_several(network: Network, meters: pd.DataFrame, inputs: _Inputs, leaks: list[_Leak],
+                  node_window: pd.DataFrame, report: dict, clock: "_Clock", *,
+                  progress: Callable[[str, int, int], None] | None, passes: int = 1, **options: Any) -> Localisation:
+    """Steps 3 to 8 for each of several leaks: candidates with ``leak_id``, the report's ``leaks`` list.
+
+    Leak ``k`` (numbered from 1, largest flow first) is ranked on its own
+    onset; its candidates are the pipes of its DMA and of the DMAs next to
+    it (a network-level leak: every pipe). The other leaks are known
+    demands: in a first pass their flows stay in their DMAs' metered inflow,
+    spread over the DMA's nodes like consumption, and are taken off the
+    system input; with ``passes=2`` a second pass puts each other DMA leak at
+    its first-pass best pipe, half its flow at each end from its onset
+    (:func:`_with_point_leaks`), so its pressure pattern is in the model and
+    not in leak ``k``'s residual change. Measured on two Yingtan weeks (5
+    leaks) the second pass lowered the misfit (reduced chi-square 2.53 to
+    1.32 for one leak) and changed no rank, for twice the time: off by
+    default. The report's top-level entries (``top``, ``candidate_zone``,
+    ``calibration``...) are leak 1's.
+    """
+    grid = inputs.grid
+    pipes = _pipes(network)
+    assignment = assign_dmas(network, inlet_links=[c for c in inputs.flow.columns if c in network.links.index])
+    neighbours = _district_neighbours(network, assignment)
+    tops: dict[int, str] = {}
+    for _ in range(max(passes, 1)):
+        ranked = []
+        for k, leak in enumerate(leaks, start=1):
+            others = [(o, tops.get(j)) for j, o in enumerate(leaks, start=1) if j != k]
+            nw = _with_point_leaks(node_window, grid, network, [(o, t) for o, t in others if t and o.dma])
+            known = _Known(leak.dma, _leak_flows([o for o, _ in others], grid.times))
+            region = _district_pipes(pipes, assignment, leak.dma, neighbours)
+            res = _rank(network, meters, inputs, leak.det, nw, report, clock, known=known, region=region,
+                        progress=progress, **options)
+            ranked.append(_one_of_several(res, k, leak, pipes, region, grid, with_points=bool(tops)))
+        tops = {k: table["link_id"].iat[0] for k, (_, table, _) in enumerate(ranked, start=1) if len(table)}
+    first = ranked[0][0]
+    items = [item for _, _, item in ranked]
+    out = {**first.report, "leaks": items, "leak_flow_total_lps": round(sum(i["leak_flow_lps"] for i in items), 3)}
+    if not report.get("detected"):  # the system balance alone saw no single step: leak 1 stands for the week
+        out.update(_detection_part(leaks[0].det, grid))
+    return Localisation(pd.concat([t for _, t, _ in ranked], ignore_index=True), out, first.residuals,
+                        first.internals)
+
+
+def _one_of_several(res: Localisation, k: int, leak: _Leak, pipes: pd.DataFrame, region: np.ndarray | None,
+                    grid: TimeGrid, *, with_points: bool) -> tuple[Localisation, pd.DataFrame, dict]:
+    """One leak's ranking: its candidates (its region, ranked from 1, ``leak_id`` first) and its ``leaks`` item."""
+    if not res.internals.get("p_sensors", True):  # flows alone cannot tell pipes of a DMA apart (issue 12)
+        res = spread_within_dmas(res)
+    cand = res.candidates
+    if region is not None:
+        cand = cand[cand["link_id"].isin(pipes.index[region].astype(str))].reset_index(drop=True)
+        cand["rank"] = np.arange(1, len(cand) + 1)
+    table = cand.assign(leak_id=k)[["leak_id", *cand.columns]]
+    item = {"leak_id": k, "dma": leak.dma, **_detection_part(leak.det, grid), "t_stat": round(leak.det.t_night, 2),
+            "candidate_pipes": int(len(cand)), "other_leaks_at": "their best pipe" if with_points else "their DMA",
+            "top": cand.head(5)[["rank", "link_id", "score", "p_within_300m", "leak_flow_lps"]]
+            .round(4).to_dict("records"),
+            "candidate_zone": res.report.get("candidate_zone"),
+            "misfit_reduced_chi2": res.report.get("calibration", {}).get("misfit_reduced_chi2")}
+    return res, table, item
+
+
+def _with_point_leaks(node_window: pd.DataFrame, grid: TimeGrid, network: Network,
+                      leaks_at: list[tuple[_Leak, str]]) -> pd.DataFrame:
+    """Metered rates per window (m³/s) with each leak put at a pipe: half its flow at each end, from its onset.
+
+    The DMA's shaping (:func:`_demand_factors`) then gives that pipe's ends
+    their share of the DMA's metered inflow: the leak as a point demand.
+    """
+    if not leaks_at:
+        return node_window
+    out = node_window.copy()
+    windows = pd.Series(grid.window)
+    for leak, link in leaks_at:
+        share = pd.Series(np.asarray(grid.times >= leak.det.onset, float)).groupby(windows).mean()
+        add = 0.5 * leak.det.leak_m3s * share.reindex(out.index, fill_value=0.0).to_numpy(float)
+        for node in network.links.loc[link, ["start_node", "end_node"]].astype(str):
+            if node in out.columns:
+                out[node] = out[node] + add
+    return out

@@ -630,14 +630,18 @@ def _registry(store: Store, network: Network) -> tuple[gpd.GeoDataFrame, pd.Data
 
 def _work_orders(network: Network, result: Localisation, staged: "_Staged", out: Path, *, top: int,
                  timings: dict[str, float]) -> gpd.GeoDataFrame | None:
-    """Work orders for the ``top`` candidates of a detected leak, written to ``out/plan``; None otherwise."""
+    """Work orders for the ``top`` candidates of a detected leak (of each, with several), written to ``out/plan``; None otherwise."""
     if top <= 0 or not result.report.get("detected") or not len(result.candidates):
         return None
     t = time.perf_counter()
     plan_dir = out / "plan"
     if plan_dir.is_dir():
         shutil.rmtree(plan_dir)
-    orders = plan_repairs(network, candidates=result.candidates, join=staged.join, meters=staged.meters, top_n=top)
+    cands, top_n = result.candidates, top
+    if "leak_id" in cands.columns:  # several leaks: the ``top`` best of each, a pipe once
+        cands = cands.sort_values(["rank", "leak_id"], kind="stable").groupby("leak_id", sort=False).head(top)
+        cands, top_n = cands.drop_duplicates("link_id").reset_index(drop=True), None
+    orders = plan_repairs(network, candidates=cands, join=staged.join, meters=staged.meters, top_n=top_n)
     write_plan(orders, plan_dir, network, join=staged.join, meters=staged.meters)
     timings["plan_s"] = time.perf_counter() - t
     return orders

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -14,6 +14,9 @@ from twin.cli.options import (METERS_CRS_HELP, SCHEDULER_HELP, WORKERS_HELP, Gis
                                gis_reading_options)
 from twin.cli.progress import StageProgress
 from twin.errors import InputError, TwinError, require_file
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +149,15 @@ def _check_mode(from_store: bool, *, store: Optional[Path], meters: Optional[Pat
 def _echo_result(result: dict) -> None:
     """Print the job's finding, its alarms (from the store), warnings and output paths."""
     report = result["report_dict"]
-    if report.get("detected"):
-        top = result["result"].candidates.head(3)
+    if report.get("leaks"):  # several leaks, district by district
+        cand = result["result"].candidates
+        for leak in report["leaks"]:
+            typer.echo(f"leak {leak['leak_id']} in {leak['dma'] or 'the network (no metered district)'}: "
+                       f"{leak['leak_flow_lps']:.2f} L/s since {leak['onset']}")
+            _echo_top(cand[cand["leak_id"] == leak["leak_id"]].head(3))
+    elif report.get("detected"):
         typer.echo(f"leak detected: {report['leak_flow_lps']:.2f} L/s since {report['onset']}")
-        for _, row in top.iterrows():
-            typer.echo(f"  #{row['rank']}: pipe {row['link_id']}  p={row['score']:.3f}  "
-                       f"p(within 300 m)={row['p_within_300m']:.2f}  ({row['lat']:.6f}, {row['lon']:.6f})")
+        _echo_top(result["result"].candidates.head(3))
     else:
         typer.echo("no leak detected")
     run = result.get("alarms")
@@ -170,6 +176,13 @@ def _echo_result(result: dict) -> None:
     for key in ("candidates", "report", "map", "plan", "morning_report"):
         if result.get(key) is not None:
             typer.echo(f"{key}: {result[key]}")
+
+
+def _echo_top(top: pd.DataFrame) -> None:
+    """Print the best candidates, one line each."""
+    for _, row in top.iterrows():
+        typer.echo(f"  #{row['rank']}: pipe {row['link_id']}  p={row['score']:.3f}  "
+                   f"p(within 300 m)={row['p_within_300m']:.2f}  ({row['lat']:.6f}, {row['lon']:.6f})")
 
 
 @bench_app.command("localise")
