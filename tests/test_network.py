@@ -480,9 +480,9 @@ def test_the_duplicate_scan_is_cheap_on_a_city_sized_file(tmp_path):
     lines = ["[JUNCTIONS]"] + [f" J{i} 10" for i in range(n + 1)] + ["[PIPES]"]
     lines += [f" P{i} J{i} J{i + 1} 50 100 120 0 Open" for i in range(n)] + ["[COORDINATES]"]
     lines += [f" J{i} {i}.0 0.0" for i in range(n + 1)] + ["[OPTIONS]", " Units LPS", "[END]"]
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other jobs on a busy machine do not count (wall time did: 1.07 s at load 10)
     assert len(_prescan_inp(tmp_path / "city.inp", lines)) == n + 1
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
 
 
 # --------------------------------------------------------------------------- closed links (issue 12, item 11)
