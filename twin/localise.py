@@ -454,9 +454,7 @@ def _demand_factors(
     leak_dma, dma_sure = None, False
     fac_dma = np.zeros((len(times), 0))
     if names:
-        onehot = np.zeros((len(junctions), len(names)))
-        onehot[node_dma >= 0, node_dma[node_dma >= 0]] = 1.0
-        cons_w = pd.DataFrame(rate.to_numpy(float) @ onehot, index=rate.index, columns=names)
+        cons_w = _zone_consumption(network, node_window, member, names)
         steps = dma_steps(dma_in, cons_w, grid.window, grid.slot, det.onset)
         leak_dma = str(steps.index[0]) if len(steps) else None
         dma_sure = bool(leak_dma is not None and steps["z"].iat[0] >= 3.0
@@ -1443,8 +1441,8 @@ def localise(
     report["data"].update({**found.pop("customer_counts"), "readings_rows": int(measurements.rows)})
     report.update(found)
     # district by district (issue 11): every fully metered DMA's own step, each leak once
-    leaks, districts = _several_leaks(network, inputs, join, node_window, t_threshold=t_threshold,
-                                      min_leak_share=min_leak_share) if dma_shape else ([], {})
+    leaks, districts, areas = _several_leaks(network, inputs, join, node_window, t_threshold=t_threshold,
+                                             min_leak_share=min_leak_share) if dma_shape else ([], {}, None)
     clock.lap("districts_s")
     if not det.detected and leaks:  # a DMA's balance stepped up where the system's single step did not show
         det = leaks[0].det
@@ -1459,7 +1457,7 @@ def localise(
                "pool_sigma": pool_sigma, "dma_shape": dma_shape, "dma_prior": dma_prior, "calibrate": calibrate}
     if len(leaks) >= 2:
         report["districts"] = districts
-        result = _rank_several(network, meters, inputs, leaks, node_window, report, clock, progress=progress,
+        result = _rank_several(network, meters, inputs, leaks, areas, node_window, report, clock, progress=progress,
                                **options)
     else:
         result = _rank(network, meters, inputs, det, node_window, report, clock, progress=progress, **options)
@@ -1639,15 +1637,16 @@ def _loglik(delta: np.ndarray, sigma: np.ndarray, sig: np.ndarray, L_prior: floa
     den = (sig ** 2 * w[:, None]).sum(0) + 1.0 / L_sd ** 2
     L = np.maximum(num / den, 0.0)
     pred = sig * L[None, :]
-    if alpha is None:
-        var_ratio = np.ones_like(pred)
-    else:
+    z2 = (delta[:, None] - pred) ** 2 * w[:, None]
+    log_var_ratio: np.ndarray | float = 0.0  # the same variance for every candidate: no (k, m) array of ones
+    if alpha is not None:
         var_ratio = 1.0 + (np.asarray(alpha, float)[:, None] * pred) ** 2 * w[:, None]
-    z2 = (delta[:, None] - pred) ** 2 * w[:, None] / var_ratio
+        z2 /= var_ratio
+        log_var_ratio = np.log(var_ratio)
     if nu is None:
-        ll = -0.5 * (z2 + np.log(var_ratio)).sum(0)
+        ll = -0.5 * (z2 + log_var_ratio).sum(0)
     else:  # heavy tails: a sensor the model cannot explain does not decide alone
-        ll = -(0.5 * (nu + 1) * np.log1p(z2 / nu) + 0.5 * np.log(var_ratio)).sum(0)
+        ll = -(0.5 * (nu + 1) * np.log1p(z2 / nu) + 0.5 * log_var_ratio).sum(0)
     ll -= 0.5 * ((L - L_prior) / L_sd) ** 2
     return ll, L
 
@@ -1934,8 +1933,12 @@ def _network_remainder(inputs: _Inputs, use: np.ndarray, node_window: pd.DataFra
 
 
 def _several_leaks(network: Network, inputs: _Inputs, join: pd.DataFrame, node_window: pd.DataFrame, *,
-                   t_threshold: float, min_leak_share: float) -> tuple[list[_Leak], dict]:
+                   t_threshold: float, min_leak_share: float
+                   ) -> tuple[list[_Leak], dict, tuple[pd.Series, dict[str, set[str]]] | None]:
     """The week's leaks district by district, each once, and the report entry saying how they were found.
+
+    The third value, when a DMA leak was found, is the node-to-DMA assignment
+    and each DMA's neighbours, for the rankings (:func:`_rank_several`).
 
     Every fully metered DMA is tested for its own step (:func:`_zone_leaks`);
     a DMA leak repeating a neighbour's is dropped (:func:`_double_counts`);
@@ -1947,12 +1950,13 @@ def _several_leaks(network: Network, inputs: _Inputs, join: pd.DataFrame, node_w
     zone, info = _zone_leaks(network, inputs, use, node_window, t_threshold=t_threshold,
                              min_leak_share=min_leak_share)
     if not zone:
-        return [], info
+        return [], info, None
     assignment = assign_dmas(network, inlet_links=[c for c in inputs.flow.columns if c in network.links.index])
-    zone, dropped = _double_counts(zone, _district_neighbours(network, assignment))
+    neighbours = _district_neighbours(network, assignment)
+    zone, dropped = _double_counts(zone, neighbours)
     rest = _network_remainder(inputs, use, node_window, zone, t_threshold=t_threshold, min_leak_share=min_leak_share)
     info.update({"double_counts_dropped": dropped, "network_remainder": rest is not None})
-    return zone + ([rest] if rest is not None else []), info
+    return zone + ([rest] if rest is not None else []), info, (assignment, neighbours)
 
 
 def _detection_part(det: Detection, grid: TimeGrid) -> dict[str, Any]:
@@ -1982,7 +1986,8 @@ def _restricted(scores: _Scores, region: np.ndarray) -> _Scores:
 
 
 def _rank_several(network: Network, meters: pd.DataFrame, inputs: _Inputs, leaks: list[_Leak],
-                  node_window: pd.DataFrame, report: dict, clock: "_Clock", *,
+                  areas: tuple[pd.Series, dict[str, set[str]]], node_window: pd.DataFrame, report: dict,
+                  clock: "_Clock", *,
                   progress: Callable[[str, int, int], None] | None, passes: int = 1, **options: Any) -> Localisation:
     """Steps 3 to 8 for each of several leaks: candidates with ``leak_id``, the report's ``leaks`` list.
 
@@ -1998,12 +2003,12 @@ def _rank_several(network: Network, meters: pd.DataFrame, inputs: _Inputs, leaks
     leaks) the second pass lowered the misfit (reduced chi-square 2.53 to
     1.32 for one leak) and changed no rank, for twice the time: off by
     default. The report's top-level entries (``top``, ``candidate_zone``,
-    ``calibration``...) are leak 1's.
+    ``calibration``...) are leak 1's. ``areas``: the node-to-DMA assignment
+    and each DMA's neighbours (from :func:`_several_leaks`).
     """
     grid = inputs.grid
     pipes = _pipes(network)
-    assignment = assign_dmas(network, inlet_links=[c for c in inputs.flow.columns if c in network.links.index])
-    neighbours = _district_neighbours(network, assignment)
+    assignment, neighbours = areas
     tops: dict[int, str] = {}
     for _ in range(max(passes, 1)):
         ranked = []
