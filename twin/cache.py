@@ -107,6 +107,15 @@ def _crs_key(crs: Any) -> str:
     return str(crs).strip().upper()
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex): the cache key's file part, and which network a run used."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def network_key(path: Path, *, crs: Any, to_crs: Any) -> str:
     """The cache key of reading ``path`` in ``crs``, held in ``to_crs``: a SHA-256 hex digest.
 
@@ -117,12 +126,7 @@ def network_key(path: Path, *, crs: Any, to_crs: Any) -> str:
     crs, to_crs : any pyproj input or None
         As given to :func:`twin.network.read_network`.
     """
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    file_hash = h.hexdigest()
-    parts = [f"format={CACHE_FORMAT}", f"file={file_hash}", f"crs={_crs_key(crs)}",
+    parts = [f"format={CACHE_FORMAT}", f"file={file_sha256(path)}", f"crs={_crs_key(crs)}",
              f"to_crs={_crs_key(to_crs)}", _versions(), f"code={_code_hash()}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

@@ -10,7 +10,6 @@ candidates, the crew map and, when the truth is known, the score.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -31,6 +30,7 @@ from twin import settings
 from twin.alarms import Window, open_alarms, record_failed_run, record_run, window_for_alarms
 from twin.balance import water_balance, write_balance
 from twin.bench import score_ranking
+from twin.cache import file_sha256
 from twin.errors import InputError, TwinError, require_file
 from twin.graph import pipe_distances
 from twin.localise import Localisation, localise
@@ -597,15 +597,6 @@ def _within_readings(window: Window, store: Store) -> Window:
     """The part of ``window`` the store holds readings for (what a run can see; alarms are judged on it)."""
     first, last = store.time_range()  # type: ignore[misc]
     return Window(max(window.start, first), min(window.end, last + pd.Timedelta(seconds=1)))
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex), to tell later which network a run used."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_store(store: Store, network: Network, window: Window) -> "_Staged":
